@@ -1,0 +1,374 @@
+//! An SSM emulator that speaks the real AWS wire protocol, so the real
+//! `aws-sdk-ssm` client, the aws CLI and boto3 talk to it unchanged (point
+//! their endpoint URL at it). No AWS is reachable from here: the gateway's demo
+//! mode and its tests run against this.
+//!
+//! It serves `DescribeSessions` over AWS JSON 1.1 (`POST /`), from a
+//! [`Dataset`] of sessions per (account, region). The account comes from the
+//! SigV4 access key id (looked up in the configured [`StaticCredential`]s),
+//! the region from the signature's credential scope. `GET /_emulator/stats`
+//! reports call counts as JSON.
+//!
+//! Tests can make one request fail on purpose with the header
+//! `x-emulator-fault: InternalServerError` (a 500) or
+//! `x-emulator-fault: ThrottlingException` (a retryable 400); it acts after
+//! authentication, so the request is counted like any other.
+//!
+//! # Layout
+//! - [`wire`]: the AWS JSON 1.1 protocol (targets, replies, error bodies);
+//! - [`auth`]: SigV4 `Authorization` parsing and credential lookup;
+//! - [`ssm`]: DescribeSessions validation, filtering and paging;
+//! - [`token`]: signed, expiring NextTokens;
+//! - [`data`]: session records and the seeded data generator.
+//!
+//! Invariants: a request never panics the emulator whatever its input; every
+//! reply has the protocol's headers; counters are exact (a request is counted
+//! in flight from arrival until its response is built, even if the client
+//! goes away meanwhile).
+
+mod auth;
+mod data;
+mod ssm;
+mod token;
+mod wire;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+pub use auth::StaticCredential;
+pub use data::{
+    AccessType, DEMO_SEED, DataSpec, Dataset, OutputUrl, SessionRecord, SessionState,
+    SessionStatus, SourceSpec,
+};
+pub use ssm::DEFAULT_MAX_RESULTS;
+
+use auth::{Caller, Credentials};
+use ssm::{DescribeSessions, Paging};
+use token::TokenKey;
+use wire::{AwsError, Operation, Protocol};
+
+/// The demo access key (AWS's documentation example key).
+pub const DEMO_ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+pub const DEMO_SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+/// The account [`DEMO_ACCESS_KEY_ID`] acts in.
+pub const DEMO_ACCOUNT_ID: &str = "111122223333";
+pub const DEMO_REGION: &str = "us-east-1";
+/// The demo dataset's accounts; the first is [`DEMO_ACCOUNT_ID`].
+pub const DEMO_ACCOUNT_IDS: [&str; 3] = [DEMO_ACCOUNT_ID, "444455556666", "777788889999"];
+
+/// Demo credentials: [`DEMO_ACCESS_KEY_ID`] for the demo account, and one key
+/// for each other demo account (`AKIAEMULATOR<last 8 digits>`, secret
+/// `emulator-secret-<account>`), until STS AssumeRole can hand those out.
+pub fn demo_credentials() -> Vec<StaticCredential> {
+    let mut credentials = vec![StaticCredential::new(
+        DEMO_ACCESS_KEY_ID,
+        DEMO_SECRET_ACCESS_KEY,
+        DEMO_ACCOUNT_ID,
+    )];
+    for account in &DEMO_ACCOUNT_IDS[1..] {
+        credentials.push(StaticCredential::new(
+            &format!("AKIAEMULATOR{}", &account[4..]),
+            &format!("emulator-secret-{account}"),
+            account,
+        ));
+    }
+    credentials
+}
+
+/// How an [`Emulator`] behaves.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    pub dataset: Dataset,
+    /// The access keys accepted, each mapped to its account.
+    pub credentials: Vec<StaticCredential>,
+    /// `None`: full pages. `Some(seed)`: short pages, as real SSM may return
+    /// (pages shorter than MaxResults, empty ones, a trailing empty page),
+    /// drawn deterministically from the seed.
+    pub short_pages: Option<u64>,
+    /// Added to every request (inside the handler, so counted in flight).
+    pub latency: Option<Duration>,
+    /// NextToken lifetime; older tokens get `InvalidNextToken`.
+    pub token_ttl: Duration,
+    /// Key that signs NextTokens; `None` draws a random one per emulator.
+    pub token_secret: Option<[u8; 32]>,
+}
+
+/// Default NextToken lifetime.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+impl EmulatorConfig {
+    /// A config with no faults: full pages, no latency, 1 h tokens with a
+    /// random key.
+    pub fn new(dataset: Dataset, credentials: Vec<StaticCredential>) -> Self {
+        Self {
+            dataset,
+            credentials,
+            short_pages: None,
+            latency: None,
+            token_ttl: DEFAULT_TOKEN_TTL,
+            token_secret: None,
+        }
+    }
+
+    /// The demo dataset around `anchor` with the [`demo_credentials`].
+    pub fn demo(anchor: DateTime<Utc>) -> Self {
+        Self::new(Dataset::demo(anchor), demo_credentials())
+    }
+}
+
+/// The emulator; cheap to clone (all clones share one state).
+#[derive(Debug, Clone)]
+pub struct Emulator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// std locks, not tokio's: nothing awaits while holding them.
+    dataset: RwLock<Dataset>,
+    credentials: Credentials,
+    tokens: TokenKey,
+    short_pages: Option<u64>,
+    latency: Option<Duration>,
+    token_ttl: Duration,
+    stats: Stats,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    /// Only implemented operations are keys, and only configured accounts
+    /// sub-keys, so client input cannot grow this.
+    calls: Mutex<HashMap<Operation, OperationCalls>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct OperationCalls {
+    total: u64,
+    by_account: HashMap<String, u64>,
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a Stats);
+
+impl<'a> InFlight<'a> {
+    fn enter(stats: &'a Stats) -> Self {
+        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Emulator {
+    pub fn new(config: EmulatorConfig) -> Self {
+        let secret = config.token_secret.unwrap_or_else(rand::random);
+        Self {
+            inner: Arc::new(Inner {
+                dataset: RwLock::new(config.dataset),
+                credentials: Credentials::new(config.credentials),
+                tokens: TokenKey::new(secret),
+                short_pages: config.short_pages,
+                latency: config.latency,
+                token_ttl: config.token_ttl,
+                stats: Stats::default(),
+            }),
+        }
+    }
+
+    /// The whole emulator: `POST /` for AWS requests, `GET /_emulator/stats`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/", post(handle_aws))
+            .route("/_emulator/stats", get(handle_stats))
+            .with_state(self.clone())
+    }
+
+    /// Serves on an already-bound listener until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Requests that targeted `operation` (e.g. "DescribeSessions"), whether
+    /// or not they were authenticated and valid.
+    pub fn calls(&self, operation: &str) -> u64 {
+        self.with_calls(operation, |c| c.total)
+    }
+
+    /// Requests for `operation` authenticated as `account_id`.
+    pub fn calls_for(&self, operation: &str, account_id: &str) -> u64 {
+        self.with_calls(operation, |c| {
+            c.by_account.get(account_id).copied().unwrap_or(0)
+        })
+    }
+
+    fn with_calls(&self, operation: &str, f: impl FnOnce(&OperationCalls) -> u64) -> u64 {
+        let calls = self
+            .inner
+            .stats
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Operation::ALL
+            .into_iter()
+            .find(|op| op.name() == operation)
+            .and_then(|op| calls.get(&op))
+            .map_or(0, f)
+    }
+
+    /// Requests being served right now.
+    pub fn in_flight(&self) -> u64 {
+        self.inner.stats.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Most requests served at once since start (or the last reset).
+    pub fn max_in_flight(&self) -> u64 {
+        self.inner.stats.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Zeroes the call counts; the high-water mark restarts from the requests
+    /// in flight now.
+    pub fn reset_stats(&self) {
+        let stats = &self.inner.stats;
+        stats
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        stats
+            .max_in_flight
+            .store(stats.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Adds (or replaces, by session id) a session while serving.
+    pub fn insert_session(&self, account_id: &str, region: &str, session: SessionRecord) {
+        // A panic elsewhere cannot leave the dataset half-written (inserts
+        // are single Vec operations), so a poisoned lock is still usable.
+        self.inner
+            .dataset
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(account_id, region, session);
+    }
+
+    fn count(&self, operation: Operation, account_id: Option<&str>) {
+        let mut calls = self
+            .inner
+            .stats
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = calls.entry(operation).or_default();
+        match account_id {
+            None => entry.total += 1,
+            Some(account) => *entry.by_account.entry(account.to_owned()).or_default() += 1,
+        }
+    }
+
+    fn stats_json(&self) -> Value {
+        let calls = self
+            .inner
+            .stats
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let calls: serde_json::Map<String, Value> = calls
+            .iter()
+            .map(|(op, c)| {
+                (
+                    op.name().to_owned(),
+                    json!({"total": c.total, "by_account": c.by_account}),
+                )
+            })
+            .collect();
+        json!({
+            "in_flight": self.in_flight(),
+            "max_in_flight": self.max_in_flight(),
+            "calls": calls,
+        })
+    }
+
+    /// An AWS JSON 1.1 request, after its protocol was recognised.
+    fn handle_json(&self, headers: &HeaderMap, body: &[u8]) -> Result<Value, AwsError> {
+        let operation = Operation::from_target(headers)?;
+        self.count(operation, None);
+        let caller = self.inner.credentials.authenticate(headers, "ssm")?;
+        self.count(operation, Some(&caller.account_id));
+        if let Some(fault) = wire::injected_fault(headers) {
+            return Err(fault);
+        }
+        match operation {
+            Operation::DescribeSessions => self.describe_sessions(&caller, body),
+        }
+    }
+
+    fn describe_sessions(&self, caller: &Caller, body: &[u8]) -> Result<Value, AwsError> {
+        let request = DescribeSessions::parse(body)?;
+        let paging = Paging {
+            tokens: &self.inner.tokens,
+            token_ttl: self.inner.token_ttl,
+            short_pages: self.inner.short_pages,
+            now: Utc::now(),
+        };
+        let dataset = self
+            .inner
+            .dataset
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        request.run(
+            caller,
+            dataset.sessions(&caller.account_id, &caller.region),
+            &paging,
+        )
+    }
+}
+
+async fn handle_aws(State(emulator): State<Emulator>, headers: HeaderMap, body: Bytes) -> Response {
+    let _in_flight = InFlight::enter(&emulator.inner.stats);
+    if let Some(latency) = emulator.inner.latency {
+        tokio::time::sleep(latency).await;
+    }
+    let request_id = wire::request_id();
+    let result = match Protocol::of(&headers) {
+        Protocol::AwsJson11 => emulator.handle_json(&headers, &body),
+        // STS (AssumeRole, GetCallerIdentity) speaks AWS Query; it will be
+        // dispatched from here, on `Action=...` in the form body.
+        Protocol::AwsQuery => return wire::query_not_implemented(&request_id),
+        Protocol::Other => Err(wire::unsupported_content_type()),
+    };
+    match result {
+        Ok(body) => wire::ok(&request_id, &body),
+        Err(error) => {
+            tracing::debug!(code = error.code, message = %error.message, %request_id, "emulator error reply");
+            error.into_response(&request_id)
+        }
+    }
+}
+
+async fn handle_stats(State(emulator): State<Emulator>) -> Response {
+    axum::Json(emulator.stats_json()).into_response()
+}

@@ -1,0 +1,424 @@
+//! The AWS JSON 1.1 protocol as the SDKs expect it: which protocol a request
+//! speaks, the `X-Amz-Target` operation, and how replies and errors look.
+//!
+//! Every reply carries `Content-Type: application/x-amz-json-1.1` and an
+//! `x-amzn-RequestId`. Errors also carry `X-Amzn-ErrorType: <Code>` and a body
+//! holding exactly the members the model gives the error shape: modeled
+//! errors with a `Message` member get `Message`, `InvalidFilterKey` (no
+//! members) gets only `__type`, and the generic service errors every AWS JSON
+//! service can answer get the lower-case `message` AWS sends for them.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+pub(crate) const JSON_1_1: &str = "application/x-amz-json-1.1";
+const FORM: &str = "application/x-www-form-urlencoded";
+/// `targetPrefix` in the SSM model's metadata.
+const TARGET_PREFIX: &str = "AmazonSSM.";
+
+/// The wire protocol a request speaks, told by its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// SSM: AWS JSON 1.1.
+    AwsJson11,
+    /// STS: AWS Query (form-encoded `Action=...`, XML replies).
+    AwsQuery,
+    Other,
+}
+
+impl Protocol {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let media_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase());
+        match media_type.as_deref() {
+            Some(JSON_1_1) => Self::AwsJson11,
+            Some(FORM) => Self::AwsQuery,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// The SSM operations the emulator implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Operation {
+    DescribeSessions,
+}
+
+impl Operation {
+    pub(crate) const ALL: [Operation; 1] = [Operation::DescribeSessions];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::DescribeSessions => "DescribeSessions",
+        }
+    }
+
+    /// Reads `X-Amz-Target: AmazonSSM.<Operation>`. Operations of the model
+    /// that the emulator does not implement are unknown to it, as to a service
+    /// that lacks them.
+    pub(crate) fn from_target(headers: &HeaderMap) -> Result<Self, AwsError> {
+        let target = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let name = target.strip_prefix(TARGET_PREFIX).unwrap_or_default();
+        Self::ALL
+            .into_iter()
+            .find(|op| op.name() == name)
+            .ok_or_else(|| AwsError::unknown_operation(target))
+    }
+}
+
+/// Which members an error body carries (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorBody {
+    /// A modeled error whose shape has a `Message` member.
+    ModeledMessage,
+    /// A modeled error whose shape has no members.
+    NoMembers,
+    /// A generic service error: `message`.
+    Generic,
+}
+
+/// An error answered in the AWS JSON 1.1 format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AwsError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    body: ErrorBody,
+}
+
+impl AwsError {
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        body: ErrorBody,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            body,
+        }
+    }
+
+    fn client(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, ErrorBody::Generic, message)
+    }
+
+    pub(crate) fn validation(message: impl Into<String>) -> Self {
+        Self::client("ValidationException", message)
+    }
+
+    /// AWS's summary of failed input constraints, e.g. "1 validation error
+    /// detected: Value '201' at 'maxResults' failed to satisfy constraint: ...".
+    pub(crate) fn validation_errors(errors: &[String]) -> Self {
+        let n = errors.len();
+        let plural = if n == 1 { "error" } else { "errors" };
+        Self::validation(format!(
+            "{n} validation {plural} detected: {}",
+            errors.join("; ")
+        ))
+    }
+
+    pub(crate) fn serialization(message: impl Into<String>) -> Self {
+        Self::client("SerializationException", message)
+    }
+
+    pub(crate) fn unknown_operation(target: &str) -> Self {
+        let message = if target.is_empty() {
+            "Missing X-Amz-Target header".to_owned()
+        } else {
+            format!("Unknown operation {target}")
+        };
+        Self::client("UnknownOperationException", message)
+    }
+
+    pub(crate) fn missing_authentication_token() -> Self {
+        Self::client(
+            "MissingAuthenticationTokenException",
+            "Request is missing Authentication Token",
+        )
+    }
+
+    pub(crate) fn incomplete_signature(message: impl Into<String>) -> Self {
+        Self::client("IncompleteSignatureException", message)
+    }
+
+    pub(crate) fn invalid_signature(message: impl Into<String>) -> Self {
+        Self::client("InvalidSignatureException", message)
+    }
+
+    pub(crate) fn unrecognized_client() -> Self {
+        Self::client(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
+    }
+
+    pub(crate) fn invalid_filter_key() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidFilterKey",
+            ErrorBody::NoMembers,
+            "",
+        )
+    }
+
+    pub(crate) fn invalid_next_token(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidNextToken",
+            ErrorBody::ModeledMessage,
+            message,
+        )
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            ErrorBody::ModeledMessage,
+            message,
+        )
+    }
+
+    pub(crate) fn throttling() -> Self {
+        Self::client("ThrottlingException", "Rate exceeded")
+    }
+
+    /// The JSON body for this error.
+    pub(crate) fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("__type".into(), Value::from(self.code));
+        match self.body {
+            ErrorBody::ModeledMessage => {
+                body.insert("Message".into(), Value::from(self.message.as_str()));
+            }
+            ErrorBody::NoMembers => {}
+            ErrorBody::Generic => {
+                body.insert("message".into(), Value::from(self.message.as_str()));
+            }
+        }
+        Value::Object(body)
+    }
+
+    pub(crate) fn into_response(self, request_id: &str) -> Response {
+        let mut response = reply(self.status, request_id, &self.body());
+        if let Ok(code) = HeaderValue::from_str(self.code) {
+            response.headers_mut().insert("x-amzn-errortype", code);
+        }
+        response
+    }
+}
+
+/// The error a test asked for with `x-emulator-fault` (see the module doc of
+/// `emulator`); unknown values are ignored.
+pub(crate) fn injected_fault(headers: &HeaderMap) -> Option<AwsError> {
+    match headers.get("x-emulator-fault")?.to_str().ok()? {
+        "InternalServerError" => Some(AwsError::internal("Injected fault: internal server error.")),
+        "ThrottlingException" => Some(AwsError::throttling()),
+        _ => None,
+    }
+}
+
+/// A 200 reply with a JSON body.
+pub(crate) fn ok(request_id: &str, body: &Value) -> Response {
+    reply(StatusCode::OK, request_id, body)
+}
+
+fn reply(status: StatusCode, request_id: &str, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_1_1));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+/// A fresh request id in AWS's UUID layout.
+pub(crate) fn request_id() -> String {
+    let v: u128 = rand::random();
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// What an AWS Query (STS) request gets until STS is implemented: the Query
+/// protocol's XML error, so the client reports it instead of failing to parse.
+pub(crate) fn query_not_implemented(request_id: &str) -> Response {
+    let body = format!(
+        "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code>\
+         <Message>The emulator does not implement AWS Query (STS) actions yet.</Message>\
+         </Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    );
+    let mut response = (StatusCode::BAD_REQUEST, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    response
+}
+
+/// A request in neither protocol.
+pub(crate) fn unsupported_content_type() -> AwsError {
+    AwsError::client(
+        "UnknownOperationException",
+        format!("Unsupported Content-Type; SSM expects {JSON_1_1}"),
+    )
+}
+
+/// The member names of an error's body.
+#[cfg(test)]
+pub(crate) fn error_members(err: &AwsError) -> Vec<String> {
+    match err.body() {
+        Value::Object(map) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+// A failed unwrap is a failed test; the lint is meant for library code.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model() -> Value {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/aws-shapes.json"
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// Modeled errors must carry exactly `__type` plus the shape's members.
+    #[test]
+    fn modeled_error_bodies_match_the_model() {
+        let model = model();
+        let shapes = &model["ssm"]["shapes"];
+        for err in [
+            AwsError::invalid_next_token("x"),
+            AwsError::invalid_filter_key(),
+            AwsError::internal("boom"),
+        ] {
+            let shape = &shapes[err.code];
+            assert_eq!(shape["exception"], json!(true), "{} is modeled", err.code);
+            let mut expected: Vec<String> = shape["members"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            expected.push("__type".into());
+            expected.sort();
+            let mut members = error_members(&err);
+            members.sort();
+            assert_eq!(members, expected, "{}", err.code);
+            let fault = shape.get("fault") == Some(&json!(true));
+            assert_eq!(err.status.is_server_error(), fault, "{}", err.code);
+        }
+        // And they are the errors DescribeSessions declares.
+        let declared: Vec<&str> = model["ssm"]["operations"]["DescribeSessions"]["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["shape"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            declared,
+            [
+                "InternalServerError",
+                "InvalidFilterKey",
+                "InvalidNextToken"
+            ]
+        );
+    }
+
+    #[test]
+    fn generic_errors_use_lower_case_message() {
+        let body = AwsError::validation("nope").body();
+        assert_eq!(
+            body,
+            json!({"__type": "ValidationException", "message": "nope"})
+        );
+    }
+
+    #[test]
+    fn error_response_headers() {
+        let response = AwsError::invalid_filter_key().into_response("rid");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()["x-amzn-errortype"], "InvalidFilterKey");
+        assert_eq!(response.headers()["x-amzn-requestid"], "rid");
+        assert_eq!(response.headers()["content-type"], JSON_1_1);
+    }
+
+    #[test]
+    fn validation_summary_counts() {
+        let one = AwsError::validation_errors(&["A".into()]);
+        assert_eq!(one.message, "1 validation error detected: A");
+        let two = AwsError::validation_errors(&["A".into(), "B".into()]);
+        assert_eq!(two.message, "2 validation errors detected: A; B");
+    }
+
+    #[test]
+    fn protocol_by_content_type() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Protocol::of(&h), Protocol::Other);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.1; charset=utf-8"),
+        );
+        assert_eq!(Protocol::of(&h), Protocol::AwsJson11);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+        );
+        assert_eq!(Protocol::of(&h), Protocol::AwsQuery);
+    }
+
+    #[test]
+    fn targets() {
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            Operation::from_target(&h).unwrap_err().code,
+            "UnknownOperationException"
+        );
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("AmazonSSM.DescribeSessions"),
+        );
+        assert_eq!(Operation::from_target(&h), Ok(Operation::DescribeSessions));
+        for other in [
+            "AmazonSSM.TerminateSession",
+            "DescribeSessions",
+            "Foo.DescribeSessions",
+        ] {
+            h.insert("x-amz-target", HeaderValue::from_static(other));
+            assert_eq!(
+                Operation::from_target(&h).unwrap_err().code,
+                "UnknownOperationException"
+            );
+        }
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let id = request_id();
+        let parts: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert_ne!(id, request_id());
+    }
+}
