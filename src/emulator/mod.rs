@@ -88,7 +88,7 @@ pub fn demo_credentials() -> Vec<StaticCredential> {
 }
 
 /// How an [`Emulator`] behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EmulatorConfig {
     pub dataset: Dataset,
     /// The access keys accepted, each mapped to its account.
@@ -103,6 +103,20 @@ pub struct EmulatorConfig {
     pub token_ttl: Duration,
     /// Key that signs NextTokens; `None` draws a random one per emulator.
     pub token_secret: Option<[u8; 32]>,
+}
+
+/// Never prints the token secret, nor every session.
+impl std::fmt::Debug for EmulatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorConfig")
+            .field("sessions", &self.dataset.len())
+            .field("credentials", &self.credentials)
+            .field("short_pages", &self.short_pages)
+            .field("latency", &self.latency)
+            .field("token_ttl", &self.token_ttl)
+            .field("token_secret", &self.token_secret.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Default NextToken lifetime.
@@ -129,12 +143,20 @@ impl EmulatorConfig {
 }
 
 /// The emulator; cheap to clone (all clones share one state).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Emulator {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("in_flight", &self.in_flight())
+            .field("max_in_flight", &self.max_in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     /// std locks, not tokio's: nothing awaits while holding them.
     dataset: RwLock<Dataset>,
@@ -371,4 +393,22 @@ async fn handle_aws(State(emulator): State<Emulator>, headers: HeaderMap, body: 
 
 async fn handle_stats(State(emulator): State<Emulator>) -> Response {
     axum::Json(emulator.stats_json()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut config = EmulatorConfig::demo(Utc::now());
+        config.token_secret = Some([0xab; 32]);
+        let printed = format!("{config:?} {:?}", Emulator::new(config.clone()));
+        assert!(!printed.contains(DEMO_SECRET_ACCESS_KEY), "{printed}");
+        assert!(
+            !printed.contains("171, 171"),
+            "token secret bytes: {printed}"
+        );
+        assert!(printed.contains(DEMO_ACCESS_KEY_ID));
+    }
 }
