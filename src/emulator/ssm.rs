@@ -28,8 +28,8 @@ use super::data::{SessionRecord, SessionState, fnv1a, mix64};
 use super::token::{Cursor, Fingerprint, Position, TokenKey};
 use super::wire::AwsError;
 
-/// MaxResults when a request gives none. AWS documents no default; 20 is what
-/// the SSM console pages by.
+/// MaxResults when a request gives none. AWS documents no default; 20 is this
+/// emulator's choice.
 pub const DEFAULT_MAX_RESULTS: usize = 20;
 const MAX_RESULTS_LIMIT: i64 = 200;
 const MAX_FILTERS: usize = 6;
