@@ -15,7 +15,7 @@ use ssm_session_gateway::emulator::{
 };
 use tower::ServiceExt;
 
-use crate::support::anchor;
+use crate::support::emu::anchor;
 
 struct Model {
     shapes: Value,

@@ -1,4 +1,4 @@
-//! Shared helpers: a running emulator on 127.0.0.1:0 and SDK clients for it.
+//! Emulator-only helpers: a running emulator on 127.0.0.1:0 and raw SDK clients for it.
 
 use std::time::Duration;
 
