@@ -1,2 +1,3 @@
 //! placeholder
+pub mod cursor;
 pub mod emulator;

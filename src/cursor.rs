@@ -1,0 +1,491 @@
+//! Opaque, versioned, tamper-evident pagination cursors.
+//!
+//! A Relay cursor has to let *any* gateway replica resume a connection without
+//! server-side state, so everything needed to resume travels inside it: for
+//! every upstream source the connection reads (one (account, region) today, up
+//! to ~50 merged into one connection later) a [`SourcePosition`], plus a
+//! [`Fingerprint`] of the query arguments the cursor was issued for.
+//! [`CursorCodec`] turns a [`Cursor`] into a string and back, and is the only
+//! way a client-supplied string becomes a `Cursor`.
+//!
+//! # Wire format (version 1)
+//!
+//! The string is base64url without padding (safe in URLs and JSON unescaped)
+//! of these bytes:
+//!
+//! ```text
+//! version      u8 = 1
+//! fingerprint  16 bytes
+//! count        varint, number of sources (<= MAX_SOURCES)
+//! count times:
+//!   tag        u8: 0 = Start, 1 = InPage, 2 = Exhausted
+//!   InPage only:
+//!     token    varint: 0 = None, n + 1 = Some(n bytes of UTF-8), then the n bytes
+//!     page_size u8, 1..=200
+//!     skip     varint
+//!     last_id  varint n, then n bytes of UTF-8
+//! mac          first 16 bytes of HMAC-SHA256(key, DOMAIN || everything above)
+//! ```
+//!
+//! Varints are unsigned LEB128 of a `u32`: at most 5 bytes, minimally encoded
+//! (no trailing `0x80 0x00`), and a fifth byte may carry only the top 4 bits.
+//! With the varint and base64 rules the encoding is canonical: one cursor has
+//! exactly one string, and a decoded cursor re-encodes to the string it came
+//! from. `DOMAIN` is a fixed label, not on the wire, so that a key ever reused
+//! for another MAC cannot make one of its tags pass as a cursor's.
+//!
+//! # Invariants
+//!
+//! - Decoding never panics, whatever the input: every read is bounds-checked
+//!   and every failure is a [`CursorError`]. The input length is checked
+//!   before any other work, so an oversized argument costs nothing.
+//! - Nothing in a cursor is interpreted until its MAC has been verified (in
+//!   constant time), so a client can neither forge a position nor feed the
+//!   parser bytes the gateway did not write. The version byte is under the
+//!   MAC too, so a version cannot be swapped under a valid tag.
+//! - [`CursorCodec::encode`] refuses (rather than emits) anything
+//!   [`CursorCodec::decode`] would reject, so every string it returns decodes
+//!   back to the same cursor under the same key and arguments.
+//!
+//! # Why a 128-bit tag
+//!
+//! Forging a cursor means guessing a tag, and every guess has to be sent to a
+//! gateway (there is no offline check without the key): a 2^-128 chance per
+//! request is far beyond reach. Truncating HMAC-SHA256 to half its output is
+//! the usual, analysed practice (RFC 2104 §5; NIST SP 800-107), and it saves
+//! about 21 characters on every edge of every page.
+//!
+//! # Why the fingerprint
+//!
+//! A position means something only in the list it was taken from: the
+//! upstream `NextToken` was issued for particular filters, and "skip 3 after
+//! session X" is about one ordering. Replaying a cursor with other arguments
+//! (another state, filter or set of sources) would silently return the wrong
+//! page, or an upstream error about the token. The fingerprint, under the MAC,
+//! binds a cursor to its arguments, and the source count to the shape of the
+//! fan-out; decode reports a mismatch as [`CursorError::WrongArguments`].
+//!
+//! # Integrity, not confidentiality
+//!
+//! Cursors are signed, NOT encrypted: whoever holds one can base64-decode it
+//! and read the upstream tokens and the last session id of each source. That
+//! is acceptable: the holder was already shown that session (the cursor
+//! belongs to an edge it received), and an SSM `NextToken` is an opaque value
+//! AWS hands to its callers, worth nothing without AWS credentials. Cursors do
+//! not expire on their own; they stop working when the key changes (every
+//! cursor then fails with [`CursorError::BadSignature`]) or upstream stops
+//! accepting the token inside.
+//!
+//! # Size bound
+//!
+//! Header 1 + 16 + 1 (count < 128) bytes, MAC 16 bytes. Per source at most
+//! 1 (tag) for `Start`/`Exhausted`, and for `InPage` with a token of `t` bytes
+//! 1 (tag) + 2 (token length, `t` < 16,383) + `t` + 1 (page size) + 5 (skip) +
+//! 1 + 96 (a session id is at most 96 bytes) = `t` + 106 bytes.
+//! Fifty sources each with a 1,000-byte token therefore take at most
+//! 18 + 50 × 1,106 + 16 = 55,334 bytes, 73,779 characters of base64.
+//! [`MAX_CURSOR_LEN`] is 81,920 characters (61,440 bytes): that case with about
+//! 10% to spare, while SSM tokens are typically a few hundred characters, and
+//! one source may carry a token of up to [`MAX_TOKEN_LEN`]. Whatever exceeds
+//! the bound is refused by `encode` with [`CursorError::TooLarge`].
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+/// Longest cursor string accepted or produced, in characters (see the module
+/// doc, "Size bound"). Longer input is rejected before it is even decoded.
+pub const MAX_CURSOR_LEN: usize = 80 * 1024;
+
+/// Most sources one cursor may carry (the fan-out is planned for ~50).
+pub const MAX_SOURCES: usize = 64;
+
+/// Longest upstream token, in bytes, one source position may carry. Far above
+/// real SSM tokens; the overall [`MAX_CURSOR_LEN`] is the binding limit when
+/// many sources carry long tokens.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Longest `last_id`, in bytes: an SSM `SessionId` is at most 96 characters.
+pub const MAX_ID_LEN: usize = 96;
+
+/// Valid `page_size` values (SSM `DescribeSessions` accepts MaxResults 1..=200).
+pub const PAGE_SIZE_RANGE: std::ops::RangeInclusive<u8> = 1..=200;
+
+/// The only wire version this build reads and writes.
+const VERSION: u8 = 1;
+/// Length of the truncated HMAC-SHA256 tag at the end of every cursor.
+const TAG_LEN: usize = 16;
+const FINGERPRINT_LEN: usize = 16;
+/// Shortest well-formed cursor: version, fingerprint, a one-byte count, tag.
+const MIN_RAW_LEN: usize = 1 + FINGERPRINT_LEN + 1 + TAG_LEN;
+/// A `u32` takes at most 5 LEB128 bytes.
+const MAX_VARINT_LEN: usize = 5;
+/// Prefixed to the MAC input (not sent) to keep cursor tags apart from any
+/// other use of the same key.
+const DOMAIN: &[u8] = b"ssm-session-gateway/cursor\0";
+
+const TAG_START: u8 = 0;
+const TAG_IN_PAGE: u8 = 1;
+const TAG_EXHAUSTED: u8 = 2;
+
+/// 16-byte digest of the canonical query arguments (state, filters,
+/// sources...). Computed by the caller with [`Fingerprint::of`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub struct Fingerprint(pub [u8; FINGERPRINT_LEN]);
+
+impl Fingerprint {
+    /// SHA-256 over the parts, each prefixed with its length as a
+    /// little-endian `u64`, truncated to 16 bytes. The length prefixes make the
+    /// input unambiguous, so `["ab", "c"]` and `["a", "bc"]` differ. 128 bits
+    /// is ample: the fingerprint guards against mistakes and replays with
+    /// other arguments, not against collisions crafted by someone who also
+    /// holds the MAC key.
+    pub fn of(parts: &[&[u8]]) -> Self {
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        let digest = hasher.finalize();
+        let mut out = [0; FINGERPRINT_LEN];
+        out.copy_from_slice(&digest[..FINGERPRINT_LEN]);
+        Self(out)
+    }
+}
+
+/// Where to resume reading one upstream source.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum SourcePosition {
+    /// Nothing read from this source yet: start with the first page.
+    Start,
+    /// Re-fetch the upstream page obtained with `token` (None = the first
+    /// page) using `page_size` (1..=200) as MaxResults, then skip past the item
+    /// whose id is `last_id` if it is in that page, else skip the first `skip`
+    /// items (the position fallback when the page shifted).
+    /// `skip` may be 0 with `last_id` naming the last item of the *previous*
+    /// page (when an edge ends its upstream page, the cursor points straight
+    /// at the next page's token).
+    InPage {
+        token: Option<String>,
+        page_size: u8,
+        skip: u32,
+        last_id: String,
+    },
+    /// This source has no more items.
+    Exhausted,
+}
+
+/// The decoded content of a cursor: one position per source, in the order
+/// the connection lists its sources, bound to the arguments' fingerprint.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Cursor {
+    pub fingerprint: Fingerprint,
+    pub sources: Vec<SourcePosition>,
+}
+
+/// Why a cursor was refused. The messages are safe to show clients: they say
+/// what is wrong with the string, never anything about the key or layout.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CursorError {
+    #[error("cursor is not valid base64url")]
+    NotBase64,
+    #[error("cursor is too short")]
+    TooShort,
+    /// Altered, truncated, or signed with another key (another deployment, or
+    /// before a key change).
+    #[error("cursor failed its integrity check")]
+    BadSignature,
+    /// Authentic, but written by a gateway version this one cannot read.
+    #[error("cursor version {0} is not supported")]
+    UnsupportedVersion(u8),
+    /// Authentic but not well-formed: only a gateway bug (or a caller asking
+    /// `encode` for something unencodable) gets here. The detail is for logs.
+    #[error("cursor is malformed")]
+    Malformed(&'static str),
+    /// Authentic, but issued for other query arguments or sources.
+    #[error("cursor was issued for different arguments")]
+    WrongArguments,
+    /// Longer than [`MAX_CURSOR_LEN`] or a field bound; from `encode`, the
+    /// cursor would not fit.
+    #[error("cursor is too large")]
+    TooLarge,
+}
+
+/// Signs and verifies cursors with an HMAC-SHA256 key shared by all replicas.
+#[derive(Clone)]
+pub struct CursorCodec {
+    /// HMAC state already keyed; cloned per use so the key schedule runs once.
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for CursorCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material, not even derived state.
+        f.debug_struct("CursorCodec").finish_non_exhaustive()
+    }
+}
+
+impl CursorCodec {
+    /// A codec keyed with `key`. Any length works (HMAC hashes long keys);
+    /// insisting on at least 32 random bytes is the caller's job.
+    pub fn new(key: &[u8]) -> Self {
+        let mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
+        Self { mac }
+    }
+
+    /// A codec with a fresh random 32-byte key from the thread-local CSPRNG.
+    /// Its cursors do not survive a restart and are not accepted by other
+    /// replicas; the caller should say so in a warning.
+    pub fn random() -> Self {
+        Self::new(&rand::random::<[u8; 32]>())
+    }
+
+    /// Encode and sign `cursor`.
+    ///
+    /// Fails, rather than emit a cursor `decode` would refuse, when a field is
+    /// out of bounds: `page_size` outside 1..=200 is
+    /// [`CursorError::Malformed`]; more than [`MAX_SOURCES`] sources, a token
+    /// over [`MAX_TOKEN_LEN`] bytes, a `last_id` over [`MAX_ID_LEN`] bytes or
+    /// a result over [`MAX_CURSOR_LEN`] characters is [`CursorError::TooLarge`].
+    pub fn encode(&self, cursor: &Cursor) -> Result<String, CursorError> {
+        if cursor.sources.len() > MAX_SOURCES {
+            return Err(CursorError::TooLarge);
+        }
+        let mut body = Vec::with_capacity(64);
+        body.push(VERSION);
+        body.extend_from_slice(&cursor.fingerprint.0);
+        put_len(&mut body, cursor.sources.len());
+        for source in &cursor.sources {
+            match source {
+                SourcePosition::Start => body.push(TAG_START),
+                SourcePosition::Exhausted => body.push(TAG_EXHAUSTED),
+                SourcePosition::InPage {
+                    token,
+                    page_size,
+                    skip,
+                    last_id,
+                } => {
+                    if !PAGE_SIZE_RANGE.contains(page_size) {
+                        return Err(CursorError::Malformed("page size out of range"));
+                    }
+                    if token.as_ref().is_some_and(|t| t.len() > MAX_TOKEN_LEN)
+                        || last_id.len() > MAX_ID_LEN
+                    {
+                        return Err(CursorError::TooLarge);
+                    }
+                    body.push(TAG_IN_PAGE);
+                    match token {
+                        None => put_varint(&mut body, 0),
+                        Some(t) => {
+                            put_len(&mut body, t.len() + 1);
+                            body.extend_from_slice(t.as_bytes());
+                        }
+                    }
+                    body.push(*page_size);
+                    put_varint(&mut body, *skip);
+                    put_len(&mut body, last_id.len());
+                    body.extend_from_slice(last_id.as_bytes());
+                }
+            }
+        }
+        self.seal(body)
+    }
+
+    /// Verify and decode a client-supplied cursor issued for the arguments
+    /// with fingerprint `expected` over `expected_sources` sources.
+    ///
+    /// Checks, in order: length (at most [`MAX_CURSOR_LEN`], before any other
+    /// work), base64url, minimum length, MAC (constant time), version, payload
+    /// structure (no trailing bytes, page size 1..=200, UTF-8 strings, bounded
+    /// lengths), fingerprint, then source count.
+    pub fn decode(
+        &self,
+        s: &str,
+        expected: Fingerprint,
+        expected_sources: usize,
+    ) -> Result<Cursor, CursorError> {
+        if s.len() > MAX_CURSOR_LEN {
+            return Err(CursorError::TooLarge);
+        }
+        let raw = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| CursorError::NotBase64)?;
+        if raw.len() < MIN_RAW_LEN {
+            return Err(CursorError::TooShort);
+        }
+        let (body, tag) = raw.split_at(raw.len() - TAG_LEN);
+        self.keyed(body)
+            .verify_truncated_left(tag)
+            .map_err(|_| CursorError::BadSignature)?;
+        let cursor = parse(body)?;
+        if cursor.fingerprint != expected || cursor.sources.len() != expected_sources {
+            return Err(CursorError::WrongArguments);
+        }
+        Ok(cursor)
+    }
+
+    /// Append the tag to `body` (version and payload) and base64url it.
+    /// Separate from `encode` so tests can sign bodies `encode` would never
+    /// write and so reach the checks behind the MAC.
+    fn seal(&self, mut body: Vec<u8>) -> Result<String, CursorError> {
+        let fits = base64::encoded_len(body.len() + TAG_LEN, false)
+            .is_some_and(|len| len <= MAX_CURSOR_LEN);
+        if !fits {
+            return Err(CursorError::TooLarge);
+        }
+        let tag = self.keyed(&body).finalize().into_bytes();
+        body.extend_from_slice(&tag[..TAG_LEN]);
+        Ok(URL_SAFE_NO_PAD.encode(body))
+    }
+
+    /// The MAC state after absorbing the domain label and `body`.
+    fn keyed(&self, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.mac.clone();
+        mac.update(DOMAIN);
+        mac.update(body);
+        mac
+    }
+}
+
+/// Parse an authenticated body (version and payload, tag removed).
+fn parse(body: &[u8]) -> Result<Cursor, CursorError> {
+    let mut r = Reader { rest: body };
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(CursorError::UnsupportedVersion(version));
+    }
+    let fingerprint = Fingerprint(r.array()?);
+    let count = r.len(MAX_SOURCES, "too many sources")?;
+    // Bounded by MAX_SOURCES above, so this cannot be made to over-allocate.
+    let mut sources = Vec::with_capacity(count);
+    for _ in 0..count {
+        let source = match r.u8()? {
+            TAG_START => SourcePosition::Start,
+            TAG_EXHAUSTED => SourcePosition::Exhausted,
+            TAG_IN_PAGE => {
+                let token = match r.varint()? {
+                    0 => None,
+                    n => {
+                        // n - 1 cannot underflow: n != 0 here.
+                        let len = usize::try_from(n - 1)
+                            .ok()
+                            .filter(|&len| len <= MAX_TOKEN_LEN)
+                            .ok_or(CursorError::Malformed("token too long"))?;
+                        Some(r.string(len, "token is not UTF-8")?)
+                    }
+                };
+                let page_size = r.u8()?;
+                if !PAGE_SIZE_RANGE.contains(&page_size) {
+                    return Err(CursorError::Malformed("page size out of range"));
+                }
+                let skip = r.varint()?;
+                let id_len = r.len(MAX_ID_LEN, "last id too long")?;
+                let last_id = r.string(id_len, "last id is not UTF-8")?;
+                SourcePosition::InPage {
+                    token,
+                    page_size,
+                    skip,
+                    last_id,
+                }
+            }
+            _ => return Err(CursorError::Malformed("unknown source tag")),
+        };
+        sources.push(source);
+    }
+    if !r.rest.is_empty() {
+        return Err(CursorError::Malformed("trailing bytes"));
+    }
+    Ok(Cursor {
+        fingerprint,
+        sources,
+    })
+}
+
+/// Append `value` as unsigned LEB128.
+fn put_varint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Append a length. Callers bound lengths far below `u32::MAX` first (sources,
+/// token, id), so saturating never changes a value actually written.
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    put_varint(out, u32::try_from(len).unwrap_or(u32::MAX));
+}
+
+/// A cursor over the payload where every read checks bounds and fails with a
+/// `CursorError` instead of panicking.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], CursorError> {
+        if n > self.rest.len() {
+            return Err(CursorError::Malformed("truncated payload"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, CursorError> {
+        let (&first, tail) = self
+            .rest
+            .split_first()
+            .ok_or(CursorError::Malformed("truncated payload"))?;
+        self.rest = tail;
+        Ok(first)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CursorError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.bytes(N)?);
+        Ok(out)
+    }
+
+    /// Unsigned LEB128 `u32`: at most 5 bytes, minimally encoded, no bits
+    /// beyond 32. Rejecting non-minimal forms keeps the encoding canonical.
+    fn varint(&mut self) -> Result<u32, CursorError> {
+        let mut value: u32 = 0;
+        for i in 0..MAX_VARINT_LEN {
+            let byte = self.u8()?;
+            // The fifth byte holds bits 28..32: only its low 4 bits fit, and
+            // it cannot continue.
+            if i == MAX_VARINT_LEN - 1 && byte > 0x0f {
+                return Err(CursorError::Malformed("varint overflows u32"));
+            }
+            value |= u32::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                if byte == 0 && i > 0 {
+                    return Err(CursorError::Malformed("varint not minimally encoded"));
+                }
+                return Ok(value);
+            }
+        }
+        // Unreachable: the fifth byte either ends the varint or fails above.
+        Err(CursorError::Malformed("varint too long"))
+    }
+
+    /// A varint length, at most `max`.
+    fn len(&mut self, max: usize, too_long: &'static str) -> Result<usize, CursorError> {
+        usize::try_from(self.varint()?)
+            .ok()
+            .filter(|&len| len <= max)
+            .ok_or(CursorError::Malformed(too_long))
+    }
+
+    fn string(&mut self, len: usize, not_utf8: &'static str) -> Result<String, CursorError> {
+        let bytes = self.bytes(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| CursorError::Malformed(not_utf8))
+    }
+}
+
+#[cfg(test)]
+mod tests;
