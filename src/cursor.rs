@@ -107,7 +107,7 @@ pub const MAX_SOURCES: usize = 64;
 pub const MAX_TOKEN_LEN: usize = 4096;
 
 /// Longest `last_id`, in bytes: an SSM `SessionId` is at most 96 characters.
-pub const MAX_ID_LEN: usize = 96;
+pub const MAX_ID_LEN: usize = crate::model::SessionId::MAX_LEN;
 
 /// Valid `page_size` values (SSM `DescribeSessions` accepts MaxResults 1..=200).
 pub const PAGE_SIZE_RANGE: std::ops::RangeInclusive<u8> = 1..=200;

@@ -1,3 +1,33 @@
-//! placeholder
+//! ssm-session-gateway: a GraphQL gateway over AWS Systems Manager Session
+//! Manager sessions, and the SSM emulator it is demonstrated and tested with.
+//!
+//! A request travels HTTP → GraphQL → pager and cursor → upstream trait →
+//! aws-sdk-ssm → SSM (or the emulator). `ARCHITECTURE.md` draws the path.
+//!
+//! # Layout
+//! - [`app`]: builds the gateway from settings and an upstream; binds, serves, stops.
+//! - [`http`]: axum routes: GraphQL over HTTP (POST and GET), GraphiQL, `/healthz`.
+//! - [`graphql`]: the schema, the `sessions` resolver, error codes.
+//! - [`paging`]: reads a forward window of sessions across upstream pages,
+//!   knowing where to resume after each one.
+//! - [`cursor`]: opaque, signed, versioned cursors that carry those positions.
+//! - [`upstream`]: the `SessionSource` trait every AWS call goes through, and
+//!   its `aws-sdk-ssm` implementation.
+//! - [`model`]: sessions, filters and ids as the gateway understands them.
+//! - [`settings`]: typed settings and the `Secret` wrapper.
+//! - [`emulator`]: an SSM endpoint speaking the AWS JSON 1.1 protocol with
+//!   seeded data, for the demo and the tests.
+//! - [`demo`]: the emulator and the gateway in one process.
+//! - [`telemetry`]: logging set-up.
+
+pub mod app;
 pub mod cursor;
+pub mod demo;
 pub mod emulator;
+pub mod graphql;
+pub mod http;
+pub mod model;
+pub mod paging;
+pub mod settings;
+pub mod telemetry;
+pub mod upstream;

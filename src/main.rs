@@ -1,1 +1,155 @@
-fn main() {}
+//! The command line: parse, set up logging, run. Everything else is library code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use ssm_session_gateway::app::Application;
+use ssm_session_gateway::demo::{self, DemoOptions};
+use ssm_session_gateway::emulator::{self, Emulator, EmulatorConfig};
+use ssm_session_gateway::settings::{Secret, Settings};
+use ssm_session_gateway::upstream::sdk::{ClientSettings, SdkSessionSource, ssm_client};
+use ssm_session_gateway::{graphql, telemetry};
+
+/// A GraphQL gateway over AWS Systems Manager Session Manager sessions.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway over the built-in emulator with demo data; open GraphiQL.
+    Demo {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the emulator listens (port 0 picks a free one); pin it to
+        /// use the aws CLI beside the demo.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        emulator_listen: SocketAddr,
+        /// Have the emulator answer short and empty pages, as SSM may.
+        #[arg(long)]
+        short_pages: bool,
+    },
+    /// Run only the SSM emulator, with the demo data.
+    Emulator {
+        #[arg(long, default_value = "127.0.0.1:4566")]
+        listen: SocketAddr,
+        /// Answer short and empty pages, as SSM may.
+        #[arg(long)]
+        short_pages: bool,
+    },
+    /// Print the GraphQL schema (SDL), as checked in at schema.graphql.
+    Schema,
+    /// Run the gateway against SSM (or any endpoint speaking its protocol).
+    Serve {
+        #[arg(long, env = "SSM_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The AWS region to read sessions in.
+        #[arg(long, env = "AWS_REGION")]
+        region: String,
+        /// Override the SSM endpoint (a VPC endpoint, the emulator).
+        #[arg(long, env = "SSM_GATEWAY_ENDPOINT_URL")]
+        endpoint_url: Option<String>,
+        /// Key signing cursors (32 bytes or more); share it across replicas.
+        #[arg(long, env = "SSM_GATEWAY_CURSOR_KEY", hide_env_values = true)]
+        cursor_key: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Schema = cli.command {
+        print!("{}", graphql::sdl());
+        return Ok(());
+    }
+    telemetry::init();
+    match cli.command {
+        Command::Schema => Ok(()),
+        Command::Demo {
+            listen,
+            emulator_listen,
+            short_pages,
+        } => {
+            let options = DemoOptions {
+                listen,
+                emulator_listen,
+                short_pages,
+            };
+            demo::run(options, shutdown_signal()).await
+        }
+        Command::Emulator {
+            listen,
+            short_pages,
+        } => {
+            let mut config = EmulatorConfig::demo(chrono::Utc::now());
+            if short_pages {
+                config.short_pages = Some(emulator::DEMO_SEED);
+            }
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            tracing::info!(
+                addr = %listener.local_addr()?,
+                access_key_id = emulator::DEMO_ACCESS_KEY_ID,
+                region = emulator::DEMO_REGION,
+                "SSM emulator listening"
+            );
+            Emulator::new(config)
+                .serve(listener, shutdown_signal())
+                .await?;
+            Ok(())
+        }
+        Command::Serve {
+            listen,
+            region,
+            endpoint_url,
+            cursor_key,
+        } => {
+            let settings = Settings {
+                listen,
+                cursor_key: cursor_key.map(Secret::new),
+                ..Settings::default()
+            };
+            let mut client_settings = ClientSettings::new(region);
+            client_settings.endpoint_url = endpoint_url;
+            let client = ssm_client(&client_settings).await;
+            let app =
+                Application::build(&settings, Arc::new(SdkSessionSource::new(client))).await?;
+            tracing::info!(addr = %app.local_addr(), "gateway listening; GraphQL at /graphql");
+            app.run_until_stopped(shutdown_signal()).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

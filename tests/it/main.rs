@@ -1,8 +1,15 @@
-//! Integration tests: one binary, so the crate and the AWS SDK link once.
+//! One integration-test binary, so the crate and the AWS SDK link once.
+//! Tests talk to the gateway over real HTTP, and the gateway (or the test)
+//! talks to the emulator through the real aws-sdk-ssm.
 
 // A failed unwrap is a failed test; the crate's lint is meant for library code.
 #![allow(clippy::unwrap_used)]
 
 mod emulator;
+mod gateway_errors;
+mod gateway_filters;
+mod gateway_http;
+mod gateway_paging;
+mod schema_contract;
 mod shapes;
 mod support;

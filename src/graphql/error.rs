@@ -1,0 +1,128 @@
+//! The error type at the GraphQL boundary, and the stable codes clients see.
+//!
+//! Resolvers return [`ApiError`]. Each variant maps to one stable
+//! `extensions.code`; the message is safe to show a client. Whatever detail
+//! the client must not see (upstream messages, internal causes) is logged
+//! here, once, with its whole chain, when the error crosses the boundary.
+//!
+//! Errors async-graphql raises itself (parse, validation, argument coercion)
+//! get their codes in [`super::codes`], so every error a client sees carries
+//! one.
+
+use async_graphql::ErrorExtensions;
+
+use crate::cursor::CursorError;
+use crate::model::InvalidInput;
+use crate::paging::PagingError;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
+
+/// `extensions.code` values. Part of the public contract: never renamed.
+pub mod code {
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
+    pub const UPSTREAM_THROTTLED: &str = "UPSTREAM_THROTTLED";
+    pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
+    pub const UPSTREAM_ACCESS_DENIED: &str = "UPSTREAM_ACCESS_DENIED";
+    pub const INTERNAL: &str = "INTERNAL";
+    pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+}
+
+/// An error a resolver returns to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An argument breaks the documented rules; the message names it.
+    #[error("{0}")]
+    BadUserInput(String),
+    /// The `after` cursor is not one this gateway minted for these arguments,
+    /// or its upstream position has expired.
+    #[error("{0}")]
+    InvalidCursor(String),
+    #[error("SSM is throttling requests; retry after a short wait")]
+    UpstreamThrottled,
+    #[error("SSM could not be reached or failed; retry later")]
+    UpstreamUnavailable,
+    #[error("the gateway is not permitted to read these sessions")]
+    UpstreamAccessDenied,
+    /// A bug or an unexpected upstream answer; details are in the log only.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The stable `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadUserInput(_) => code::BAD_USER_INPUT,
+            Self::InvalidCursor(_) => code::INVALID_CURSOR,
+            Self::UpstreamThrottled => code::UPSTREAM_THROTTLED,
+            Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
+            Self::UpstreamAccessDenied => code::UPSTREAM_ACCESS_DENIED,
+            Self::Internal(_) => code::INTERNAL,
+        }
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        Self::BadUserInput(e.to_string())
+    }
+}
+
+impl From<CursorError> for ApiError {
+    fn from(e: CursorError) -> Self {
+        Self::InvalidCursor(format!("invalid cursor: {e}"))
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        // The client gets the kind; the log gets the SDK's whole story.
+        tracing::warn!(kind = ?e.kind, cause = format!("{:#}", e.cause()), "upstream call failed");
+        match e.kind {
+            UpstreamErrorKind::Throttled => Self::UpstreamThrottled,
+            UpstreamErrorKind::Unavailable => Self::UpstreamUnavailable,
+            UpstreamErrorKind::AccessDenied => Self::UpstreamAccessDenied,
+            UpstreamErrorKind::InvalidInput => {
+                Self::BadUserInput("SSM refused the request parameters".to_owned())
+            }
+            UpstreamErrorKind::InvalidToken | UpstreamErrorKind::Internal => {
+                Self::Internal(anyhow::Error::new(e))
+            }
+        }
+    }
+}
+
+impl From<PagingError> for ApiError {
+    fn from(e: PagingError) -> Self {
+        match e {
+            PagingError::StaleCursor(cause) => {
+                tracing::info!(
+                    cause = format!("{:#}", cause.cause()),
+                    "upstream refused a cursor's token"
+                );
+                Self::InvalidCursor(
+                    "the cursor has expired upstream; start again without `after`".to_owned(),
+                )
+            }
+            PagingError::Upstream(e) => e.into(),
+            e @ PagingError::TooManyEmptyPages(_) => {
+                tracing::warn!(error = %e, "gave up on a run of empty upstream pages");
+                Self::UpstreamUnavailable
+            }
+        }
+    }
+}
+
+/// The one way an [`ApiError`] becomes a GraphQL error: message plus
+/// `extensions.code`. (async-graphql's blanket `From<impl Display>` would
+/// drop the code, so resolvers call `.map_err(|e| e.extend())`.)
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        if let Self::Internal(cause) = self {
+            tracing::error!(cause = format!("{cause:#}"), "internal error");
+        }
+        let code = self.code();
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| ext.set("code", code))
+    }
+}

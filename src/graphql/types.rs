@@ -1,0 +1,280 @@
+//! GraphQL output and input types for sessions, and their documentation
+//! (taken from the SSM API reference, so GraphiQL explains the fields).
+
+use std::sync::Arc;
+
+use async_graphql::{Enum, ErrorExtensions, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::error::ApiError;
+use crate::cursor::{Cursor, CursorCodec};
+use crate::model;
+
+/// Which list of sessions to read.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::SessionState")]
+pub enum SessionState {
+    /// Sessions still running: connected, connecting or disconnected.
+    Active,
+    /// Ended sessions (terminated, terminating or failed) of roughly the last 30 days.
+    History,
+}
+
+/// The status of a session.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::SessionStatus")]
+pub enum SessionStatus {
+    /// The session is connected to the managed node.
+    Connected,
+    /// The session is connecting.
+    Connecting,
+    /// The session was disconnected and may be resumed.
+    Disconnected,
+    /// The session was terminated.
+    Terminated,
+    /// The session is being terminated.
+    Terminating,
+    /// The session failed to start.
+    Failed,
+}
+
+/// How access to the node was granted.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::AccessType")]
+pub enum AccessType {
+    /// Regular Session Manager access.
+    Standard,
+    /// Just-in-time node access, approved per request.
+    JustInTime,
+}
+
+/// Filters on a session list; all given filters must hold. Each maps to one
+/// `DescribeSessions` filter key.
+#[derive(InputObject, Clone, Debug, Default)]
+#[graphql(name = "SessionFilter")]
+pub struct SessionFilterInput {
+    /// Sessions that started at or after this instant (`InvokedAfter`).
+    pub invoked_after: Option<DateTime<Utc>>,
+    /// Sessions that started before this instant (`InvokedBefore`).
+    pub invoked_before: Option<DateTime<Utc>>,
+    /// Sessions connected to this target, e.g. `i-0123456789abcdef0` (`Target`, 1 to 400 characters).
+    pub target: Option<String>,
+    /// Sessions started by this IAM or STS ARN (`Owner`, 1 to 400 characters).
+    pub owner: Option<String>,
+    /// Sessions in this status (`Status`).
+    pub status: Option<SessionStatus>,
+    /// The session with this id (`SessionId`, 1 to 96 characters).
+    pub session_id: Option<String>,
+    /// Sessions granted this way (`AccessType`).
+    pub access_type: Option<AccessType>,
+}
+
+impl SessionFilterInput {
+    /// Checks every value against the service's limits.
+    pub fn into_model(self) -> Result<model::SessionFilter, model::InvalidInput> {
+        model::SessionFilter {
+            invoked_after: self.invoked_after,
+            invoked_before: self.invoked_before,
+            target: self.target,
+            owner: self.owner,
+            status: self.status.map(Into::into),
+            session_id: self.session_id.map(model::SessionId::parse).transpose()?,
+            access_type: self.access_type.map(Into::into),
+        }
+        .validate()
+    }
+}
+
+/// A Session Manager session: a connection to a managed node.
+pub struct Session(pub model::Session);
+
+/// A Session Manager session: a connection to a managed node.
+#[Object]
+impl Session {
+    /// The ID of the session.
+    async fn session_id(&self) -> &str {
+        self.0.session_id.as_str()
+    }
+
+    /// The managed node the session connects to (`i-…` for EC2, `mi-…` for hybrid nodes).
+    async fn target(&self) -> Option<&str> {
+        self.0.target.as_deref()
+    }
+
+    /// The status of the session. Null if SSM reports a status this schema does not know.
+    async fn status(&self) -> Option<SessionStatus> {
+        self.0.status.map(Into::into)
+    }
+
+    /// When the session began.
+    async fn start_date(&self) -> Option<DateTime<Utc>> {
+        self.0.start_date
+    }
+
+    /// When the session was terminated; null while it has not ended.
+    async fn end_date(&self) -> Option<DateTime<Utc>> {
+        self.0.end_date
+    }
+
+    /// The name of the Session Manager SSM document used to define the
+    /// parameters and plugin settings for the session, e.g. `SSM-SessionManagerRunShell`.
+    async fn document_name(&self) -> Option<&str> {
+        self.0.document_name.as_deref()
+    }
+
+    /// The ID (an IAM user or assumed-role ARN) of the principal that started the session.
+    async fn owner(&self) -> Option<&str> {
+        self.0.owner.as_deref()
+    }
+
+    /// The reason given for connecting, when one was.
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+
+    /// Reserved for future use.
+    async fn details(&self) -> Option<&str> {
+        self.0.details.as_deref()
+    }
+
+    /// Reserved for future use.
+    async fn output_url(&self) -> Option<OutputUrl> {
+        self.0.output_url.as_ref().map(|u| OutputUrl {
+            s3_output_url: u.s3_output_url.clone(),
+            cloud_watch_output_url: u.cloud_watch_output_url.clone(),
+        })
+    }
+
+    /// The maximum duration of the session, in minutes (1 to 1440).
+    async fn max_session_duration(&self) -> Option<u32> {
+        self.0.max_session_duration_minutes
+    }
+
+    /// How access to the node was granted.
+    async fn access_type(&self) -> Option<AccessType> {
+        self.0.access_type.map(Into::into)
+    }
+
+    /// Whole seconds from start to end; null while the session has not ended.
+    async fn duration_seconds(&self) -> Option<i64> {
+        match (self.0.start_date, self.0.end_date) {
+            (Some(start), Some(end)) => Some((end - start).num_seconds()),
+            _ => None,
+        }
+    }
+
+    /// The person or workload behind `owner`: the user name of an IAM user
+    /// ARN, or the session name of an assumed-role ARN.
+    async fn owner_name(&self) -> Option<&str> {
+        let owner = self.0.owner.as_deref()?;
+        let resource = owner.splitn(6, ':').nth(5)?;
+        resource.rsplit('/').next().filter(|s| !s.is_empty())
+    }
+}
+
+/// Where a session's output is kept (reserved by the service for future use).
+#[derive(SimpleObject)]
+pub struct OutputUrl {
+    /// Reserved for future use.
+    pub s3_output_url: Option<String>,
+    /// Reserved for future use.
+    pub cloud_watch_output_url: Option<String>,
+}
+
+/// A cursor, encoded only when a client selects it (signing costs an HMAC).
+#[derive(Clone)]
+pub struct LazyCursor {
+    pub codec: Arc<CursorCodec>,
+    pub cursor: Cursor,
+}
+
+impl LazyCursor {
+    fn encode(&self) -> async_graphql::Result<String> {
+        self.codec.encode(&self.cursor).map_err(|e| {
+            ApiError::Internal(anyhow::Error::new(e).context("encoding a cursor")).extend()
+        })
+    }
+}
+
+/// Paging state of a connection, as the Relay Cursor Connections spec defines it.
+pub struct PageInfo {
+    pub has_previous_page: bool,
+    pub has_next_page: Option<bool>,
+    pub start: Option<LazyCursor>,
+    pub end: Option<LazyCursor>,
+}
+
+/// Paging state of a connection, as the Relay Cursor Connections spec defines it.
+#[Object]
+impl PageInfo {
+    /// True when `after` was given: the window starts after some session.
+    async fn has_previous_page(&self) -> bool {
+        self.has_previous_page
+    }
+
+    /// False only when no further session exists. Asking for it may cost one
+    /// look-ahead upstream call when the window ends exactly where an upstream
+    /// page does.
+    async fn has_next_page(&self) -> bool {
+        // The `sessions` resolver computes it whenever this field is selected;
+        // `true` ("maybe") is the safe answer should that ever not happen.
+        self.has_next_page.unwrap_or(true)
+    }
+
+    /// The cursor of the first edge; null when there are no edges.
+    async fn start_cursor(&self) -> async_graphql::Result<Option<String>> {
+        self.start.as_ref().map(LazyCursor::encode).transpose()
+    }
+
+    /// The cursor of the last edge; null when there are no edges. Pass it as
+    /// `after` for the next page.
+    async fn end_cursor(&self) -> async_graphql::Result<Option<String>> {
+        self.end.as_ref().map(LazyCursor::encode).transpose()
+    }
+}
+
+/// One session in a connection, with the cursor to resume after it.
+pub struct SessionEdge {
+    pub node: Session,
+    pub cursor: LazyCursor,
+}
+
+/// One session in a connection, with the cursor to resume after it.
+#[Object]
+impl SessionEdge {
+    /// Opaque and tamper-evident; pass it as `after` to continue after this
+    /// edge. Valid only with the same `state` and `filter`.
+    async fn cursor(&self) -> async_graphql::Result<String> {
+        self.cursor.encode()
+    }
+
+    /// The session.
+    async fn node(&self) -> &Session {
+        &self.node
+    }
+}
+
+/// A window of sessions, newest `startDate` first (ties in upstream order).
+pub struct SessionConnection {
+    pub edges: Vec<SessionEdge>,
+    pub page_info: PageInfo,
+}
+
+/// A window of sessions, newest `startDate` first (ties in upstream order).
+#[Object]
+impl SessionConnection {
+    /// The sessions, each with its cursor.
+    async fn edges(&self) -> &[SessionEdge] {
+        &self.edges
+    }
+
+    /// The sessions of `edges`, without cursors.
+    async fn nodes(&self) -> Vec<&Session> {
+        self.edges.iter().map(|e| &e.node).collect()
+    }
+
+    /// Paging state: whether more sessions follow, and the cursors at both ends.
+    async fn page_info(&self) -> &PageInfo {
+        &self.page_info
+    }
+}

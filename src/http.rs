@@ -1,0 +1,398 @@
+//! HTTP: GraphQL over HTTP, GraphiQL, and the health check.
+//!
+//! `POST /graphql` and `GET /graphql` follow the GraphQL-over-HTTP spec:
+//! - request bodies are `application/json` (else 415), at most
+//!   `http.body_limit_bytes` (else 413);
+//! - the response is `application/graphql-response+json` when the client
+//!   accepts it, with 400 for a request that could not execute at all (a
+//!   parse or validation error: the body then has no `data`), and 200
+//!   otherwise; it is `application/json` when the client asks for that or
+//!   says nothing (the legacy default), always 200 for a well-formed request;
+//!   a client accepting neither gets 406;
+//! - `GET` executes queries only (a mutation over GET is 405), and a browser
+//!   asking for `text/html` without a query gets GraphiQL.
+//!
+//! The handlers do no GraphQL work of their own beyond that negotiation: the
+//! schema executes, and error codes come from [`crate::graphql`].
+
+use std::collections::HashMap;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{Value, Variables};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tower_http::trace::TraceLayer;
+
+use crate::graphql::GatewaySchema;
+use crate::settings::HttpSettings;
+
+/// The gateway's routes over `schema`.
+pub fn router(schema: GatewaySchema, http: &HttpSettings) -> Router {
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(schema)
+}
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const APPLICATION_JSON: &str = "application/json";
+
+/// The response media type a client accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MediaType {
+    /// `application/graphql-response+json`: status codes tell request errors apart.
+    GraphQlResponse,
+    /// `application/json`: always 200 for a well-formed request.
+    Json,
+}
+
+impl MediaType {
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::GraphQlResponse => "application/graphql-response+json; charset=utf-8",
+            Self::Json => "application/json; charset=utf-8",
+        }
+    }
+}
+
+/// Picks the response media type from `Accept`; `None` if neither is acceptable.
+fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Some(MediaType::Json);
+    };
+    if accept.trim().is_empty() {
+        return Some(MediaType::Json);
+    }
+    let ranges: Vec<&str> = accept
+        .split(',')
+        .filter(|range| {
+            // A range with q=0 means "not this one".
+            !range
+                .split(';')
+                .skip(1)
+                .any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"))
+        })
+        .map(|range| range.split(';').next().unwrap_or_default().trim())
+        .collect();
+    if ranges
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(GRAPHQL_RESPONSE_JSON))
+    {
+        Some(MediaType::GraphQlResponse)
+    } else if ranges
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(APPLICATION_JSON) || *r == "*/*" || *r == "application/*")
+    {
+        Some(MediaType::Json)
+    } else {
+        None
+    }
+}
+
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// An error before any GraphQL work: a GraphQL-shaped body with a code.
+fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn not_acceptable() -> Response {
+    http_error(
+        StatusCode::NOT_ACCEPTABLE,
+        "NOT_ACCEPTABLE",
+        "accept application/graphql-response+json or application/json",
+    )
+}
+
+/// The body of a GraphQL-over-HTTP POST.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostBody {
+    query: String,
+    #[serde(default)]
+    operation_name: Option<String>,
+    #[serde(default)]
+    variables: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+async fn graphql_post(
+    State(schema): State<GatewaySchema>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !content_type.is_some_and(|ct| ct.eq_ignore_ascii_case(APPLICATION_JSON)) {
+        return http_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the request as Content-Type: application/json",
+        );
+    }
+    let body: PostBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("the body is not a GraphQL request: {e}"),
+            );
+        }
+    };
+    let request = build_request(
+        body.query,
+        body.operation_name,
+        body.variables,
+        body.extensions,
+    );
+    execute(&schema, request, media).await
+}
+
+/// The query string of a GraphQL-over-HTTP GET.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetParams {
+    query: Option<String>,
+    operation_name: Option<String>,
+    /// JSON, URL-encoded.
+    variables: Option<String>,
+    /// JSON, URL-encoded.
+    extensions: Option<String>,
+}
+
+async fn graphql_get(
+    State(schema): State<GatewaySchema>,
+    headers: HeaderMap,
+    params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = params else {
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "malformed query string",
+        );
+    };
+    let Some(query) = params.query else {
+        if accepts_html(&headers) {
+            return Html(
+                GraphiQLSource::build()
+                    .endpoint("/graphql")
+                    .title("ssm-session-gateway")
+                    .finish(),
+            )
+            .into_response();
+        }
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "missing `query` parameter (open this URL in a browser for GraphiQL)",
+        );
+    };
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    if is_mutation(&query, params.operation_name.as_deref()) {
+        let mut response = http_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "mutations are only accepted over POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let variables = match parse_json_object(params.variables.as_deref(), "variables") {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let extensions = match parse_json_object(params.extensions.as_deref(), "extensions") {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let request = build_request(query, params.operation_name, variables, extensions);
+    execute(&schema, request, media).await
+}
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+#[allow(clippy::result_large_err)]
+fn parse_json_object(raw: Option<&str>, name: &str) -> Result<Option<JsonObject>, Response> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    serde_json::from_str(raw).map(Some).map_err(|e| {
+        http_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            &format!("`{name}` must be a JSON object: {e}"),
+        )
+    })
+}
+
+/// Whether the operation a GET would run is a mutation. A document that
+/// does not parse is left to the executor, which reports it properly.
+fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    match (&document.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => op.node.ty == OperationType::Mutation,
+        (DocumentOperations::Multiple(ops), Some(name)) => ops
+            .get(name)
+            .is_some_and(|op| op.node.ty == OperationType::Mutation),
+        (DocumentOperations::Multiple(ops), None) => {
+            ops.len() == 1 && ops.values().any(|op| op.node.ty == OperationType::Mutation)
+        }
+    }
+}
+
+fn build_request(
+    query: String,
+    operation_name: Option<String>,
+    variables: Option<JsonObject>,
+    extensions: Option<JsonObject>,
+) -> async_graphql::Request {
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(vars) = variables {
+        request = request.variables(Variables::from_json(serde_json::Value::Object(vars)));
+    }
+    if let Some(ext) = extensions {
+        request.extensions = async_graphql::Extensions(
+            ext.into_iter()
+                .filter_map(|(k, v)| Value::from_json(v).ok().map(|v| (k, v)))
+                .collect::<HashMap<_, _>>(),
+        );
+    }
+    request
+}
+
+async fn execute(
+    schema: &GatewaySchema,
+    request: async_graphql::Request,
+    media: MediaType,
+) -> Response {
+    let response = schema.execute(request).await;
+    // A request error: nothing executed (parse or validation failure, unknown
+    // operation). Field errors always carry a path; these never do.
+    let request_error = response.data == Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let mut body = match serde_json::to_value(&response) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(error = %e, "could not serialize a GraphQL response");
+            return http_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            );
+        }
+    };
+    let status = match media {
+        MediaType::GraphQlResponse if request_error => {
+            if let Some(obj) = body.as_object_mut() {
+                obj.remove("data");
+            }
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::OK,
+    };
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(media.content_type()),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn negotiation_follows_the_spec() {
+        assert_eq!(negotiate(&HeaderMap::new()), Some(MediaType::Json));
+        assert_eq!(negotiate(&accept("*/*")), Some(MediaType::Json));
+        assert_eq!(
+            negotiate(&accept(
+                "application/graphql-response+json, application/json;q=0.9"
+            )),
+            Some(MediaType::GraphQlResponse)
+        );
+        assert_eq!(
+            negotiate(&accept("application/json")),
+            Some(MediaType::Json)
+        );
+        assert_eq!(negotiate(&accept("text/plain")), None);
+        assert_eq!(
+            negotiate(&accept(
+                "application/graphql-response+json;q=0, application/json"
+            )),
+            Some(MediaType::Json)
+        );
+    }
+
+    #[test]
+    fn mutations_are_recognized_for_get() {
+        assert!(is_mutation("mutation { x }", None));
+        assert!(!is_mutation("{ x }", None));
+        assert!(is_mutation("query A { x } mutation B { y }", Some("B")));
+        assert!(!is_mutation("query A { x } mutation B { y }", Some("A")));
+        assert!(!is_mutation("not graphql", None));
+    }
+}

@@ -1,0 +1,282 @@
+//! The domain model: what a Session Manager session is, once it has crossed
+//! the edge of the gateway.
+//!
+//! Upstream adapters convert SDK types into these, the GraphQL layer converts
+//! these into its output types, and nothing else travels between them. Values
+//! are validated when they are built (`parse`), so code further in can trust
+//! them: a [`SessionFilter`] always satisfies the service's limits, so an
+//! invalid request is refused before it costs an upstream call.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Which list of sessions to read (`DescribeSessions`' required `State`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// Sessions still running: connected, connecting or disconnected.
+    Active,
+    /// Ended sessions (terminated, terminating or failed) of roughly the last 30 days.
+    History,
+}
+
+impl SessionState {
+    /// The service's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "Active",
+            Self::History => "History",
+        }
+    }
+}
+
+/// A session's status, as the service reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionStatus {
+    Connected,
+    Connecting,
+    Disconnected,
+    Terminated,
+    Terminating,
+    Failed,
+}
+
+impl SessionStatus {
+    /// Every status, in the service model's order.
+    pub const ALL: [Self; 6] = [
+        Self::Connected,
+        Self::Connecting,
+        Self::Disconnected,
+        Self::Terminated,
+        Self::Terminating,
+        Self::Failed,
+    ];
+
+    /// The service's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "Connected",
+            Self::Connecting => "Connecting",
+            Self::Disconnected => "Disconnected",
+            Self::Terminated => "Terminated",
+            Self::Terminating => "Terminating",
+            Self::Failed => "Failed",
+        }
+    }
+
+    /// Parses the service's spelling; `None` for a value the model does not list.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// How a session was granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AccessType {
+    Standard,
+    JustInTime,
+}
+
+impl AccessType {
+    /// The service's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "Standard",
+            Self::JustInTime => "JustInTime",
+        }
+    }
+
+    /// Parses the service's spelling; `None` for a value the model does not list.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Standard, Self::JustInTime]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A session id (`SessionId`, 1..=96 characters), e.g. `alice-0a1b2c3d4e5f67890`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// The model's bound on a session id's length.
+    pub const MAX_LEN: usize = 96;
+
+    /// Accepts 1..=96 characters.
+    pub fn parse(s: impl Into<String>) -> Result<Self, InvalidInput> {
+        let s = s.into();
+        check_len("sessionId", &s, Self::MAX_LEN)?;
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One session, as `DescribeSessions` returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Session {
+    pub session_id: SessionId,
+    /// The managed node (`i-…`, `mi-…`) or other target the session connects to.
+    pub target: Option<String>,
+    /// `None` only when the service reports a status this model does not know.
+    pub status: Option<SessionStatus>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub document_name: Option<String>,
+    /// The IAM or STS ARN of whoever started the session.
+    pub owner: Option<String>,
+    pub reason: Option<String>,
+    pub details: Option<String>,
+    pub output_url: Option<OutputUrl>,
+    /// Minutes, 1..=1440; `None` when not set or not a number.
+    pub max_session_duration_minutes: Option<u32>,
+    pub access_type: Option<AccessType>,
+}
+
+/// Where a session's output is kept (reserved by the service for future use).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputUrl {
+    pub s3_output_url: Option<String>,
+    pub cloud_watch_output_url: Option<String>,
+}
+
+/// The filters `DescribeSessions` accepts, typed. Built with
+/// [`SessionFilter::validate`], so every value respects the model's bounds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SessionFilter {
+    /// Sessions that started at or after this instant.
+    pub invoked_after: Option<DateTime<Utc>>,
+    /// Sessions that started before this instant.
+    pub invoked_before: Option<DateTime<Utc>>,
+    pub target: Option<String>,
+    pub owner: Option<String>,
+    pub status: Option<SessionStatus>,
+    pub session_id: Option<SessionId>,
+    pub access_type: Option<AccessType>,
+}
+
+/// The model's bound on a filter value's length.
+pub const MAX_FILTER_VALUE_LEN: usize = 400;
+
+impl SessionFilter {
+    /// Checks the string values against the model (1..=400 characters).
+    pub fn validate(self) -> Result<Self, InvalidInput> {
+        if let Some(t) = &self.target {
+            check_len("filter.target", t, MAX_FILTER_VALUE_LEN)?;
+        }
+        if let Some(o) = &self.owner {
+            check_len("filter.owner", o, MAX_FILTER_VALUE_LEN)?;
+        }
+        Ok(self)
+    }
+
+    /// The filter as the service's `(key, value)` pairs, in a fixed order, so
+    /// the same filter always makes the same request (and fingerprint).
+    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(t) = self.invoked_after {
+            pairs.push(("InvokedAfter", format_timestamp(t)));
+        }
+        if let Some(t) = self.invoked_before {
+            pairs.push(("InvokedBefore", format_timestamp(t)));
+        }
+        if let Some(t) = &self.target {
+            pairs.push(("Target", t.clone()));
+        }
+        if let Some(o) = &self.owner {
+            pairs.push(("Owner", o.clone()));
+        }
+        if let Some(s) = self.status {
+            pairs.push(("Status", s.as_str().to_owned()));
+        }
+        if let Some(id) = &self.session_id {
+            pairs.push(("SessionId", id.as_str().to_owned()));
+        }
+        if let Some(a) = self.access_type {
+            pairs.push(("AccessType", a.as_str().to_owned()));
+        }
+        pairs
+    }
+}
+
+/// Timestamps go upstream as `2018-08-29T00:00:00Z`, the form the API
+/// documents; sub-second precision is kept when there is some.
+pub fn format_timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), InvalidInput> {
+    let len = value.chars().count();
+    if len == 0 || len > max {
+        return Err(InvalidInput {
+            field,
+            reason: format!("must be 1 to {max} characters long (got {len})"),
+        });
+    }
+    Ok(())
+}
+
+/// A value from a caller that breaks the service's rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {reason}")]
+pub struct InvalidInput {
+    /// The argument or field at fault, as the caller named it.
+    pub field: &'static str,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_values_are_bounded_like_the_service() {
+        let long = "x".repeat(MAX_FILTER_VALUE_LEN + 1);
+        let err = SessionFilter {
+            target: Some(long),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field, "filter.target");
+        assert!(
+            SessionFilter {
+                owner: Some(String::new()),
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(SessionId::parse("x".repeat(97)).is_err());
+        assert!(SessionId::parse("alice-0123456789abcdef0").is_ok());
+    }
+
+    #[test]
+    fn pairs_use_the_service_spelling_and_a_fixed_order() {
+        let t = DateTime::parse_from_rfc3339("2018-08-29T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let f = SessionFilter {
+            access_type: Some(AccessType::JustInTime),
+            invoked_after: Some(t),
+            status: Some(SessionStatus::Connected),
+            ..Default::default()
+        };
+        assert_eq!(
+            f.to_pairs(),
+            vec![
+                ("InvokedAfter", "2018-08-29T00:00:00Z".to_owned()),
+                ("Status", "Connected".to_owned()),
+                ("AccessType", "JustInTime".to_owned()),
+            ]
+        );
+    }
+}

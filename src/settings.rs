@@ -1,0 +1,141 @@
+//! Typed settings: one struct tree, each field documented with its default.
+//!
+//! Everything the gateway needs to start is here; `main` builds it from the
+//! command line (a settings file with env overrides joins it when accounts
+//! come in). Secrets live in [`Secret`], which never prints.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// A value that must not reach logs or error messages. `Debug` and
+/// `Display` print `[redacted]`; [`Secret::expose`] is the only way in.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself. Call sites are few and greppable on purpose.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The gateway's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP server listens on. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Key that signs cursors (HMAC-SHA256), at least 32 bytes. Every replica
+    /// behind one load balancer must share it, so any replica resumes any
+    /// cursor. Unset: a random key per process, with a warning at start-up
+    /// (cursors then die with the process). Env: `SSM_GATEWAY_CURSOR_KEY`.
+    #[serde(default)]
+    pub cursor_key: Option<Secret<String>>,
+    /// Paging limits of the `sessions` connection.
+    #[serde(default)]
+    pub limits: Limits,
+    /// HTTP limits.
+    #[serde(default)]
+    pub http: HttpSettings,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            cursor_key: None,
+            limits: Limits::default(),
+            http: HttpSettings::default(),
+        }
+    }
+}
+
+/// Paging limits of the `sessions` connection.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// `first` when the query leaves it out. Default 50.
+    pub default_first: u32,
+    /// The largest `first` accepted. Default 1000.
+    pub max_first: u32,
+    /// `pageSize` (upstream `MaxResults`) when the query leaves it out.
+    /// Default 200, the service maximum: SSM's rate limits count calls, not
+    /// sessions, so full pages cost the fewest calls per session.
+    pub default_page_size: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_first: 50,
+            max_first: 1000,
+            default_page_size: 200,
+        }
+    }
+}
+
+/// HTTP server limits.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Largest request body accepted, in bytes (larger: HTTP 413). Default
+    /// 192 KiB: room for the largest cursor the gateway mints
+    /// ([`crate::cursor::MAX_CURSOR_LEN`]) with the query around it.
+    pub body_limit_bytes: usize,
+    /// Deepest selection set accepted. Default 12.
+    pub max_query_depth: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 192 * 1024,
+            max_query_depth: 12,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_limit_admits_every_cursor_we_mint() {
+        assert!(HttpSettings::default().body_limit_bytes > 2 * crate::cursor::MAX_CURSOR_LEN);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2".to_owned());
+        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
+        let settings = Settings {
+            cursor_key: Some(s),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,108 @@
+//! The upstream boundary: every call to AWS goes through the traits here.
+//!
+//! Resolvers and the pager depend on [`SessionSource`], never on the SDK, so
+//! that tests can put the emulator (over real HTTP, preferred) or a fake
+//! behind it, and so that a cache can later wrap it without the callers
+//! knowing. [`sdk`] holds the real implementation over `aws-sdk-ssm`.
+//!
+//! Errors are sorted into the few kinds a caller can act on
+//! ([`UpstreamErrorKind`]); the SDK error stays attached as the source, so the
+//! log keeps the whole chain while the client sees only the kind.
+
+pub mod sdk;
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::model::{Session, SessionFilter, SessionState};
+
+/// One `DescribeSessions` request: one upstream page.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PageRequest {
+    pub state: SessionState,
+    pub filter: SessionFilter,
+    /// `MaxResults`, 1..=200.
+    pub page_size: u8,
+    /// The upstream `NextToken`; `None` for the first page.
+    pub token: Option<String>,
+}
+
+/// One upstream page. It may hold fewer than `page_size` sessions, even none,
+/// while `next_token` is set: the service is allowed to answer that way.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Page {
+    pub sessions: Vec<Session>,
+    pub next_token: Option<String>,
+}
+
+/// Reads pages of sessions from one account and region.
+#[async_trait]
+pub trait SessionSource: Send + Sync {
+    /// Fetches one page of `DescribeSessions`.
+    async fn describe_sessions(&self, request: &PageRequest) -> Result<Page, UpstreamError>;
+}
+
+/// What went wrong upstream, in the terms a caller can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// Rate limited; retry later (the SDK already retried with backoff).
+    Throttled,
+    /// The service refused our parameters. The gateway validates its input
+    /// first, so this is a gap in that validation or a model change.
+    InvalidInput,
+    /// The `NextToken` was refused: expired, or minted for another request.
+    InvalidToken,
+    /// The credentials lack permission, or were not recognized.
+    AccessDenied,
+    /// Timeouts, connection failures, 5xx answers.
+    Unavailable,
+    /// Anything else: a response we could not read, an unexpected error code.
+    Internal,
+}
+
+impl UpstreamErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::InvalidInput => "refused the request parameters",
+            Self::InvalidToken => "refused the paging token",
+            Self::AccessDenied => "denied access",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "failed unexpectedly",
+        }
+    }
+}
+
+/// An upstream failure: its kind, and the underlying cause for the log.
+#[derive(Debug)]
+pub struct UpstreamError {
+    pub kind: UpstreamErrorKind,
+    source: anyhow::Error,
+}
+
+impl UpstreamError {
+    pub fn new(kind: UpstreamErrorKind, source: impl Into<anyhow::Error>) -> Self {
+        Self {
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// The underlying cause with its whole chain, for logs.
+    pub fn cause(&self) -> &anyhow::Error {
+        &self.source
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SSM {}", self.kind.describe())
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}

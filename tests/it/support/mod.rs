@@ -1,0 +1,203 @@
+//! Shared test plumbing: an emulator and a gateway on loopback ports, wired
+//! exactly as in production (real SDK over HTTP into the emulator, real HTTP
+//! into the gateway), and a small HTTP client.
+
+pub mod emu;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use ssm_session_gateway::app::Application;
+use ssm_session_gateway::demo::emulator_client_settings;
+use ssm_session_gateway::emulator::{
+    DEMO_ACCOUNT_ID, DEMO_REGION, DataSpec, Dataset, Emulator, EmulatorConfig, SourceSpec,
+    demo_credentials,
+};
+use ssm_session_gateway::settings::{Secret, Settings};
+use ssm_session_gateway::upstream::sdk::{SdkSessionSource, ssm_client};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A fixed "now" for seeded data, so expected answers never drift.
+pub fn anchor() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
+/// Seeded data for the demo account and region.
+pub fn dataset(seed: u64, active: usize, history: usize) -> Dataset {
+    Dataset::generate(&DataSpec {
+        seed,
+        anchor: anchor(),
+        sources: vec![SourceSpec::new(
+            DEMO_ACCOUNT_ID,
+            DEMO_REGION,
+            active,
+            history,
+        )],
+    })
+}
+
+/// An emulator config over `dataset` with the demo credentials.
+pub fn emulator_config(dataset: Dataset) -> EmulatorConfig {
+    let mut config = EmulatorConfig::new(dataset, demo_credentials());
+    config.token_secret = Some([7; 32]);
+    config
+}
+
+/// Starts `emulator` on a loopback port; it stops when `stop` fires or drops.
+pub async fn serve_emulator(emulator: Emulator) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = emulator
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    (addr, stop)
+}
+
+/// A gateway and the emulator behind it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub emulator: Emulator,
+    pub emulator_addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+    _stops: Vec<oneshot::Sender<()>>,
+}
+
+/// Spawns the emulator with `config` and the gateway over it.
+pub async fn spawn_app(config: EmulatorConfig) -> TestApp {
+    spawn_app_with(config, Settings::default()).await
+}
+
+pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> TestApp {
+    let emulator = Emulator::new(config);
+    let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
+    let mut client_settings = emulator_client_settings(emulator_addr);
+    // Tests count upstream calls: a retry would blur the count.
+    client_settings.max_attempts = 1;
+    let sdk = ssm_client(&client_settings).await;
+    if settings.cursor_key.is_none() {
+        settings.cursor_key = Some(Secret::new("k".repeat(32)));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = Application::with_listener(listener, &settings, Arc::new(SdkSessionSource::new(sdk)))
+        .expect("gateway builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        emulator,
+        emulator_addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        _stops: vec![emulator_stop, stop],
+    }
+}
+
+/// A raw HTTP answer.
+pub struct HttpAnswer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpAnswer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    /// Sends any request to the gateway.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> HttpAnswer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(body.into())).expect("request");
+        let res = self.client.request(req).await.expect("gateway answers");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        HttpAnswer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// POSTs a GraphQL request as application/json; the parsed response.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let body = json!({ "query": query, "variables": variables }).to_string();
+        let answer = self
+            .request(
+                Method::POST,
+                "/graphql",
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        answer.json()
+    }
+
+    /// `DescribeSessions` calls the emulator has served so far.
+    pub fn describe_calls(&self) -> u64 {
+        self.emulator.calls("DescribeSessions")
+    }
+}
+
+/// The `extensions.code` of each error in a response.
+pub fn error_codes(response: &Value) -> Vec<String> {
+    response["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    e["extensions"]["code"]
+                        .as_str()
+                        .unwrap_or("<none>")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
