@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use serde_json::{Value, json};
-use ssm_session_gateway::app::Application;
+use ssm_session_gateway::app;
 use ssm_session_gateway::demo::emulator_client_settings;
 use ssm_session_gateway::settings::{Secret, Settings};
 use ssm_session_gateway::upstream::sdk::{SdkSessionSource, ssm_client};
@@ -200,16 +200,8 @@ async fn an_unreachable_upstream_is_upstream_unavailable() {
     let mut client = emulator_client_settings(port);
     client.max_attempts = 1;
     client.attempt_timeout = Duration::from_secs(2);
-    let sdk = ssm_client(&client).await;
-    let app = Application::with_listener(
-        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-        &Settings::default(),
-        Arc::new(SdkSessionSource::new(sdk)),
-    )
-    .expect("app");
-    let router_addr = app.local_addr();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let res = post(router_addr, Q, json!({ "state": "ACTIVE" })).await;
+    let sdk = SdkSessionSource::new(ssm_client(&client).await);
+    let res = query_over(Arc::new(sdk), Q, json!({ "state": "ACTIVE" })).await;
     assert_code(&res, "UPSTREAM_UNAVAILABLE");
     assert!(
         !res.to_string().contains("127.0.0.1"),
@@ -229,34 +221,9 @@ async fn credentials_the_upstream_refuses_are_upstream_access_denied() {
         None,
         "t",
     ));
-    let sdk = ssm_client(&client).await;
-    let gw = Application::with_listener(
-        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-        &Settings::default(),
-        Arc::new(SdkSessionSource::new(sdk)),
-    )
-    .expect("app");
-    let addr = gw.local_addr();
-    tokio::spawn(gw.run_until_stopped(std::future::pending()));
-    let res = post(addr, Q, json!({ "state": "ACTIVE" })).await;
+    let sdk = SdkSessionSource::new(ssm_client(&client).await);
+    let res = query_over(Arc::new(sdk), Q, json!({ "state": "ACTIVE" })).await;
     assert_code(&res, "UPSTREAM_ACCESS_DENIED");
-}
-
-/// A one-off POST to a gateway that is not a `TestApp`.
-async fn post(addr: std::net::SocketAddr, query: &str, variables: Value) -> Value {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let req = hyper::Request::post(format!("http://{addr}/graphql"))
-        .header("content-type", "application/json")
-        .body(Full::new(hyper::body::Bytes::from(
-            json!({ "query": query, "variables": variables }).to_string(),
-        )))
-        .expect("request");
-    let res = client.request(req).await.expect("answer");
-    let body = res.into_body().collect().await.expect("body").to_bytes();
-    serde_json::from_slice(&body).expect("json")
 }
 
 /// An upstream that always fails with one kind.
@@ -280,23 +247,26 @@ async fn upstream_failures_map_to_stable_codes_without_internal_detail() {
         (UpstreamErrorKind::AccessDenied, "UPSTREAM_ACCESS_DENIED"),
         (UpstreamErrorKind::Internal, "INTERNAL"),
     ] {
-        let router =
-            ssm_session_gateway::app::router(&Settings::default(), Arc::new(Failing(kind)))
-                .expect("router");
-        let body =
-            json!({ "query": "{ sessions(state: ACTIVE) { nodes { sessionId } } }" }).to_string();
-        let req = axum::http::Request::post("/graphql")
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(body))
-            .expect("request");
-        let res = tower::ServiceExt::oneshot(router, req)
-            .await
-            .expect("answer");
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        let res: Value = serde_json::from_slice(&bytes).expect("json");
+        let q = "{ sessions(state: ACTIVE) { nodes { sessionId } } }";
+        let res = query_over(Arc::new(Failing(kind)), q, json!({})).await;
         assert_code(&res, code);
         assert!(!res.to_string().contains("secret"), "{res}");
     }
+}
+
+/// One request through the gateway's router, in process, over `source`.
+async fn query_over(source: Arc<dyn SessionSource>, query: &str, variables: Value) -> Value {
+    let router = app::router(&Settings::default(), source).expect("router");
+    let body = json!({ "query": query, "variables": variables }).to_string();
+    let req = axum::http::Request::post("/graphql")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let res = tower::ServiceExt::oneshot(router, req)
+        .await
+        .expect("answer");
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    serde_json::from_slice(&bytes).expect("json")
 }
