@@ -7,6 +7,9 @@
 //!   on this (it binary-searches the position a NextToken names).
 //! - A session id appears at most once per (account, region); inserting a
 //!   record with an existing id replaces the old one.
+//! - These types are the emulator's own, not `crate::model`'s, on purpose:
+//!   the emulator stands in for AWS, and sharing types with the client under
+//!   test would let a mapping mistake on one side hide on the other.
 //! - Generation is a pure function of the [`DataSpec`]: same spec, same
 //!   records, on every run and machine (own PRNG and hash, nothing from std's
 //!   randomised hashers).
