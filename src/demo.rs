@@ -46,7 +46,7 @@ pub async fn run(
     options: DemoOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut config = EmulatorConfig::demo(chrono::Utc::now());
+    let mut config = EmulatorConfig::demo(demo_anchor());
     if options.short_pages {
         config.short_pages = Some(emulator::DEMO_SEED);
     }
@@ -91,6 +91,12 @@ pub async fn run(
     );
     app.run_until_stopped(shutdown).await?;
     Ok(())
+}
+
+/// "Now" for the demo data, in whole seconds as SSM's own timestamps look.
+pub fn demo_anchor() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound as _;
+    chrono::Utc::now().trunc_subsecs(0)
 }
 
 fn random_key() -> String {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use ssm_session_gateway::app::Application;
-use ssm_session_gateway::demo::{self, DemoOptions};
+use ssm_session_gateway::demo::{self, DemoOptions, demo_anchor};
 use ssm_session_gateway::emulator::{self, Emulator, EmulatorConfig};
 use ssm_session_gateway::settings::{Secret, Settings};
 use ssm_session_gateway::upstream::sdk::{ClientSettings, SdkSessionSource, ssm_client};
@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             short_pages,
         } => {
-            let mut config = EmulatorConfig::demo(chrono::Utc::now());
+            let mut config = EmulatorConfig::demo(demo_anchor());
             if short_pages {
                 config.short_pages = Some(emulator::DEMO_SEED);
             }
