@@ -59,9 +59,10 @@ pub enum PagingError {
     StaleCursor(#[source] UpstreamError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// Upstream kept answering empty pages with a token.
-    #[error("SSM returned {0} pages without sessions")]
-    TooManyEmptyPages(usize),
+    /// The request used its upstream call budget ([`call_budget`]): SSM
+    /// kept answering short or empty pages with a token.
+    #[error("gave up after {0} upstream calls in one request")]
+    CallBudgetExhausted(usize),
 }
 
 /// How many upstream calls one window may make: enough for `first` sessions
@@ -160,7 +161,6 @@ impl SourceReader {
     /// The next session without consuming it, fetching pages as needed;
     /// `None` once the source has no more sessions.
     pub async fn peek(&mut self) -> Result<Option<&Session>, PagingError> {
-        let mut empty_pages = 0;
         loop {
             match &mut self.state {
                 State::Exhausted => return Ok(None),
@@ -186,14 +186,9 @@ impl SourceReader {
                 }
                 State::Pending { .. } => {
                     if self.calls >= self.budget {
-                        return Err(PagingError::TooManyEmptyPages(empty_pages));
+                        return Err(PagingError::CallBudgetExhausted(self.calls));
                     }
                     self.fetch().await?;
-                    if let State::Loaded { sessions, next, .. } = &self.state
-                        && *next >= sessions.len()
-                    {
-                        empty_pages += 1;
-                    }
                 }
             }
         }
@@ -317,7 +312,7 @@ pub async fn read_window(
             }
             // Out of budget with sessions in hand: return them; the last
             // cursor resumes where this stopped.
-            Err(PagingError::TooManyEmptyPages(_)) if !items.is_empty() => {
+            Err(PagingError::CallBudgetExhausted(_)) if !items.is_empty() => {
                 return Ok(Window {
                     items,
                     has_next_page: Some(true),
@@ -540,7 +535,7 @@ mod tests {
         let mut r = reader(&source, SourcePosition::Start, 5);
         assert!(matches!(
             read_window(&mut r, 3, true).await,
-            Err(PagingError::TooManyEmptyPages(_))
+            Err(PagingError::CallBudgetExhausted(_))
         ));
     }
 

@@ -106,8 +106,8 @@ impl From<PagingError> for ApiError {
                 )
             }
             PagingError::Upstream(e) => e.into(),
-            e @ PagingError::TooManyEmptyPages(_) => {
-                tracing::warn!(error = %e, "gave up on a run of empty upstream pages");
+            e @ PagingError::CallBudgetExhausted(_) => {
+                tracing::warn!(error = %e, "a window ran out of upstream calls");
                 Self::UpstreamUnavailable
             }
         }
