@@ -137,6 +137,11 @@ async fn check_walks(short_pages: bool) {
         // looks ahead at most one page (plus empty ones, which `pages` counts
         // too): no request walks from the start.
         let bound = pages + 2 * walk.requests as u64;
+        eprintln!(
+            "walk first={first} pageSize={page_size} short={short_pages}: {} requests, \
+             {calls} upstream calls (plain SDK walk: {pages} pages; bound {bound})",
+            walk.requests
+        );
         assert!(
             calls <= bound,
             "{calls} upstream calls for {} requests over {pages} upstream pages (bound {bound}; first {first}, pageSize {page_size}, short {short_pages})",
