@@ -16,7 +16,8 @@
 //! - [`model`]: sessions, filters and ids as the gateway understands them.
 //! - [`settings`]: typed settings and the `Secret` wrapper.
 //! - [`emulator`]: an SSM endpoint speaking the AWS JSON 1.1 protocol with
-//!   seeded data, for the demo and the tests.
+//!   seeded data, plus STS AssumeRole over AWS Query, SigV4-verified, for
+//!   the demo and the tests.
 //! - [`demo`]: the emulator and the gateway in one process.
 //! - [`telemetry`]: logging set-up.
 

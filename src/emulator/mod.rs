@@ -4,9 +4,12 @@
 //! mode and its tests run against this.
 //!
 //! It serves `DescribeSessions` over AWS JSON 1.1 (`POST /`), from a
-//! [`Dataset`] of sessions per (account, region). The account comes from the
-//! SigV4 access key id (looked up in the configured [`StaticCredential`]s),
-//! the region from the signature's credential scope. `GET /_emulator/stats`
+//! [`Dataset`] of sessions per (account, region), and STS `AssumeRole` and
+//! `GetCallerIdentity` over AWS Query (`POST /`, form-encoded). Every request
+//! must carry a valid SigV4 signature. The account comes from the access key
+//! id: a configured [`StaticCredential`], or temporary credentials its STS
+//! issued for a configured [`RoleSpec`] (the role's account); the region
+//! comes from the signature's credential scope. `GET /_emulator/stats`
 //! reports call counts as JSON.
 //!
 //! Tests can make one request fail on purpose with the header
@@ -15,8 +18,12 @@
 //! authentication, so the request is counted like any other.
 //!
 //! # Layout
-//! - [`wire`]: the AWS JSON 1.1 protocol (targets, replies, error bodies);
-//! - [`auth`]: SigV4 `Authorization` parsing and credential lookup;
+//! - [`wire`]: the AWS JSON 1.1 and AWS Query protocols (operations, replies,
+//!   error bodies);
+//! - [`auth`]: SigV4 `Authorization` parsing, credential lookup (static and
+//!   issued) and verification;
+//! - [`sigv4`]: the SigV4 signature, recomputed as AWS does;
+//! - [`sts`]: AssumeRole validation and authorization, STS XML results;
 //! - [`ssm`]: DescribeSessions validation, filtering and paging;
 //! - [`token`]: signed, expiring NextTokens;
 //! - [`data`]: session records and the seeded data generator.
@@ -28,7 +35,9 @@
 
 mod auth;
 mod data;
+mod sigv4;
 mod ssm;
+mod sts;
 mod token;
 mod wire;
 
@@ -41,7 +50,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -53,11 +62,14 @@ pub use data::{
     SessionStatus, SourceSpec,
 };
 pub use ssm::DEFAULT_MAX_RESULTS;
+pub use sts::{DEFAULT_ROLE_DURATION, RoleSpec};
 
-use auth::{Caller, Credentials};
+use auth::{Caller, Credentials, Principal};
+use sigv4::SignedRequest;
 use ssm::{DescribeSessions, Paging};
+use sts::{AssumeRole, Roles};
 use token::TokenKey;
-use wire::{AwsError, Operation, Protocol};
+use wire::{AwsError, Operation, Protocol, QueryError};
 
 /// The demo access key (AWS's documentation example key).
 pub const DEMO_ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -70,7 +82,8 @@ pub const DEMO_ACCOUNT_IDS: [&str; 3] = [DEMO_ACCOUNT_ID, "444455556666", "77778
 
 /// Demo credentials: [`DEMO_ACCESS_KEY_ID`] for the demo account, and one key
 /// for each other demo account (`AKIAEMULATOR<last 8 digits>`, secret
-/// `emulator-secret-<account>`), until STS AssumeRole can hand those out.
+/// `emulator-secret-<account>`). Reaching an account through
+/// [`demo_roles`] is the other way.
 pub fn demo_credentials() -> Vec<StaticCredential> {
     let mut credentials = vec![StaticCredential::new(
         DEMO_ACCESS_KEY_ID,
@@ -87,12 +100,45 @@ pub fn demo_credentials() -> Vec<StaticCredential> {
     credentials
 }
 
+/// The name of the demo role in every demo account.
+pub const DEMO_ROLE_NAME: &str = "SessionGatewayReader";
+/// The demo account whose role requires an external id:
+/// [`DEMO_EXTERNAL_ID`].
+pub const DEMO_EXTERNAL_ID_ACCOUNT: &str = "444455556666";
+/// The external id the role in [`DEMO_EXTERNAL_ID_ACCOUNT`] requires.
+pub const DEMO_EXTERNAL_ID: &str = "ssm-session-gateway-demo";
+
+/// `arn:aws:iam::<account>:role/SessionGatewayReader`.
+pub fn demo_role_arn(account_id: &str) -> String {
+    format!("arn:aws:iam::{account_id}:role/{DEMO_ROLE_NAME}")
+}
+
+/// One role per demo account ([`demo_role_arn`]), assumable with any valid
+/// signature; the one in [`DEMO_EXTERNAL_ID_ACCOUNT`] also requires
+/// [`DEMO_EXTERNAL_ID`].
+pub fn demo_roles() -> Vec<RoleSpec> {
+    DEMO_ACCOUNT_IDS
+        .iter()
+        .map(|account| {
+            let external_id = (*account == DEMO_EXTERNAL_ID_ACCOUNT).then_some(DEMO_EXTERNAL_ID);
+            RoleSpec::new(&demo_role_arn(account), external_id)
+        })
+        .collect()
+}
+
 /// How an [`Emulator`] behaves.
 #[derive(Clone)]
 pub struct EmulatorConfig {
     pub dataset: Dataset,
     /// The access keys accepted, each mapped to its account.
     pub credentials: Vec<StaticCredential>,
+    /// The roles STS `AssumeRole` grants; the credentials it issues act in
+    /// the role's account.
+    pub roles: Vec<RoleSpec>,
+    /// `None`: issued credentials live `DurationSeconds` (default
+    /// [`DEFAULT_ROLE_DURATION`]). `Some(ttl)`: they live `ttl` instead (the
+    /// reply's `Expiration` says so), so tests can watch them expire.
+    pub sts_credential_ttl_override: Option<Duration>,
     /// `None`: full pages. `Some(seed)`: short pages, as real SSM may return
     /// (pages shorter than MaxResults, empty ones, a trailing empty page),
     /// drawn deterministically from the seed.
@@ -111,6 +157,11 @@ impl std::fmt::Debug for EmulatorConfig {
         f.debug_struct("EmulatorConfig")
             .field("sessions", &self.dataset.len())
             .field("credentials", &self.credentials)
+            .field("roles", &self.roles)
+            .field(
+                "sts_credential_ttl_override",
+                &self.sts_credential_ttl_override,
+            )
             .field("short_pages", &self.short_pages)
             .field("latency", &self.latency)
             .field("token_ttl", &self.token_ttl)
@@ -124,11 +175,13 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 impl EmulatorConfig {
     /// A config with no faults: full pages, no latency, 1 h tokens with a
-    /// random key.
+    /// random key, and no roles.
     pub fn new(dataset: Dataset, credentials: Vec<StaticCredential>) -> Self {
         Self {
             dataset,
             credentials,
+            roles: Vec::new(),
+            sts_credential_ttl_override: None,
             short_pages: None,
             latency: None,
             token_ttl: DEFAULT_TOKEN_TTL,
@@ -136,9 +189,13 @@ impl EmulatorConfig {
         }
     }
 
-    /// The demo dataset around `anchor` with the [`demo_credentials`].
+    /// The demo dataset around `anchor` with the [`demo_credentials`] and
+    /// the [`demo_roles`].
     pub fn demo(anchor: DateTime<Utc>) -> Self {
-        Self::new(Dataset::demo(anchor), demo_credentials())
+        Self {
+            roles: demo_roles(),
+            ..Self::new(Dataset::demo(anchor), demo_credentials())
+        }
     }
 }
 
@@ -161,6 +218,8 @@ struct Inner {
     /// std locks, not tokio's: nothing awaits while holding them.
     dataset: RwLock<Dataset>,
     credentials: Credentials,
+    roles: Roles,
+    sts_credential_ttl_override: Option<Duration>,
     tokens: TokenKey,
     short_pages: Option<u64>,
     latency: Option<Duration>,
@@ -207,6 +266,8 @@ impl Emulator {
             inner: Arc::new(Inner {
                 dataset: RwLock::new(config.dataset),
                 credentials: Credentials::new(config.credentials),
+                roles: Roles::new(config.roles),
+                sts_credential_ttl_override: config.sts_credential_ttl_override,
                 tokens: TokenKey::new(secret),
                 short_pages: config.short_pages,
                 latency: config.latency,
@@ -241,7 +302,9 @@ impl Emulator {
         self.with_calls(operation, |c| c.total)
     }
 
-    /// Requests for `operation` authenticated as `account_id`.
+    /// Requests for `operation` authenticated as `account_id`; for
+    /// `AssumeRole`, authenticated requests for a configured role of
+    /// `account_id` (granted or not).
     pub fn calls_for(&self, operation: &str, account_id: &str) -> u64 {
         self.with_calls(operation, |c| {
             c.by_account.get(account_id).copied().unwrap_or(0)
@@ -334,18 +397,87 @@ impl Emulator {
         })
     }
 
-    /// An AWS JSON 1.1 request, after its protocol was recognised.
-    fn handle_json(&self, headers: &HeaderMap, body: &[u8]) -> Result<Value, AwsError> {
-        let operation = Operation::from_target(headers)?;
+    /// An AWS JSON 1.1 (SSM) request, after its protocol was recognised.
+    fn handle_json(&self, request: &SignedRequest<'_>) -> Result<Value, AwsError> {
+        let operation = Operation::from_target(request.headers)?;
         self.count(operation, None);
-        let caller = self.inner.credentials.authenticate(headers, "ssm")?;
+        let caller = self
+            .inner
+            .credentials
+            .authenticate(request, "ssm", Utc::now())
+            .map_err(auth::AuthError::json)?
+            .caller;
         self.count(operation, Some(&caller.account_id));
-        if let Some(fault) = wire::injected_fault(headers) {
+        if let Some(fault) = wire::injected_fault(request.headers) {
             return Err(fault);
         }
         match operation {
-            Operation::DescribeSessions => self.describe_sessions(&caller, body),
+            Operation::DescribeSessions => self.describe_sessions(&caller, request.body),
+            Operation::AssumeRole | Operation::GetCallerIdentity => {
+                Err(AwsError::unknown_operation(operation.name()))
+            }
         }
+    }
+
+    /// An AWS Query (STS) request: the operation and its result XML.
+    fn handle_query(&self, request: &SignedRequest<'_>) -> Result<(Operation, String), QueryError> {
+        let form = sts::parse_form(request.body);
+        let operation = Operation::from_form(&form)?;
+        self.count(operation, None);
+        let now = Utc::now();
+        let principal = self
+            .inner
+            .credentials
+            .authenticate(request, "sts", now)
+            .map_err(auth::AuthError::query)?;
+        let result = match operation {
+            Operation::GetCallerIdentity => {
+                self.count(operation, Some(&principal.caller.account_id));
+                sts::caller_identity_result(&principal)
+            }
+            Operation::AssumeRole => self.assume_role(&principal, &form, now)?,
+            Operation::DescribeSessions => {
+                return Err(QueryError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "InvalidAction",
+                    "DescribeSessions is not an STS action".to_owned(),
+                ));
+            }
+        };
+        Ok((operation, result))
+    }
+
+    fn assume_role(
+        &self,
+        principal: &Principal,
+        form: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> Result<String, QueryError> {
+        let request = AssumeRole::parse(form)?;
+        // Counted by the role's account once the role is known to be
+        // configured, so client input cannot grow the stats.
+        if self.inner.roles.get(&request.role_arn).is_some() {
+            self.count(Operation::AssumeRole, Some(&request.role.account_id));
+        }
+        request.authorize(&self.inner.roles, principal)?;
+        let ttl = self
+            .inner
+            .sts_credential_ttl_override
+            .unwrap_or(request.duration);
+        let issued = self.inner.credentials.issue(
+            &request.role.account_id,
+            request.assumed_arn(),
+            request.assumed_role_id(),
+            ttl,
+            now,
+        );
+        tracing::debug!(
+            role_arn = %request.role_arn,
+            access_key_id = %issued.access_key_id,
+            expiration = %issued.expiration,
+            "emulator issued temporary credentials"
+        );
+        Ok(sts::assume_role_result(&issued))
     }
 
     fn describe_sessions(&self, caller: &Caller, body: &[u8]) -> Result<Value, AwsError> {
@@ -369,17 +501,36 @@ impl Emulator {
     }
 }
 
-async fn handle_aws(State(emulator): State<Emulator>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle_aws(
+    State(emulator): State<Emulator>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let _in_flight = InFlight::enter(&emulator.inner.stats);
     if let Some(latency) = emulator.inner.latency {
         tokio::time::sleep(latency).await;
     }
     let request_id = wire::request_id();
+    let request = SignedRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or_default(),
+        headers: &headers,
+        body: &body,
+    };
     let result = match Protocol::of(&headers) {
-        Protocol::AwsJson11 => emulator.handle_json(&headers, &body),
-        // STS (AssumeRole, GetCallerIdentity) speaks AWS Query; it will be
-        // dispatched from here, on `Action=...` in the form body.
-        Protocol::AwsQuery => return wire::query_not_implemented(&request_id),
+        Protocol::AwsJson11 => emulator.handle_json(&request),
+        Protocol::AwsQuery => {
+            return match emulator.handle_query(&request) {
+                Ok((operation, result)) => wire::query_ok(operation.name(), &result, &request_id),
+                Err(error) => {
+                    tracing::debug!(code = error.code, message = %error.message, %request_id, "emulator STS error reply");
+                    error.into_response(&request_id)
+                }
+            };
+        }
         Protocol::Other => Err(wire::unsupported_content_type()),
     };
     match result {
@@ -405,6 +556,7 @@ mod tests {
         config.token_secret = Some([0xab; 32]);
         let printed = format!("{config:?} {:?}", Emulator::new(config.clone()));
         assert!(!printed.contains(DEMO_SECRET_ACCESS_KEY), "{printed}");
+        assert!(printed.contains(DEMO_EXTERNAL_ID), "roles are not secret");
         assert!(
             !printed.contains("171, 171"),
             "token secret bytes: {printed}"

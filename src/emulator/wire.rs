@@ -1,5 +1,9 @@
-//! The AWS JSON 1.1 protocol as the SDKs expect it: which protocol a request
-//! speaks, the `X-Amz-Target` operation, and how replies and errors look.
+//! The wire protocols as the SDKs expect them: which protocol a request
+//! speaks, the operation it names, and how replies and errors look.
+//!
+//! SSM speaks AWS JSON 1.1 (`X-Amz-Target`, JSON bodies); STS speaks AWS
+//! Query (form-encoded `Action=...`, XML replies in the
+//! [`STS_NAMESPACE`], errors as `<ErrorResponse>`, see [`QueryError`]).
 //!
 //! Every reply carries `Content-Type: application/x-amz-json-1.1` and an
 //! `x-amzn-RequestId`. Errors also carry `X-Amzn-ErrorType: <Code>` and a body
@@ -42,19 +46,56 @@ impl Protocol {
     }
 }
 
-/// The SSM operations the emulator implements.
+/// The operations the emulator implements: SSM's, then STS's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Operation {
     DescribeSessions,
+    AssumeRole,
+    GetCallerIdentity,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 1] = [Operation::DescribeSessions];
+    pub(crate) const ALL: [Operation; 3] = [
+        Operation::DescribeSessions,
+        Operation::AssumeRole,
+        Operation::GetCallerIdentity,
+    ];
+    const SSM: [Operation; 1] = [Operation::DescribeSessions];
+    const STS: [Operation; 2] = [Operation::AssumeRole, Operation::GetCallerIdentity];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::DescribeSessions => "DescribeSessions",
+            Self::AssumeRole => "AssumeRole",
+            Self::GetCallerIdentity => "GetCallerIdentity",
         }
+    }
+
+    /// The STS operation an AWS Query form names (`Action`, `Version`).
+    pub(crate) fn from_form(form: &[(String, String)]) -> Result<Self, QueryError> {
+        let param = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let action = param("Action").ok_or_else(|| {
+            QueryError::new(
+                StatusCode::BAD_REQUEST,
+                "MissingAction",
+                "Missing Action".to_owned(),
+            )
+        })?;
+        let version = param("Version").unwrap_or_default();
+        Self::STS
+            .into_iter()
+            .find(|op| op.name() == action && version == STS_VERSION)
+            .ok_or_else(|| {
+                QueryError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidAction",
+                    format!("Could not find operation {action} for version {version}"),
+                )
+            })
     }
 
     /// Reads `X-Amz-Target: AmazonSSM.<Operation>`. Operations of the model
@@ -66,7 +107,7 @@ impl Operation {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let name = target.strip_prefix(TARGET_PREFIX).unwrap_or_default();
-        Self::ALL
+        Self::SSM
             .into_iter()
             .find(|op| op.name() == name)
             .ok_or_else(|| AwsError::unknown_operation(target))
@@ -151,8 +192,18 @@ impl AwsError {
         Self::client("IncompleteSignatureException", message)
     }
 
+    /// A 403, as AWS answers a signature that does not match.
     pub(crate) fn invalid_signature(message: impl Into<String>) -> Self {
-        Self::client("InvalidSignatureException", message)
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "InvalidSignatureException",
+            ErrorBody::Generic,
+            message,
+        )
+    }
+
+    pub(crate) fn expired_token(message: impl Into<String>) -> Self {
+        Self::client("ExpiredTokenException", message)
     }
 
     pub(crate) fn unrecognized_client() -> Self {
@@ -257,18 +308,92 @@ pub(crate) fn request_id() -> String {
     )
 }
 
-/// What an AWS Query (STS) request gets until STS is implemented: the Query
-/// protocol's XML error, so the client reports it instead of failing to parse.
-pub(crate) fn query_not_implemented(request_id: &str) -> Response {
+/// The XML namespace of STS replies.
+pub(crate) const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+/// The only STS API version.
+pub(crate) const STS_VERSION: &str = "2011-06-15";
+
+/// Escapes text for an XML element.
+pub(crate) fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An error answered in the AWS Query format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueryError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl QueryError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: String) -> Self {
+        Self {
+            status,
+            code,
+            message,
+        }
+    }
+
+    /// A 400 `ValidationError`.
+    pub(crate) fn validation(message: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ValidationError", message)
+    }
+
+    /// A 403 `AccessDenied`.
+    pub(crate) fn access_denied(message: String) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "AccessDenied", message)
+    }
+
+    /// `<ErrorResponse>`: `Sender` for 4xx, `Receiver` for 5xx.
+    pub(crate) fn body(&self, request_id: &str) -> String {
+        let kind = if self.status.is_server_error() {
+            "Receiver"
+        } else {
+            "Sender"
+        };
+        format!(
+            "<ErrorResponse xmlns=\"{STS_NAMESPACE}\">\n  <Error>\n    <Type>{kind}</Type>\n    \
+             <Code>{}</Code>\n    <Message>{}</Message>\n  </Error>\n  \
+             <RequestId>{request_id}</RequestId>\n</ErrorResponse>\n",
+            self.code,
+            xml_escape(&self.message)
+        )
+    }
+
+    pub(crate) fn into_response(self, request_id: &str) -> Response {
+        xml_reply(self.status, request_id, self.body(request_id))
+    }
+}
+
+/// `<{action}Response>` around `result` (already XML) and the request id.
+pub(crate) fn query_ok(action: &str, result: &str, request_id: &str) -> Response {
     let body = format!(
-        "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code>\
-         <Message>The emulator does not implement AWS Query (STS) actions yet.</Message>\
-         </Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+        "<{action}Response xmlns=\"{STS_NAMESPACE}\">\n  <{action}Result>\n{result}  </{action}Result>\n  \
+         <ResponseMetadata>\n    <RequestId>{request_id}</RequestId>\n  </ResponseMetadata>\n\
+         </{action}Response>\n"
     );
-    let mut response = (StatusCode::BAD_REQUEST, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    xml_reply(StatusCode::OK, request_id, body)
+}
+
+fn xml_reply(status: StatusCode, request_id: &str, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
     response
 }
 
@@ -276,7 +401,7 @@ pub(crate) fn query_not_implemented(request_id: &str) -> Response {
 pub(crate) fn unsupported_content_type() -> AwsError {
     AwsError::client(
         "UnknownOperationException",
-        format!("Unsupported Content-Type; SSM expects {JSON_1_1}"),
+        format!("Unsupported Content-Type; SSM expects {JSON_1_1}, STS {FORM}"),
     )
 }
 

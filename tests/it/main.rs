@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod emulator;
+mod emulator_sts;
 mod gateway_errors;
 mod gateway_filters;
 mod gateway_http;

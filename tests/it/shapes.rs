@@ -15,7 +15,7 @@ use ssm_session_gateway::emulator::{
 };
 use tower::ServiceExt;
 
-use crate::support::emu::anchor;
+use crate::support::emu::{anchor, sign};
 
 struct Model {
     shapes: Value,
@@ -155,11 +155,23 @@ struct Reply {
     body: Value,
 }
 
-fn auth(akid: &str, region: &str) -> String {
-    format!(
-        "AWS4-HMAC-SHA256 Credential={akid}/20240829/{region}/ssm/aws4_request, \
-         SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00ff"
-    )
+/// The demo secret of `akid`; unknown keys get a made-up one.
+fn secret(akid: &str) -> String {
+    demo_credentials()
+        .into_iter()
+        .find(|c| c.access_key_id == akid)
+        .map_or_else(|| "unknown".to_owned(), |c| c.secret_access_key)
+}
+
+/// Sends `request` signed as `akid` for SSM in `region`.
+async fn send_signed(
+    emulator: &Emulator,
+    akid: &str,
+    region: &str,
+    request: Request<Body>,
+) -> Reply {
+    let request = sign(request, akid, &secret(akid), region, "ssm").await;
+    send(emulator, request).await
 }
 
 async fn send(emulator: &Emulator, request: Request<Body>) -> Reply {
@@ -183,20 +195,19 @@ async fn send(emulator: &Emulator, request: Request<Body>) -> Reply {
     }
 }
 
-fn request(akid: &str, region: &str, target: &str) -> axum::http::request::Builder {
+/// An SSM request to sign with [`send_signed`].
+fn request(target: &str) -> axum::http::request::Builder {
     Request::post("/")
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amz-target", target)
-        .header("x-amz-date", "20240829T100000Z")
-        .header("authorization", auth(akid, region))
 }
 
 async fn describe(emulator: &Emulator, akid: &str, region: &str, body: &Value) -> Reply {
     let text = body.to_string();
-    let req = request(akid, region, "AmazonSSM.DescribeSessions")
+    let req = request("AmazonSSM.DescribeSessions")
         .body(Body::from(text))
         .unwrap();
-    send(emulator, req).await
+    send_signed(emulator, akid, region, req).await
 }
 
 fn demo() -> Emulator {
@@ -377,6 +388,9 @@ fn check_error(model: &Model, reply: &Reply, code: &str) {
     }
     let status = if fault {
         StatusCode::INTERNAL_SERVER_ERROR
+    } else if code == "InvalidSignatureException" {
+        // AWS answers a signature mismatch with a 403.
+        StatusCode::FORBIDDEN
     } else {
         StatusCode::BAD_REQUEST
     };
@@ -398,31 +412,23 @@ async fn error_replies_use_only_model_members() {
     check_error(&model, &r, "InvalidFilterKey");
 
     let text = history.to_string();
-    let faulty = request(
-        DEMO_ACCESS_KEY_ID,
-        "us-east-1",
-        "AmazonSSM.DescribeSessions",
-    )
-    .header("x-emulator-fault", "InternalServerError")
-    .body(Body::from(text.clone()))
-    .unwrap();
+    let faulty = request("AmazonSSM.DescribeSessions")
+        .header("x-emulator-fault", "InternalServerError")
+        .body(Body::from(text.clone()))
+        .unwrap();
     check_error(
         &model,
-        &send(&emulator, faulty).await,
+        &send_signed(&emulator, DEMO_ACCESS_KEY_ID, "us-east-1", faulty).await,
         "InternalServerError",
     );
 
-    let throttled = request(
-        DEMO_ACCESS_KEY_ID,
-        "us-east-1",
-        "AmazonSSM.DescribeSessions",
-    )
-    .header("x-emulator-fault", "ThrottlingException")
-    .body(Body::from(text.clone()))
-    .unwrap();
+    let throttled = request("AmazonSSM.DescribeSessions")
+        .header("x-emulator-fault", "ThrottlingException")
+        .body(Body::from(text.clone()))
+        .unwrap();
     check_error(
         &model,
-        &send(&emulator, throttled).await,
+        &send_signed(&emulator, DEMO_ACCESS_KEY_ID, "us-east-1", throttled).await,
         "ThrottlingException",
     );
 
@@ -438,29 +444,31 @@ async fn error_replies_use_only_model_members() {
     let r = describe(&emulator, "AKIANOBODY0000000000", "us-east-1", &history).await;
     check_error(&model, &r, "UnrecognizedClientException");
 
-    let unparsable = request(
-        DEMO_ACCESS_KEY_ID,
-        "us-east-1",
-        "AmazonSSM.DescribeSessions",
-    )
-    .body(Body::from("{\"State\":"))
-    .unwrap();
+    let wrong_secret = request("AmazonSSM.DescribeSessions")
+        .body(Body::from(text.clone()))
+        .unwrap();
+    let wrong_secret = sign(wrong_secret, DEMO_ACCESS_KEY_ID, "nope", "us-east-1", "ssm").await;
     check_error(
         &model,
-        &send(&emulator, unparsable).await,
+        &send(&emulator, wrong_secret).await,
+        "InvalidSignatureException",
+    );
+
+    let unparsable = request("AmazonSSM.DescribeSessions")
+        .body(Body::from("{\"State\":"))
+        .unwrap();
+    check_error(
+        &model,
+        &send_signed(&emulator, DEMO_ACCESS_KEY_ID, "us-east-1", unparsable).await,
         "SerializationException",
     );
 
-    let unknown = request(
-        DEMO_ACCESS_KEY_ID,
-        "us-east-1",
-        "AmazonSSM.DescribeEverything",
-    )
-    .body(Body::from(text.clone()))
-    .unwrap();
+    let unknown = request("AmazonSSM.DescribeEverything")
+        .body(Body::from(text.clone()))
+        .unwrap();
     check_error(
         &model,
-        &send(&emulator, unknown).await,
+        &send_signed(&emulator, DEMO_ACCESS_KEY_ID, "us-east-1", unknown).await,
         "UnknownOperationException",
     );
 
@@ -488,24 +496,103 @@ async fn error_replies_use_only_model_members() {
     );
 }
 
-#[tokio::test]
-async fn sts_requests_reach_their_dispatch_point() {
-    let emulator = demo();
+/// An STS request's status and XML body.
+async fn send_sts(emulator: &Emulator, body: &str, signer: Option<&str>) -> (StatusCode, String) {
     let request = Request::post("/")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from("Action=GetCallerIdentity&Version=2011-06-15"))
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
+        .body(Body::from(body.to_owned()))
         .unwrap();
+    let request = match signer {
+        Some(akid) => sign(request, akid, &secret(akid), "us-east-1", "sts").await,
+        None => request,
+    };
     let response = emulator.router().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let status = response.status();
     assert_eq!(response.headers()["content-type"], "text/xml");
+    assert_eq!(response.headers()["x-amzn-requestid"].len(), 36);
     let body = axum::body::to_bytes(response.into_body(), 1 << 16)
         .await
         .unwrap();
-    let body = String::from_utf8(body.to_vec()).unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn sts_speaks_aws_query() {
+    let emulator = demo();
+    let ns = "xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"";
+    let (status, body) = send_sts(
+        &emulator,
+        "Action=GetCallerIdentity&Version=2011-06-15",
+        Some(DEMO_ACCESS_KEY_ID),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
-        body.starts_with("<ErrorResponse>") && body.contains("<Code>InvalidAction</Code>"),
+        body.starts_with(&format!("<GetCallerIdentityResponse {ns}>"))
+            && body.contains(&format!("<Account>{DEMO_ACCOUNT_ID}</Account>"))
+            && body.contains("<RequestId>"),
         "{body}"
     );
+
+    for (form, signer, status, code) in [
+        (
+            "Action=GetCallerIdentity&Version=2011-06-15",
+            None,
+            StatusCode::FORBIDDEN,
+            "MissingAuthenticationToken",
+        ),
+        (
+            "Action=GetCallerIdentity&Version=2011-06-15",
+            Some("AKIANOBODY0000000000"),
+            StatusCode::FORBIDDEN,
+            "InvalidClientTokenId",
+        ),
+        (
+            "Action=GetSessionToken&Version=2011-06-15",
+            Some(DEMO_ACCESS_KEY_ID),
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+        ),
+        (
+            "Action=GetCallerIdentity&Version=2010-01-01",
+            Some(DEMO_ACCESS_KEY_ID),
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+        ),
+        (
+            "Version=2011-06-15",
+            Some(DEMO_ACCESS_KEY_ID),
+            StatusCode::BAD_REQUEST,
+            "MissingAction",
+        ),
+        (
+            "Action=AssumeRole&Version=2011-06-15&RoleSessionName=s",
+            Some(DEMO_ACCESS_KEY_ID),
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+        ),
+        (
+            "Action=AssumeRole&Version=2011-06-15&RoleSessionName=demo\
+             &RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2FNope",
+            Some(DEMO_ACCESS_KEY_ID),
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+        ),
+    ] {
+        let (got, body) = send_sts(&emulator, form, signer).await;
+        assert_eq!(got, status, "{form}: {body}");
+        assert!(
+            body.starts_with(&format!("<ErrorResponse {ns}>"))
+                && body.contains("<Type>Sender</Type>")
+                && body.contains(&format!("<Code>{code}</Code>"))
+                && body.contains("<Message>")
+                && body.contains("<RequestId>"),
+            "{form}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -101,3 +101,48 @@ pub fn client(running: &Running) -> aws_sdk_ssm::Client {
         "us-east-1",
     )
 }
+
+/// Signs `request` with SigV4 as the AWS SDKs do (the SDK's own `aws-sigv4`
+/// signer, not the emulator's verifier), for `service` in `region`. The
+/// request's URI is its path; it is signed for host `emulator.test`.
+pub async fn sign(
+    request: axum::http::Request<axum::body::Body>,
+    access_key_id: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+) -> axum::http::Request<axum::body::Body> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let (mut parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 24).await.unwrap();
+    parts
+        .headers
+        .insert("host", "emulator.test".parse().unwrap());
+    let identity = Credentials::new(access_key_id, secret, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let url = format!("http://emulator.test{}", parts.uri);
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    let signable = SignableRequest::new(
+        parts.method.as_str(),
+        url,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(&body),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut request = axum::http::Request::from_parts(parts, axum::body::Body::from(body));
+    instructions.apply_to_request_http1x(&mut request);
+    request
+}
