@@ -243,6 +243,14 @@ struct OperationCalls {
 }
 
 /// Counts a request in flight for as long as it lives.
+impl Stats {
+    /// The call counters. A poisoned lock still holds valid counts (no
+    /// update spans a panic), so it is used as is.
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<Operation, OperationCalls>> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 struct InFlight<'a>(&'a Stats);
 
 impl<'a> InFlight<'a> {
@@ -312,12 +320,7 @@ impl Emulator {
     }
 
     fn with_calls(&self, operation: &str, f: impl FnOnce(&OperationCalls) -> u64) -> u64 {
-        let calls = self
-            .inner
-            .stats
-            .calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let calls = self.inner.stats.calls();
         Operation::ALL
             .into_iter()
             .find(|op| op.name() == operation)
@@ -339,11 +342,7 @@ impl Emulator {
     /// in flight now.
     pub fn reset_stats(&self) {
         let stats = &self.inner.stats;
-        stats
-            .calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        stats.calls().clear();
         stats
             .max_in_flight
             .store(stats.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -361,12 +360,7 @@ impl Emulator {
     }
 
     fn count(&self, operation: Operation, account_id: Option<&str>) {
-        let mut calls = self
-            .inner
-            .stats
-            .calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut calls = self.inner.stats.calls();
         let entry = calls.entry(operation).or_default();
         match account_id {
             None => entry.total += 1,
@@ -375,12 +369,7 @@ impl Emulator {
     }
 
     fn stats_json(&self) -> Value {
-        let calls = self
-            .inner
-            .stats
-            .calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let calls = self.inner.stats.calls();
         let calls: serde_json::Map<String, Value> = calls
             .iter()
             .map(|(op, c)| {
