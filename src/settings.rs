@@ -57,6 +57,86 @@ pub struct Settings {
     /// HTTP limits.
     #[serde(default)]
     pub http: HttpSettings,
+    /// How the gateway reaches AWS: base region, endpoint, retries, timeouts.
+    #[serde(default)]
+    pub aws: AwsSettings,
+    /// Regions an account reads when its own `regions` is empty.
+    #[serde(default)]
+    pub default_regions: Vec<String>,
+    /// The AWS accounts the gateway reads sessions from.
+    #[serde(default)]
+    pub accounts: Vec<AccountSettings>,
+}
+
+/// How the gateway reaches AWS.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    /// Region of the base credentials and of STS. Default: the first of
+    /// `default_regions`, else the default chain's region.
+    pub region: Option<String>,
+    /// Overrides the SSM and STS endpoints (a VPC endpoint, the emulator).
+    pub endpoint_url: Option<String>,
+    /// SDK attempts per call, first included; retries back off with jitter. Default 3.
+    pub max_attempts: u32,
+    /// Bound on one attempt, in seconds. Default 5.
+    pub attempt_timeout_secs: u64,
+    /// Bound on a whole call with its retries, in seconds. Default 15.
+    pub operation_timeout_secs: u64,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            max_attempts: 3,
+            attempt_timeout_secs: 5,
+            operation_timeout_secs: 15,
+        }
+    }
+}
+
+/// One AWS account the gateway reads, and how it gets credentials there:
+/// `role_arn` (assumed from the base credentials), or `profile` (a named
+/// profile of the shared config files), or neither (the base credentials
+/// themselves, i.e. the gateway's own account).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    /// The 12-digit account id.
+    pub id: String,
+    /// A short unique name callers may use instead of the id, e.g. `prod`.
+    pub alias: String,
+    /// Role to assume in the account, `arn:aws:iam::<id>:role/<name>`.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// External id the role's trust policy requires, if any.
+    #[serde(default)]
+    pub external_id: Option<Secret<String>>,
+    /// Role session name, shown in the account's CloudTrail. Default `ssm-session-gateway`.
+    #[serde(default)]
+    pub session_name: Option<String>,
+    /// Lifetime of the assumed-role credentials, 900 to 43200 s. Default 3600.
+    #[serde(default)]
+    pub session_duration_secs: Option<u32>,
+    /// A named profile instead of a role.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Regions to read; empty means `default_regions`.
+    #[serde(default)]
+    pub regions: Vec<String>,
+}
+
+impl AccountSettings {
+    /// The regions this account is read in.
+    pub fn effective_regions<'a>(&'a self, defaults: &'a [String]) -> &'a [String] {
+        if self.regions.is_empty() {
+            defaults
+        } else {
+            &self.regions
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -70,6 +150,9 @@ impl Default for Settings {
             cursor_key: None,
             limits: Limits::default(),
             http: HttpSettings::default(),
+            aws: AwsSettings::default(),
+            default_regions: Vec::new(),
+            accounts: Vec::new(),
         }
     }
 }
