@@ -8,11 +8,11 @@ use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::accounts::AccountRegistry;
 use crate::cursor::CursorCodec;
 use crate::graphql::{self, Gateway};
 use crate::http;
 use crate::settings::Settings;
-use crate::upstream::SessionSource;
 
 /// Shortest cursor key accepted: HMAC-SHA256 wants a key as long as its output.
 pub const MIN_CURSOR_KEY_LEN: usize = 32;
@@ -24,24 +24,24 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `settings.listen` and builds the gateway over `source`.
+    /// Binds `settings.listen` and builds the gateway over `registry`.
     pub async fn build(
         settings: &Settings,
-        source: Arc<dyn SessionSource>,
+        registry: Arc<AccountRegistry>,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Self::with_listener(listener, settings, source)
+        Self::with_listener(listener, settings, registry)
     }
 
     /// Builds the gateway on a listener the caller bound (tests bind port 0).
     pub fn with_listener(
         listener: TcpListener,
         settings: &Settings,
-        source: Arc<dyn SessionSource>,
+        registry: Arc<AccountRegistry>,
     ) -> anyhow::Result<Self> {
-        let router = router(settings, source)?;
+        let router = router(settings, registry)?;
         Ok(Self { listener, router })
     }
 
@@ -64,11 +64,11 @@ impl Application {
     }
 }
 
-/// The whole HTTP surface over `source`, without binding a port (for
+/// The whole HTTP surface over `registry`, without binding a port (for
 /// in-process tests through `tower::ServiceExt::oneshot`).
-pub fn router(settings: &Settings, source: Arc<dyn SessionSource>) -> anyhow::Result<Router> {
+pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Result<Router> {
     let gateway = Arc::new(Gateway {
-        source,
+        registry,
         cursors: Arc::new(cursor_codec(settings)?),
         limits: settings.limits.clone(),
     });

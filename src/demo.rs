@@ -11,10 +11,11 @@ use anyhow::Context as _;
 use aws_credential_types::Credentials;
 use tokio::net::TcpListener;
 
+use crate::accounts::AccountRegistry;
 use crate::app::Application;
 use crate::emulator::{self, Emulator, EmulatorConfig};
-use crate::settings::{Secret, Settings};
-use crate::upstream::sdk::{ClientSettings, SdkSessionSource, ssm_client};
+use crate::settings::{AccountSettings, AwsSettings, Secret, Settings};
+use crate::upstream::sdk::ClientSettings;
 
 /// What `demo` can be told.
 #[derive(Clone, Debug)]
@@ -31,14 +32,55 @@ pub struct DemoOptions {
 pub fn emulator_client_settings(addr: SocketAddr) -> ClientSettings {
     let mut settings = ClientSettings::new(emulator::DEMO_REGION);
     settings.endpoint_url = Some(format!("http://{addr}"));
-    settings.static_credentials = Some(Credentials::new(
+    settings.static_credentials = Some(demo_base_credentials());
+    settings
+}
+
+/// The demo's base credentials: the emulator's static key, from which every
+/// account's role is assumed.
+pub fn demo_base_credentials() -> Credentials {
+    Credentials::new(
         emulator::DEMO_ACCESS_KEY_ID,
         emulator::DEMO_SECRET_ACCESS_KEY,
         None,
         None,
         "demo",
-    ));
-    settings
+    )
+}
+
+/// Settings equivalent to a settings file for the demo accounts: three
+/// accounts, each through its own role (one with an external id), in two
+/// regions, all at the emulator's address.
+pub fn demo_settings(listen: SocketAddr, emulator_addr: SocketAddr) -> Settings {
+    let aliases = ["platform", "payments", "sandbox"];
+    let accounts = emulator::DEMO_ACCOUNT_IDS
+        .iter()
+        .zip(aliases)
+        .map(|(id, alias)| AccountSettings {
+            id: (*id).to_owned(),
+            alias: alias.to_owned(),
+            role_arn: Some(emulator::demo_role_arn(id)),
+            external_id: (*id == emulator::DEMO_EXTERNAL_ID_ACCOUNT)
+                .then(|| Secret::new(emulator::DEMO_EXTERNAL_ID.to_owned())),
+            session_name: Some("ssm-session-gateway-demo".to_owned()),
+            session_duration_secs: None,
+            profile: None,
+            regions: Vec::new(),
+        })
+        .collect();
+    Settings {
+        listen,
+        // One process, one key: cursors need not outlive the demo.
+        cursor_key: Some(Secret::new(random_key())),
+        aws: AwsSettings {
+            region: Some(emulator::DEMO_REGION.to_owned()),
+            endpoint_url: Some(format!("http://{emulator_addr}")),
+            ..AwsSettings::default()
+        },
+        default_regions: vec!["us-east-1".to_owned(), "eu-west-1".to_owned()],
+        accounts,
+        ..Settings::default()
+    }
 }
 
 /// Runs the demo until `shutdown` resolves.
@@ -69,23 +111,19 @@ pub async fn run(
         }
     });
 
-    let client = ssm_client(&emulator_client_settings(emulator_addr)).await;
-    let settings = Settings {
-        listen: options.listen,
-        // One process, one key: cursors need not outlive the demo.
-        cursor_key: Some(Secret::new(random_key())),
-        ..Settings::default()
-    };
-    let app = Application::build(&settings, Arc::new(SdkSessionSource::new(client))).await?;
+    let settings = demo_settings(options.listen, emulator_addr);
+    let registry = AccountRegistry::from_settings(&settings, Some(demo_base_credentials())).await?;
+    let app = Application::build(&settings, Arc::new(registry)).await?;
     let addr = app.local_addr();
     println!(
         "\nssm-session-gateway demo\n\
          \n  GraphiQL:  http://{addr}/graphql\n  Emulator:  http://{emulator_addr} \
-         (account {account}, region {region}; key {key} / {secret})\n\
-         \nTry:\n\n  {{\n    sessions(state: HISTORY, first: 5) {{\n      edges {{ cursor node {{ sessionId target owner status startDate endDate }} }}\n      pageInfo {{ hasNextPage endCursor }}\n    }}\n  }}\n\
+         (base key {key} / {secret}, account {account}; roles per account, see README)\n\
+         \nAccounts: platform (111122223333), payments (444455556666), sandbox (777788889999),\n\
+         each read in us-east-1 and eu-west-1 through its own assumed role.\n\
+         \nTry:\n\n  {{\n    sessions(state: HISTORY, first: 5) {{\n      edges {{ cursor node {{ sessionId account {{ alias }} region target owner status startDate }} }}\n      pageInfo {{ hasNextPage endCursor }}\n    }}\n  }}\n\
          \nthen pass pageInfo.endCursor as `after` for the next page. Ctrl-C stops.\n",
         account = emulator::DEMO_ACCOUNT_ID,
-        region = emulator::DEMO_REGION,
         key = emulator::DEMO_ACCESS_KEY_ID,
         secret = emulator::DEMO_SECRET_ACCESS_KEY,
     );

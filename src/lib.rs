@@ -5,6 +5,8 @@
 //! aws-sdk-ssm → SSM (or the emulator). `ARCHITECTURE.md` draws the path.
 //!
 //! # Layout
+//! - [`accounts`]: the configured accounts, their credentials (STS AssumeRole)
+//!   and one SSM client per (account, region).
 //! - [`app`]: builds the gateway from settings and an upstream; binds, serves, stops.
 //! - [`http`]: axum routes: GraphQL over HTTP (POST and GET), GraphiQL, `/healthz`.
 //! - [`graphql`]: the schema, the `sessions` resolver, error codes.
@@ -21,6 +23,7 @@
 //! - [`demo`]: the emulator and the gateway in one process.
 //! - [`telemetry`]: logging set-up.
 
+pub mod accounts;
 pub mod app;
 pub mod cursor;
 pub mod demo;

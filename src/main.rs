@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use ssm_session_gateway::accounts::AccountRegistry;
 use ssm_session_gateway::app::Application;
 use ssm_session_gateway::demo::{self, DemoOptions, demo_anchor};
 use ssm_session_gateway::emulator::{self, Emulator, EmulatorConfig};
 use ssm_session_gateway::settings::{Secret, Settings};
-use ssm_session_gateway::upstream::sdk::{ClientSettings, SdkSessionSource, ssm_client};
 use ssm_session_gateway::{graphql, telemetry};
 
 /// A GraphQL gateway over AWS Systems Manager Session Manager sessions.
@@ -108,16 +108,15 @@ async fn main() -> anyhow::Result<()> {
             endpoint_url,
             cursor_key,
         } => {
-            let settings = Settings {
+            let mut settings = Settings {
                 listen,
                 cursor_key: cursor_key.map(Secret::new),
                 ..Settings::default()
             };
-            let mut client_settings = ClientSettings::new(region);
-            client_settings.endpoint_url = endpoint_url;
-            let client = ssm_client(&client_settings).await;
-            let app =
-                Application::build(&settings, Arc::new(SdkSessionSource::new(client))).await?;
+            settings.aws.region = Some(region);
+            settings.aws.endpoint_url = endpoint_url;
+            let registry = AccountRegistry::from_settings(&settings, None).await?;
+            let app = Application::build(&settings, Arc::new(registry)).await?;
             tracing::info!(addr = %app.local_addr(), "gateway listening; GraphQL at /graphql");
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(())

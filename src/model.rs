@@ -120,6 +120,71 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// A 12-digit AWS account id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(String);
+
+impl AccountId {
+    /// Accepts exactly 12 ASCII digits.
+    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidInput {
+                field: "account",
+                reason: format!("must be 12 digits (got {s:?})"),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An AWS region name such as `us-east-1`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Region(String);
+
+impl Region {
+    /// Accepts names shaped like AWS regions: lower-case words joined by
+    /// dashes, ending in a number (`us-east-1`, `us-gov-west-1`).
+    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+        let parts: Vec<&str> = s.split('-').collect();
+        let shaped = parts.len() >= 3
+            && parts[..parts.len() - 1]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+            && parts
+                .last()
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if shaped {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidInput {
+                field: "region",
+                reason: format!("is not an AWS region name (got {s:?})"),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One session, as `DescribeSessions` returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Session {
@@ -257,6 +322,28 @@ mod tests {
         );
         assert!(SessionId::parse("x".repeat(97)).is_err());
         assert!(SessionId::parse("alice-0123456789abcdef0").is_ok());
+    }
+
+    #[test]
+    fn account_ids_and_regions_are_parsed_once() {
+        assert!(AccountId::parse("111122223333").is_ok());
+        for bad in ["", "11112222333", "1111222233334", "11112222333x"] {
+            assert!(AccountId::parse(bad).is_err(), "{bad}");
+        }
+        for good in ["us-east-1", "eu-west-1", "us-gov-west-1", "ap-southeast-2"] {
+            assert!(Region::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "us",
+            "us-east",
+            "US-EAST-1",
+            "us-east-x",
+            "us--1",
+            "us-east-1 ",
+        ] {
+            assert!(Region::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -23,6 +23,9 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+
 use crate::cursor::SourcePosition;
 use crate::model::{Session, SessionFilter, SessionState};
 use crate::upstream::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
@@ -72,11 +75,14 @@ pub fn call_budget(first: usize, page_size: u8) -> usize {
     4 * first.div_ceil(usize::from(page_size.max(1))) + 16
 }
 
-/// One session handed out, and where to resume just past it.
+/// One session of a window: which source it came from, and where every
+/// source resumes just past it (the edge's cursor).
 #[derive(Clone, Debug)]
 pub struct Item {
     pub session: Session,
-    pub after: SourcePosition,
+    /// Index into the readers the window was read from.
+    pub source: usize,
+    pub after: Vec<SourcePosition>,
 }
 
 enum State {
@@ -108,6 +114,8 @@ pub struct SourceReader {
     /// `MaxResults` for pages this reader fetches fresh.
     page_size: u8,
     state: State,
+    /// Id of the last session handed out (or the cursor's), for positions.
+    last_taken: Option<String>,
     calls: usize,
     budget: usize,
 }
@@ -121,6 +129,7 @@ impl SourceReader {
         page_size: u8,
         budget: usize,
     ) -> Self {
+        let mut last_taken = None;
         let state = match position {
             SourcePosition::Start => State::Pending {
                 token: None,
@@ -134,13 +143,16 @@ impl SourceReader {
                 page_size: cursor_page_size,
                 skip,
                 last_id,
-            } => State::Pending {
-                token,
-                page_size: cursor_page_size,
-                skip,
-                last_id: Some(last_id),
-                from_cursor: true,
-            },
+            } => {
+                last_taken = Some(last_id.clone()).filter(|id| !id.is_empty());
+                State::Pending {
+                    token,
+                    page_size: cursor_page_size,
+                    skip,
+                    last_id: Some(last_id),
+                    from_cursor: true,
+                }
+            }
             SourcePosition::Exhausted => State::Exhausted,
         };
         Self {
@@ -148,6 +160,7 @@ impl SourceReader {
             query,
             page_size,
             state,
+            last_taken,
             calls: 0,
             budget,
         }
@@ -159,7 +172,8 @@ impl SourceReader {
     }
 
     /// The next session without consuming it, fetching pages as needed;
-    /// `None` once the source has no more sessions.
+    /// `None` once the source has no more sessions. On an error the reader
+    /// stays where it was, so its [`position`](Self::position) retries.
     pub async fn peek(&mut self) -> Result<Option<&Session>, PagingError> {
         loop {
             match &mut self.state {
@@ -198,40 +212,65 @@ impl SourceReader {
         }
     }
 
-    /// Consumes the session [`peek`](Self::peek) returned, with the position
-    /// just past it; `None` when there is none (call `peek` first).
-    pub fn take(&mut self) -> Option<Item> {
-        let State::Loaded {
-            page_size,
-            token,
-            sessions,
-            next,
-            next_token,
-        } = &mut self.state
-        else {
+    /// Consumes the session [`peek`](Self::peek) returned; `None` when there
+    /// is none (call `peek` first).
+    pub fn take(&mut self) -> Option<Session> {
+        let State::Loaded { sessions, next, .. } = &mut self.state else {
             return None;
         };
         let session = sessions.get(*next)?.clone();
         *next += 1;
-        let last_id = session.session_id.as_str().to_owned();
-        let after = if *next < sessions.len() {
-            SourcePosition::InPage {
-                token: token.clone(),
-                page_size: *page_size,
-                skip: u32::try_from(*next).unwrap_or(u32::MAX),
+        self.last_taken = Some(session.session_id.as_str().to_owned());
+        Some(session)
+    }
+
+    /// Where to resume this source to get its next session again.
+    pub fn position(&self) -> SourcePosition {
+        match &self.state {
+            State::Exhausted => SourcePosition::Exhausted,
+            State::Pending {
+                token,
+                page_size,
+                skip,
                 last_id,
+                ..
+            } => match last_id.clone().or_else(|| self.last_taken.clone()) {
+                None if token.is_none() && *skip == 0 => SourcePosition::Start,
+                last_id => SourcePosition::InPage {
+                    token: token.clone(),
+                    page_size: *page_size,
+                    skip: *skip,
+                    last_id: last_id.unwrap_or_default(),
+                },
+            },
+            State::Loaded {
+                page_size,
+                token,
+                sessions,
+                next,
+                next_token,
+            } => {
+                let last_id = self.last_taken.clone().unwrap_or_default();
+                if *next < sessions.len() {
+                    SourcePosition::InPage {
+                        token: token.clone(),
+                        page_size: *page_size,
+                        skip: u32::try_from(*next).unwrap_or(u32::MAX),
+                        last_id,
+                    }
+                } else if let Some(next_token) = next_token {
+                    // The page is finished: point straight at the next one.
+                    SourcePosition::InPage {
+                        token: Some(next_token.clone()),
+                        page_size: self.page_size,
+                        skip: 0,
+                        last_id,
+                    }
+                } else {
+                    SourcePosition::Exhausted
+                }
             }
-        } else if let Some(next_token) = next_token {
-            SourcePosition::InPage {
-                token: Some(next_token.clone()),
-                page_size: self.page_size,
-                skip: 0,
-                last_id,
-            }
-        } else {
-            SourcePosition::Exhausted
-        };
-        Some(Item { session, after })
+        }
     }
 
     async fn fetch(&mut self) -> Result<(), PagingError> {
@@ -241,17 +280,20 @@ impl SourceReader {
             skip,
             last_id,
             from_cursor,
-        } = std::mem::replace(&mut self.state, State::Exhausted)
+        } = &self.state
         else {
             return Ok(());
         };
+        let (skip, from_cursor) = (*skip, *from_cursor);
+        let last_id = last_id.clone();
         let request = PageRequest {
             state: self.query.state,
             filter: self.query.filter.clone(),
-            page_size,
-            token,
+            page_size: *page_size,
+            token: token.clone(),
         };
         self.calls += 1;
+        // On an error the state stays Pending: the position still names this page.
         let Page {
             sessions,
             next_token,
@@ -271,7 +313,7 @@ impl SourceReader {
                 .min(sessions.len()),
         };
         self.state = State::Loaded {
-            page_size,
+            page_size: request.page_size,
             token: request.token,
             sessions,
             next,
@@ -281,59 +323,127 @@ impl SourceReader {
     }
 }
 
-/// A forward window of at most `first` sessions.
+/// A forward window of at most `first` sessions, merged across sources.
 #[derive(Debug)]
 pub struct Window {
     pub items: Vec<Item>,
     /// False only when no further session exists. `None` when not asked for.
     pub has_next_page: Option<bool>,
-    /// Upstream calls the window cost.
+    /// Sources that failed while the window was read, by reader index: their
+    /// sessions are missing from it, and the cursors resume them where they
+    /// stopped.
+    pub failures: Vec<(usize, UpstreamError)>,
+    /// Upstream calls the window cost, all sources together.
     pub calls: usize,
 }
 
-/// Reads up to `first` sessions from `reader`, filling across short pages.
-/// With `want_has_next`, looks ahead (at most one page, plus any empty ones)
-/// to answer `hasNextPage` exactly.
-pub async fn read_window(
-    reader: &mut SourceReader,
-    first: usize,
-    want_has_next: bool,
-) -> Result<Window, PagingError> {
-    let mut items = Vec::with_capacity(first.min(1024));
-    while items.len() < first {
-        match reader.peek().await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Ok(Window {
-                    items,
-                    has_next_page: Some(false),
-                    calls: reader.calls(),
-                });
+/// The merge order: newest `startDate` first (a session without one last),
+/// then the lower source index, so ties between sources are deterministic;
+/// within a source, upstream order is kept as it comes.
+type HeadKey = (std::cmp::Reverse<Option<DateTime<Utc>>>, usize);
+
+/// Peeks every live reader at once (so a fan-out costs one round trip, not
+/// one per source) and returns each one's head key; a failing source is
+/// recorded in `failed` and left out from then on.
+async fn peek_all(
+    readers: &mut [SourceReader],
+    failed: &mut [Option<UpstreamError>],
+) -> Result<Vec<Option<HeadKey>>, PagingError> {
+    let results = join_all(readers.iter_mut().zip(failed.iter()).enumerate().map(
+        |(i, (reader, failed))| async move {
+            if failed.is_some() {
+                return Ok(None);
             }
-            // Out of budget with sessions in hand: return them; the last
-            // cursor resumes where this stopped.
-            Err(PagingError::CallBudgetExhausted(_)) if !items.is_empty() => {
-                return Ok(Window {
-                    items,
-                    has_next_page: Some(true),
-                    calls: reader.calls(),
-                });
+            reader
+                .peek()
+                .await
+                .map(|head| head.map(|s| (std::cmp::Reverse(s.start_date), i)))
+        },
+    ))
+    .await;
+    let mut heads = Vec::with_capacity(results.len());
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(head) => heads.push(head),
+            Err(PagingError::Upstream(e)) => {
+                failed[i] = Some(e);
+                heads.push(None);
             }
             Err(e) => return Err(e),
         }
-        if let Some(item) = reader.take() {
-            items.push(item);
+    }
+    Ok(heads)
+}
+
+/// Reads up to `first` sessions merged from `readers`, filling across short
+/// pages. With `want_has_next`, looks ahead (at most one page per source,
+/// plus any empty ones) to answer `hasNextPage` exactly.
+///
+/// A source that fails is left out of the window and reported in
+/// `failures`; the window fails as a whole only when nothing could be read
+/// and every source failed, or when a cursor's token is refused.
+pub async fn read_window(
+    readers: &mut [SourceReader],
+    first: usize,
+    want_has_next: bool,
+) -> Result<Window, PagingError> {
+    let mut failed: Vec<Option<UpstreamError>> = readers.iter().map(|_| None).collect();
+    let mut items = Vec::with_capacity(first.min(1024));
+    let mut ended = false;
+    while items.len() < first {
+        let heads = match peek_all(readers, &mut failed).await {
+            Ok(heads) => heads,
+            // Out of budget with sessions in hand: return them; the last
+            // cursor resumes where this stopped.
+            Err(PagingError::CallBudgetExhausted(_)) if !items.is_empty() => break,
+            Err(e) => return Err(e),
+        };
+        let Some((_, best)) = heads.into_iter().flatten().min() else {
+            ended = true;
+            break;
+        };
+        if let Some(session) = readers[best].take() {
+            let after = readers.iter().map(SourceReader::position).collect();
+            items.push(Item {
+                session,
+                source: best,
+                after,
+            });
         }
     }
-    let has_next_page = if want_has_next {
-        match reader.peek().await {
-            Ok(next) => Some(next.is_some()),
+    let failures: Vec<(usize, UpstreamError)> = failed
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.map(|e| (i, e)))
+        .collect();
+    if items.is_empty() && !readers.is_empty() && failures.len() == readers.len() {
+        let (_, first_failure) = failures.into_iter().next().expect("one failure per reader");
+        return Err(PagingError::Upstream(first_failure));
+    }
+    let has_next_page = if !failures.is_empty() {
+        // A failed source may hold more: never a false "no more".
+        Some(true)
+    } else if ended {
+        Some(false)
+    } else if items.len() < first {
+        // Stopped by the call budget.
+        Some(true)
+    } else if want_has_next {
+        let mut look_ahead_failed: Vec<Option<UpstreamError>> =
+            readers.iter().map(|_| None).collect();
+        match peek_all(readers, &mut look_ahead_failed).await {
             Err(e) if items.is_empty() => return Err(e),
-            // The sessions in hand are good; failing the look-ahead (out of
-            // budget, or an upstream error) only means "maybe more", never a
-            // false "no more".
-            Err(e) => {
-                tracing::warn!(error = %e, "look-ahead for hasNextPage failed; answering true");
+            Ok(heads) if look_ahead_failed.iter().all(Option::is_none) => {
+                Some(heads.iter().any(Option::is_some))
+            }
+            // The sessions in hand are good; a failed look-ahead only means
+            // "maybe more", never a false "no more".
+            result => {
+                tracing::warn!(
+                    error = ?result.err(),
+                    failed = look_ahead_failed.iter().filter(|f| f.is_some()).count(),
+                    "look-ahead for hasNextPage failed; answering true"
+                );
                 Some(true)
             }
         }
@@ -343,7 +453,8 @@ pub async fn read_window(
     Ok(Window {
         items,
         has_next_page,
-        calls: reader.calls(),
+        failures,
+        calls: readers.iter().map(SourceReader::calls).sum(),
     })
 }
 
@@ -434,12 +545,14 @@ mod tests {
             page(&["b", "c"], Some("t3")),
         ]);
         let mut r = reader(&source, SourcePosition::Start, 10);
-        let w = read_window(&mut r, 2, false).await.unwrap();
+        let w = read_window(std::slice::from_mut(&mut r), 2, false)
+            .await
+            .unwrap();
         assert_eq!(ids(&w), ["a", "b"]);
         assert_eq!(w.calls, 3);
         // "a" ended its page: resume straight at the next token.
         assert_eq!(
-            w.items[0].after,
+            w.items[0].after[0],
             SourcePosition::InPage {
                 token: Some("t1".into()),
                 page_size: 3,
@@ -449,7 +562,7 @@ mod tests {
         );
         // "b" is mid-page: re-fetch "t2"'s successor page and skip one.
         assert_eq!(
-            w.items[1].after,
+            w.items[1].after[0],
             SourcePosition::InPage {
                 token: Some("t2".into()),
                 page_size: 3,
@@ -472,7 +585,9 @@ mod tests {
             last_id: "b".into(),
         };
         let mut r = reader(&source, position, 10);
-        let w = read_window(&mut r, 5, true).await.unwrap();
+        let w = read_window(std::slice::from_mut(&mut r), 5, true)
+            .await
+            .unwrap();
         assert_eq!(ids(&w), ["c"]);
         assert_eq!(w.has_next_page, Some(false));
         let sent = source.requests.lock().unwrap();
@@ -493,7 +608,9 @@ mod tests {
             last_id: "b".into(),
         };
         let mut r = reader(&source, position, 10);
-        let w = read_window(&mut r, 5, false).await.unwrap();
+        let w = read_window(std::slice::from_mut(&mut r), 5, false)
+            .await
+            .unwrap();
         assert_eq!(ids(&w), ["d"]);
     }
 
@@ -501,7 +618,9 @@ mod tests {
     async fn an_exhausted_position_costs_nothing() {
         let source = scripted(vec![]);
         let mut r = reader(&source, SourcePosition::Exhausted, 10);
-        let w = read_window(&mut r, 5, true).await.unwrap();
+        let w = read_window(std::slice::from_mut(&mut r), 5, true)
+            .await
+            .unwrap();
         assert!(w.items.is_empty());
         assert_eq!(w.has_next_page, Some(false));
         assert_eq!(w.calls, 0);
@@ -515,7 +634,9 @@ mod tests {
             page(&[], None),
         ]);
         let mut r = reader(&source, SourcePosition::Start, 10);
-        let w = read_window(&mut r, 2, true).await.unwrap();
+        let w = read_window(std::slice::from_mut(&mut r), 2, true)
+            .await
+            .unwrap();
         assert_eq!(w.has_next_page, Some(false));
         assert_eq!(w.calls, 3);
     }
@@ -527,14 +648,16 @@ mod tests {
         let source = scripted(answers);
         // With a session in hand: return it, "maybe more".
         let mut r = reader(&source, SourcePosition::Start, 5);
-        let w = read_window(&mut r, 3, true).await.unwrap();
+        let w = read_window(std::slice::from_mut(&mut r), 3, true)
+            .await
+            .unwrap();
         assert_eq!(ids(&w), ["a"]);
         assert_eq!(w.has_next_page, Some(true));
         assert_eq!(w.calls, 5);
         // With nothing in hand: an error, not an empty page that claims more.
         let mut r = reader(&source, SourcePosition::Start, 5);
         assert!(matches!(
-            read_window(&mut r, 3, true).await,
+            read_window(std::slice::from_mut(&mut r), 3, true).await,
             Err(PagingError::CallBudgetExhausted(_))
         ));
     }
@@ -550,19 +673,33 @@ mod tests {
         };
         let mut r = reader(&source, position, 10);
         assert!(matches!(
-            read_window(&mut r, 2, false).await,
+            read_window(std::slice::from_mut(&mut r), 2, false).await,
             Err(PagingError::StaleCursor(_))
         ));
 
+        // A token upstream just gave us is refused mid-window: the session in
+        // hand comes back, the failure is reported, and the position retries.
         let source = scripted(vec![
             page(&["a"], Some("t1")),
             Err(UpstreamErrorKind::InvalidToken),
         ]);
         let mut r = reader(&source, SourcePosition::Start, 10);
-        assert!(matches!(
-            read_window(&mut r, 2, false).await,
-            Err(PagingError::Upstream(e)) if e.kind == UpstreamErrorKind::InvalidToken
-        ));
+        let w = read_window(std::slice::from_mut(&mut r), 2, false)
+            .await
+            .unwrap();
+        assert_eq!(ids(&w), ["a"]);
+        assert_eq!(w.failures.len(), 1);
+        assert_eq!(w.failures[0].1.kind, UpstreamErrorKind::InvalidToken);
+        assert_eq!(w.has_next_page, Some(true));
+        assert_eq!(
+            w.items[0].after[0],
+            SourcePosition::InPage {
+                token: Some("t1".into()),
+                page_size: 3,
+                skip: 0,
+                last_id: "a".into()
+            }
+        );
     }
 
     #[tokio::test]
@@ -570,7 +707,7 @@ mod tests {
         let source = scripted(vec![Err(UpstreamErrorKind::Throttled)]);
         let mut r = reader(&source, SourcePosition::Start, 10);
         assert!(matches!(
-            read_window(&mut r, 2, false).await,
+            read_window(std::slice::from_mut(&mut r), 2, false).await,
             Err(PagingError::Upstream(e)) if e.kind == UpstreamErrorKind::Throttled
         ));
 
@@ -579,7 +716,9 @@ mod tests {
             Err(UpstreamErrorKind::Throttled),
         ]);
         let mut r = reader(&source, SourcePosition::Start, 10);
-        let w = read_window(&mut r, 2, true).await.unwrap();
+        let w = read_window(std::slice::from_mut(&mut r), 2, true)
+            .await
+            .unwrap();
         assert_eq!(ids(&w), ["a", "b"]);
         assert_eq!(w.has_next_page, Some(true));
     }

@@ -11,6 +11,7 @@
 
 use async_graphql::ErrorExtensions;
 
+use crate::accounts::RoutingError;
 use crate::cursor::CursorError;
 use crate::model::InvalidInput;
 use crate::paging::PagingError;
@@ -20,6 +21,7 @@ use crate::upstream::{UpstreamError, UpstreamErrorKind};
 pub mod code {
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
     pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
+    pub const ACCOUNT_NOT_FOUND: &str = "ACCOUNT_NOT_FOUND";
     pub const UPSTREAM_THROTTLED: &str = "UPSTREAM_THROTTLED";
     pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
     pub const UPSTREAM_ACCESS_DENIED: &str = "UPSTREAM_ACCESS_DENIED";
@@ -38,6 +40,9 @@ pub enum ApiError {
     /// or its upstream position has expired.
     #[error("{0}")]
     InvalidCursor(String),
+    /// No configured account has this id or alias.
+    #[error("no configured account has the id or alias {0:?}")]
+    AccountNotFound(String),
     #[error("SSM is throttling requests; retry after a short wait")]
     UpstreamThrottled,
     #[error("SSM could not be reached or failed; retry later")]
@@ -55,6 +60,7 @@ impl ApiError {
         match self {
             Self::BadUserInput(_) => code::BAD_USER_INPUT,
             Self::InvalidCursor(_) => code::INVALID_CURSOR,
+            Self::AccountNotFound(_) => code::ACCOUNT_NOT_FOUND,
             Self::UpstreamThrottled => code::UPSTREAM_THROTTLED,
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamAccessDenied => code::UPSTREAM_ACCESS_DENIED,
@@ -66,6 +72,15 @@ impl ApiError {
 impl From<InvalidInput> for ApiError {
     fn from(e: InvalidInput) -> Self {
         Self::BadUserInput(e.to_string())
+    }
+}
+
+impl From<RoutingError> for ApiError {
+    fn from(e: RoutingError) -> Self {
+        match e {
+            RoutingError::AccountNotFound(name) => Self::AccountNotFound(name),
+            RoutingError::BadRegion(reason) => Self::BadUserInput(reason),
+        }
     }
 }
 

@@ -24,9 +24,9 @@ use async_graphql::{
 pub use error::{ApiError, code};
 pub use query::Query;
 
+use crate::accounts::AccountRegistry;
 use crate::cursor::CursorCodec;
 use crate::settings::{HttpSettings, Limits};
-use crate::upstream::SessionSource;
 
 /// The schema type served.
 pub type GatewaySchema = Schema<Query, EmptyMutation, EmptySubscription>;
@@ -34,8 +34,8 @@ pub type GatewaySchema = Schema<Query, EmptyMutation, EmptySubscription>;
 /// What resolvers share: where sessions come from, how cursors are signed,
 /// and the paging limits.
 pub struct Gateway {
-    /// Reads upstream pages of sessions.
-    pub source: Arc<dyn SessionSource>,
+    /// The configured accounts and a session source per (account, region).
+    pub registry: Arc<AccountRegistry>,
     /// Signs and verifies cursors; one key across all replicas.
     pub cursors: Arc<CursorCodec>,
     /// Defaults and bounds of `first` and `pageSize`.
@@ -43,7 +43,7 @@ pub struct Gateway {
 }
 
 fn builder() -> SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    Schema::build(Query, EmptyMutation, EmptySubscription).register_output_type::<types::Node>()
 }
 
 /// The schema with its data and limits, ready to execute requests.

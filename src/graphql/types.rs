@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Enum, ErrorExtensions, InputObject, Object, SimpleObject};
+use async_graphql::{Enum, ErrorExtensions, ID, InputObject, Interface, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
 use crate::cursor::{Cursor, CursorCodec};
-use crate::model;
+use crate::{accounts, model};
 
 /// Which list of sessions to read.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -85,61 +85,86 @@ impl SessionFilterInput {
     }
 }
 
-/// A Session Manager session: a connection to a managed node.
-pub struct Session(pub model::Session);
+/// A Session Manager session, with the account and region it was read in.
+pub struct Session {
+    pub inner: model::Session,
+    pub account: Arc<accounts::Account>,
+    pub region: model::Region,
+}
 
-/// A Session Manager session: a connection to a managed node.
+/// A Session Manager session: a connection to a managed node, in one
+/// account and region.
 #[Object]
 impl Session {
+    /// Global id (Relay `Node`): encodes account, region and session id.
+    /// Fetch the session again with `node(id:)`.
+    async fn id(&self) -> ID {
+        ID(node_id::encode(
+            &self.account.id,
+            &self.region,
+            &self.inner.session_id,
+        ))
+    }
+
+    /// The account the session belongs to.
+    async fn account(&self) -> Account {
+        Account(self.account.clone())
+    }
+
+    /// The region the session was started in.
+    async fn region(&self) -> &str {
+        self.region.as_str()
+    }
+
     /// The ID of the session.
     async fn session_id(&self) -> &str {
-        self.0.session_id.as_str()
+        self.inner.session_id.as_str()
     }
 
     /// The managed node the session connects to (`i-…` for EC2, `mi-…` for hybrid nodes).
     async fn target(&self) -> Option<&str> {
-        self.0.target.as_deref()
+        self.inner.target.as_deref()
     }
 
     /// The status of the session. Null if SSM reports a status this schema does not know.
     async fn status(&self) -> Option<SessionStatus> {
-        self.0.status.map(Into::into)
+        self.inner.status.map(Into::into)
     }
 
     /// When the session began.
     async fn start_date(&self) -> Option<DateTime<Utc>> {
-        self.0.start_date
+        self.inner.start_date
     }
 
     /// When the session was terminated; null while it has not ended.
     async fn end_date(&self) -> Option<DateTime<Utc>> {
-        self.0.end_date
+        self.inner.end_date
     }
 
     /// The name of the Session Manager SSM document used to define the
     /// parameters and plugin settings for the session, e.g. `SSM-SessionManagerRunShell`.
     async fn document_name(&self) -> Option<&str> {
-        self.0.document_name.as_deref()
+        self.inner.document_name.as_deref()
     }
 
     /// The ID (an IAM user or assumed-role ARN) of the principal that started the session.
     async fn owner(&self) -> Option<&str> {
-        self.0.owner.as_deref()
+        self.inner.owner.as_deref()
     }
 
     /// The reason given for connecting, when one was.
     async fn reason(&self) -> Option<&str> {
-        self.0.reason.as_deref()
+        self.inner.reason.as_deref()
     }
 
     /// Reserved for future use.
     async fn details(&self) -> Option<&str> {
-        self.0.details.as_deref()
+        self.inner.details.as_deref()
     }
 
     /// Reserved for future use.
     async fn output_url(&self) -> Option<OutputUrl> {
-        self.0.output_url.as_ref().map(|u| OutputUrl {
+        self.inner.output_url.as_ref().map(|u| OutputUrl {
             s3_output_url: u.s3_output_url.clone(),
             cloud_watch_output_url: u.cloud_watch_output_url.clone(),
         })
@@ -147,17 +172,17 @@ impl Session {
 
     /// The maximum duration of the session, in minutes (1 to 1440).
     async fn max_session_duration(&self) -> Option<u32> {
-        self.0.max_session_duration_minutes
+        self.inner.max_session_duration_minutes
     }
 
     /// How access to the node was granted.
     async fn access_type(&self) -> Option<AccessType> {
-        self.0.access_type.map(Into::into)
+        self.inner.access_type.map(Into::into)
     }
 
     /// Whole seconds from start to end; null while the session has not ended.
     async fn duration_seconds(&self) -> Option<i64> {
-        match (self.0.start_date, self.0.end_date) {
+        match (self.inner.start_date, self.inner.end_date) {
             (Some(start), Some(end)) => Some((end - start).num_seconds()),
             _ => None,
         }
@@ -166,9 +191,101 @@ impl Session {
     /// The person or workload behind `owner`: the user name of an IAM user
     /// ARN, or the session name of an assumed-role ARN.
     async fn owner_name(&self) -> Option<&str> {
-        let owner = self.0.owner.as_deref()?;
+        let owner = self.inner.owner.as_deref()?;
         let resource = owner.splitn(6, ':').nth(5)?;
         resource.rsplit('/').next().filter(|s| !s.is_empty())
+    }
+}
+
+/// A configured AWS account.
+pub struct Account(pub Arc<accounts::Account>);
+
+/// An AWS account the gateway reads sessions from.
+#[Object]
+impl Account {
+    /// The 12-digit account id.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// The short name callers may use instead of the id.
+    async fn alias(&self) -> &str {
+        &self.0.alias
+    }
+
+    /// The regions the gateway reads in this account.
+    async fn regions(&self) -> Vec<&str> {
+        self.0.regions.iter().map(model::Region::as_str).collect()
+    }
+}
+
+/// An object with a global id (Relay Global Object Identification).
+#[derive(Interface)]
+#[graphql(field(name = "id", ty = "ID", desc = "The global id."))]
+pub enum Node {
+    Session(Session),
+}
+
+/// Global ids: `base64url("Session:<account>:<region>:<sessionId>")`. Not a
+/// secret and not signed: the id only names a session, and reading it again
+/// goes through the same routing and permissions as any query.
+pub mod node_id {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use crate::model::{AccountId, InvalidInput, Region, SessionId};
+
+    const PREFIX: &str = "Session:";
+
+    pub fn encode(account: &AccountId, region: &Region, session: &SessionId) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{PREFIX}{account}:{region}:{session}"))
+    }
+
+    /// The parts of a global id, each checked.
+    pub fn decode(id: &str) -> Result<(AccountId, Region, SessionId), InvalidInput> {
+        let bad = || InvalidInput {
+            field: "id",
+            reason: "is not a global id this gateway issued".to_owned(),
+        };
+        let raw = URL_SAFE_NO_PAD.decode(id).map_err(|_| bad())?;
+        let raw = String::from_utf8(raw).map_err(|_| bad())?;
+        let rest = raw.strip_prefix(PREFIX).ok_or_else(bad)?;
+        let mut parts = rest.splitn(3, ':');
+        let (Some(account), Some(region), Some(session)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok((
+            AccountId::parse(account)?,
+            Region::parse(region)?,
+            SessionId::parse(session)?,
+        ))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ids_round_trip_and_garbage_is_refused() {
+            let (a, r, s) = (
+                AccountId::parse("111122223333").unwrap(),
+                Region::parse("eu-west-1").unwrap(),
+                SessionId::parse("alice-0123456789abcdef0").unwrap(),
+            );
+            let id = encode(&a, &r, &s);
+            assert_eq!(decode(&id).unwrap(), (a, r, s));
+            for bad in [
+                "",
+                "%%",
+                "U2Vzc2lvbjo",
+                "Tm9kZTox",
+                &URL_SAFE_NO_PAD.encode("Session:1:eu-west-1:x"),
+            ] {
+                assert!(decode(bad).is_err(), "{bad}");
+            }
+        }
     }
 }
 
@@ -243,7 +360,7 @@ pub struct SessionEdge {
 #[Object]
 impl SessionEdge {
     /// Opaque and tamper-evident; pass it as `after` to continue after this
-    /// edge. Valid only with the same `state` and `filter`.
+    /// edge. Valid only with the same `state`, `filter`, `accounts` and `regions`.
     async fn cursor(&self) -> async_graphql::Result<String> {
         self.cursor.encode()
     }
@@ -254,13 +371,15 @@ impl SessionEdge {
     }
 }
 
-/// A window of sessions, newest `startDate` first (ties in upstream order).
+/// A window of sessions, newest `startDate` first; ties by account id, then
+/// region, then upstream order.
 pub struct SessionConnection {
     pub edges: Vec<SessionEdge>,
     pub page_info: PageInfo,
 }
 
-/// A window of sessions, newest `startDate` first (ties in upstream order).
+/// A window of sessions, newest `startDate` first; ties by account id, then
+/// region, then upstream order.
 #[Object]
 impl SessionConnection {
     /// The sessions, each with its cursor.

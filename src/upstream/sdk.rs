@@ -11,7 +11,10 @@ use aws_sdk_ssm::types as sdk;
 use chrono::{DateTime, Utc};
 
 use super::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
-use crate::model::{AccessType, OutputUrl, Session, SessionId, SessionState, SessionStatus};
+use crate::model::{
+    AccessType, AccountId, OutputUrl, Region as ModelRegion, Session, SessionId, SessionState,
+    SessionStatus,
+};
 
 /// How to reach SSM in one region.
 #[derive(Clone, Debug)]
@@ -47,6 +50,13 @@ impl ClientSettings {
 /// Builds an SSM client with aws-config (region, credentials, endpoint,
 /// retries, timeouts from `settings`).
 pub async fn ssm_client(settings: &ClientSettings) -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(&sdk_config(settings).await)
+}
+
+/// The shared AWS configuration of `settings`: what every SSM client and the
+/// STS AssumeRole providers are built from, so they share one HTTP client and
+/// one identity cache.
+pub async fn sdk_config(settings: &ClientSettings) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))
         .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
@@ -62,18 +72,26 @@ pub async fn ssm_client(settings: &ClientSettings) -> aws_sdk_ssm::Client {
     if let Some(credentials) = &settings.static_credentials {
         loader = loader.credentials_provider(credentials.clone());
     }
-    aws_sdk_ssm::Client::new(&loader.load().await)
+    loader.load().await
 }
 
 /// [`SessionSource`] over one SDK client (one account and region).
 #[derive(Clone, Debug)]
 pub struct SdkSessionSource {
     client: aws_sdk_ssm::Client,
+    /// For logs: every span of an upstream call names its account and region.
+    account: String,
+    region: String,
 }
 
 impl SdkSessionSource {
-    pub fn new(client: aws_sdk_ssm::Client) -> Self {
-        Self { client }
+    /// A source whose logs name `account` and `region`.
+    pub fn new(client: aws_sdk_ssm::Client, account: &AccountId, region: &ModelRegion) -> Self {
+        Self {
+            client,
+            account: account.to_string(),
+            region: region.to_string(),
+        }
     }
 }
 
@@ -82,7 +100,13 @@ impl SessionSource for SdkSessionSource {
     #[tracing::instrument(
         name = "ssm.describe_sessions",
         skip_all,
-        fields(state = request.state.as_str(), page_size = request.page_size, resumed = request.token.is_some())
+        fields(
+            account = %self.account,
+            region = %self.region,
+            state = request.state.as_str(),
+            page_size = request.page_size,
+            resumed = request.token.is_some()
+        )
     )]
     async fn describe_sessions(&self, request: &PageRequest) -> Result<Page, UpstreamError> {
         let state = match request.state {

@@ -15,7 +15,10 @@ use ssm_session_gateway::upstream::{
 };
 use tokio::net::TcpListener;
 
-use crate::support::{dataset, emulator_config, error_codes, spawn_app, spawn_app_with};
+use crate::support::{
+    dataset, demo_account, demo_region, emulator_config, error_codes, single_registry, spawn_app,
+    spawn_app_with,
+};
 
 const Q: &str = r#"
 query($state: SessionState!, $first: Int, $after: String, $pageSize: Int, $filter: SessionFilter, $last: Int) {
@@ -200,7 +203,7 @@ async fn an_unreachable_upstream_is_upstream_unavailable() {
     let mut client = emulator_client_settings(port);
     client.max_attempts = 1;
     client.attempt_timeout = Duration::from_secs(2);
-    let sdk = SdkSessionSource::new(ssm_client(&client).await);
+    let sdk = SdkSessionSource::new(ssm_client(&client).await, &demo_account(), &demo_region());
     let res = query_over(Arc::new(sdk), Q, json!({ "state": "ACTIVE" })).await;
     assert_code(&res, "UPSTREAM_UNAVAILABLE");
     assert!(
@@ -221,7 +224,7 @@ async fn credentials_the_upstream_refuses_are_upstream_access_denied() {
         None,
         "t",
     ));
-    let sdk = SdkSessionSource::new(ssm_client(&client).await);
+    let sdk = SdkSessionSource::new(ssm_client(&client).await, &demo_account(), &demo_region());
     let res = query_over(Arc::new(sdk), Q, json!({ "state": "ACTIVE" })).await;
     assert_code(&res, "UPSTREAM_ACCESS_DENIED");
 }
@@ -256,7 +259,7 @@ async fn upstream_failures_map_to_stable_codes_without_internal_detail() {
 
 /// One request through the gateway's router, in process, over `source`.
 async fn query_over(source: Arc<dyn SessionSource>, query: &str, variables: Value) -> Value {
-    let router = app::router(&Settings::default(), source).expect("router");
+    let router = app::router(&Settings::default(), single_registry(source)).expect("router");
     let body = json!({ "query": query, "variables": variables }).to_string();
     let req = axum::http::Request::post("/graphql")
         .header("content-type", "application/json")

@@ -15,13 +15,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use ssm_session_gateway::accounts::{Account, AccountRegistry, SourceKey};
 use ssm_session_gateway::app::Application;
 use ssm_session_gateway::demo::emulator_client_settings;
 use ssm_session_gateway::emulator::{
     DEMO_ACCOUNT_ID, DEMO_REGION, DataSpec, Dataset, Emulator, EmulatorConfig, SourceSpec,
     demo_credentials,
 };
+use ssm_session_gateway::model::{AccountId, Region};
 use ssm_session_gateway::settings::{Secret, Settings};
+use ssm_session_gateway::upstream::SessionSource;
 use ssm_session_gateway::upstream::sdk::{SdkSessionSource, ssm_client};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -69,6 +72,30 @@ pub async fn serve_emulator(emulator: Emulator) -> (SocketAddr, oneshot::Sender<
     (addr, stop)
 }
 
+pub fn demo_account() -> AccountId {
+    AccountId::parse(DEMO_ACCOUNT_ID).expect("demo account id")
+}
+
+pub fn demo_region() -> Region {
+    Region::parse(DEMO_REGION).expect("demo region")
+}
+
+/// A registry of one source: the demo account (alias `demo`) in the demo region.
+pub fn single_registry(source: Arc<dyn SessionSource>) -> Arc<AccountRegistry> {
+    let key = SourceKey {
+        account: demo_account(),
+        region: demo_region(),
+    };
+    Arc::new(AccountRegistry::new(
+        vec![Account {
+            id: demo_account(),
+            alias: "demo".to_owned(),
+            regions: vec![demo_region()],
+        }],
+        [(key, source)],
+    ))
+}
+
 /// A gateway and the emulator behind it.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -94,7 +121,8 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
         settings.cursor_key = Some(Secret::new("k".repeat(32)));
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let app = Application::with_listener(listener, &settings, Arc::new(SdkSessionSource::new(sdk)))
+    let source = SdkSessionSource::new(sdk, &demo_account(), &demo_region());
+    let app = Application::with_listener(listener, &settings, single_registry(Arc::new(source)))
         .expect("gateway builds");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,256 @@
+//! Multi-account credential routing: which (account, region) sources exist,
+//! and the SSM client that reads each one.
+//!
+//! Every configured account gets its own credentials: an STS AssumeRole
+//! provider (role ARN, external id, session name, duration) built once at
+//! start-up, or a named profile, or the base credentials themselves. Every
+//! (account, region) gets one SSM client, built once and reused. All clients
+//! come from one base `SdkConfig`, so they share its HTTP client and its
+//! identity cache: an account's assumed-role credentials are fetched about
+//! once per lifetime and shared by that account's regions, never per request.
+//!
+//! Invariants:
+//! - A source is found only by its exact (account id, region) key, and each
+//!   key's client carries only that account's credentials: there is no path
+//!   by which one account's request is signed with another's.
+//! - Sources are listed in one canonical order (account id, then region), so
+//!   a cursor's list of positions lines up with the same sources on every
+//!   replica.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::sts::AssumeRoleProvider;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+
+use crate::model::{AccountId, InvalidInput, Region};
+use crate::settings::Settings;
+use crate::upstream::SessionSource;
+use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
+
+/// Default role session name, shown in the account's CloudTrail.
+pub const DEFAULT_SESSION_NAME: &str = "ssm-session-gateway";
+
+/// A configured account, as callers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub alias: String,
+    /// The regions read in this account, in configuration order.
+    pub regions: Vec<Region>,
+}
+
+/// One place sessions are read from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    pub account: AccountId,
+    pub region: Region,
+}
+
+/// A source picked for a request, with what resolvers need to label results.
+#[derive(Clone)]
+pub struct Source {
+    pub key: SourceKey,
+    pub account: Arc<Account>,
+    pub reader: Arc<dyn SessionSource>,
+}
+
+/// Why a request's choice of accounts and regions names no sources.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RoutingError {
+    /// An id or alias no configured account has.
+    #[error("no configured account has the id or alias {0:?}")]
+    AccountNotFound(String),
+    /// A bad region name, or one none of the chosen accounts is read in.
+    #[error("{0}")]
+    BadRegion(String),
+}
+
+/// The configured accounts and a session source for each (account, region).
+pub struct AccountRegistry {
+    accounts: Vec<Arc<Account>>,
+    sources: BTreeMap<SourceKey, Arc<dyn SessionSource>>,
+}
+
+impl AccountRegistry {
+    /// A registry over ready-made sources (tests, and single-source set-ups).
+    /// Each account must list the regions it has sources for.
+    pub fn new(
+        accounts: Vec<Account>,
+        sources: impl IntoIterator<Item = (SourceKey, Arc<dyn SessionSource>)>,
+    ) -> Self {
+        Self {
+            accounts: accounts.into_iter().map(Arc::new).collect(),
+            sources: sources.into_iter().collect(),
+        }
+    }
+
+    /// Builds credentials and clients for every configured account and region.
+    /// `base_credentials` replaces the default chain (the demo's static key).
+    pub async fn from_settings(
+        settings: &Settings,
+        base_credentials: Option<Credentials>,
+    ) -> anyhow::Result<Self> {
+        let defaults: Vec<String> = settings.default_regions.clone();
+        let base_region = settings
+            .aws
+            .region
+            .clone()
+            .or_else(|| defaults.first().cloned())
+            .or_else(|| {
+                settings
+                    .accounts
+                    .iter()
+                    .find_map(|a| a.regions.first().cloned())
+            })
+            .context("no region configured: set aws.region or default_regions")?;
+        let client_settings = ClientSettings {
+            region: base_region,
+            endpoint_url: settings.aws.endpoint_url.clone(),
+            static_credentials: base_credentials,
+            max_attempts: settings.aws.max_attempts,
+            attempt_timeout: Duration::from_secs(settings.aws.attempt_timeout_secs),
+            operation_timeout: Duration::from_secs(settings.aws.operation_timeout_secs),
+        };
+        let base = sdk_config(&client_settings).await;
+
+        let mut accounts = Vec::new();
+        let mut sources: Vec<(SourceKey, Arc<dyn SessionSource>)> = Vec::new();
+        for configured in &settings.accounts {
+            let id =
+                AccountId::parse(&configured.id).map_err(|e| anyhow::anyhow!("accounts: {e}"))?;
+            let credentials: Option<SharedCredentialsProvider> =
+                match (&configured.role_arn, &configured.profile) {
+                    (Some(role_arn), _) => {
+                        let mut builder = AssumeRoleProvider::builder(role_arn.clone())
+                            .session_name(
+                                configured
+                                    .session_name
+                                    .clone()
+                                    .unwrap_or_else(|| DEFAULT_SESSION_NAME.to_owned()),
+                            )
+                            .configure(&base);
+                        if let Some(external_id) = &configured.external_id {
+                            builder = builder.external_id(external_id.expose().clone());
+                        }
+                        if let Some(secs) = configured.session_duration_secs {
+                            builder = builder.session_length(Duration::from_secs(u64::from(secs)));
+                        }
+                        Some(SharedCredentialsProvider::new(builder.build().await))
+                    }
+                    (None, Some(profile)) => Some(SharedCredentialsProvider::new(
+                        ProfileFileCredentialsProvider::builder()
+                            .profile_name(profile)
+                            .build(),
+                    )),
+                    (None, None) => None,
+                };
+            let regions = configured
+                .effective_regions(&defaults)
+                .iter()
+                .map(|r| Region::parse(r))
+                .collect::<Result<Vec<_>, InvalidInput>>()
+                .map_err(|e| anyhow::anyhow!("accounts ({}): {e}", configured.id))?;
+            for region in &regions {
+                let mut config = aws_sdk_ssm::config::Builder::from(&base)
+                    .region(aws_config::Region::new(region.to_string()));
+                if let Some(credentials) = &credentials {
+                    // The same provider (one identity-cache partition) for
+                    // all of the account's regions: one STS call serves them.
+                    config = config.credentials_provider(credentials.clone());
+                }
+                let client = aws_sdk_ssm::Client::from_conf(config.build());
+                sources.push((
+                    SourceKey {
+                        account: id.clone(),
+                        region: region.clone(),
+                    },
+                    Arc::new(SdkSessionSource::new(client, &id, region)),
+                ));
+            }
+            accounts.push(Account {
+                id,
+                alias: configured.alias.clone(),
+                regions,
+            });
+        }
+        Ok(Self::new(accounts, sources))
+    }
+
+    /// The configured accounts, in configuration order.
+    pub fn accounts(&self) -> &[Arc<Account>] {
+        &self.accounts
+    }
+
+    /// The account with this id or alias.
+    pub fn account(&self, id_or_alias: &str) -> Option<&Arc<Account>> {
+        self.accounts
+            .iter()
+            .find(|a| a.id.as_str() == id_or_alias || a.alias == id_or_alias)
+    }
+
+    /// The source of one (account, region).
+    pub fn source(&self, account: &Arc<Account>, region: &Region) -> Option<Source> {
+        let key = SourceKey {
+            account: account.id.clone(),
+            region: region.clone(),
+        };
+        let reader = self.sources.get(&key)?.clone();
+        Some(Source {
+            key,
+            account: account.clone(),
+            reader,
+        })
+    }
+
+    /// The sources a request names, in canonical order: the given accounts
+    /// (ids or aliases; all when `None`) in the given regions (all of each
+    /// account's when `None`).
+    pub fn select(
+        &self,
+        accounts: Option<&[String]>,
+        regions: Option<&[String]>,
+    ) -> Result<Vec<Source>, RoutingError> {
+        let chosen: Vec<&Arc<Account>> = match accounts {
+            None => self.accounts.iter().collect(),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    self.account(n)
+                        .ok_or_else(|| RoutingError::AccountNotFound(n.clone()))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let wanted: Option<Vec<Region>> = regions
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| Region::parse(r).map_err(|e| RoutingError::BadRegion(e.to_string())))
+                    .collect::<Result<_, _>>()
+            })
+            .transpose()?;
+        let mut picked = BTreeMap::new();
+        for account in chosen {
+            for region in &account.regions {
+                if wanted.as_ref().is_none_or(|w| w.contains(region))
+                    && let Some(source) = self.source(account, region)
+                {
+                    picked.insert(source.key.clone(), source);
+                }
+            }
+        }
+        if let Some(wanted) = &wanted {
+            for region in wanted {
+                if !picked.keys().any(|k| &k.region == region) {
+                    return Err(RoutingError::BadRegion(format!(
+                        "none of the chosen accounts is read in region {region}"
+                    )));
+                }
+            }
+        }
+        Ok(picked.into_values().collect())
+    }
+}
