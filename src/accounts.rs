@@ -161,7 +161,9 @@ impl AccountRegistry {
                 if let Some(credentials) = &credentials {
                     // The same provider (one identity-cache partition) for
                     // all of the account's regions: one STS call serves them.
-                    config = config.credentials_provider(credentials.clone());
+                    // (`set_` keeps it as is; `credentials_provider()` would
+                    // wrap it anew, giving each client its own partition.)
+                    config.set_credentials_provider(Some(credentials.clone()));
                 }
                 let client = aws_sdk_ssm::Client::from_conf(config.build());
                 sources.push((

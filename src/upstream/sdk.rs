@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_config::identity::IdentityCache;
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
@@ -59,6 +60,11 @@ pub async fn ssm_client(settings: &ClientSettings) -> aws_sdk_ssm::Client {
 pub async fn sdk_config(settings: &ClientSettings) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))
+        // One identity cache for every client built from this config, so an
+        // account's credentials (an STS call when assumed) are fetched once
+        // and shared by all of its regions' clients; without it each client
+        // makes its own cache.
+        .identity_cache(IdentityCache::lazy().build())
         .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
         .timeout_config(
             TimeoutConfig::builder()

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use ssm_session_gateway::accounts::{Account, AccountRegistry, SourceKey};
 use ssm_session_gateway::app::Application;
-use ssm_session_gateway::demo::emulator_client_settings;
+use ssm_session_gateway::demo::{demo_base_credentials, demo_settings, emulator_client_settings};
 use ssm_session_gateway::emulator::{
     DEMO_ACCOUNT_ID, DEMO_REGION, DataSpec, Dataset, Emulator, EmulatorConfig, SourceSpec,
     demo_credentials,
@@ -124,6 +124,33 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
     let source = SdkSessionSource::new(sdk, &demo_account(), &demo_region());
     let app = Application::with_listener(listener, &settings, single_registry(Arc::new(source)))
         .expect("gateway builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        emulator,
+        emulator_addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        _stops: vec![emulator_stop, stop],
+    }
+}
+
+/// Spawns the emulator with `config` and a gateway configured like the
+/// demo: three accounts, each through its own role, in two regions.
+pub async fn spawn_multi(config: EmulatorConfig) -> TestApp {
+    let emulator = Emulator::new(config);
+    let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut settings = demo_settings(listener.local_addr().expect("addr"), emulator_addr);
+    // Tests count upstream calls: a retry would blur the count.
+    settings.aws.max_attempts = 1;
+    let registry = AccountRegistry::from_settings(&settings, Some(demo_base_credentials()))
+        .await
+        .expect("registry");
+    let app = Application::with_listener(listener, &settings, Arc::new(registry)).expect("gateway");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
