@@ -1,13 +1,18 @@
 //! The command line: parse, set up logging, run. Everything else is library code.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 use clap::{Parser, Subcommand};
 use ssm_session_gateway::app::Application;
 use ssm_session_gateway::demo::{self, DemoOptions, demo_anchor};
 use ssm_session_gateway::emulator::{self, Emulator, EmulatorConfig};
-use ssm_session_gateway::settings::{Secret, Settings};
+use ssm_session_gateway::settings::{CONFIG_ENV, Settings};
+use ssm_session_gateway::upstream::SessionSource;
 use ssm_session_gateway::upstream::sdk::{ClientSettings, SdkSessionSource, ssm_client};
 use ssm_session_gateway::{graphql, telemetry};
 
@@ -44,19 +49,16 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL), as checked in at schema.graphql.
     Schema,
-    /// Run the gateway against SSM (or any endpoint speaking its protocol).
+    /// Run the gateway against SSM (or any endpoint speaking its protocol),
+    /// configured by a settings file and `SSM_GATEWAY_*` env variables.
     Serve {
-        #[arg(long, env = "SSM_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The AWS region to read sessions in.
-        #[arg(long, env = "AWS_REGION")]
-        region: String,
-        /// Override the SSM endpoint (a VPC endpoint, the emulator).
-        #[arg(long, env = "SSM_GATEWAY_ENDPOINT_URL")]
-        endpoint_url: Option<String>,
-        /// Key signing cursors (32 bytes or more); share it across replicas.
-        #[arg(long, env = "SSM_GATEWAY_CURSOR_KEY", hide_env_values = true)]
-        cursor_key: Option<String>,
+        /// The settings file (TOML); see config/example.toml. Without one:
+        /// defaults and env only.
+        #[arg(long, env = CONFIG_ENV)]
+        config: Option<PathBuf>,
+        /// Where the gateway listens, over `listen` from file and env.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
 }
 
@@ -102,27 +104,58 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             Ok(())
         }
-        Command::Serve {
-            listen,
-            region,
-            endpoint_url,
-            cursor_key,
-        } => {
-            let settings = Settings {
-                listen,
-                cursor_key: cursor_key.map(Secret::new),
-                ..Settings::default()
+        Command::Serve { config, listen } => {
+            let mut settings = match Settings::load(config.as_deref()) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    // Before any port is bound: bad settings are a usage
+                    // error (exit 2), said plainly on stderr.
+                    eprintln!("error: {e}");
+                    std::process::exit(2);
+                }
             };
-            let mut client_settings = ClientSettings::new(region);
-            client_settings.endpoint_url = endpoint_url;
-            let client = ssm_client(&client_settings).await;
-            let app =
-                Application::build(&settings, Arc::new(SdkSessionSource::new(client))).await?;
+            if let Some(listen) = listen {
+                settings.listen = listen;
+            }
+            let source = session_source(&settings).await?;
+            let app = Application::build(&settings, source).await?;
             tracing::info!(addr = %app.local_addr(), "gateway listening; GraphQL at /graphql");
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(())
         }
     }
+}
+
+/// The upstream `serve` reads: for now ONE SDK client, in `aws.region`, else
+/// the first of `default_regions`, else the default chain's region, with the
+/// base credentials. `accounts` are loaded and validated but not yet routed
+/// to; per-account routing replaces this function.
+async fn session_source(settings: &Settings) -> anyhow::Result<Arc<dyn SessionSource>> {
+    let region = match settings
+        .aws
+        .region
+        .clone()
+        .or_else(|| settings.default_regions.first().cloned())
+    {
+        Some(region) => region,
+        None => aws_config::default_provider::region::DefaultRegionChain::builder()
+            .build()
+            .region()
+            .await
+            .map(|r| r.to_string())
+            .context(
+                "no region: set aws.region or default_regions (SSM_GATEWAY_AWS__REGION), \
+                 or AWS_REGION",
+            )?,
+    };
+    let aws = &settings.aws;
+    let mut client_settings = ClientSettings::new(region);
+    client_settings.endpoint_url = aws.endpoint_url.clone();
+    client_settings.max_attempts = aws.max_attempts;
+    client_settings.attempt_timeout = Duration::from_secs(aws.attempt_timeout_secs);
+    client_settings.operation_timeout = Duration::from_secs(aws.operation_timeout_secs);
+    let client = ssm_client(&client_settings).await;
+    Ok(Arc::new(SdkSessionSource::new(client)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
