@@ -95,6 +95,9 @@ impl AccountRegistry {
         settings: &Settings,
         base_credentials: Option<Credentials>,
     ) -> anyhow::Result<Self> {
+        if settings.accounts.is_empty() {
+            anyhow::bail!("no accounts configured: add [[accounts]] to the settings file");
+        }
         let defaults: Vec<String> = settings.default_regions.clone();
         let base_region = settings
             .aws

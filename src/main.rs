@@ -1,6 +1,7 @@
 //! The command line: parse, set up logging, run. Everything else is library code.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
@@ -8,7 +9,7 @@ use ssm_session_gateway::accounts::AccountRegistry;
 use ssm_session_gateway::app::Application;
 use ssm_session_gateway::demo::{self, DemoOptions, demo_anchor};
 use ssm_session_gateway::emulator::{self, Emulator, EmulatorConfig};
-use ssm_session_gateway::settings::{Secret, Settings};
+use ssm_session_gateway::settings::{CONFIG_ENV, Settings};
 use ssm_session_gateway::{graphql, telemetry};
 
 /// A GraphQL gateway over AWS Systems Manager Session Manager sessions.
@@ -44,19 +45,16 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL), as checked in at schema.graphql.
     Schema,
-    /// Run the gateway against SSM (or any endpoint speaking its protocol).
+    /// Run the gateway against SSM (or any endpoint speaking its protocol),
+    /// configured by a settings file and `SSM_GATEWAY_*` env variables.
     Serve {
-        #[arg(long, env = "SSM_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The AWS region to read sessions in.
-        #[arg(long, env = "AWS_REGION")]
-        region: String,
-        /// Override the SSM endpoint (a VPC endpoint, the emulator).
-        #[arg(long, env = "SSM_GATEWAY_ENDPOINT_URL")]
-        endpoint_url: Option<String>,
-        /// Key signing cursors (32 bytes or more); share it across replicas.
-        #[arg(long, env = "SSM_GATEWAY_CURSOR_KEY", hide_env_values = true)]
-        cursor_key: Option<String>,
+        /// The settings file (TOML); see config/example.toml. Without one:
+        /// defaults and env only.
+        #[arg(long, env = CONFIG_ENV)]
+        config: Option<PathBuf>,
+        /// Where the gateway listens, over `listen` from file and env.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
 }
 
@@ -102,19 +100,19 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             Ok(())
         }
-        Command::Serve {
-            listen,
-            region,
-            endpoint_url,
-            cursor_key,
-        } => {
-            let mut settings = Settings {
-                listen,
-                cursor_key: cursor_key.map(Secret::new),
-                ..Settings::default()
+        Command::Serve { config, listen } => {
+            let mut settings = match Settings::load(config.as_deref()) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    // Before any port is bound: bad settings are a usage
+                    // error (exit 2), said plainly on stderr.
+                    eprintln!("error: {e}");
+                    std::process::exit(2);
+                }
             };
-            settings.aws.region = Some(region);
-            settings.aws.endpoint_url = endpoint_url;
+            if let Some(listen) = listen {
+                settings.listen = listen;
+            }
             let registry = AccountRegistry::from_settings(&settings, None).await?;
             let app = Application::build(&settings, Arc::new(registry)).await?;
             tracing::info!(addr = %app.local_addr(), "gateway listening; GraphQL at /graphql");

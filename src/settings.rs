@@ -1,19 +1,56 @@
-//! Typed settings: one struct tree, each field documented with its default.
+//! Typed settings: one struct tree, each field documented with its default
+//! and its environment variable.
 //!
-//! Everything the gateway needs to start is here; `main` builds it from the
-//! command line (a settings file with env overrides joins it when accounts
-//! come in). Secrets live in [`Secret`], which never prints.
+//! Everything the gateway needs to start is here. [`Settings::load`] reads
+//! it; [`Settings::validate`] checks it, naming the bad key in every message.
+//! Secrets live in [`Secret`], which never prints, not even in errors.
+//!
+//! # Settings file
+//!
+//! One TOML file (`serve --config PATH`, or `SSM_GATEWAY_CONFIG`); see
+//! `config/example.toml`. Each key takes the first of, highest first:
+//!
+//! 1. the command line (`serve --listen` only);
+//! 2. an environment variable `SSM_GATEWAY_<KEY>`, a nested key's parts
+//!    joined by `__` (`SSM_GATEWAY_LIMITS__MAX_FIRST`,
+//!    `SSM_GATEWAY_AWS__ENDPOINT_URL`); names are case-insensitive after the
+//!    prefix;
+//! 3. the file;
+//! 4. the default stated on the field.
+//!
+//! Env values of string keys (`listen`, `cursor_key`, `aws.region`,
+//! `aws.endpoint_url`) are taken verbatim; `default_regions` is a comma
+//! list (or a TOML array); other values are parsed as a TOML scalar when
+//! they parse as one, else taken as a string. An unknown `SSM_GATEWAY_*`
+//! variable is an error, so a typo never goes unnoticed; the one exception
+//! is `SSM_GATEWAY_CONFIG`, which names the file. `accounts` is set in the
+//! file only: env cannot add, remove or change an account.
+//!
+//! The file is not required: without one the gateway runs on defaults and
+//! env, with no accounts.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// A value that must not reach logs or error messages. `Debug` and
 /// `Display` print `[redacted]`; [`Secret::expose`] is the only way in.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize), serde(transparent))]
 pub struct Secret<T>(T);
+
+/// By hand rather than derived: a derived impl passes the inner type's error
+/// through, and serde's "invalid type: integer `1234`" would print the secret.
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer)
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom("invalid secret (a string; value not shown)"))
+    }
+}
 
 impl<T> Secret<T> {
     pub fn new(value: T) -> Self {
@@ -40,48 +77,64 @@ impl<T> fmt::Display for Secret<T> {
 
 /// The gateway's settings.
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Address the HTTP server listens on. Default `127.0.0.1:8080`.
+    /// Address the HTTP server listens on. Default `127.0.0.1:8080`. Env
+    /// `SSM_GATEWAY_LISTEN`; `serve --listen` overrides both.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Key that signs cursors (HMAC-SHA256), at least 32 bytes. Every replica
     /// behind one load balancer must share it, so any replica resumes any
     /// cursor. Unset: a random key per process, with a warning at start-up
-    /// (cursors then die with the process). Env: `SSM_GATEWAY_CURSOR_KEY`.
+    /// (cursors then die with the process). Default unset. Env
+    /// `SSM_GATEWAY_CURSOR_KEY`: prefer it to the file, which is often
+    /// readable by more people than the key should be.
     #[serde(default)]
     pub cursor_key: Option<Secret<String>>,
-    /// Paging limits of the `sessions` connection.
+    /// Paging limits of the `sessions` connection (`[limits]`); each field
+    /// states its default and env variable.
     #[serde(default)]
     pub limits: Limits,
-    /// HTTP limits.
+    /// HTTP limits (`[http]`); each field states its default and env variable.
     #[serde(default)]
     pub http: HttpSettings,
-    /// How the gateway reaches AWS: base region, endpoint, retries, timeouts.
+    /// How the gateway reaches AWS (`[aws]`): base region, endpoint, retries,
+    /// timeouts; each field states its default and env variable.
     #[serde(default)]
     pub aws: AwsSettings,
-    /// Regions an account reads when its own `regions` is empty.
+    /// Regions an account reads when its own `regions` is empty, e.g.
+    /// `["eu-west-1", "us-east-1"]`. Default empty. Env
+    /// `SSM_GATEWAY_DEFAULT_REGIONS`, a comma list (`eu-west-1,us-east-1`).
     #[serde(default)]
     pub default_regions: Vec<String>,
-    /// The AWS accounts the gateway reads sessions from.
+    /// The AWS accounts the gateway reads sessions from (`[[accounts]]`).
+    /// Default none. File only: no env variable sets or changes an account.
     #[serde(default)]
     pub accounts: Vec<AccountSettings>,
 }
 
 /// How the gateway reaches AWS.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsSettings {
     /// Region of the base credentials and of STS. Default: the first of
-    /// `default_regions`, else the default chain's region.
+    /// `default_regions`, else the default chain's region (`AWS_REGION`, the
+    /// profile). Env `SSM_GATEWAY_AWS__REGION`.
     pub region: Option<String>,
-    /// Overrides the SSM and STS endpoints (a VPC endpoint, the emulator).
+    /// Overrides the SSM and STS endpoints (a VPC endpoint, the emulator), an
+    /// `http://` or `https://` URL. Default unset (the AWS endpoints). Env
+    /// `SSM_GATEWAY_AWS__ENDPOINT_URL`.
     pub endpoint_url: Option<String>,
-    /// SDK attempts per call, first included; retries back off with jitter. Default 3.
+    /// SDK attempts per call, first included, 1 to 10; retries back off with
+    /// jitter. Default 3. Env `SSM_GATEWAY_AWS__MAX_ATTEMPTS`.
     pub max_attempts: u32,
-    /// Bound on one attempt, in seconds. Default 5.
+    /// Bound on one attempt, in seconds, above 0. Default 5. Env
+    /// `SSM_GATEWAY_AWS__ATTEMPT_TIMEOUT_SECS`.
     pub attempt_timeout_secs: u64,
-    /// Bound on a whole call with its retries, in seconds. Default 15.
+    /// Bound on a whole call with its retries, in seconds, above 0. Default
+    /// 15. Env `SSM_GATEWAY_AWS__OPERATION_TIMEOUT_SECS`.
     pub operation_timeout_secs: u64,
 }
 
@@ -100,30 +153,40 @@ impl Default for AwsSettings {
 /// One AWS account the gateway reads, and how it gets credentials there:
 /// `role_arn` (assumed from the base credentials), or `profile` (a named
 /// profile of the shared config files), or neither (the base credentials
-/// themselves, i.e. the gateway's own account).
+/// themselves, i.e. the gateway's own account). Set in the file only (no
+/// env variables).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct AccountSettings {
-    /// The 12-digit account id.
+    /// The 12-digit account id. Required; unique.
     pub id: String,
-    /// A short unique name callers may use instead of the id, e.g. `prod`.
+    /// A short unique name callers may use instead of the id, e.g. `prod`:
+    /// 1 to 64 of `A-Z a-z 0-9 _ -`, and not 12 digits (so it never reads as
+    /// an id). Required; unique.
     pub alias: String,
-    /// Role to assume in the account, `arn:aws:iam::<id>:role/<name>`.
+    /// Role to assume in the account, `arn:aws:iam::<id>:role/<name>` (the
+    /// account in the ARN must be `id`). Default unset: no role.
     #[serde(default)]
     pub role_arn: Option<String>,
-    /// External id the role's trust policy requires, if any.
+    /// External id the role's trust policy requires, if any: 2 to 1224 of
+    /// `\w+=,.@:/-`. Only with `role_arn`. Default unset.
     #[serde(default)]
     pub external_id: Option<Secret<String>>,
-    /// Role session name, shown in the account's CloudTrail. Default `ssm-session-gateway`.
+    /// Role session name, shown in the account's CloudTrail: 2 to 64 of
+    /// `\w+=,.@-`. Only with `role_arn`. Default `ssm-session-gateway`.
     #[serde(default)]
     pub session_name: Option<String>,
-    /// Lifetime of the assumed-role credentials, 900 to 43200 s. Default 3600.
+    /// Lifetime of the assumed-role credentials, 900 to 43200 s (and no more
+    /// than the role's own maximum). Only with `role_arn`. Default 3600.
     #[serde(default)]
     pub session_duration_secs: Option<u32>,
-    /// A named profile instead of a role.
+    /// A named profile of the shared config files, instead of a role (not
+    /// both). Default unset.
     #[serde(default)]
     pub profile: Option<String>,
-    /// Regions to read; empty means `default_regions`.
+    /// Regions to read, no duplicates. Default empty, meaning
+    /// `default_regions`; one of the two must name a region.
     #[serde(default)]
     pub regions: Vec<String>,
 }
@@ -159,15 +222,19 @@ impl Default for Settings {
 
 /// Paging limits of the `sessions` connection.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// `first` when the query leaves it out. Default 50.
+    /// `first` when the query leaves it out, 1 to `max_first`. Default 50.
+    /// Env `SSM_GATEWAY_LIMITS__DEFAULT_FIRST`.
     pub default_first: u32,
-    /// The largest `first` accepted. Default 1000.
+    /// The largest `first` accepted, at most 10000. Default 1000. Env
+    /// `SSM_GATEWAY_LIMITS__MAX_FIRST`.
     pub max_first: u32,
     /// `pageSize` (upstream `MaxResults`) when the query leaves it out.
     /// Default 200, the service maximum: SSM's rate limits count calls, not
-    /// sessions, so full pages cost the fewest calls per session.
+    /// sessions, so full pages cost the fewest calls per session. 1 to 200.
+    /// Env `SSM_GATEWAY_LIMITS__DEFAULT_PAGE_SIZE`.
     pub default_page_size: u8,
 }
 
@@ -183,13 +250,16 @@ impl Default for Limits {
 
 /// HTTP server limits.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// Largest request body accepted, in bytes (larger: HTTP 413). Default
     /// 192 KiB: room for the largest cursor the gateway mints
-    /// ([`crate::cursor::MAX_CURSOR_LEN`]) with the query around it.
+    /// ([`crate::cursor::MAX_CURSOR_LEN`]) with the query around it; at
+    /// least twice that. Env `SSM_GATEWAY_HTTP__BODY_LIMIT_BYTES`.
     pub body_limit_bytes: usize,
-    /// Deepest selection set accepted. Default 12.
+    /// Deepest selection set accepted, at least 1. Default 12. Env
+    /// `SSM_GATEWAY_HTTP__MAX_QUERY_DEPTH`.
     pub max_query_depth: usize,
 }
 
@@ -202,9 +272,586 @@ impl Default for HttpSettings {
     }
 }
 
+/// Prefix of the env variables that override settings.
+pub const ENV_PREFIX: &str = "SSM_GATEWAY_";
+/// The env variable naming the settings file (read by `serve`, not here).
+pub const CONFIG_ENV: &str = "SSM_GATEWAY_CONFIG";
+
+/// Settings that cannot be used: which file, which key, why. The reason
+/// never contains a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct SettingsError {
+    /// The settings file, when one was read.
+    pub file: Option<PathBuf>,
+    /// Where the bad value sits, e.g. `accounts[1].id` or, for an env
+    /// variable, `limits.max_first (SSM_GATEWAY_LIMITS__MAX_FIRST)`; empty
+    /// when the error is about the file as a whole.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl SettingsError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: None,
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn in_file(mut self, file: Option<&Path>) -> Self {
+        self.file = file.map(Path::to_path_buf);
+        self
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(file) = &self.file {
+            out.push_str(&format!("{}: ", file.display()));
+        }
+        if !self.key.is_empty() {
+            out.push_str(&format!("{}: ", self.key));
+        }
+        out.push_str(&self.reason);
+        out
+    }
+}
+
+/// How an env value becomes a TOML value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EnvKind {
+    /// Verbatim: addresses, URLs and secrets are never reinterpreted.
+    String,
+    /// A comma list of strings, or a TOML array.
+    List,
+    /// A TOML scalar (number, boolean) when it parses as one, else a string.
+    Scalar,
+}
+
+/// Every key an env variable may set, dotted. `accounts` is not here on
+/// purpose; a test checks that every other leaf of [`Settings`] is.
+const ENV_KEYS: &[(&str, EnvKind)] = &[
+    ("listen", EnvKind::String),
+    ("cursor_key", EnvKind::String),
+    ("default_regions", EnvKind::List),
+    ("limits.default_first", EnvKind::Scalar),
+    ("limits.max_first", EnvKind::Scalar),
+    ("limits.default_page_size", EnvKind::Scalar),
+    ("http.body_limit_bytes", EnvKind::Scalar),
+    ("http.max_query_depth", EnvKind::Scalar),
+    ("aws.region", EnvKind::String),
+    ("aws.endpoint_url", EnvKind::String),
+    ("aws.max_attempts", EnvKind::Scalar),
+    ("aws.attempt_timeout_secs", EnvKind::Scalar),
+    ("aws.operation_timeout_secs", EnvKind::Scalar),
+];
+
+impl Settings {
+    /// Defaults, then the file at `path` (if any), then `SSM_GATEWAY_*` env
+    /// variables of this process; validated. `path` is usually
+    /// `serve --config` or `SSM_GATEWAY_CONFIG`, which this does not read.
+    pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                SettingsError::new("", format!("cannot read the settings file: {e}"))
+                    .in_file(Some(path))
+            })?,
+            None => String::new(),
+        };
+        let mut env = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            let Some(key) = key.to_str().filter(|k| k.starts_with(ENV_PREFIX)) else {
+                continue;
+            };
+            let value = value
+                .into_string()
+                .map_err(|_| SettingsError::new(key, "not valid UTF-8").in_file(path))?;
+            env.push((key.to_owned(), value));
+        }
+        Self::from_sources(path, &text, env)
+    }
+
+    /// [`Settings::load`] without I/O: `text` is the file's contents (empty
+    /// for no file), `file` its name for messages, `env` the process's
+    /// variables (those without the `SSM_GATEWAY_` prefix are ignored).
+    pub fn from_sources<I, K, V>(
+        file: Option<&Path>,
+        text: &str,
+        env: I,
+    ) -> Result<Settings, SettingsError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| syntax_error(text, &e).in_file(file))?;
+        // Sorted so that, of two spellings of one key, the outcome is stable.
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| {
+                k.as_ref().starts_with(ENV_PREFIX) && !k.as_ref().eq_ignore_ascii_case(CONFIG_ENV)
+            })
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        overrides.sort();
+        let mut from_env = Vec::new();
+        for (var, value) in &overrides {
+            let dotted = apply_env(&mut table, var, value).map_err(|e| e.in_file(file))?;
+            from_env.push((dotted, var.as_str()));
+        }
+        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let reason = e.inner().message().to_owned();
+                SettingsError::new(name_env(&from_env, key), reason).in_file(file)
+            })?;
+        settings
+            .validate()
+            .map_err(|e| SettingsError::new(name_env(&from_env, e.key), e.reason).in_file(file))?;
+        Ok(settings)
+    }
+
+    /// Checks what the types cannot: ranges, formats, uniqueness, and that
+    /// each account's credentials make sense. The first problem found is
+    /// returned, naming its key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(key) = &self.cursor_key {
+            let len = key.expose().len();
+            if len < crate::app::MIN_CURSOR_KEY_LEN {
+                return Err(SettingsError::new(
+                    "cursor_key",
+                    format!(
+                        "must be at least {} bytes (got {len})",
+                        crate::app::MIN_CURSOR_KEY_LEN
+                    ),
+                ));
+            }
+        }
+        self.limits.validate()?;
+        self.http.validate()?;
+        self.aws.validate()?;
+        check_regions("default_regions", &self.default_regions)?;
+
+        let mut ids = HashSet::new();
+        let mut aliases = HashSet::new();
+        for (i, account) in self.accounts.iter().enumerate() {
+            let at = format!("accounts[{i}]");
+            account.validate(&at, &self.default_regions)?;
+            if !ids.insert(account.id.as_str()) {
+                return Err(SettingsError::new(
+                    format!("{at}.id"),
+                    format!("duplicate account id {:?}", account.id),
+                ));
+            }
+            if !aliases.insert(account.alias.as_str()) {
+                return Err(SettingsError::new(
+                    format!("{at}.alias"),
+                    format!("duplicate alias {:?}", account.alias),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), SettingsError> {
+        const MAX_FIRST: u32 = 10_000;
+        if !(1..=MAX_FIRST).contains(&self.max_first) {
+            return Err(SettingsError::new(
+                "limits.max_first",
+                format!("must be 1 to {MAX_FIRST} (got {})", self.max_first),
+            ));
+        }
+        if !(1..=self.max_first).contains(&self.default_first) {
+            return Err(SettingsError::new(
+                "limits.default_first",
+                format!(
+                    "must be 1 to limits.max_first = {} (got {})",
+                    self.max_first, self.default_first
+                ),
+            ));
+        }
+        if !(1..=200).contains(&self.default_page_size) {
+            return Err(SettingsError::new(
+                "limits.default_page_size",
+                format!("must be 1 to 200 (got {})", self.default_page_size),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HttpSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let min = 2 * crate::cursor::MAX_CURSOR_LEN;
+        if self.body_limit_bytes < min {
+            return Err(SettingsError::new(
+                "http.body_limit_bytes",
+                format!(
+                    "must be at least {min}, twice the longest cursor (got {})",
+                    self.body_limit_bytes
+                ),
+            ));
+        }
+        if self.max_query_depth == 0 {
+            return Err(SettingsError::new(
+                "http.max_query_depth",
+                "must be at least 1 (got 0)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AwsSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(region) = &self.region {
+            check_region("aws.region", region)?;
+        }
+        if let Some(url) = &self.endpoint_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(str::is_empty) {
+                return Err(SettingsError::new(
+                    "aws.endpoint_url",
+                    format!("must be an http:// or https:// URL (got {url:?})"),
+                ));
+            }
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Err(SettingsError::new(
+                "aws.max_attempts",
+                format!("must be 1 to 10 (got {})", self.max_attempts),
+            ));
+        }
+        for (key, secs) in [
+            ("aws.attempt_timeout_secs", self.attempt_timeout_secs),
+            ("aws.operation_timeout_secs", self.operation_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(SettingsError::new(key, "must be above 0 (got 0)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AccountSettings {
+    /// Checks this account alone; `at` is its key, e.g. `accounts[1]`.
+    fn validate(&self, at: &str, default_regions: &[String]) -> Result<(), SettingsError> {
+        let err = |field: &str, reason: String| SettingsError::new(format!("{at}.{field}"), reason);
+        if !is_account_id(&self.id) {
+            return Err(err("id", format!("must be 12 digits (got {:?})", self.id)));
+        }
+        let alias_ok = (1..=64).contains(&self.alias.len())
+            && self
+                .alias
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !alias_ok {
+            return Err(err(
+                "alias",
+                format!("must be 1 to 64 of A-Z a-z 0-9 _ - (got {:?})", self.alias),
+            ));
+        }
+        if is_account_id(&self.alias) {
+            return Err(err(
+                "alias",
+                format!(
+                    "must not be 12 digits, which read as an account id (got {:?})",
+                    self.alias
+                ),
+            ));
+        }
+        match &self.role_arn {
+            Some(arn) => {
+                let Some(account) = role_arn_account(arn) else {
+                    return Err(err(
+                        "role_arn",
+                        format!(
+                            "must look like arn:aws:iam::<12 digits>:role/<name> (got {arn:?})"
+                        ),
+                    ));
+                };
+                if account != self.id {
+                    return Err(err(
+                        "role_arn",
+                        format!("names account {account}, not this account's id {}", self.id),
+                    ));
+                }
+                if self.profile.is_some() {
+                    return Err(err(
+                        "profile",
+                        "set with role_arn; an account uses one or the other".to_owned(),
+                    ));
+                }
+            }
+            None => {
+                for (field, set) in [
+                    ("external_id", self.external_id.is_some()),
+                    ("session_name", self.session_name.is_some()),
+                    (
+                        "session_duration_secs",
+                        self.session_duration_secs.is_some(),
+                    ),
+                ] {
+                    if set {
+                        return Err(err(field, "only applies with role_arn".to_owned()));
+                    }
+                }
+            }
+        }
+        if let Some(external_id) = &self.external_id {
+            let value = external_id.expose();
+            let ok = (2..=1224).contains(&value.chars().count())
+                && value
+                    .chars()
+                    .all(|c| is_iam_char(c) || c == ':' || c == '/');
+            if !ok {
+                // The value is a secret: say what is wrong, never what it is.
+                return Err(err(
+                    "external_id",
+                    "must be 2 to 1224 of A-Z a-z 0-9 _ + = , . @ : / - (value not shown)"
+                        .to_owned(),
+                ));
+            }
+        }
+        if let Some(name) = &self.session_name {
+            let ok = (2..=64).contains(&name.len()) && name.chars().all(is_iam_char);
+            if !ok {
+                return Err(err(
+                    "session_name",
+                    format!("must be 2 to 64 of A-Z a-z 0-9 _ + = , . @ - (got {name:?})"),
+                ));
+            }
+        }
+        if let Some(secs) = self.session_duration_secs
+            && !(900..=43_200).contains(&secs)
+        {
+            return Err(err(
+                "session_duration_secs",
+                format!("must be 900 to 43200 (got {secs})"),
+            ));
+        }
+        if let Some(profile) = &self.profile
+            && profile.trim().is_empty()
+        {
+            return Err(err("profile", "must not be empty".to_owned()));
+        }
+        check_regions(&format!("{at}.regions"), &self.regions)?;
+        if self.effective_regions(default_regions).is_empty() {
+            return Err(err(
+                "regions",
+                "no region: set this account's regions or default_regions".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A TOML syntax error as `line L, column C: message`. toml's own `Display`
+/// quotes the offending line, which may hold a secret; this does not.
+fn syntax_error(text: &str, error: &toml::de::Error) -> SettingsError {
+    let reason = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            SettingsError::new("", format!("line {line}, column {column}: {reason}"))
+        }
+        None => SettingsError::new("", reason.to_owned()),
+    }
+}
+
+/// Sets the key `var` names in `table`; returns the key, dotted.
+fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<String, SettingsError> {
+    let name = var
+        .get(ENV_PREFIX.len()..)
+        .unwrap_or_default()
+        .to_lowercase();
+    let dotted = name.split("__").collect::<Vec<_>>().join(".");
+    let Some(&(_, kind)) = ENV_KEYS.iter().find(|(key, _)| *key == dotted) else {
+        let reason = if dotted == "accounts" || dotted.starts_with("accounts.") {
+            "accounts are set in the settings file only".to_owned()
+        } else {
+            let known: Vec<String> = ENV_KEYS
+                .iter()
+                .map(|(key, _)| format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase()))
+                .collect();
+            format!(
+                "unknown setting; known: {}, and {CONFIG_ENV}",
+                known.join(", ")
+            )
+        };
+        return Err(SettingsError::new(var, reason));
+    };
+    let value = match kind {
+        EnvKind::String => toml::Value::String(raw.to_owned()),
+        EnvKind::List if raw.trim_start().starts_with('[') => raw
+            .parse::<toml::Value>()
+            .map_err(|e| SettingsError::new(var, format!("not a TOML array: {}", e.message())))?,
+        EnvKind::List => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        EnvKind::Scalar => match raw.parse::<toml::Value>() {
+            Ok(value) if !value.is_table() => value,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+    };
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let leaf = parts.pop().unwrap_or_default();
+    let mut here = table;
+    let mut path = String::new();
+    for part in parts {
+        path = if path.is_empty() {
+            part.to_owned()
+        } else {
+            format!("{path}.{part}")
+        };
+        let entry = here
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        here = entry.as_table_mut().ok_or_else(|| {
+            SettingsError::new(
+                path.clone(),
+                format!("must be a table, for {var} to set a key in it"),
+            )
+        })?;
+    }
+    here.insert(leaf.to_owned(), value);
+    Ok(dotted)
+}
+
+/// `key`, followed by the env variable that set it (or its parent), if any.
+fn name_env(from_env: &[(String, &str)], key: String) -> String {
+    let set_by = from_env.iter().find(|(dotted, _)| {
+        key.strip_prefix(dotted.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    });
+    match set_by {
+        Some((_, var)) => format!("{key} ({var})"),
+        None => key,
+    }
+}
+
+fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// IAM's `[\w+=,.@-]`, with `\w` the ASCII word characters.
+fn is_iam_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)
+}
+
+/// The account of `arn:aws[a-z-]*:iam::<12 digits>:role/<path/name>`, if
+/// `arn` is one.
+fn role_arn_account(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_, partition, service, region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let partition_ok = partition
+        .strip_prefix("aws")
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
+    let name = resource.strip_prefix("role/")?;
+    let name_ok = !name.is_empty()
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && !name.contains("//")
+        && name.chars().all(|c| is_iam_char(c) || c == '/');
+    (arn_ == "arn"
+        && partition_ok
+        && service == "iam"
+        && region.is_empty()
+        && is_account_id(account)
+        && name_ok)
+        .then_some(account)
+}
+
+/// `^[a-z]{2}(-[a-z]+)+-\d$`: `us-east-1`, `us-gov-west-1`, `ap-southeast-2`.
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return false;
+    };
+    let letters = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+    first.len() == 2
+        && letters(first)
+        && !middle.is_empty()
+        && middle.iter().all(|p| letters(p))
+        && last.len() == 1
+        && last.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn check_region(key: &str, region: &str) -> Result<(), SettingsError> {
+    if is_region(region) {
+        Ok(())
+    } else {
+        Err(SettingsError::new(
+            key,
+            format!("must be an AWS region like us-east-1 (got {region:?})"),
+        ))
+    }
+}
+
+fn check_regions(key: &str, regions: &[String]) -> Result<(), SettingsError> {
+    let mut seen = HashSet::new();
+    for (i, region) in regions.iter().enumerate() {
+        check_region(&format!("{key}[{i}]"), region)?;
+        if !seen.insert(region.as_str()) {
+            return Err(SettingsError::new(
+                format!("{key}[{i}]"),
+                format!("duplicate region {region:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NO_ENV: [(&str, &str); 0] = [];
+
+    fn from_text(text: &str) -> Result<Settings, SettingsError> {
+        Settings::from_sources(Some(Path::new("gateway.toml")), text, NO_ENV)
+    }
+
+    /// The error for `text`, checked to name the file and `key`.
+    fn error_for(text: &str, key: &str) -> String {
+        let e = from_text(text).expect_err("should be rejected");
+        assert_eq!(e.key, key, "{e}");
+        let message = e.to_string();
+        assert!(
+            message.starts_with(&format!("gateway.toml: {key}: ")),
+            "{message}"
+        );
+        message
+    }
+
+    /// One valid account, then `extra` lines in it.
+    fn account(extra: &str) -> String {
+        format!(
+            "default_regions = [\"eu-west-1\"]\n[[accounts]]\nid = \"111111111111\"\nalias = \"prod\"\n{extra}\n"
+        )
+    }
 
     #[test]
     fn the_body_limit_admits_every_cursor_we_mint() {
@@ -220,5 +867,431 @@ mod tests {
             ..Settings::default()
         };
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_example_file_loads_and_is_valid() {
+        let text = include_str!("../config/example.toml");
+        let settings = Settings::from_sources(Some(Path::new("example.toml")), text, NO_ENV)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let aliases: Vec<&str> = settings.accounts.iter().map(|a| a.alias.as_str()).collect();
+        assert_eq!(aliases, ["prod", "staging", "shared-services"]);
+        assert!(settings.accounts[0].external_id.is_some());
+        assert_eq!(
+            settings.accounts[1].effective_regions(&settings.default_regions),
+            ["eu-central-1"]
+        );
+        assert!(settings.accounts[2].role_arn.is_none());
+        // The commented-out profile account is valid too, once uncommented.
+        let uncommented = text.replace("# [[accounts]]", "[[accounts]]").replace(
+            "# id = \"444444444444\"\n# alias = \"sandbox\"\n# profile = \"sandbox-readonly\"\n# regions",
+            "id = \"444444444444\"\nalias = \"sandbox\"\nprofile = \"sandbox-readonly\"\nregions",
+        );
+        let settings =
+            Settings::from_sources(None, &uncommented, NO_ENV).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            settings.accounts[3].profile.as_deref(),
+            Some("sandbox-readonly")
+        );
+    }
+
+    #[test]
+    fn no_file_and_no_env_is_the_defaults() {
+        let settings = Settings::from_sources(None, "", NO_ENV).expect("defaults are valid");
+        assert_eq!(settings.listen, default_listen());
+        assert_eq!(settings.limits, Limits::default());
+        assert_eq!(settings.aws, AwsSettings::default());
+        assert!(settings.accounts.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_the_file_which_overrides_the_defaults() {
+        let text = "listen = \"0.0.0.0:9000\"\n[limits]\nmax_first = 500\ndefault_first = 20\n[aws]\nregion = \"eu-west-1\"\n";
+        let env = [
+            ("SSM_GATEWAY_LIMITS__MAX_FIRST", "700"),
+            ("SSM_GATEWAY_AWS__ENDPOINT_URL", "http://127.0.0.1:4566"),
+            ("SSM_GATEWAY_DEFAULT_REGIONS", "us-east-1, us-gov-west-1"),
+            (
+                "SSM_GATEWAY_cursor_key",
+                "0123456789012345678901234567890123456789",
+            ),
+            ("SSM_GATEWAY_CONFIG", "ignored: names the file"),
+            ("HOME", "/root"),
+        ];
+        let settings = Settings::from_sources(None, text, env).expect("valid");
+        assert_eq!(settings.listen.to_string(), "0.0.0.0:9000"); // file
+        assert_eq!(settings.limits.max_first, 700); // env over file
+        assert_eq!(settings.limits.default_first, 20); // file
+        assert_eq!(settings.limits.default_page_size, 200); // default
+        assert_eq!(settings.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            settings.aws.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:4566")
+        );
+        assert_eq!(settings.default_regions, ["us-east-1", "us-gov-west-1"]);
+        // All digits, yet kept a string: string keys are taken verbatim.
+        let key = settings.cursor_key.expect("set by env");
+        assert_eq!(key.expose(), "0123456789012345678901234567890123456789");
+    }
+
+    #[test]
+    fn env_lists_may_be_toml_arrays_and_scalars_fall_back_to_strings() {
+        let env = [
+            ("SSM_GATEWAY_DEFAULT_REGIONS", "[\"eu-west-1\"]"),
+            ("SSM_GATEWAY_LISTEN", "[::1]:8081"),
+        ];
+        let settings = Settings::from_sources(None, "", env).expect("valid");
+        assert_eq!(settings.default_regions, ["eu-west-1"]);
+        assert_eq!(settings.listen.to_string(), "[::1]:8081");
+        let e = Settings::from_sources(None, "", [("SSM_GATEWAY_LIMITS__MAX_FIRST", "lots")])
+            .expect_err("not a number");
+        assert_eq!(
+            e.key, "limits.max_first (SSM_GATEWAY_LIMITS__MAX_FIRST)",
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_env_variable_is_named() {
+        let e = Settings::from_sources(None, "", [("SSM_GATEWAY_LIMITS__MAX_FRIST", "5")])
+            .expect_err("typo");
+        assert_eq!(e.key, "SSM_GATEWAY_LIMITS__MAX_FRIST");
+        assert!(e.reason.contains("SSM_GATEWAY_LIMITS__MAX_FIRST"), "{e}");
+        let e = Settings::from_sources(None, "", [("SSM_GATEWAY_ACCOUNTS", "[]")])
+            .expect_err("accounts are file only");
+        assert!(e.to_string().contains("settings file only"), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_value_from_env_names_the_variable() {
+        let e = Settings::from_sources(
+            None,
+            "",
+            [("SSM_GATEWAY_DEFAULT_REGIONS", "eu-west-1,mars")],
+        )
+        .expect_err("not a region");
+        assert_eq!(e.key, "default_regions[1] (SSM_GATEWAY_DEFAULT_REGIONS)");
+    }
+
+    #[test]
+    fn every_settings_key_but_accounts_has_an_env_variable() {
+        let full = Settings {
+            cursor_key: Some(Secret::new("k".repeat(32))),
+            default_regions: vec!["eu-west-1".to_owned()],
+            aws: AwsSettings {
+                region: Some("eu-west-1".to_owned()),
+                endpoint_url: Some("http://localhost".to_owned()),
+                ..AwsSettings::default()
+            },
+            ..Settings::default()
+        };
+        let toml::Value::Table(table) = toml::Value::try_from(&full).expect("serializes") else {
+            panic!("settings serialize to a table");
+        };
+        fn leaves(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (key, value) in table {
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                match value {
+                    toml::Value::Table(t) => leaves(&key, t, out),
+                    _ if key == "accounts" => {}
+                    _ => out.push(key),
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        leaves("", &table, &mut keys);
+        keys.sort();
+        let mut env_keys: Vec<String> = ENV_KEYS.iter().map(|(k, _)| (*k).to_owned()).collect();
+        env_keys.sort();
+        assert_eq!(
+            keys, env_keys,
+            "ENV_KEYS must list every key of Settings but accounts"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column_but_not_the_line() {
+        let e = from_text("listen = \"127.0.0.1:8080\"\ncursor_key = \"hunter2hunter2")
+            .expect_err("bad");
+        let message = e.to_string();
+        assert!(
+            message.starts_with("gateway.toml: line 2, column "),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn deserialize_errors_name_the_key_path_and_the_file() {
+        let message = error_for(&account("regions = \"eu-west-1\""), "accounts[0].regions");
+        assert!(message.contains("expected a sequence"), "{message}");
+        error_for("[limits]\nmax_first = \"many\"\n", "limits.max_first");
+        error_for("listen = \"nowhere\"\n", "listen");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = from_text(&account("aliass = \"x\"")).expect_err("unknown key");
+        assert!(e.key.starts_with("accounts[0]"), "{e}");
+        assert!(e.reason.contains("unknown field `aliass`"), "{e}");
+        let e = from_text("[limit]\nmax_first = 5\n").expect_err("unknown table");
+        assert!(e.reason.contains("unknown field `limit`"), "{e}");
+    }
+
+    #[test]
+    fn secrets_do_not_print_in_errors() {
+        let e = from_text("cursor_key = 123456789\n").expect_err("not a string");
+        assert_eq!(e.key, "cursor_key");
+        assert!(!e.to_string().contains("123456789"), "{e}");
+        let e = from_text(&account(
+            "role_arn = \"arn:aws:iam::111111111111:role/r\"\nexternal_id = \"s3cr!t#\"",
+        ))
+        .expect_err("bad chars");
+        assert_eq!(e.key, "accounts[0].external_id");
+        assert!(!format!("{e} {e:?}").contains("s3cr!t#"), "{e}");
+        let e = from_text("cursor_key = \"short-secret\"\n").expect_err("too short");
+        assert!(!format!("{e} {e:?}").contains("short-secret"), "{e}");
+    }
+
+    #[test]
+    fn cursor_key_is_at_least_32_bytes() {
+        error_for("cursor_key = \"0123456789\"\n", "cursor_key");
+    }
+
+    #[test]
+    fn limits_are_in_range() {
+        error_for("[limits]\nmax_first = 10001\n", "limits.max_first");
+        error_for(
+            "[limits]\nmax_first = 0\ndefault_first = 0\n",
+            "limits.max_first",
+        );
+        error_for("[limits]\ndefault_first = 0\n", "limits.default_first");
+        error_for(
+            "[limits]\nmax_first = 10\ndefault_first = 11\n",
+            "limits.default_first",
+        );
+        error_for(
+            "[limits]\ndefault_page_size = 0\n",
+            "limits.default_page_size",
+        );
+        error_for(
+            "[limits]\ndefault_page_size = 201\n",
+            "limits.default_page_size",
+        );
+    }
+
+    #[test]
+    fn http_limits_are_in_range() {
+        error_for("[http]\nbody_limit_bytes = 1024\n", "http.body_limit_bytes");
+        error_for("[http]\nmax_query_depth = 0\n", "http.max_query_depth");
+    }
+
+    #[test]
+    fn aws_settings_are_in_range() {
+        error_for("[aws]\nmax_attempts = 0\n", "aws.max_attempts");
+        error_for("[aws]\nmax_attempts = 11\n", "aws.max_attempts");
+        error_for(
+            "[aws]\nattempt_timeout_secs = 0\n",
+            "aws.attempt_timeout_secs",
+        );
+        error_for(
+            "[aws]\noperation_timeout_secs = 0\n",
+            "aws.operation_timeout_secs",
+        );
+        error_for("[aws]\nregion = \"Europe\"\n", "aws.region");
+        error_for(
+            "[aws]\nendpoint_url = \"localhost:4566\"\n",
+            "aws.endpoint_url",
+        );
+    }
+
+    #[test]
+    fn regions_look_like_regions() {
+        for good in [
+            "us-east-1",
+            "us-gov-west-1",
+            "ap-southeast-2",
+            "eu-central-1",
+        ] {
+            assert!(is_region(good), "{good}");
+        }
+        for bad in [
+            "",
+            "us",
+            "us-east",
+            "us-east-12",
+            "US-EAST-1",
+            "use-east-1",
+            "us--1",
+            "us-east-1a",
+        ] {
+            assert!(!is_region(bad), "{bad}");
+        }
+        error_for(
+            "default_regions = [\"eu-west-1\", \"eu_west_2\"]\n",
+            "default_regions[1]",
+        );
+        error_for(
+            "default_regions = [\"eu-west-1\", \"eu-west-1\"]\n",
+            "default_regions[1]",
+        );
+        error_for(
+            &account("regions = [\"mars-north-1x\"]"),
+            "accounts[0].regions[0]",
+        );
+        error_for(
+            &account("regions = [\"us-east-1\", \"us-east-1\"]"),
+            "accounts[0].regions[1]",
+        );
+    }
+
+    #[test]
+    fn account_ids_are_12_digits_and_unique() {
+        let message = error_for(
+            "default_regions = [\"eu-west-1\"]\n[[accounts]]\nid = \"111111111111\"\nalias = \"a\"\n[[accounts]]\nid = \"12345\"\nalias = \"b\"\n",
+            "accounts[1].id",
+        );
+        assert!(
+            message.ends_with("must be 12 digits (got \"12345\")"),
+            "{message}"
+        );
+        let message = error_for(
+            "default_regions = [\"eu-west-1\"]\n[[accounts]]\nid = \"111111111111\"\nalias = \"a\"\n[[accounts]]\nid = \"111111111111\"\nalias = \"b\"\n",
+            "accounts[1].id",
+        );
+        assert!(message.contains("duplicate"), "{message}");
+    }
+
+    #[test]
+    fn aliases_are_short_plain_unique_and_not_ids() {
+        error_for(
+            &account("").replace("\"prod\"", "\"\""),
+            "accounts[0].alias",
+        );
+        error_for(
+            &account("").replace("\"prod\"", "\"pr od\""),
+            "accounts[0].alias",
+        );
+        error_for(
+            &account("").replace("\"prod\"", &format!("\"{}\"", "a".repeat(65))),
+            "accounts[0].alias",
+        );
+        error_for(
+            &account("").replace("\"prod\"", "\"222222222222\""),
+            "accounts[0].alias",
+        );
+        let message = error_for(
+            "default_regions = [\"eu-west-1\"]\n[[accounts]]\nid = \"111111111111\"\nalias = \"prod\"\n[[accounts]]\nid = \"222222222222\"\nalias = \"prod\"\n",
+            "accounts[1].alias",
+        );
+        assert!(message.contains("duplicate alias \"prod\""), "{message}");
+    }
+
+    #[test]
+    fn role_arns_are_iam_roles_of_the_same_account() {
+        for good in [
+            "arn:aws:iam::111111111111:role/reader",
+            "arn:aws-us-gov:iam::111111111111:role/path/to/reader",
+            "arn:aws-cn:iam::111111111111:role/a+b=c,d.e@f_g-h",
+        ] {
+            assert_eq!(role_arn_account(good), Some("111111111111"), "{good}");
+        }
+        for bad in [
+            "arn:aws:iam::111111111111:user/reader",
+            "arn:aws:iam:eu-west-1:111111111111:role/reader",
+            "arn:aws:sts::111111111111:role/reader",
+            "arn:azure:iam::111111111111:role/reader",
+            "arn:aws:iam::11111111111:role/reader",
+            "arn:aws:iam::111111111111:role/",
+            "arn:aws:iam::111111111111:role/a//b",
+            "arn:aws:iam::111111111111:role/a b",
+        ] {
+            assert_eq!(role_arn_account(bad), None, "{bad}");
+        }
+        error_for(
+            &account("role_arn = \"arn:aws:iam::111111111111:user/x\""),
+            "accounts[0].role_arn",
+        );
+        let message = error_for(
+            &account("role_arn = \"arn:aws:iam::222222222222:role/x\""),
+            "accounts[0].role_arn",
+        );
+        assert!(message.contains("222222222222"), "{message}");
+    }
+
+    #[test]
+    fn role_and_profile_are_exclusive() {
+        error_for(
+            &account("role_arn = \"arn:aws:iam::111111111111:role/x\"\nprofile = \"p\""),
+            "accounts[0].profile",
+        );
+        error_for(&account("profile = \"\""), "accounts[0].profile");
+    }
+
+    #[test]
+    fn role_options_need_a_role() {
+        error_for(&account("external_id = \"abc\""), "accounts[0].external_id");
+        error_for(
+            &account("session_name = \"abc\""),
+            "accounts[0].session_name",
+        );
+        error_for(
+            &account("session_duration_secs = 3600"),
+            "accounts[0].session_duration_secs",
+        );
+        error_for(
+            &account("profile = \"p\"\nsession_name = \"abc\""),
+            "accounts[0].session_name",
+        );
+    }
+
+    #[test]
+    fn role_options_are_in_range() {
+        let role = "role_arn = \"arn:aws:iam::111111111111:role/x\"\n";
+        error_for(
+            &account(&format!("{role}external_id = \"a\"")),
+            "accounts[0].external_id",
+        );
+        from_text(&account(&format!("{role}external_id = \"a:b/c@d\""))).expect("valid");
+        error_for(
+            &account(&format!("{role}session_name = \"a:b\"")),
+            "accounts[0].session_name",
+        );
+        error_for(
+            &account(&format!("{role}session_name = \"{}\"", "a".repeat(65))),
+            "accounts[0].session_name",
+        );
+        error_for(
+            &account(&format!("{role}session_duration_secs = 899")),
+            "accounts[0].session_duration_secs",
+        );
+        error_for(
+            &account(&format!("{role}session_duration_secs = 43201")),
+            "accounts[0].session_duration_secs",
+        );
+    }
+
+    #[test]
+    fn every_account_has_a_region() {
+        let text = "[[accounts]]\nid = \"111111111111\"\nalias = \"prod\"\n";
+        let message = error_for(text, "accounts[0].regions");
+        assert!(message.contains("default_regions"), "{message}");
+        // Either source will do, env included.
+        Settings::from_sources(None, text, [("SSM_GATEWAY_DEFAULT_REGIONS", "eu-west-1")])
+            .expect("valid");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let e = Settings::load(Some(Path::new("/nonexistent/gateway.toml"))).expect_err("missing");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/gateway.toml: cannot read"),
+            "{e}"
+        );
     }
 }

@@ -13,5 +13,6 @@ mod gateway_filters;
 mod gateway_http;
 mod gateway_paging;
 mod schema_contract;
+mod settings_file;
 mod shapes;
 mod support;
