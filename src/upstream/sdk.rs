@@ -229,13 +229,32 @@ fn convert(s: &sdk::Session) -> Option<Session> {
     })
 }
 
+/// SSM's timestamps are epoch seconds as JSON numbers, at most millisecond
+/// precise; parsed through an `f64` they gain noise in the nanoseconds
+/// (`.938999891`), so they are rounded back to the millisecond.
 fn to_chrono(t: &aws_sdk_ssm::primitives::DateTime) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+    let millis = (i64::from(t.subsec_nanos()) + 500_000) / 1_000_000;
+    DateTime::from_timestamp(t.secs(), 0).map(|d| d + chrono::Duration::milliseconds(millis))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rounded_to_the_millisecond() {
+        let t =
+            aws_sdk_ssm::primitives::DateTime::from_fractional_secs(1_795_815_325, 0.938_999_891);
+        assert_eq!(
+            to_chrono(&t).map(|d| d.to_rfc3339()),
+            Some("2026-11-27T21:35:25.939+00:00".to_owned())
+        );
+        let whole = aws_sdk_ssm::primitives::DateTime::from_secs(1_795_815_325);
+        assert_eq!(
+            to_chrono(&whole).map(|d| d.timestamp_subsec_nanos()),
+            Some(0)
+        );
+    }
 
     #[test]
     fn error_codes_sort_into_kinds() {
