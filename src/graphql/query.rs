@@ -290,7 +290,13 @@ fn source_error(
     source: &Source,
     error: UpstreamError,
 ) -> async_graphql::ServerError {
-    let api = ApiError::from(error);
+    // The conversion logs the cause; the span puts the source on that line.
+    let api = tracing::warn_span!(
+        "source",
+        account = %source.key.account,
+        region = %source.key.region
+    )
+    .in_scope(|| ApiError::from(error));
     let mut err = api
         .extend_with(|_, ext| {
             ext.set("account", source.key.account.as_str());

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use aws_config::identity::IdentityCache;
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types as sdk;
 use chrono::{DateTime, Utc};
@@ -175,11 +176,38 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let kind = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => UpstreamErrorKind::Unavailable,
+        // Resolving the account's credentials (an STS AssumeRole) fails
+        // before anything is sent: a refused role is access denied, not an
+        // outage.
+        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => {
+            match credentials_error(&err) {
+                Some(CredentialsError::ProviderTimedOut(_)) => UpstreamErrorKind::Unavailable,
+                Some(_) => UpstreamErrorKind::AccessDenied,
+                None if matches!(err, SdkError::DispatchFailure(_)) => {
+                    UpstreamErrorKind::Unavailable
+                }
+                None => UpstreamErrorKind::Internal,
+            }
+        }
+        SdkError::TimeoutError(_) => UpstreamErrorKind::Unavailable,
         SdkError::ServiceError(ctx) => kind_of_code(ctx.err().code()),
         _ => UpstreamErrorKind::Internal,
     };
     UpstreamError::new(kind, anyhow::Error::new(err))
+}
+
+/// The credentials failure somewhere in `err`'s chain of causes, if any.
+fn credentials_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a CredentialsError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(found) = e.downcast_ref::<CredentialsError>() {
+            return Some(found);
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// Error codes the SSM endpoint answers with, by kind. Codes not listed here

@@ -439,3 +439,54 @@ async fn one_failing_source_leaves_the_others_and_says_which_failed() {
         json!(true)
     );
 }
+
+#[tokio::test]
+async fn a_role_the_account_refuses_is_access_denied_for_that_source_only() {
+    let emulator = ssm_session_gateway::emulator::Emulator::new(config(data()));
+    let (emulator_addr, _stop) = crate::support::serve_emulator(emulator.clone()).await;
+    let mut settings =
+        ssm_session_gateway::demo::demo_settings("127.0.0.1:0".parse().unwrap(), emulator_addr);
+    settings.aws.max_attempts = 1;
+    // payments' role requires an external id; give it a wrong one.
+    settings.accounts[1].external_id = Some(ssm_session_gateway::settings::Secret::new(
+        "wrong-external-id".to_owned(),
+    ));
+    let registry = AccountRegistry::from_settings(
+        &settings,
+        Some(ssm_session_gateway::demo::demo_base_credentials()),
+    )
+    .await
+    .unwrap();
+    let router = ssm_session_gateway::app::router(&settings, Arc::new(registry)).unwrap();
+    let body = json!({ "query": Q, "variables": { "state": "HISTORY", "first": 10 } }).to_string();
+    let req = axum::http::Request::post("/graphql")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(router, req).await.unwrap();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let res: Value = serde_json::from_slice(&bytes).unwrap();
+    let got = triples(&res);
+    assert_eq!(got.len(), 10, "{res}");
+    assert!(
+        got.iter().all(|(a, _, _)| a != DEMO_ACCOUNT_IDS[1]),
+        "{res}"
+    );
+    let errors = res["errors"].as_array().expect("errors");
+    assert_eq!(
+        errors.len(),
+        2,
+        "one per region of the refused account: {res}"
+    );
+    for e in errors {
+        assert_eq!(
+            e["extensions"]["code"],
+            json!("UPSTREAM_ACCESS_DENIED"),
+            "{res}"
+        );
+        assert_eq!(e["extensions"]["account"], json!(DEMO_ACCOUNT_IDS[1]));
+    }
+    assert!(!res.to_string().contains("wrong-external-id"));
+}
