@@ -723,6 +723,122 @@ mod tests {
         assert_eq!(w.has_next_page, Some(true));
     }
 
+    fn dated(id: &str, secs: i64) -> Session {
+        Session {
+            start_date: chrono::DateTime::from_timestamp(secs, 0),
+            ..session(id)
+        }
+    }
+
+    fn dated_page(items: &[(&str, i64)], next: Option<&str>) -> Result<Page, UpstreamErrorKind> {
+        Ok(Page {
+            sessions: items.iter().map(|(id, t)| dated(id, *t)).collect(),
+            next_token: next.map(str::to_owned),
+        })
+    }
+
+    #[tokio::test]
+    async fn sources_merge_newest_first_with_ties_to_the_lower_source() {
+        let a = scripted(vec![dated_page(
+            &[("a1", 50), ("a2", 30), ("a3", 10)],
+            None,
+        )]);
+        let b = scripted(vec![
+            dated_page(&[("b1", 40), ("b2", 30)], Some("bt")),
+            dated_page(&[("b3", 20)], None),
+        ]);
+        let mut readers = vec![
+            reader(&a, SourcePosition::Start, 10),
+            reader(&b, SourcePosition::Start, 10),
+        ];
+        let w = read_window(&mut readers, 4, true).await.unwrap();
+        assert_eq!(ids(&w), ["a1", "b1", "a2", "b2"]);
+        assert_eq!(
+            w.items.iter().map(|i| i.source).collect::<Vec<_>>(),
+            [0, 1, 0, 1]
+        );
+        assert_eq!(w.has_next_page, Some(true));
+        // After "b2" (the end of b's first page), both positions are in the
+        // cursor: a mid-page, b straight at its next page.
+        assert_eq!(
+            w.items[3].after,
+            vec![
+                SourcePosition::InPage {
+                    token: None,
+                    page_size: 3,
+                    skip: 2,
+                    last_id: "a2".into()
+                },
+                SourcePosition::InPage {
+                    token: Some("bt".into()),
+                    page_size: 3,
+                    skip: 0,
+                    last_id: "b2".into()
+                },
+            ]
+        );
+        // Resuming from that cursor yields the rest, in order.
+        let a = scripted(vec![dated_page(
+            &[("a1", 50), ("a2", 30), ("a3", 10)],
+            None,
+        )]);
+        let b = scripted(vec![dated_page(&[("b3", 20)], None)]);
+        let after = w.items[3].after.clone();
+        let mut readers = vec![
+            reader(&a, after[0].clone(), 10),
+            reader(&b, after[1].clone(), 10),
+        ];
+        let w = read_window(&mut readers, 10, true).await.unwrap();
+        assert_eq!(ids(&w), ["b3", "a3"]);
+        assert_eq!(w.has_next_page, Some(false));
+    }
+
+    #[tokio::test]
+    async fn a_failed_source_is_reported_and_resumed_where_it_stopped() {
+        let a = scripted(vec![dated_page(&[("a1", 50), ("a2", 30)], None)]);
+        let b = scripted(vec![
+            dated_page(&[("b1", 40)], Some("bt")),
+            Err(UpstreamErrorKind::Throttled),
+        ]);
+        let mut readers = vec![
+            reader(&a, SourcePosition::Start, 10),
+            reader(&b, SourcePosition::Start, 10),
+        ];
+        let w = read_window(&mut readers, 5, true).await.unwrap();
+        assert_eq!(ids(&w), ["a1", "b1", "a2"]);
+        assert_eq!(w.failures.len(), 1);
+        assert_eq!(w.failures[0].0, 1);
+        assert_eq!(
+            w.has_next_page,
+            Some(true),
+            "the failed source may hold more"
+        );
+        assert_eq!(
+            w.items[2].after[1],
+            SourcePosition::InPage {
+                token: Some("bt".into()),
+                page_size: 3,
+                skip: 0,
+                last_id: "b1".into()
+            },
+            "b resumes at the page that failed"
+        );
+    }
+
+    #[tokio::test]
+    async fn when_every_source_fails_the_window_fails() {
+        let a = scripted(vec![Err(UpstreamErrorKind::AccessDenied)]);
+        let b = scripted(vec![Err(UpstreamErrorKind::Throttled)]);
+        let mut readers = vec![
+            reader(&a, SourcePosition::Start, 10),
+            reader(&b, SourcePosition::Start, 10),
+        ];
+        assert!(matches!(
+            read_window(&mut readers, 5, true).await,
+            Err(PagingError::Upstream(e)) if e.kind == UpstreamErrorKind::AccessDenied
+        ));
+    }
+
     #[test]
     fn the_budget_grows_with_the_pages_a_window_needs() {
         assert_eq!(call_budget(0, 200), 16);
