@@ -28,7 +28,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::model::{AccountId, InvalidInput, Region};
-use crate::settings::Settings;
+use crate::settings::{RetryMode, Settings};
 use crate::upstream::SessionSource;
 use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
 
@@ -116,6 +116,9 @@ impl AccountRegistry {
             endpoint_url: settings.aws.endpoint_url.clone(),
             static_credentials: base_credentials,
             max_attempts: settings.aws.max_attempts,
+            adaptive_retries: settings.aws.retry_mode == RetryMode::Adaptive,
+            initial_backoff: Duration::from_millis(settings.aws.initial_backoff_ms),
+            max_backoff: Duration::from_millis(settings.aws.max_backoff_ms),
             attempt_timeout: Duration::from_secs(settings.aws.attempt_timeout_secs),
             operation_timeout: Duration::from_secs(settings.aws.operation_timeout_secs),
         };

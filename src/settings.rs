@@ -99,6 +99,10 @@ pub struct Settings {
     /// HTTP limits (`[http]`); each field states its default and env variable.
     #[serde(default)]
     pub http: HttpSettings,
+    /// Caching of upstream pages, managed nodes and whole responses
+    /// (`[cache]`); each field states its default and env variable.
+    #[serde(default)]
+    pub cache: CacheSettings,
     /// How the gateway reaches AWS (`[aws]`): base region, endpoint, retries,
     /// timeouts; each field states its default and env variable.
     #[serde(default)]
@@ -136,6 +140,27 @@ pub struct AwsSettings {
     /// Bound on a whole call with its retries, in seconds, above 0. Default
     /// 15. Env `SSM_GATEWAY_AWS__OPERATION_TIMEOUT_SECS`.
     pub operation_timeout_secs: u64,
+    /// The SDK's retry mode: `standard` (exponential backoff with jitter) or
+    /// `adaptive` (also rate-limits the client when throttled, which suits
+    /// SSM's low limits). Default `adaptive`. Env `SSM_GATEWAY_AWS__RETRY_MODE`.
+    pub retry_mode: RetryMode,
+    /// First retry backoff, in milliseconds, 1 to 10000; later ones grow
+    /// exponentially with jitter up to `max_backoff_ms`. Default 200 (SSM
+    /// throttling clears in about a second). Env
+    /// `SSM_GATEWAY_AWS__INITIAL_BACKOFF_MS`.
+    pub initial_backoff_ms: u64,
+    /// Longest retry backoff, in milliseconds, at least `initial_backoff_ms`.
+    /// Default 5000. Env `SSM_GATEWAY_AWS__MAX_BACKOFF_MS`.
+    pub max_backoff_ms: u64,
+}
+
+/// The SDK's retry modes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(rename_all = "lowercase")]
+pub enum RetryMode {
+    Standard,
+    Adaptive,
 }
 
 impl Default for AwsSettings {
@@ -146,7 +171,89 @@ impl Default for AwsSettings {
             max_attempts: 3,
             attempt_timeout_secs: 5,
             operation_timeout_secs: 15,
+            retry_mode: RetryMode::Adaptive,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 5000,
         }
+    }
+}
+
+/// Caching. SSM's session APIs have low rate limits and dashboards poll:
+/// these keep the gateway's cost to SSM independent of how many look.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// How long an upstream page of Active sessions is served from cache, in
+    /// seconds, 0 to 300 (0: not cached). Default 5: Active lists change by
+    /// the minute, and 5 s bounds how stale a dashboard can be while
+    /// collapsing every poll within that window into one call. Env
+    /// `SSM_GATEWAY_CACHE__ACTIVE_TTL_SECS`.
+    pub active_ttl_secs: u64,
+    /// The same for History pages, 0 to 3600. Default 60: ended sessions do
+    /// not change; only new ones arrive at the front. Env
+    /// `SSM_GATEWAY_CACHE__HISTORY_TTL_SECS`.
+    pub history_ttl_secs: u64,
+    /// How long after expiry a page may still be served when SSM fails
+    /// (throttled, 5xx, timeout), marked stale in the response `extensions`,
+    /// in seconds, 0 to 3600 (0: never). Default 300. Env
+    /// `SSM_GATEWAY_CACHE__STALE_IF_ERROR_SECS`.
+    pub stale_if_error_secs: u64,
+    /// After an upstream failure, how long the same page is not asked for
+    /// again (callers share the failure), in milliseconds, 0 to 60000.
+    /// Default 1000. Env `SSM_GATEWAY_CACHE__FAILURE_BACKOFF_MS`.
+    pub failure_backoff_ms: u64,
+    /// How long a managed node (`DescribeInstanceInformation`) is cached, in
+    /// seconds, 0 to 3600. Default 60. Env `SSM_GATEWAY_CACHE__NODE_TTL_SECS`.
+    pub node_ttl_secs: u64,
+    /// Memory bound of all caches together, in bytes (approximate: entries
+    /// are weighed by their size). Default 64 MiB. Env
+    /// `SSM_GATEWAY_CACHE__MAX_BYTES`.
+    pub max_bytes: u64,
+    /// Cache whole responses of identical query operations (same document,
+    /// operation, variables and caller), for no longer than the shortest TTL
+    /// of the data they used. Default true. Env
+    /// `SSM_GATEWAY_CACHE__RESPONSES`.
+    pub responses: bool,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            active_ttl_secs: 5,
+            history_ttl_secs: 60,
+            stale_if_error_secs: 300,
+            failure_backoff_ms: 1000,
+            node_ttl_secs: 60,
+            max_bytes: 64 * 1024 * 1024,
+            responses: true,
+        }
+    }
+}
+
+impl CacheSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        for (key, value, max) in [
+            ("cache.active_ttl_secs", self.active_ttl_secs, 300),
+            ("cache.history_ttl_secs", self.history_ttl_secs, 3600),
+            ("cache.stale_if_error_secs", self.stale_if_error_secs, 3600),
+            ("cache.failure_backoff_ms", self.failure_backoff_ms, 60_000),
+            ("cache.node_ttl_secs", self.node_ttl_secs, 3600),
+        ] {
+            if value > max {
+                return Err(SettingsError::new(
+                    key,
+                    format!("must be 0 to {max} (got {value})"),
+                ));
+            }
+        }
+        if self.max_bytes < 1024 * 1024 {
+            return Err(SettingsError::new(
+                "cache.max_bytes",
+                format!("must be at least 1 MiB (got {})", self.max_bytes),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -213,6 +320,7 @@ impl Default for Settings {
             cursor_key: None,
             limits: Limits::default(),
             http: HttpSettings::default(),
+            cache: CacheSettings::default(),
             aws: AwsSettings::default(),
             default_regions: Vec::new(),
             accounts: Vec::new(),
@@ -346,6 +454,16 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("aws.max_attempts", EnvKind::Scalar),
     ("aws.attempt_timeout_secs", EnvKind::Scalar),
     ("aws.operation_timeout_secs", EnvKind::Scalar),
+    ("aws.retry_mode", EnvKind::String),
+    ("aws.initial_backoff_ms", EnvKind::Scalar),
+    ("aws.max_backoff_ms", EnvKind::Scalar),
+    ("cache.active_ttl_secs", EnvKind::Scalar),
+    ("cache.history_ttl_secs", EnvKind::Scalar),
+    ("cache.stale_if_error_secs", EnvKind::Scalar),
+    ("cache.failure_backoff_ms", EnvKind::Scalar),
+    ("cache.node_ttl_secs", EnvKind::Scalar),
+    ("cache.max_bytes", EnvKind::Scalar),
+    ("cache.responses", EnvKind::Scalar),
 ];
 
 impl Settings {
@@ -434,6 +552,7 @@ impl Settings {
         self.limits.validate()?;
         self.http.validate()?;
         self.aws.validate()?;
+        self.cache.validate()?;
         check_regions("default_regions", &self.default_regions)?;
 
         let mut ids = HashSet::new();
@@ -537,6 +656,21 @@ impl AwsSettings {
             if secs == 0 {
                 return Err(SettingsError::new(key, "must be above 0 (got 0)"));
             }
+        }
+        if !(1..=10_000).contains(&self.initial_backoff_ms) {
+            return Err(SettingsError::new(
+                "aws.initial_backoff_ms",
+                format!("must be 1 to 10000 (got {})", self.initial_backoff_ms),
+            ));
+        }
+        if self.max_backoff_ms < self.initial_backoff_ms {
+            return Err(SettingsError::new(
+                "aws.max_backoff_ms",
+                format!(
+                    "must be at least aws.initial_backoff_ms ({}) (got {})",
+                    self.initial_backoff_ms, self.max_backoff_ms
+                ),
+            ));
         }
         Ok(())
     }

@@ -30,19 +30,28 @@ pub struct ClientSettings {
     /// SDK attempts per call, first one included; retries back off
     /// exponentially with jitter (the SDK's standard mode).
     pub max_attempts: u32,
+    /// Adaptive retries also rate-limit the client while it is throttled.
+    pub adaptive_retries: bool,
+    /// First and longest retry backoff.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
     /// Bound on one attempt, and on a whole call with its retries.
     pub attempt_timeout: Duration,
     pub operation_timeout: Duration,
 }
 
 impl ClientSettings {
-    /// Defaults for `region`: three attempts, 5 s per attempt, 15 s in all.
+    /// Defaults for `region`: three attempts with adaptive retries backing off
+    /// from 200 ms to 5 s, 5 s per attempt, 15 s in all.
     pub fn new(region: impl Into<String>) -> Self {
         Self {
             region: region.into(),
             endpoint_url: None,
             static_credentials: None,
             max_attempts: 3,
+            adaptive_retries: true,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(15),
         }
@@ -66,7 +75,16 @@ pub async fn sdk_config(settings: &ClientSettings) -> aws_config::SdkConfig {
         // and shared by all of its regions' clients; without it each client
         // makes its own cache.
         .identity_cache(IdentityCache::lazy().build())
-        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
+        .retry_config(
+            if settings.adaptive_retries {
+                RetryConfig::adaptive()
+            } else {
+                RetryConfig::standard()
+            }
+            .with_max_attempts(settings.max_attempts)
+            .with_initial_backoff(settings.initial_backoff)
+            .with_max_backoff(settings.max_backoff),
+        )
         .timeout_config(
             TimeoutConfig::builder()
                 .operation_attempt_timeout(settings.attempt_timeout)
