@@ -27,6 +27,7 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
+use crate::cache::{CachedSource, PageCache};
 use crate::model::{AccountId, InvalidInput, Region};
 use crate::settings::{RetryMode, Settings};
 use crate::upstream::SessionSource;
@@ -89,7 +90,8 @@ impl AccountRegistry {
         }
     }
 
-    /// Builds credentials and clients for every configured account and region.
+    /// Builds credentials and clients for every configured account and
+    /// region, each behind the page cache (`settings.cache`).
     /// `base_credentials` replaces the default chain (the demo's static key).
     pub async fn from_settings(
         settings: &Settings,
@@ -123,6 +125,8 @@ impl AccountRegistry {
             operation_timeout: Duration::from_secs(settings.aws.operation_timeout_secs),
         };
         let base = sdk_config(&client_settings).await;
+        // One page cache for all sources: one memory bound, keys per source.
+        let page_cache = Arc::new(PageCache::new(&settings.cache));
 
         let mut accounts = Vec::new();
         let mut sources: Vec<(SourceKey, Arc<dyn SessionSource>)> = Vec::new();
@@ -172,12 +176,17 @@ impl AccountRegistry {
                     config.set_credentials_provider(Some(credentials.clone()));
                 }
                 let client = aws_sdk_ssm::Client::from_conf(config.build());
+                let key = SourceKey {
+                    account: id.clone(),
+                    region: region.clone(),
+                };
                 sources.push((
-                    SourceKey {
-                        account: id.clone(),
-                        region: region.clone(),
-                    },
-                    Arc::new(SdkSessionSource::new(client, &id, region)),
+                    key.clone(),
+                    Arc::new(CachedSource::new(
+                        key.clone(),
+                        Arc::new(SdkSessionSource::new(client, &id, region)),
+                        page_cache.clone(),
+                    )),
                 ));
             }
             accounts.push(Account {

@@ -12,6 +12,8 @@
 //! - [`graphql`]: the schema, the `sessions` resolver, error codes.
 //! - [`paging`]: reads a forward window of sessions across upstream pages,
 //!   knowing where to resume after each one.
+//! - [`cache`]: the page cache (TTLs, single-flight, stale-if-error) in front
+//!   of every source.
 //! - [`cursor`]: opaque, signed, versioned cursors that carry those positions.
 //! - [`upstream`]: the `SessionSource` trait every AWS call goes through, and
 //!   its `aws-sdk-ssm` implementation.
@@ -25,6 +27,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod cache;
 pub mod cursor;
 pub mod demo;
 pub mod emulator;

@@ -12,6 +12,7 @@
 pub mod sdk;
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -75,17 +76,19 @@ impl UpstreamErrorKind {
 }
 
 /// An upstream failure: its kind, and the underlying cause for the log.
-#[derive(Debug)]
+/// Cheap to clone (the cause is shared), so one failure can answer every
+/// caller that waited on the same upstream call.
+#[derive(Clone, Debug)]
 pub struct UpstreamError {
     pub kind: UpstreamErrorKind,
-    source: anyhow::Error,
+    source: Arc<anyhow::Error>,
 }
 
 impl UpstreamError {
     pub fn new(kind: UpstreamErrorKind, source: impl Into<anyhow::Error>) -> Self {
         Self {
             kind,
-            source: source.into(),
+            source: Arc::new(source.into()),
         }
     }
 
@@ -103,6 +106,6 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.source.as_ref())
+        Some(self.source.as_ref().as_ref())
     }
 }

@@ -172,8 +172,7 @@ async fn a_fan_out_walk_returns_every_session_once_newest_first() {
         assert!(requests < 100, "the walk must end");
     }
     assert_eq!(got, want);
-    // Each source is read page by page, never from the start again: at most
-    // one re-fetch per source and request, plus the pages themselves.
+    // Each source is read page by page, never from the start again.
     let pages: u64 = DEMO_ACCOUNT_IDS
         .iter()
         .flat_map(|a| REGIONS.iter().map(move |r| (a, r)))
@@ -190,7 +189,9 @@ async fn a_fan_out_walk_returns_every_session_once_newest_first() {
     eprintln!(
         "fan-out walk: {requests} requests, {calls} upstream calls, {pages} pages in all sources"
     );
-    assert!(calls <= pages + 2 * 6 * requests as u64, "{calls} calls");
+    // With the page cache, a resumed window's re-fetch is a hit: the walk
+    // costs what a plain paginator would.
+    assert!(calls <= pages + 6, "{calls} calls for {pages} pages");
     for account in DEMO_ACCOUNT_IDS {
         assert_eq!(
             app.emulator.calls_for("AssumeRole", account),
@@ -205,9 +206,10 @@ async fn six_sources_are_queried_at_once() {
     let mut config = config(data());
     config.latency = Some(Duration::from_millis(100));
     let app = spawn_multi(config).await;
-    // Warm the credentials, then measure one fan-out.
+    // Warm the credentials (with another query: the measured one must miss
+    // the page cache), then measure one fan-out.
     let res = app
-        .graphql(Q, json!({ "state": "ACTIVE", "first": 1 }))
+        .graphql(Q, json!({ "state": "HISTORY", "first": 1 }))
         .await;
     assert!(res["errors"].is_null(), "{res}");
     app.emulator.reset_stats();

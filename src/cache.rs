@@ -1,0 +1,510 @@
+//! The page cache between the pager and SSM: a hundred frontends polling one
+//! view cost SSM one call per page per TTL.
+//!
+//! [`CachedSource`] wraps one (account, region) [`SessionSource`] and asks a
+//! shared [`PageCache`] first. Keys hold everything that changes the answer:
+//! account, region, state, filter, page size and token (the operation is
+//! implied: this cache holds only `DescribeSessions` pages).
+//!
+//! - **TTL by kind:** Active pages live `cache.active_ttl_secs` (default 5 s),
+//!   History pages `cache.history_ttl_secs` (default 60 s).
+//! - **Single-flight:** concurrent misses for one key make one upstream call
+//!   and share its result (moka's `try_get_with`), its error included.
+//! - **Errors are not data:** a failure is never stored as a page. It is
+//!   remembered for `cache.failure_backoff_ms`, during which callers of that
+//!   key get the same failure without asking SSM again.
+//! - **Stale-if-error:** a page stays in a second cache for
+//!   `cache.stale_if_error_secs` past its expiry; when SSM is throttled,
+//!   failing or unreachable, that copy is served and the request's
+//!   [`Freshness`] says so (the response then carries `extensions.stale`).
+//! - **Bounded in bytes:** entries are weighed by their approximate size.
+//!
+//! What a request used is collected in a task-local [`Freshness`]: the
+//! shortest remaining lifetime of the pages it read (the response cache keeps
+//! a response no longer than that) and any stale pages it was served.
+
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::future::Cache;
+
+use crate::accounts::SourceKey;
+use crate::model::{Session, SessionState};
+use crate::settings::CacheSettings;
+use crate::upstream::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
+
+tokio::task_local! {
+    static FRESHNESS: Arc<Freshness>;
+}
+
+/// What the data behind one response looked like: collected while a request
+/// executes, read by the HTTP layer afterwards.
+#[derive(Debug, Default)]
+pub struct Freshness {
+    inner: Mutex<FreshnessInner>,
+}
+
+#[derive(Debug, Default)]
+struct FreshnessInner {
+    shortest_remaining: Option<Duration>,
+    stale: Vec<StaleUse>,
+}
+
+/// A page served past its TTL because SSM failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleUse {
+    pub source: SourceKey,
+    /// How long ago the page was fetched.
+    pub age: Duration,
+}
+
+impl Freshness {
+    /// Runs `fut` with a fresh collector; returns its output and what it used.
+    pub async fn collect<F: Future>(fut: F) -> (F::Output, Arc<Freshness>) {
+        let freshness = Arc::new(Freshness::default());
+        let output = FRESHNESS.scope(freshness.clone(), fut).await;
+        (output, freshness)
+    }
+
+    /// The shortest remaining lifetime of the data used, if any was cached.
+    pub fn shortest_remaining(&self) -> Option<Duration> {
+        self.lock().shortest_remaining
+    }
+
+    /// The stale pages served, if any.
+    pub fn stale(&self) -> Vec<StaleUse> {
+        self.lock().stale.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FreshnessInner> {
+        // Only plain values are written under this lock; a panic cannot leave
+        // them half-updated.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record_lifetime(remaining: Duration) {
+        let _ = FRESHNESS.try_with(|f| {
+            let mut inner = f.lock();
+            inner.shortest_remaining = Some(
+                inner
+                    .shortest_remaining
+                    .map_or(remaining, |r| r.min(remaining)),
+            );
+        });
+    }
+
+    fn record_stale(source: &SourceKey, age: Duration) {
+        let _ = FRESHNESS.try_with(|f| {
+            let mut inner = f.lock();
+            inner.shortest_remaining = Some(Duration::ZERO);
+            inner.stale.push(StaleUse {
+                source: source.clone(),
+                age,
+            });
+        });
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PageKey {
+    source: SourceKey,
+    request: PageRequest,
+}
+
+/// A page and when it was fetched.
+#[derive(Debug)]
+struct Entry {
+    page: Page,
+    fetched_at: Instant,
+    ttl: Duration,
+}
+
+/// Per-entry lifetimes: each page lives its own TTL (fresh cache), or its
+/// TTL plus the stale window (stale cache).
+struct Lifetime {
+    stale_window: Duration,
+}
+
+impl Expiry<PageKey, Arc<Entry>> for Lifetime {
+    fn expire_after_create(
+        &self,
+        _key: &PageKey,
+        value: &Arc<Entry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl + self.stale_window)
+    }
+}
+
+/// The caches shared by every source of one gateway.
+pub struct PageCache {
+    fresh: Cache<PageKey, Arc<Entry>>,
+    stale: Cache<PageKey, Arc<Entry>>,
+    failures: Cache<PageKey, UpstreamError>,
+    active_ttl: Duration,
+    history_ttl: Duration,
+    stale_window: Duration,
+}
+
+/// Approximate bytes a page takes, for the caches' weighers.
+fn weigh(page: &Page) -> u32 {
+    let strings = |s: &Session| {
+        [
+            s.target.as_deref(),
+            s.document_name.as_deref(),
+            s.owner.as_deref(),
+            s.reason.as_deref(),
+            s.details.as_deref(),
+        ]
+        .iter()
+        .flatten()
+        .map(|v| v.len())
+        .sum::<usize>()
+            + s.session_id.as_str().len()
+    };
+    let bytes: usize = page
+        .sessions
+        .iter()
+        .map(|s| std::mem::size_of::<Session>() + strings(s))
+        .sum::<usize>()
+        + page.next_token.as_ref().map_or(0, String::len)
+        + 256;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+impl PageCache {
+    /// Caches sized and timed by `settings`; pages get 3/4 of `max_bytes`
+    /// (half fresh, half stale; they mostly share the same pages).
+    pub fn new(settings: &CacheSettings) -> Self {
+        let share = settings.max_bytes / 8 * 3;
+        let stale_window = Duration::from_secs(settings.stale_if_error_secs);
+        Self {
+            fresh: Cache::builder()
+                .max_capacity(share)
+                .weigher(|_, e: &Arc<Entry>| weigh(&e.page))
+                .expire_after(Lifetime {
+                    stale_window: Duration::ZERO,
+                })
+                .build(),
+            stale: Cache::builder()
+                .max_capacity(share)
+                .weigher(|_, e: &Arc<Entry>| weigh(&e.page))
+                .expire_after(Lifetime { stale_window })
+                .build(),
+            failures: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_millis(settings.failure_backoff_ms.max(1)))
+                .build(),
+            active_ttl: Duration::from_secs(settings.active_ttl_secs),
+            history_ttl: Duration::from_secs(settings.history_ttl_secs),
+            stale_window,
+        }
+    }
+
+    fn ttl(&self, state: SessionState) -> Duration {
+        match state {
+            SessionState::Active => self.active_ttl,
+            SessionState::History => self.history_ttl,
+        }
+    }
+
+    async fn page(
+        &self,
+        source: &SourceKey,
+        inner: &Arc<dyn SessionSource>,
+        request: &PageRequest,
+    ) -> Result<Page, UpstreamError> {
+        let ttl = self.ttl(request.state);
+        if ttl.is_zero() {
+            return inner.describe_sessions(request).await;
+        }
+        let key = PageKey {
+            source: source.clone(),
+            request: request.clone(),
+        };
+        if let Some(entry) = self.fresh.get(&key).await {
+            Freshness::record_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
+            return Ok(entry.page.clone());
+        }
+        let error = match self.failures.get(&key).await {
+            Some(recent) => recent,
+            None => {
+                let load = async {
+                    match inner.describe_sessions(request).await {
+                        Ok(page) => {
+                            let entry = Arc::new(Entry {
+                                page,
+                                fetched_at: Instant::now(),
+                                ttl,
+                            });
+                            self.stale.insert(key.clone(), entry.clone()).await;
+                            Ok(entry)
+                        }
+                        Err(e) => {
+                            // Remembered briefly so that callers of this key
+                            // share the failure instead of retrying it at once.
+                            self.failures.insert(key.clone(), e.clone()).await;
+                            Err(e)
+                        }
+                    }
+                };
+                match self.fresh.try_get_with(key.clone(), load).await {
+                    Ok(entry) => {
+                        Freshness::record_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
+                        return Ok(entry.page.clone());
+                    }
+                    Err(shared) => (*shared).clone(),
+                }
+            }
+        };
+        let stale_allowed = matches!(
+            error.kind,
+            UpstreamErrorKind::Throttled | UpstreamErrorKind::Unavailable
+        );
+        if stale_allowed && let Some(entry) = self.stale.get(&key).await {
+            let age = entry.fetched_at.elapsed();
+            if age < entry.ttl + self.stale_window {
+                tracing::warn!(
+                    account = %source.account,
+                    region = %source.region,
+                    age_secs = age.as_secs(),
+                    error = %error,
+                    "serving a stale page"
+                );
+                Freshness::record_stale(source, age);
+                return Ok(entry.page.clone());
+            }
+        }
+        Err(error)
+    }
+}
+
+/// A [`SessionSource`] that asks the [`PageCache`] first.
+pub struct CachedSource {
+    key: SourceKey,
+    inner: Arc<dyn SessionSource>,
+    cache: Arc<PageCache>,
+}
+
+impl CachedSource {
+    pub fn new(key: SourceKey, inner: Arc<dyn SessionSource>, cache: Arc<PageCache>) -> Self {
+        Self { key, inner, cache }
+    }
+}
+
+#[async_trait]
+impl SessionSource for CachedSource {
+    async fn describe_sessions(&self, request: &PageRequest) -> Result<Page, UpstreamError> {
+        self.cache.page(&self.key, &self.inner, request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::model::{AccountId, Region, SessionFilter, SessionId};
+
+    /// Counts calls; answers a page naming its account, or fails on cue.
+    struct Counting {
+        calls: AtomicUsize,
+        delay: Duration,
+        fail: Mutex<Option<UpstreamErrorKind>>,
+        label: &'static str,
+    }
+
+    impl Counting {
+        fn new(label: &'static str) -> Arc<Self> {
+            Arc::new(Self {
+                calls: AtomicUsize::new(0),
+                delay: Duration::from_millis(20),
+                fail: Mutex::new(None),
+                label,
+            })
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+
+        fn fail_with(&self, kind: Option<UpstreamErrorKind>) {
+            *self.fail.lock().unwrap() = kind;
+        }
+    }
+
+    #[async_trait]
+    impl SessionSource for Counting {
+        async fn describe_sessions(&self, _: &PageRequest) -> Result<Page, UpstreamError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if let Some(kind) = *self.fail.lock().unwrap() {
+                return Err(UpstreamError::new(kind, anyhow::anyhow!("scripted")));
+            }
+            let session = Session {
+                session_id: SessionId::parse(format!("{}-1", self.label)).unwrap(),
+                target: None,
+                status: None,
+                start_date: None,
+                end_date: None,
+                document_name: None,
+                owner: None,
+                reason: None,
+                details: None,
+                output_url: None,
+                max_session_duration_minutes: None,
+                access_type: None,
+            };
+            Ok(Page {
+                sessions: vec![session],
+                next_token: None,
+            })
+        }
+    }
+
+    fn key(account: &str) -> SourceKey {
+        SourceKey {
+            account: AccountId::parse(account).unwrap(),
+            region: Region::parse("us-east-1").unwrap(),
+        }
+    }
+
+    fn request(state: SessionState) -> PageRequest {
+        PageRequest {
+            state,
+            filter: SessionFilter::default(),
+            page_size: 50,
+            token: None,
+        }
+    }
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            active_ttl_secs: 1,
+            history_ttl_secs: 60,
+            stale_if_error_secs: 60,
+            failure_backoff_ms: 200,
+            ..CacheSettings::default()
+        }
+    }
+
+    fn cached(account: &str, inner: &Arc<Counting>, cache: &Arc<PageCache>) -> CachedSource {
+        CachedSource::new(key(account), inner.clone(), cache.clone())
+    }
+
+    fn id(page: &Page) -> &str {
+        page.sessions[0].session_id.as_str()
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_make_one_call() {
+        let cache = Arc::new(PageCache::new(&settings()));
+        let inner = Counting::new("a");
+        let source = Arc::new(cached("111111111111", &inner, &cache));
+        let req = request(SessionState::History);
+        let calls = (0..200).map(|_| {
+            let source = source.clone();
+            let req = req.clone();
+            tokio::spawn(async move { source.describe_sessions(&req).await })
+        });
+        for call in calls {
+            assert!(call.await.unwrap().is_ok());
+        }
+        assert_eq!(inner.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn pages_are_kept_apart_by_source_and_request() {
+        let cache = Arc::new(PageCache::new(&settings()));
+        let (a, b) = (Counting::new("a"), Counting::new("b"));
+        let sa = cached("111111111111", &a, &cache);
+        let sb = cached("222222222222", &b, &cache);
+        let req = request(SessionState::History);
+        assert_eq!(id(&sa.describe_sessions(&req).await.unwrap()), "a-1");
+        assert_eq!(id(&sb.describe_sessions(&req).await.unwrap()), "b-1");
+        assert_eq!(id(&sa.describe_sessions(&req).await.unwrap()), "a-1");
+        let mut other = req.clone();
+        other.page_size = 51;
+        sa.describe_sessions(&other).await.unwrap();
+        assert_eq!((a.calls(), b.calls()), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn entries_expire_after_their_ttl_and_report_what_is_left() {
+        let cache = Arc::new(PageCache::new(&settings()));
+        let inner = Counting::new("a");
+        let source = cached("111111111111", &inner, &cache);
+        let req = request(SessionState::Active);
+        let ((), used) = Freshness::collect(async {
+            source.describe_sessions(&req).await.unwrap();
+        })
+        .await;
+        let left = used.shortest_remaining().unwrap();
+        assert!(left <= Duration::from_secs(1) && left > Duration::from_millis(500));
+        source.describe_sessions(&req).await.unwrap();
+        assert_eq!(inner.calls(), 1);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        source.describe_sessions(&req).await.unwrap();
+        assert_eq!(inner.calls(), 2, "the Active TTL of 1 s has passed");
+    }
+
+    #[tokio::test]
+    async fn errors_are_shared_briefly_but_never_cached_as_data() {
+        let cache = Arc::new(PageCache::new(&settings()));
+        let inner = Counting::new("a");
+        let source = cached("111111111111", &inner, &cache);
+        let req = request(SessionState::History);
+        inner.fail_with(Some(UpstreamErrorKind::AccessDenied));
+        assert!(source.describe_sessions(&req).await.is_err());
+        // Within the back-off: the same failure, no new call.
+        assert!(source.describe_sessions(&req).await.is_err());
+        assert_eq!(inner.calls(), 1);
+        inner.fail_with(None);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(id(&source.describe_sessions(&req).await.unwrap()), "a-1");
+        assert_eq!(inner.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_expired_page_is_served_stale_when_upstream_fails() {
+        let cache = Arc::new(PageCache::new(&settings()));
+        let inner = Counting::new("a");
+        let source = cached("111111111111", &inner, &cache);
+        let req = request(SessionState::Active);
+        source.describe_sessions(&req).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        inner.fail_with(Some(UpstreamErrorKind::Throttled));
+        let (page, used) = Freshness::collect(source.describe_sessions(&req)).await;
+        assert_eq!(id(&page.unwrap()), "a-1");
+        let stale = used.stale();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].source, key("111111111111"));
+        assert!(stale[0].age >= Duration::from_secs(1));
+        assert_eq!(used.shortest_remaining(), Some(Duration::ZERO));
+        // Access denied is not an outage: no stale data for it.
+        let cache = Arc::new(PageCache::new(&settings()));
+        let inner = Counting::new("a");
+        let source = cached("111111111111", &inner, &cache);
+        source.describe_sessions(&req).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        inner.fail_with(Some(UpstreamErrorKind::AccessDenied));
+        assert!(source.describe_sessions(&req).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_turns_caching_off() {
+        let cache = Arc::new(PageCache::new(&CacheSettings {
+            active_ttl_secs: 0,
+            ..settings()
+        }));
+        let inner = Counting::new("a");
+        let source = cached("111111111111", &inner, &cache);
+        let req = request(SessionState::Active);
+        source.describe_sessions(&req).await.unwrap();
+        source.describe_sessions(&req).await.unwrap();
+        assert_eq!(inner.calls(), 2);
+    }
+}
