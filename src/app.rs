@@ -12,6 +12,7 @@ use crate::accounts::AccountRegistry;
 use crate::cursor::CursorCodec;
 use crate::graphql::{self, Gateway};
 use crate::http;
+use crate::response_cache::ResponseCache;
 use crate::settings::Settings;
 
 /// Shortest cursor key accepted: HMAC-SHA256 wants a key as long as its output.
@@ -73,7 +74,11 @@ pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Re
         limits: settings.limits.clone(),
     });
     let schema = graphql::schema(gateway, &settings.http);
-    Ok(http::router(schema, &settings.http))
+    let state = http::HttpState {
+        schema,
+        responses: ResponseCache::new(&settings.cache).map(Arc::new),
+    };
+    Ok(http::router(state, &settings.http))
 }
 
 /// The cursor codec from `settings.cursor_key`, or a random key with a warning.

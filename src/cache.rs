@@ -49,6 +49,7 @@ pub struct Freshness {
 
 #[derive(Debug, Default)]
 struct FreshnessInner {
+    read_upstream: bool,
     shortest_remaining: Option<Duration>,
     stale: Vec<StaleUse>,
 }
@@ -69,9 +70,23 @@ impl Freshness {
         (output, freshness)
     }
 
-    /// The shortest remaining lifetime of the data used, if any was cached.
-    pub fn shortest_remaining(&self) -> Option<Duration> {
-        self.lock().shortest_remaining
+    /// How long a response built from this data may be kept: `None` when
+    /// it read no upstream data at all; zero when some of it did not come
+    /// through the cache (live data is not kept), else the shortest
+    /// remaining lifetime of the cached pages it used.
+    pub fn lifetime(&self) -> Option<Duration> {
+        let inner = self.lock();
+        if inner.read_upstream {
+            Some(inner.shortest_remaining.unwrap_or(Duration::ZERO))
+        } else {
+            inner.shortest_remaining
+        }
+    }
+
+    /// Notes that the request read upstream data (cached or not); the pager
+    /// calls it for every page it asks for.
+    pub fn note_upstream_read() {
+        let _ = FRESHNESS.try_with(|f| f.lock().read_upstream = true);
     }
 
     /// The stale pages served, if any.
@@ -442,7 +457,7 @@ mod tests {
             source.describe_sessions(&req).await.unwrap();
         })
         .await;
-        let left = used.shortest_remaining().unwrap();
+        let left = used.lifetime().unwrap();
         assert!(left <= Duration::from_secs(1) && left > Duration::from_millis(500));
         source.describe_sessions(&req).await.unwrap();
         assert_eq!(inner.calls(), 1);
@@ -483,7 +498,7 @@ mod tests {
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].source, key("111111111111"));
         assert!(stale[0].age >= Duration::from_secs(1));
-        assert_eq!(used.shortest_remaining(), Some(Duration::ZERO));
+        assert_eq!(used.lifetime(), Some(Duration::ZERO));
         // Access denied is not an outage: no stale data for it.
         let cache = Arc::new(PageCache::new(&settings()));
         let inner = Counting::new("a");
@@ -504,7 +519,16 @@ mod tests {
         let source = cached("111111111111", &inner, &cache);
         let req = request(SessionState::Active);
         source.describe_sessions(&req).await.unwrap();
-        source.describe_sessions(&req).await.unwrap();
+        let (_, used) = Freshness::collect(async {
+            Freshness::note_upstream_read();
+            source.describe_sessions(&req).await
+        })
+        .await;
         assert_eq!(inner.calls(), 2);
+        assert_eq!(
+            used.lifetime(),
+            Some(Duration::ZERO),
+            "live data is not kept"
+        );
     }
 }

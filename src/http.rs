@@ -16,6 +16,7 @@
 //! schema executes, and error codes come from [`crate::graphql`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
@@ -29,17 +30,27 @@ use axum::routing::get;
 use serde::Deserialize;
 use tower_http::trace::TraceLayer;
 
+use crate::cache::Freshness;
 use crate::graphql::GatewaySchema;
+use crate::response_cache::{ResponseCache, ResponseKey};
 use crate::settings::HttpSettings;
 
-/// The gateway's routes over `schema`.
-pub fn router(schema: GatewaySchema, http: &HttpSettings) -> Router {
+/// What the handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub schema: GatewaySchema,
+    /// Whole responses of identical reads; `None` when turned off.
+    pub responses: Option<Arc<ResponseCache>>,
+}
+
+/// The gateway's routes.
+pub fn router(state: HttpState, http: &HttpSettings) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(schema)
+        .with_state(state)
 }
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -141,11 +152,7 @@ struct PostBody {
     extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-async fn graphql_post(
-    State(schema): State<GatewaySchema>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -171,13 +178,13 @@ async fn graphql_post(
             );
         }
     };
-    let request = build_request(
-        body.query,
-        body.operation_name,
-        body.variables,
-        body.extensions,
-    );
-    execute(&schema, request, media).await
+    let parts = RequestParts {
+        query: body.query,
+        operation_name: body.operation_name,
+        variables: body.variables,
+        extensions: body.extensions,
+    };
+    execute(&state, parts, &headers, media).await
 }
 
 /// The query string of a GraphQL-over-HTTP GET.
@@ -193,7 +200,7 @@ struct GetParams {
 }
 
 async fn graphql_get(
-    State(schema): State<GatewaySchema>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -242,8 +249,13 @@ async fn graphql_get(
         Ok(v) => v,
         Err(response) => return response,
     };
-    let request = build_request(query, params.operation_name, variables, extensions);
-    execute(&schema, request, media).await
+    let parts = RequestParts {
+        query,
+        operation_name: params.operation_name,
+        variables,
+        extensions,
+    };
+    execute(&state, parts, &headers, media).await
 }
 
 type JsonObject = serde_json::Map<String, serde_json::Value>;
@@ -279,20 +291,23 @@ fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
     }
 }
 
-fn build_request(
+/// A GraphQL request as it came over HTTP.
+struct RequestParts {
     query: String,
     operation_name: Option<String>,
     variables: Option<JsonObject>,
     extensions: Option<JsonObject>,
-) -> async_graphql::Request {
-    let mut request = async_graphql::Request::new(query);
-    if let Some(name) = operation_name {
+}
+
+fn build_request(parts: RequestParts) -> async_graphql::Request {
+    let mut request = async_graphql::Request::new(parts.query);
+    if let Some(name) = parts.operation_name {
         request = request.operation_name(name);
     }
-    if let Some(vars) = variables {
+    if let Some(vars) = parts.variables {
         request = request.variables(Variables::from_json(serde_json::Value::Object(vars)));
     }
-    if let Some(ext) = extensions {
+    if let Some(ext) = parts.extensions {
         request.extensions = async_graphql::Extensions(
             ext.into_iter()
                 .filter_map(|(k, v)| Value::from_json(v).ok().map(|v| (k, v)))
@@ -302,19 +317,93 @@ fn build_request(
     request
 }
 
+/// The caller's scope for the response cache: who is asking. Until the
+/// gateway authorizes callers itself, the credentials presented (the
+/// `Authorization` header) stand for it.
+fn caller_scope(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+}
+
+fn graphql_response(
+    status: StatusCode,
+    media: MediaType,
+    cache: &'static str,
+    body: Bytes,
+) -> Response {
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(media.content_type()),
+            ),
+            (X_CACHE, HeaderValue::from_static(cache)),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `HIT` when the response cache answered, `MISS` otherwise.
+const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
+
 async fn execute(
-    schema: &GatewaySchema,
-    request: async_graphql::Request,
+    state: &HttpState,
+    parts: RequestParts,
+    headers: &HeaderMap,
     media: MediaType,
 ) -> Response {
-    let response = schema.execute(request).await;
+    let key = state.responses.as_ref().map(|_| {
+        ResponseKey::new(
+            caller_scope(headers),
+            &parts.query,
+            parts.operation_name.as_deref(),
+            parts.variables.as_ref(),
+        )
+    });
+    if let (Some(cache), Some(key)) = (&state.responses, &key)
+        && let Some(body) = cache.get(key).await
+    {
+        return graphql_response(StatusCode::OK, media, "HIT", body);
+    }
+    let cacheable_operation = !is_mutation(&parts.query, parts.operation_name.as_deref());
+    let (mut response, freshness) =
+        Freshness::collect(state.schema.execute(build_request(parts))).await;
+    let stale = freshness.stale();
+    if !stale.is_empty() {
+        let notes: Vec<serde_json::Value> = stale
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "account": s.source.account.as_str(),
+                    "region": s.source.region.as_str(),
+                    "ageSeconds": s.age.as_secs(),
+                })
+            })
+            .collect();
+        if let Ok(value) = Value::from_json(serde_json::Value::Array(notes)) {
+            response.extensions.insert("stale".to_owned(), value);
+        }
+    }
     // A request error: nothing executed (parse or validation failure, unknown
     // operation). Field errors always carry a path; these never do.
     let request_error = response.data == Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
-    let mut body = match serde_json::to_value(&response) {
-        Ok(body) => body,
+    let (status, body) = if media == MediaType::GraphQlResponse && request_error {
+        // The spec's request error: no `data` entry at all.
+        let mut value = serde_json::to_value(&response).unwrap_or_default();
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("data");
+        }
+        (StatusCode::BAD_REQUEST, serde_json::to_vec(&value))
+    } else {
+        (StatusCode::OK, serde_json::to_vec(&response))
+    };
+    let body = match body {
+        Ok(body) => Bytes::from(body),
         Err(e) => {
             tracing::error!(error = %e, "could not serialize a GraphQL response");
             return http_error(
@@ -324,24 +413,14 @@ async fn execute(
             );
         }
     };
-    let status = match media {
-        MediaType::GraphQlResponse if request_error => {
-            if let Some(obj) = body.as_object_mut() {
-                obj.remove("data");
-            }
-            StatusCode::BAD_REQUEST
-        }
-        _ => StatusCode::OK,
-    };
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(media.content_type()),
-        )],
-        body.to_string(),
-    )
-        .into_response()
+    if let (Some(cache), Some(key)) = (&state.responses, key)
+        && cacheable_operation
+        && response.errors.is_empty()
+        && stale.is_empty()
+    {
+        cache.put(key, body.clone(), freshness.lifetime()).await;
+    }
+    graphql_response(status, media, "MISS", body)
 }
 
 async fn healthz() -> impl IntoResponse {

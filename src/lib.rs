@@ -18,6 +18,7 @@
 //! - [`upstream`]: the `SessionSource` trait every AWS call goes through, and
 //!   its `aws-sdk-ssm` implementation.
 //! - [`model`]: sessions, filters and ids as the gateway understands them.
+//! - [`response_cache`]: whole responses of identical reads, per caller.
 //! - [`settings`]: typed settings and the `Secret` wrapper.
 //! - [`emulator`]: an SSM endpoint speaking the AWS JSON 1.1 protocol with
 //!   seeded data, plus STS AssumeRole over AWS Query, SigV4-verified, for
@@ -35,6 +36,7 @@ pub mod graphql;
 pub mod http;
 pub mod model;
 pub mod paging;
+pub mod response_cache;
 pub mod settings;
 pub mod telemetry;
 pub mod upstream;

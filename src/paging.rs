@@ -26,6 +26,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
+use crate::cache::Freshness;
 use crate::cursor::SourcePosition;
 use crate::model::{Session, SessionFilter, SessionState};
 use crate::upstream::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
@@ -293,6 +294,7 @@ impl SourceReader {
             token: token.clone(),
         };
         self.calls += 1;
+        Freshness::note_upstream_read();
         // On an error the state stays Pending: the position still names this page.
         let Page {
             sessions,

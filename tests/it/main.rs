@@ -8,6 +8,7 @@
 mod emulator;
 mod emulator_sts;
 mod gateway_accounts;
+mod gateway_cache;
 mod gateway_errors;
 mod gateway_filters;
 mod gateway_http;

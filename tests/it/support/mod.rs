@@ -141,12 +141,21 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
 /// Spawns the emulator with `config` and a gateway configured like the
 /// demo: three accounts, each through its own role, in two regions.
 pub async fn spawn_multi(config: EmulatorConfig) -> TestApp {
+    spawn_multi_with(config, |_| {}).await
+}
+
+/// [`spawn_multi`] with settings adjusted by `adjust` (TTLs, say).
+pub async fn spawn_multi_with(
+    config: EmulatorConfig,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let emulator = Emulator::new(config);
     let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let mut settings = demo_settings(listener.local_addr().expect("addr"), emulator_addr);
     // Tests count upstream calls: a retry would blur the count.
     settings.aws.max_attempts = 1;
+    adjust(&mut settings);
     let registry = AccountRegistry::from_settings(&settings, Some(demo_base_credentials()))
         .await
         .expect("registry");
@@ -176,6 +185,14 @@ impl HttpAnswer {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `x-cache` header of an answer: `HIT` or `MISS`.
+    pub fn cache_status(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
     }
 
     pub fn content_type(&self) -> &str {
@@ -215,22 +232,27 @@ impl TestApp {
 
     /// POSTs a GraphQL request as application/json; the parsed response.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.graphql_answer(query, variables, &[]).await.json()
+    }
+
+    /// POSTs a GraphQL request with extra headers; the whole answer (200 asserted).
+    pub async fn graphql_answer(
+        &self,
+        query: &str,
+        variables: Value,
+        headers: &[(&str, &str)],
+    ) -> HttpAnswer {
         let body = json!({ "query": query, "variables": variables }).to_string();
-        let answer = self
-            .request(
-                Method::POST,
-                "/graphql",
-                &[("content-type", "application/json")],
-                body,
-            )
-            .await;
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        let answer = self.request(Method::POST, "/graphql", &all, body).await;
         assert_eq!(
             answer.status,
             StatusCode::OK,
             "{}",
             String::from_utf8_lossy(&answer.body)
         );
-        answer.json()
+        answer
     }
 
     /// `DescribeSessions` calls the emulator has served so far.

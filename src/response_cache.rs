@@ -1,0 +1,200 @@
+//! Whole-response cache for identical reads.
+//!
+//! Dashboards send the same query with the same variables over and over.
+//! A query's serialized response is kept under a key of everything that can
+//! change it: the caller's scope (today the `Authorization` header, hashed:
+//! callers presenting different credentials never share an entry), the
+//! document (as sent, surrounding white space trimmed), the operation name
+//! and the variables (canonical JSON). A warm hit skips parsing, validation
+//! and execution: it is a hash and a map lookup.
+//!
+//! An entry lives no longer than the shortest remaining lifetime of the page
+//! data the response used (see [`crate::cache::Freshness`]), or the Active
+//! TTL when it used none (introspection, `accounts`). Responses with errors
+//! or stale data are never kept, nor are mutations or subscriptions.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use moka::Expiry;
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+
+use crate::settings::CacheSettings;
+
+/// A response cache key: a SHA-256 of the parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ResponseKey([u8; 32]);
+
+impl ResponseKey {
+    /// The key of one request.
+    pub fn new(
+        scope: Option<&[u8]>,
+        query: &str,
+        operation_name: Option<&str>,
+        variables: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        let mut hash = Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            // Length-prefixed, so no two different splits hash alike.
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        part(scope.unwrap_or_default());
+        part(query.trim().as_bytes());
+        part(operation_name.unwrap_or_default().as_bytes());
+        // serde_json's maps are ordered by key: this is canonical.
+        let variables = variables
+            .filter(|v| !v.is_empty())
+            .map(|v| serde_json::to_vec(v).unwrap_or_default())
+            .unwrap_or_default();
+        part(&variables);
+        Self(hash.finalize().into())
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    body: Bytes,
+    ttl: Duration,
+}
+
+struct OwnTtl;
+
+impl Expiry<ResponseKey, std::sync::Arc<Entry>> for OwnTtl {
+    fn expire_after_create(
+        &self,
+        _key: &ResponseKey,
+        value: &std::sync::Arc<Entry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Serialized responses by [`ResponseKey`].
+pub struct ResponseCache {
+    entries: Cache<ResponseKey, std::sync::Arc<Entry>>,
+    /// The lifetime of a response that used no cached data.
+    default_ttl: Duration,
+}
+
+impl ResponseCache {
+    /// `None` when `settings.responses` is off. Gets 1/8 of `max_bytes`.
+    pub fn new(settings: &CacheSettings) -> Option<Self> {
+        settings.responses.then(|| Self {
+            entries: Cache::builder()
+                .max_capacity(settings.max_bytes / 8)
+                .weigher(|_, e: &std::sync::Arc<Entry>| {
+                    u32::try_from(e.body.len() + 64).unwrap_or(u32::MAX)
+                })
+                .expire_after(OwnTtl)
+                .build(),
+            default_ttl: Duration::from_secs(settings.active_ttl_secs),
+        })
+    }
+
+    /// The cached body for `key`, if fresh.
+    pub async fn get(&self, key: &ResponseKey) -> Option<Bytes> {
+        self.entries.get(key).await.map(|e| e.body.clone())
+    }
+
+    /// Keeps `body` for the data's remaining lifetime (`None`: it used no
+    /// cached data, so the default); a zero lifetime keeps nothing.
+    pub async fn put(&self, key: ResponseKey, body: Bytes, data_lifetime: Option<Duration>) {
+        let ttl = data_lifetime.unwrap_or(self.default_ttl);
+        if ttl.is_zero() {
+            return;
+        }
+        self.entries
+            .insert(key, std::sync::Arc::new(Entry { body, ttl }))
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(json: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        json.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn keys_tell_apart_everything_that_changes_the_answer() {
+        let q = "{ sessions(state: ACTIVE) { nodes { sessionId } } }";
+        let base = ResponseKey::new(
+            None,
+            q,
+            None,
+            Some(&vars(serde_json::json!({"a": 1, "b": 2}))),
+        );
+        // Same variables in another order, and surrounding white space: same key.
+        assert_eq!(
+            base,
+            ResponseKey::new(
+                None,
+                &format!("  {q}\n"),
+                None,
+                Some(&vars(serde_json::json!({"b": 2, "a": 1})))
+            )
+        );
+        for other in [
+            ResponseKey::new(
+                Some(b"Bearer x"),
+                q,
+                None,
+                Some(&vars(serde_json::json!({"a": 1, "b": 2}))),
+            ),
+            ResponseKey::new(
+                None,
+                q,
+                Some("Op"),
+                Some(&vars(serde_json::json!({"a": 1, "b": 2}))),
+            ),
+            ResponseKey::new(
+                None,
+                q,
+                None,
+                Some(&vars(serde_json::json!({"a": 1, "b": 3}))),
+            ),
+            ResponseKey::new(
+                None,
+                "{ accounts { id } }",
+                None,
+                Some(&vars(serde_json::json!({"a": 1, "b": 2}))),
+            ),
+        ] {
+            assert_ne!(base, other);
+        }
+        // No variables and empty variables are the same request.
+        assert_eq!(
+            ResponseKey::new(None, q, None, None),
+            ResponseKey::new(None, q, None, Some(&serde_json::Map::new()))
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_live_no_longer_than_their_data() {
+        let cache = ResponseCache::new(&CacheSettings {
+            active_ttl_secs: 5,
+            ..CacheSettings::default()
+        })
+        .unwrap();
+        let key = ResponseKey::new(None, "{ a }", None, None);
+        cache
+            .put(
+                key,
+                Bytes::from_static(b"x"),
+                Some(Duration::from_millis(100)),
+            )
+            .await;
+        assert!(cache.get(&key).await.is_some());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(cache.get(&key).await.is_none());
+        cache
+            .put(key, Bytes::from_static(b"x"), Some(Duration::ZERO))
+            .await;
+        assert!(cache.get(&key).await.is_none());
+    }
+}

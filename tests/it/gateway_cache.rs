@@ -1,0 +1,176 @@
+//! What polling costs SSM: the page cache and the response cache, counted in
+//! upstream calls (never timings).
+
+use std::time::Duration;
+
+use serde_json::json;
+use ssm_session_gateway::emulator::{
+    DEMO_ACCOUNT_IDS, DataSpec, Dataset, EmulatorConfig, demo_credentials, demo_roles,
+};
+
+use crate::support::{anchor, spawn_multi, spawn_multi_with};
+
+fn config() -> EmulatorConfig {
+    let mut config = EmulatorConfig::new(
+        Dataset::generate(&DataSpec::demo(anchor())),
+        demo_credentials(),
+    );
+    config.roles = demo_roles();
+    config
+}
+
+const Q: &str = r#"
+query($state: SessionState!, $accounts: [ID!], $regions: [String!], $first: Int) {
+  sessions(state: $state, accounts: $accounts, regions: $regions, first: $first) {
+    nodes { sessionId account { id } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#;
+
+#[tokio::test]
+async fn two_hundred_identical_cold_queries_cost_one_call_per_page() {
+    let mut config = config();
+    // Long enough that all 200 arrive while the first call is in flight.
+    config.latency = Some(Duration::from_millis(200));
+    let app = std::sync::Arc::new(spawn_multi(config).await);
+    // Credentials first, so the count is of DescribeSessions alone.
+    let warm = app
+        .graphql(
+            Q,
+            json!({ "state": "ACTIVE", "accounts": ["platform"], "regions": ["us-east-1"] }),
+        )
+        .await;
+    assert!(warm["errors"].is_null(), "{warm}");
+    app.emulator.reset_stats();
+
+    let vars = json!({ "state": "HISTORY", "accounts": ["platform"], "regions": ["us-east-1"], "first": 50 });
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let app = app.clone();
+            let vars = vars.clone();
+            tokio::spawn(async move { app.graphql(Q, vars).await })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for task in tasks {
+        let res = task.await.expect("task");
+        assert!(res["errors"].is_null(), "{res}");
+        bodies.push(res);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "all answers alike");
+    assert_eq!(
+        bodies[0]["data"]["sessions"]["nodes"]
+            .as_array()
+            .map(Vec::len),
+        Some(50)
+    );
+    // 50 of the source's History fit in one upstream page of 200, and the
+    // look-ahead for hasNextPage is answered from that same page.
+    assert_eq!(app.emulator.calls("DescribeSessions"), 1);
+}
+
+#[tokio::test]
+async fn the_same_request_for_two_accounts_never_shares_a_page() {
+    let app = spawn_multi(config()).await;
+    for account in DEMO_ACCOUNT_IDS {
+        for _ in 0..3 {
+            let res = app
+                .graphql(
+                    Q,
+                    json!({ "state": "HISTORY", "accounts": [account], "regions": ["eu-west-1"] }),
+                )
+                .await;
+            let nodes = res["data"]["sessions"]["nodes"]
+                .as_array()
+                .expect("nodes")
+                .clone();
+            assert!(!nodes.is_empty());
+            assert!(
+                nodes.iter().all(|n| n["account"]["id"] == json!(account)),
+                "{res}"
+            );
+        }
+        assert_eq!(
+            app.emulator.calls_for("DescribeSessions", account),
+            1,
+            "{account}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_ttl_makes_a_new_call() {
+    let app = spawn_multi_with(config(), |s| s.cache.active_ttl_secs = 1).await;
+    let vars = json!({ "state": "ACTIVE", "accounts": ["sandbox"], "regions": ["us-east-1"] });
+    let first = app.graphql_answer(Q, vars.clone(), &[]).await;
+    assert_eq!(first.cache_status(), "MISS");
+    let second = app.graphql_answer(Q, vars.clone(), &[]).await;
+    assert_eq!(second.cache_status(), "HIT");
+    assert_eq!(app.describe_calls(), 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let third = app.graphql_answer(Q, vars, &[]).await;
+    assert_eq!(third.cache_status(), "MISS");
+    assert_eq!(app.describe_calls(), 2);
+}
+
+#[tokio::test]
+async fn the_response_cache_never_answers_other_variables_or_another_caller() {
+    let app = spawn_multi(config()).await;
+    let platform = json!({ "state": "HISTORY", "accounts": ["platform"], "first": 3 });
+    let payments = json!({ "state": "HISTORY", "accounts": ["payments"], "first": 3 });
+
+    let a = app.graphql_answer(Q, platform.clone(), &[]).await;
+    assert_eq!(a.cache_status(), "MISS");
+    assert_eq!(
+        app.graphql_answer(Q, platform.clone(), &[])
+            .await
+            .cache_status(),
+        "HIT"
+    );
+
+    let b = app.graphql_answer(Q, payments, &[]).await;
+    assert_eq!(b.cache_status(), "MISS");
+    assert_ne!(a.json(), b.json());
+    assert!(
+        b.json()["data"]["sessions"]["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .all(|n| n["account"]["id"] == json!(DEMO_ACCOUNT_IDS[1]))
+    );
+
+    // Another caller: a miss (served from the page cache, not from the
+    // first caller's response), then a hit of its own.
+    let alice = [("authorization", "Bearer alice")];
+    let bob = [("authorization", "Bearer bob")];
+    assert_eq!(
+        app.graphql_answer(Q, platform.clone(), &alice)
+            .await
+            .cache_status(),
+        "MISS"
+    );
+    assert_eq!(
+        app.graphql_answer(Q, platform.clone(), &alice)
+            .await
+            .cache_status(),
+        "HIT"
+    );
+    assert_eq!(
+        app.graphql_answer(Q, platform, &bob).await.cache_status(),
+        "MISS"
+    );
+}
+
+#[tokio::test]
+async fn responses_with_errors_are_not_kept() {
+    let app = spawn_multi(config()).await;
+    let bad = json!({ "state": "HISTORY", "accounts": ["nope"] });
+    for _ in 0..2 {
+        let answer = app.graphql_answer(Q, bad.clone(), &[]).await;
+        assert_eq!(answer.cache_status(), "MISS");
+        assert_eq!(
+            answer.json()["errors"][0]["extensions"]["code"],
+            json!("ACCOUNT_NOT_FOUND")
+        );
+    }
+}
