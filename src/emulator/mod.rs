@@ -13,7 +13,12 @@
 //! comes from the signature's credential scope. `GET /_emulator/stats`
 //! reports call counts as JSON.
 //!
-//! Tests can make one request fail on purpose with the header
+//! [`Faults`] add latency, throttling and server errors to a share of SSM
+//! requests, drawn from a seeded PRNG; they can change while serving
+//! ([`Emulator::set_faults`]), never touch STS, and are counted
+//! (`throttled`, `failed`).
+//!
+//! Tests can also make one request fail on purpose with the header
 //! `x-emulator-fault: InternalServerError` (a 500) or
 //! `x-emulator-fault: ThrottlingException` (a retryable 400); it acts after
 //! authentication, so the request is counted like any other.
@@ -28,6 +33,7 @@
 //! - [`ssm`]: DescribeSessions validation, filtering and paging;
 //! - [`nodes`]: DescribeInstanceInformation validation, filtering and paging;
 //! - [`token`]: signed, expiring NextTokens;
+//! - [`faults`]: seeded latency, throttling and server errors;
 //! - [`data`]: session and node records and the seeded data generator.
 //!
 //! Invariants: a request never panics the emulator whatever its input; every
@@ -37,6 +43,7 @@
 
 mod auth;
 mod data;
+mod faults;
 mod nodes;
 mod sigv4;
 mod ssm;
@@ -64,11 +71,13 @@ pub use data::{
     AccessType, DEMO_SEED, DataSpec, Dataset, NodeRecord, OutputUrl, PingStatus, PlatformType,
     ResourceType, SessionRecord, SessionState, SessionStatus, SourceSpec,
 };
+pub use faults::{Faults, Latency, parse_ratio};
 pub use nodes::DEFAULT_NODE_MAX_RESULTS;
 pub use ssm::DEFAULT_MAX_RESULTS;
 pub use sts::{DEFAULT_ROLE_DURATION, RoleSpec};
 
 use auth::{Caller, Credentials, Principal};
+use faults::{FaultState, Outcome};
 use nodes::{DescribeInstanceInformation, NodePaging};
 use sigv4::SignedRequest;
 use ssm::{DescribeSessions, Paging};
@@ -148,8 +157,12 @@ pub struct EmulatorConfig {
     /// (pages shorter than MaxResults, empty ones, a trailing empty page),
     /// drawn deterministically from the seed.
     pub short_pages: Option<u64>,
-    /// Added to every request (inside the handler, so counted in flight).
+    /// Added to every request, STS included (inside the handler, so counted
+    /// in flight); on top of any [`Faults::latency`], which is SSM-only.
     pub latency: Option<Duration>,
+    /// Simulated upstream trouble for SSM requests; changeable while serving
+    /// with [`Emulator::set_faults`].
+    pub faults: Faults,
     /// NextToken lifetime; older tokens get `InvalidNextToken`.
     pub token_ttl: Duration,
     /// Key that signs NextTokens; `None` draws a random one per emulator.
@@ -169,6 +182,7 @@ impl std::fmt::Debug for EmulatorConfig {
             )
             .field("short_pages", &self.short_pages)
             .field("latency", &self.latency)
+            .field("faults", &self.faults)
             .field("token_ttl", &self.token_ttl)
             .field("token_secret", &self.token_secret.map(|_| "<redacted>"))
             .finish()
@@ -189,6 +203,7 @@ impl EmulatorConfig {
             sts_credential_ttl_override: None,
             short_pages: None,
             latency: None,
+            faults: Faults::default(),
             token_ttl: DEFAULT_TOKEN_TTL,
             token_secret: None,
         }
@@ -228,6 +243,8 @@ struct Inner {
     tokens: TokenKey,
     short_pages: Option<u64>,
     latency: Option<Duration>,
+    /// std lock: held only to read or draw, never across an await.
+    faults: Mutex<FaultState>,
     token_ttl: Duration,
     stats: Stats,
 }
@@ -236,6 +253,10 @@ struct Inner {
 struct Stats {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Requests answered `ThrottlingException` (drawn or injected by header).
+    throttled: AtomicU64,
+    /// Requests answered `InternalServerError` (drawn or injected by header).
+    failed: AtomicU64,
     /// Only implemented operations are keys, and only configured accounts
     /// sub-keys, so client input cannot grow this.
     calls: Mutex<HashMap<Operation, OperationCalls>>,
@@ -284,6 +305,7 @@ impl Emulator {
                 tokens: TokenKey::new(secret),
                 short_pages: config.short_pages,
                 latency: config.latency,
+                faults: Mutex::new(FaultState::new(config.faults)),
                 token_ttl: config.token_ttl,
                 stats: Stats::default(),
             }),
@@ -333,6 +355,38 @@ impl Emulator {
             .map_or(0, f)
     }
 
+    /// Requests answered `ThrottlingException` since start (or the last
+    /// reset), whether drawn from [`Faults`] or asked for by header.
+    pub fn throttled(&self) -> u64 {
+        self.inner.stats.throttled.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered `InternalServerError` since start (or the last
+    /// reset), whether drawn from [`Faults`] or asked for by header.
+    pub fn failed(&self) -> u64 {
+        self.inner.stats.failed.load(Ordering::SeqCst)
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> Faults {
+        self.fault_state().faults().clone()
+    }
+
+    /// Replaces the faults for the requests that arrive from now on; the
+    /// draws restart from `faults.seed`.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.fault_state() = FaultState::new(faults);
+    }
+
+    /// A poisoned lock still holds a valid state (draws are single
+    /// assignments), so it is used as is.
+    fn fault_state(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Requests being served right now.
     pub fn in_flight(&self) -> u64 {
         self.inner.stats.in_flight.load(Ordering::SeqCst)
@@ -348,6 +402,8 @@ impl Emulator {
     pub fn reset_stats(&self) {
         let stats = &self.inner.stats;
         stats.calls().clear();
+        stats.throttled.store(0, Ordering::SeqCst);
+        stats.failed.store(0, Ordering::SeqCst);
         stats
             .max_in_flight
             .store(stats.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -396,6 +452,8 @@ impl Emulator {
         json!({
             "in_flight": self.in_flight(),
             "max_in_flight": self.max_in_flight(),
+            "throttled": self.throttled(),
+            "failed": self.failed(),
             "calls": calls,
         })
     }
@@ -411,7 +469,21 @@ impl Emulator {
             .map_err(auth::AuthError::json)?
             .caller;
         self.count(operation, Some(&caller.account_id));
-        if let Some(fault) = wire::injected_fault(request.headers) {
+        let fault = wire::injected_fault(request.headers).or_else(|| {
+            let outcome = self.fault_state().outcome();
+            match outcome {
+                Outcome::Serve => None,
+                Outcome::Throttle => Some(AwsError::throttling()),
+                Outcome::Fail => Some(AwsError::internal("Injected fault: internal server error.")),
+            }
+        });
+        if let Some(fault) = fault {
+            let counter = if fault.code == "ThrottlingException" {
+                &self.inner.stats.throttled
+            } else {
+                &self.inner.stats.failed
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
             return Err(fault);
         }
         match operation {
@@ -540,6 +612,13 @@ async fn handle_aws(
     let _in_flight = InFlight::enter(&emulator.inner.stats);
     if let Some(latency) = emulator.inner.latency {
         tokio::time::sleep(latency).await;
+    }
+    if Protocol::of(&headers) == Protocol::AwsJson11 {
+        // Drawn under the lock, slept after it is released.
+        let latency = emulator.fault_state().latency();
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+        }
     }
     let request_id = wire::request_id();
     let request = SignedRequest {

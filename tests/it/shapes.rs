@@ -736,6 +736,8 @@ async fn stats_endpoint_reports_calls() {
         json!({
             "in_flight": 0,
             "max_in_flight": 1,
+            "throttled": 0,
+            "failed": 0,
             "calls": {"DescribeSessions": {"total": 4, "by_account": {DEMO_ACCOUNT_ID: 3}}},
         })
     );
