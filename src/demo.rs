@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::accounts::AccountRegistry;
 use crate::app::Application;
-use crate::emulator::{self, Emulator, EmulatorConfig};
+use crate::emulator::{self, Emulator, EmulatorConfig, Faults};
 use crate::settings::{AccountSettings, AwsSettings, Secret, Settings};
 use crate::upstream::sdk::ClientSettings;
 
@@ -26,6 +26,8 @@ pub struct DemoOptions {
     pub emulator_listen: SocketAddr,
     /// Make the emulator answer short and empty pages, as SSM may.
     pub short_pages: bool,
+    /// Latency, throttling and errors the emulator adds to SSM requests.
+    pub faults: Faults,
 }
 
 /// Client settings that reach an emulator at `addr` with the demo credentials.
@@ -92,6 +94,7 @@ pub async fn run(
     if options.short_pages {
         config.short_pages = Some(emulator::DEMO_SEED);
     }
+    config.faults = options.faults;
     let emulator = Emulator::new(config);
     let emulator_listener = TcpListener::bind(options.emulator_listen)
         .await

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use ssm_session_gateway::accounts::AccountRegistry;
 use ssm_session_gateway::app::Application;
 use ssm_session_gateway::demo::{self, DemoOptions, demo_anchor};
-use ssm_session_gateway::emulator::{self, Emulator, EmulatorConfig};
+use ssm_session_gateway::emulator::{self, Emulator, EmulatorConfig, Faults, Latency};
 use ssm_session_gateway::settings::{CONFIG_ENV, Settings};
 use ssm_session_gateway::{graphql, telemetry};
 
@@ -18,6 +18,32 @@ use ssm_session_gateway::{graphql, telemetry};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Simulated upstream trouble for the emulator's SSM operations (STS stays
+/// healthy); the same every run (seeded).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct FaultArgs {
+    /// Hold each SSM request N ms, or a uniform MIN-MAX ms.
+    #[arg(long, value_name = "N|MIN-MAX", value_parser = clap::value_parser!(Latency))]
+    upstream_latency_ms: Option<Latency>,
+    /// Share of SSM requests answered 400 ThrottlingException (0..=1).
+    #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = emulator::parse_ratio)]
+    throttle_ratio: f64,
+    /// Share of SSM requests answered 500 InternalServerError (0..=1).
+    #[arg(long, value_name = "R", default_value_t = 0.0, value_parser = emulator::parse_ratio)]
+    error_ratio: f64,
+}
+
+impl FaultArgs {
+    fn faults(&self) -> Faults {
+        Faults {
+            latency: self.upstream_latency_ms.unwrap_or_default(),
+            throttle_ratio: self.throttle_ratio,
+            error_ratio: self.error_ratio,
+            seed: emulator::DEMO_SEED,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -34,6 +60,8 @@ enum Command {
         /// Have the emulator answer short and empty pages, as SSM may.
         #[arg(long)]
         short_pages: bool,
+        #[command(flatten)]
+        faults: FaultArgs,
     },
     /// Run only the SSM emulator, with the demo data.
     Emulator {
@@ -42,6 +70,8 @@ enum Command {
         /// Answer short and empty pages, as SSM may.
         #[arg(long)]
         short_pages: bool,
+        #[command(flatten)]
+        faults: FaultArgs,
     },
     /// Print the GraphQL schema (SDL), as checked in at schema.graphql.
     Schema,
@@ -72,22 +102,26 @@ async fn main() -> anyhow::Result<()> {
             listen,
             emulator_listen,
             short_pages,
+            faults,
         } => {
             let options = DemoOptions {
                 listen,
                 emulator_listen,
                 short_pages,
+                faults: faults.faults(),
             };
             demo::run(options, shutdown_signal()).await
         }
         Command::Emulator {
             listen,
             short_pages,
+            faults,
         } => {
             let mut config = EmulatorConfig::demo(demo_anchor());
             if short_pages {
                 config.short_pages = Some(emulator::DEMO_SEED);
             }
+            config.faults = faults.faults();
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(
                 addr = %listener.local_addr()?,
@@ -149,4 +183,63 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+// A failed unwrap is a failed test; the lint is meant for library code.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn faults(args: &[&str]) -> Result<Faults, clap::Error> {
+        let cli = Cli::try_parse_from(["ssm-session-gateway"].iter().chain(args))?;
+        match cli.command {
+            Command::Emulator { faults, .. } | Command::Demo { faults, .. } => Ok(faults.faults()),
+            _ => unreachable!("only emulator and demo are parsed here"),
+        }
+    }
+
+    #[test]
+    fn fault_flags() {
+        let f = faults(&["emulator"]).unwrap();
+        assert_eq!(
+            (f.latency, f.throttle_ratio, f.error_ratio),
+            (Latency::None, 0.0, 0.0)
+        );
+        let f = faults(&[
+            "demo",
+            "--upstream-latency-ms",
+            "20-200",
+            "--throttle-ratio",
+            "0.3",
+            "--error-ratio",
+            "0.05",
+        ])
+        .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            f.latency,
+            Latency::Uniform {
+                min: ms(20),
+                max: ms(200)
+            }
+        );
+        assert_eq!((f.throttle_ratio, f.error_ratio), (0.3, 0.05));
+        let f = faults(&["emulator", "--upstream-latency-ms", "75"]).unwrap();
+        assert_eq!(f.latency, Latency::Fixed(ms(75)));
+        for bad in [
+            ["emulator", "--throttle-ratio", "1.5"],
+            ["emulator", "--error-ratio=-0.1", "--short-pages"],
+            ["demo", "--upstream-latency-ms", "200-20"],
+            ["demo", "--upstream-latency-ms", "soon"],
+        ] {
+            let err = faults(&bad).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -3,8 +3,9 @@
 //! their endpoint URL at it). No AWS is reachable from here: the gateway's demo
 //! mode and its tests run against this.
 //!
-//! It serves `DescribeSessions` over AWS JSON 1.1 (`POST /`), from a
-//! [`Dataset`] of sessions per (account, region), and STS `AssumeRole` and
+//! It serves `DescribeSessions` and `DescribeInstanceInformation` over AWS
+//! JSON 1.1 (`POST /`), from a [`Dataset`] of sessions and managed nodes per
+//! (account, region), and STS `AssumeRole` and
 //! `GetCallerIdentity` over AWS Query (`POST /`, form-encoded). Every request
 //! must carry a valid SigV4 signature. The account comes from the access key
 //! id: a configured [`StaticCredential`], or temporary credentials its STS
@@ -12,7 +13,12 @@
 //! comes from the signature's credential scope. `GET /_emulator/stats`
 //! reports call counts as JSON.
 //!
-//! Tests can make one request fail on purpose with the header
+//! [`Faults`] add latency, throttling and server errors to a share of SSM
+//! requests, drawn from a seeded PRNG; they can change while serving
+//! ([`Emulator::set_faults`]), never touch STS, and are counted
+//! (`throttled`, `failed`).
+//!
+//! Tests can also make one request fail on purpose with the header
 //! `x-emulator-fault: InternalServerError` (a 500) or
 //! `x-emulator-fault: ThrottlingException` (a retryable 400); it acts after
 //! authentication, so the request is counted like any other.
@@ -25,8 +31,10 @@
 //! - [`sigv4`]: the SigV4 signature, recomputed as AWS does;
 //! - [`sts`]: AssumeRole validation and authorization, STS XML results;
 //! - [`ssm`]: DescribeSessions validation, filtering and paging;
+//! - [`nodes`]: DescribeInstanceInformation validation, filtering and paging;
 //! - [`token`]: signed, expiring NextTokens;
-//! - [`data`]: session records and the seeded data generator.
+//! - [`faults`]: seeded latency, throttling and server errors;
+//! - [`data`]: session and node records and the seeded data generator.
 //!
 //! Invariants: a request never panics the emulator whatever its input; every
 //! reply has the protocol's headers; counters are exact (a request is counted
@@ -35,6 +43,8 @@
 
 mod auth;
 mod data;
+mod faults;
+mod nodes;
 mod sigv4;
 mod ssm;
 mod sts;
@@ -58,13 +68,17 @@ use serde_json::{Value, json};
 
 pub use auth::StaticCredential;
 pub use data::{
-    AccessType, DEMO_SEED, DataSpec, Dataset, OutputUrl, SessionRecord, SessionState,
-    SessionStatus, SourceSpec,
+    AccessType, DEMO_SEED, DataSpec, Dataset, NodeRecord, OutputUrl, PingStatus, PlatformType,
+    ResourceType, SessionRecord, SessionState, SessionStatus, SourceSpec,
 };
+pub use faults::{Faults, Latency, parse_ratio};
+pub use nodes::DEFAULT_NODE_MAX_RESULTS;
 pub use ssm::DEFAULT_MAX_RESULTS;
 pub use sts::{DEFAULT_ROLE_DURATION, RoleSpec};
 
 use auth::{Caller, Credentials, Principal};
+use faults::{FaultState, Outcome};
+use nodes::{DescribeInstanceInformation, NodePaging};
 use sigv4::SignedRequest;
 use ssm::{DescribeSessions, Paging};
 use sts::{AssumeRole, Roles};
@@ -143,8 +157,12 @@ pub struct EmulatorConfig {
     /// (pages shorter than MaxResults, empty ones, a trailing empty page),
     /// drawn deterministically from the seed.
     pub short_pages: Option<u64>,
-    /// Added to every request (inside the handler, so counted in flight).
+    /// Added to every request, STS included (inside the handler, so counted
+    /// in flight); on top of any [`Faults::latency`], which is SSM-only.
     pub latency: Option<Duration>,
+    /// Simulated upstream trouble for SSM requests; changeable while serving
+    /// with [`Emulator::set_faults`].
+    pub faults: Faults,
     /// NextToken lifetime; older tokens get `InvalidNextToken`.
     pub token_ttl: Duration,
     /// Key that signs NextTokens; `None` draws a random one per emulator.
@@ -164,6 +182,7 @@ impl std::fmt::Debug for EmulatorConfig {
             )
             .field("short_pages", &self.short_pages)
             .field("latency", &self.latency)
+            .field("faults", &self.faults)
             .field("token_ttl", &self.token_ttl)
             .field("token_secret", &self.token_secret.map(|_| "<redacted>"))
             .finish()
@@ -184,6 +203,7 @@ impl EmulatorConfig {
             sts_credential_ttl_override: None,
             short_pages: None,
             latency: None,
+            faults: Faults::default(),
             token_ttl: DEFAULT_TOKEN_TTL,
             token_secret: None,
         }
@@ -223,6 +243,8 @@ struct Inner {
     tokens: TokenKey,
     short_pages: Option<u64>,
     latency: Option<Duration>,
+    /// std lock: held only to read or draw, never across an await.
+    faults: Mutex<FaultState>,
     token_ttl: Duration,
     stats: Stats,
 }
@@ -231,6 +253,10 @@ struct Inner {
 struct Stats {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Requests answered `ThrottlingException` (drawn or injected by header).
+    throttled: AtomicU64,
+    /// Requests answered `InternalServerError` (drawn or injected by header).
+    failed: AtomicU64,
     /// Only implemented operations are keys, and only configured accounts
     /// sub-keys, so client input cannot grow this.
     calls: Mutex<HashMap<Operation, OperationCalls>>,
@@ -279,6 +305,7 @@ impl Emulator {
                 tokens: TokenKey::new(secret),
                 short_pages: config.short_pages,
                 latency: config.latency,
+                faults: Mutex::new(FaultState::new(config.faults)),
                 token_ttl: config.token_ttl,
                 stats: Stats::default(),
             }),
@@ -328,6 +355,38 @@ impl Emulator {
             .map_or(0, f)
     }
 
+    /// Requests answered `ThrottlingException` since start (or the last
+    /// reset), whether drawn from [`Faults`] or asked for by header.
+    pub fn throttled(&self) -> u64 {
+        self.inner.stats.throttled.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered `InternalServerError` since start (or the last
+    /// reset), whether drawn from [`Faults`] or asked for by header.
+    pub fn failed(&self) -> u64 {
+        self.inner.stats.failed.load(Ordering::SeqCst)
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> Faults {
+        self.fault_state().faults().clone()
+    }
+
+    /// Replaces the faults for the requests that arrive from now on; the
+    /// draws restart from `faults.seed`.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.fault_state() = FaultState::new(faults);
+    }
+
+    /// A poisoned lock still holds a valid state (draws are single
+    /// assignments), so it is used as is.
+    fn fault_state(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Requests being served right now.
     pub fn in_flight(&self) -> u64 {
         self.inner.stats.in_flight.load(Ordering::SeqCst)
@@ -343,9 +402,20 @@ impl Emulator {
     pub fn reset_stats(&self) {
         let stats = &self.inner.stats;
         stats.calls().clear();
+        stats.throttled.store(0, Ordering::SeqCst);
+        stats.failed.store(0, Ordering::SeqCst);
         stats
             .max_in_flight
             .store(stats.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Adds (or replaces, by instance id) a managed node while serving.
+    pub fn insert_node(&self, account_id: &str, region: &str, node: NodeRecord) {
+        self.inner
+            .dataset
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert_node(account_id, region, node);
     }
 
     /// Adds (or replaces, by session id) a session while serving.
@@ -382,6 +452,8 @@ impl Emulator {
         json!({
             "in_flight": self.in_flight(),
             "max_in_flight": self.max_in_flight(),
+            "throttled": self.throttled(),
+            "failed": self.failed(),
             "calls": calls,
         })
     }
@@ -397,11 +469,28 @@ impl Emulator {
             .map_err(auth::AuthError::json)?
             .caller;
         self.count(operation, Some(&caller.account_id));
-        if let Some(fault) = wire::injected_fault(request.headers) {
+        let fault = wire::injected_fault(request.headers).or_else(|| {
+            let outcome = self.fault_state().outcome();
+            match outcome {
+                Outcome::Serve => None,
+                Outcome::Throttle => Some(AwsError::throttling()),
+                Outcome::Fail => Some(AwsError::internal("Injected fault: internal server error.")),
+            }
+        });
+        if let Some(fault) = fault {
+            let counter = if fault.code == "ThrottlingException" {
+                &self.inner.stats.throttled
+            } else {
+                &self.inner.stats.failed
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
             return Err(fault);
         }
         match operation {
             Operation::DescribeSessions => self.describe_sessions(&caller, request.body),
+            Operation::DescribeInstanceInformation => {
+                self.describe_instance_information(&caller, request.body)
+            }
             Operation::AssumeRole | Operation::GetCallerIdentity => {
                 Err(AwsError::unknown_operation(operation.name()))
             }
@@ -425,11 +514,11 @@ impl Emulator {
                 sts::caller_identity_result(&principal)
             }
             Operation::AssumeRole => self.assume_role(&principal, &form, now)?,
-            Operation::DescribeSessions => {
+            Operation::DescribeSessions | Operation::DescribeInstanceInformation => {
                 return Err(QueryError::new(
                     axum::http::StatusCode::BAD_REQUEST,
                     "InvalidAction",
-                    "DescribeSessions is not an STS action".to_owned(),
+                    format!("{} is not an STS action", operation.name()),
                 ));
             }
         };
@@ -488,6 +577,29 @@ impl Emulator {
             &paging,
         )
     }
+
+    fn describe_instance_information(
+        &self,
+        caller: &Caller,
+        body: &[u8],
+    ) -> Result<Value, AwsError> {
+        let request = DescribeInstanceInformation::parse(body)?;
+        let paging = NodePaging {
+            tokens: &self.inner.tokens,
+            token_ttl: self.inner.token_ttl,
+            now: Utc::now(),
+        };
+        let dataset = self
+            .inner
+            .dataset
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        request.run(
+            caller,
+            dataset.nodes(&caller.account_id, &caller.region),
+            &paging,
+        )
+    }
 }
 
 async fn handle_aws(
@@ -500,6 +612,13 @@ async fn handle_aws(
     let _in_flight = InFlight::enter(&emulator.inner.stats);
     if let Some(latency) = emulator.inner.latency {
         tokio::time::sleep(latency).await;
+    }
+    if Protocol::of(&headers) == Protocol::AwsJson11 {
+        // Drawn under the lock, slept after it is released.
+        let latency = emulator.fault_state().latency();
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+        }
     }
     let request_id = wire::request_id();
     let request = SignedRequest {
