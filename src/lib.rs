@@ -15,6 +15,8 @@
 //! - [`cursor`]: opaque, signed, versioned cursors that carry those positions.
 //! - [`upstream`]: the `SessionSource` trait every AWS call goes through, and
 //!   its `aws-sdk-ssm` implementation.
+//! - [`nodes`]: the managed node behind each session's target, batched per
+//!   (account, region) through DataLoader and cached.
 //! - [`model`]: sessions, filters and ids as the gateway understands them.
 //! - [`settings`]: typed settings and the `Secret` wrapper.
 //! - [`emulator`]: an SSM endpoint speaking the AWS JSON 1.1 protocol with
@@ -31,6 +33,7 @@ pub mod emulator;
 pub mod graphql;
 pub mod http;
 pub mod model;
+pub mod nodes;
 pub mod paging;
 pub mod settings;
 pub mod telemetry;
