@@ -1,7 +1,9 @@
-//! The emulator's data: session records per (account, region), and a seeded
-//! generator of realistic ones.
+//! The emulator's data: session records and managed nodes per (account,
+//! region), and a seeded generator of realistic ones.
 //!
 //! Invariants:
+//! - Each (account, region) node list is sorted by instance id, which is
+//!   unique in it (DescribeInstanceInformation pages in that order).
 //! - Each (account, region) list is kept in DescribeSessions order: newest
 //!   `start_date` first, ties broken by `session_id` ascending. Paging relies
 //!   on this (it binary-searches the position a NextToken names).
@@ -138,6 +140,119 @@ impl SessionRecord {
     }
 }
 
+/// `PingStatus` from the model: whether SSM Agent on a node checks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PingStatus {
+    Online,
+    ConnectionLost,
+    /// Deprecated by AWS but still in the model and still seen.
+    Inactive,
+}
+
+impl PingStatus {
+    pub const ALL: [PingStatus; 3] = [Self::Online, Self::ConnectionLost, Self::Inactive];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "Online",
+            Self::ConnectionLost => "ConnectionLost",
+            Self::Inactive => "Inactive",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// `PlatformType` from the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlatformType {
+    Windows,
+    Linux,
+    MacOS,
+}
+
+impl PlatformType {
+    pub const ALL: [PlatformType; 3] = [Self::Windows, Self::Linux, Self::MacOS];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Windows => "Windows",
+            Self::Linux => "Linux",
+            Self::MacOS => "MacOS",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// `ResourceType` from the model: an EC2 instance (`i-`) or a hybrid managed
+/// node (`mi-`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceType {
+    EC2Instance,
+    ManagedInstance,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 2] = [Self::EC2Instance, Self::ManagedInstance];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EC2Instance => "EC2Instance",
+            Self::ManagedInstance => "ManagedInstance",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// The type an instance id names: `mi-` ids are managed instances.
+    pub fn of_instance_id(id: &str) -> Self {
+        if id.starts_with("mi-") {
+            Self::ManagedInstance
+        } else {
+            Self::EC2Instance
+        }
+    }
+}
+
+/// One managed node as SSM knows it; serialised as the model's
+/// `InstanceInformation` shape (`None` members are left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// `i-` + 8 or 17 word characters, or `mi-` + 17.
+    pub instance_id: String,
+    pub ping_status: PingStatus,
+    pub last_ping_date_time: DateTime<Utc>,
+    /// e.g. `3.3.1142.0`.
+    pub agent_version: String,
+    pub is_latest_version: bool,
+    pub platform_type: PlatformType,
+    /// e.g. "Amazon Linux", "Microsoft Windows Server 2022 Datacenter".
+    pub platform_name: String,
+    pub platform_version: String,
+    pub resource_type: ResourceType,
+    pub ip_address: String,
+    /// The fully qualified host name.
+    pub computer_name: String,
+    /// Instance profile role (EC2) or service role (hybrid), at most 64 chars.
+    pub iam_role: Option<String>,
+    /// Hybrid nodes only: the activation they registered with (a UUID).
+    pub activation_id: Option<String>,
+    /// Hybrid nodes only.
+    pub registration_date: Option<DateTime<Utc>>,
+    /// Hybrid nodes only: the activation's default instance name.
+    pub name: Option<String>,
+    pub source_id: Option<String>,
+    /// A `SourceType` enum value, e.g. `AWS::EC2::Instance`.
+    pub source_type: Option<String>,
+}
+
 /// DescribeSessions order: newest first, then session id ascending.
 pub(crate) fn session_order(a: &SessionRecord, b: &SessionRecord) -> Ordering {
     b.start_date
@@ -145,11 +260,13 @@ pub(crate) fn session_order(a: &SessionRecord, b: &SessionRecord) -> Ordering {
         .then_with(|| a.session_id.cmp(&b.session_id))
 }
 
-/// All sessions the emulator knows, per account and region.
+/// All sessions and managed nodes the emulator knows, per account and region.
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
     /// account id -> region -> sessions in [`session_order`].
     sources: BTreeMap<String, BTreeMap<String, Vec<SessionRecord>>>,
+    /// account id -> region -> managed nodes by instance id.
+    nodes: BTreeMap<String, BTreeMap<String, Vec<NodeRecord>>>,
 }
 
 impl Dataset {
@@ -179,7 +296,30 @@ impl Dataset {
         list.insert(at, session);
     }
 
-    /// The (account, region) pairs that hold data, sorted.
+    /// Managed nodes of one account and region, by instance id ascending;
+    /// empty when the emulator has none there.
+    pub fn nodes(&self, account_id: &str, region: &str) -> &[NodeRecord] {
+        self.nodes
+            .get(account_id)
+            .and_then(|regions| regions.get(region))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Inserts a managed node in order, replacing one with the same id.
+    pub fn insert_node(&mut self, account_id: &str, region: &str, node: NodeRecord) {
+        let list = self
+            .nodes
+            .entry(account_id.to_owned())
+            .or_default()
+            .entry(region.to_owned())
+            .or_default();
+        match list.binary_search_by(|n| n.instance_id.cmp(&node.instance_id)) {
+            Ok(at) => list[at] = node,
+            Err(at) => list.insert(at, node),
+        }
+    }
+
+    /// The (account, region) pairs that hold sessions, sorted.
     pub fn sources(&self) -> impl Iterator<Item = (&str, &str)> {
         self.sources.iter().flat_map(|(account, regions)| {
             regions
@@ -201,7 +341,7 @@ impl Dataset {
         self.len() == 0
     }
 
-    /// Generates the sessions a spec describes. Deterministic: the same spec
+    /// Generates the sessions and managed nodes a spec describes. Deterministic: the same spec
     /// gives the same dataset; each source draws from its own stream (seeded
     /// by the spec seed, account and region), so adding a source does not
     /// change the others.
@@ -214,6 +354,12 @@ impl Dataset {
             let mut generator = SourceGenerator::new(SplitMix64(seed), spec.anchor, source);
             let mut sessions = generator.sessions(source.history, source.active);
             sessions.sort_by(session_order);
+            // Nodes draw from their own stream, so adding them left the
+            // sessions of every seed unchanged.
+            let nodes = generator.nodes(SplitMix64(mix64(seed ^ NODE_STREAM)), &sessions);
+            for node in nodes {
+                dataset.insert_node(&source.account_id, &source.region, node);
+            }
             let list = dataset
                 .sources
                 .entry(source.account_id.clone())
@@ -391,6 +537,32 @@ const MAX_DURATIONS: &[&str] = &[
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Mixed into a source's seed for its node stream.
+const NODE_STREAM: u64 = 0x6e6f_6465_7321;
+/// Percent of a source's session targets left unregistered (no node), so
+/// lookups meet targets SSM no longer knows.
+const UNREGISTERED_PERCENT: usize = 15;
+/// The newest agent; nodes running it have `IsLatestVersion`.
+pub(crate) const LATEST_AGENT: &str = "3.3.1142.0";
+const OLDER_AGENTS: &[&str] = &["3.3.987.0", "3.2.2303.0", "3.2.1705.0", "3.1.1732.0"];
+/// (name, version) pairs as SSM Agent reports them.
+const LINUX: &[(&str, &str)] = &[
+    ("Amazon Linux", "2023"),
+    ("Amazon Linux", "2023"),
+    ("Amazon Linux", "2"),
+    ("Ubuntu", "22.04"),
+    ("Ubuntu", "24.04"),
+    ("Red Hat Enterprise Linux", "9.4"),
+    ("Debian GNU/Linux", "12"),
+];
+const WINDOWS: &[(&str, &str)] = &[
+    ("Microsoft Windows Server 2022 Datacenter", "10.0.20348"),
+    ("Microsoft Windows Server 2019 Datacenter", "10.0.17763"),
+    ("Microsoft Windows Server 2016 Datacenter", "10.0.14393"),
+];
+const MACOS: &[(&str, &str)] = &[("macOS", "14.5"), ("macOS", "13.6.7")];
+const HOSTS: &[&str] = &["web", "db", "build", "bastion", "cache", "kiosk", "lab"];
 
 struct Owner {
     arn: String,
@@ -586,6 +758,132 @@ impl<'a> SourceGenerator<'a> {
             max_session_duration,
             access_type: Some(access_type),
         }
+    }
+
+    /// Managed nodes for the target pool: every target no session used (an
+    /// idle fleet) and most of those `sessions` used: all but
+    /// [`UNREGISTERED_PERCENT`] of them (at least one when two or more were
+    /// used), chosen by `rng`, are left without a node.
+    fn nodes(&self, mut rng: SplitMix64, sessions: &[SessionRecord]) -> Vec<NodeRecord> {
+        let used_targets: HashSet<&str> = sessions.iter().map(|s| s.target.as_str()).collect();
+        // Pool order, not the hash set's, so the draw is deterministic.
+        let used: Vec<usize> = (0..self.targets.len())
+            .filter(|&i| used_targets.contains(self.targets[i].as_str()))
+            .collect();
+        let unregistered = if used.len() < 2 {
+            0
+        } else {
+            (used.len() * UNREGISTERED_PERCENT).div_ceil(100)
+        };
+        let mut skip = HashSet::new();
+        while skip.len() < unregistered {
+            skip.insert(used[rng.below(used.len() as u64) as usize]);
+        }
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !skip.contains(i))
+            .map(|(_, id)| self.node(&mut rng, id))
+            .collect()
+    }
+
+    fn node(&self, rng: &mut SplitMix64, instance_id: &str) -> NodeRecord {
+        let resource_type = ResourceType::of_instance_id(instance_id);
+        let ec2 = resource_type == ResourceType::EC2Instance;
+        let platform_type = match rng.below(100) {
+            // Mac hosts exist only as EC2 dedicated hosts.
+            0..5 if ec2 => PlatformType::MacOS,
+            0..25 => PlatformType::Windows,
+            _ => PlatformType::Linux,
+        };
+        let &(platform_name, platform_version) = rng.pick(match platform_type {
+            PlatformType::Linux => LINUX,
+            PlatformType::Windows => WINDOWS,
+            PlatformType::MacOS => MACOS,
+        });
+        let (ping_status, last_ping) = match rng.below(100) {
+            0..85 => (PingStatus::Online, rng.below(300_000) as i64),
+            85..97 => (
+                PingStatus::ConnectionLost,
+                HOUR_MS + rng.below(7 * DAY_MS as u64) as i64,
+            ),
+            _ => (
+                PingStatus::Inactive,
+                30 * DAY_MS + rng.below(60 * DAY_MS as u64) as i64,
+            ),
+        };
+        let agent_version = if rng.chance(3, 5) {
+            LATEST_AGENT
+        } else {
+            rng.pick(OLDER_AGENTS)
+        };
+        let (a, b) = (rng.below(16), 1 + rng.below(254));
+        let ip_address = if ec2 {
+            format!("10.0.{a}.{b}")
+        } else {
+            format!("192.168.{a}.{b}")
+        };
+        let region = &self.source.region;
+        let host = format!("{}-{:02}", rng.pick(HOSTS), 1 + rng.below(40));
+        let computer_name = match (ec2, platform_type) {
+            (true, PlatformType::Windows) => {
+                format!("EC2AMAZ-{}", rng.hex(7).to_ascii_uppercase())
+            }
+            (true, _) => {
+                let domain = if region == "us-east-1" {
+                    "ec2.internal".to_owned()
+                } else {
+                    format!("{region}.compute.internal")
+                };
+                format!("ip-{}.{domain}", ip_address.replace('.', "-"))
+            }
+            (false, _) => format!("{host}.corp.example.com"),
+        };
+        let mut node = NodeRecord {
+            instance_id: instance_id.to_owned(),
+            ping_status,
+            last_ping_date_time: self.anchor - Duration::milliseconds(last_ping),
+            agent_version: agent_version.to_owned(),
+            is_latest_version: agent_version == LATEST_AGENT,
+            platform_type,
+            platform_name: platform_name.to_owned(),
+            platform_version: platform_version.to_owned(),
+            resource_type,
+            ip_address,
+            computer_name,
+            iam_role: None,
+            activation_id: None,
+            registration_date: None,
+            name: None,
+            source_id: Some(instance_id.to_owned()),
+            source_type: Some(if ec2 {
+                "AWS::EC2::Instance".to_owned()
+            } else {
+                "AWS::SSM::ManagedInstance".to_owned()
+            }),
+        };
+        if ec2 {
+            node.iam_role = rng
+                .chance(4, 5)
+                .then(|| "AmazonSSMRoleForInstancesQuickSetup".to_owned());
+        } else {
+            let uuid = rng.hex(32);
+            node.activation_id = Some(format!(
+                "{}-{}-{}-{}-{}",
+                &uuid[..8],
+                &uuid[8..12],
+                &uuid[12..16],
+                &uuid[16..20],
+                &uuid[20..]
+            ));
+            node.iam_role = Some("SSMServiceRole".to_owned());
+            node.registration_date = Some(
+                self.anchor
+                    - Duration::milliseconds(90 * DAY_MS + rng.below(DAY_MS as u64 * 300) as i64),
+            );
+            node.name = Some(host);
+        }
+        node
     }
 
     fn output_url(&mut self, session_id: &str) -> OutputUrl {
@@ -857,6 +1155,56 @@ mod tests {
             main.iter()
                 .any(|s| s.document_name != "SSM-SessionManagerRunShell")
         );
+    }
+
+    #[test]
+    fn most_targets_have_a_node() {
+        let data = Dataset::demo(anchor());
+        let again = Dataset::demo(anchor());
+        let mut kinds = HashSet::new();
+        for (account, region) in data.sources() {
+            let nodes = data.nodes(account, region);
+            assert_eq!(nodes, again.nodes(account, region), "deterministic");
+            let targets: HashSet<&str> = data
+                .sessions(account, region)
+                .iter()
+                .map(|s| s.target.as_str())
+                .collect();
+            let registered = targets
+                .iter()
+                .filter(|t| nodes.iter().any(|n| n.instance_id == **t))
+                .count();
+            assert!(
+                registered < targets.len() || targets.len() < 2,
+                "{account} {region}: some unregistered"
+            );
+            assert!(nodes.len() >= registered, "idle nodes too");
+            assert!(
+                registered * 100 >= targets.len() * 60,
+                "{account} {region}: most registered ({registered}/{})",
+                targets.len()
+            );
+            for n in nodes {
+                assert_eq!(
+                    n.resource_type,
+                    ResourceType::of_instance_id(&n.instance_id)
+                );
+                assert!(n.last_ping_date_time <= anchor());
+                assert_eq!(n.is_latest_version, n.agent_version == LATEST_AGENT);
+                kinds.insert(n.ping_status.as_str());
+                kinds.insert(n.platform_type.as_str());
+                kinds.insert(n.resource_type.as_str());
+            }
+        }
+        for k in PingStatus::ALL.map(PingStatus::as_str) {
+            assert!(kinds.contains(k), "{k}");
+        }
+        for k in PlatformType::ALL.map(PlatformType::as_str) {
+            assert!(kinds.contains(k), "{k}");
+        }
+        for k in ResourceType::ALL.map(ResourceType::as_str) {
+            assert!(kinds.contains(k), "{k}");
+        }
     }
 
     #[test]

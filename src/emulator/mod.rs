@@ -3,8 +3,9 @@
 //! their endpoint URL at it). No AWS is reachable from here: the gateway's demo
 //! mode and its tests run against this.
 //!
-//! It serves `DescribeSessions` over AWS JSON 1.1 (`POST /`), from a
-//! [`Dataset`] of sessions per (account, region), and STS `AssumeRole` and
+//! It serves `DescribeSessions` and `DescribeInstanceInformation` over AWS
+//! JSON 1.1 (`POST /`), from a [`Dataset`] of sessions and managed nodes per
+//! (account, region), and STS `AssumeRole` and
 //! `GetCallerIdentity` over AWS Query (`POST /`, form-encoded). Every request
 //! must carry a valid SigV4 signature. The account comes from the access key
 //! id: a configured [`StaticCredential`], or temporary credentials its STS
@@ -25,8 +26,9 @@
 //! - [`sigv4`]: the SigV4 signature, recomputed as AWS does;
 //! - [`sts`]: AssumeRole validation and authorization, STS XML results;
 //! - [`ssm`]: DescribeSessions validation, filtering and paging;
+//! - [`nodes`]: DescribeInstanceInformation validation, filtering and paging;
 //! - [`token`]: signed, expiring NextTokens;
-//! - [`data`]: session records and the seeded data generator.
+//! - [`data`]: session and node records and the seeded data generator.
 //!
 //! Invariants: a request never panics the emulator whatever its input; every
 //! reply has the protocol's headers; counters are exact (a request is counted
@@ -35,6 +37,7 @@
 
 mod auth;
 mod data;
+mod nodes;
 mod sigv4;
 mod ssm;
 mod sts;
@@ -58,13 +61,15 @@ use serde_json::{Value, json};
 
 pub use auth::StaticCredential;
 pub use data::{
-    AccessType, DEMO_SEED, DataSpec, Dataset, OutputUrl, SessionRecord, SessionState,
-    SessionStatus, SourceSpec,
+    AccessType, DEMO_SEED, DataSpec, Dataset, NodeRecord, OutputUrl, PingStatus, PlatformType,
+    ResourceType, SessionRecord, SessionState, SessionStatus, SourceSpec,
 };
+pub use nodes::DEFAULT_NODE_MAX_RESULTS;
 pub use ssm::DEFAULT_MAX_RESULTS;
 pub use sts::{DEFAULT_ROLE_DURATION, RoleSpec};
 
 use auth::{Caller, Credentials, Principal};
+use nodes::{DescribeInstanceInformation, NodePaging};
 use sigv4::SignedRequest;
 use ssm::{DescribeSessions, Paging};
 use sts::{AssumeRole, Roles};
@@ -348,6 +353,15 @@ impl Emulator {
             .store(stats.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
+    /// Adds (or replaces, by instance id) a managed node while serving.
+    pub fn insert_node(&self, account_id: &str, region: &str, node: NodeRecord) {
+        self.inner
+            .dataset
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert_node(account_id, region, node);
+    }
+
     /// Adds (or replaces, by session id) a session while serving.
     pub fn insert_session(&self, account_id: &str, region: &str, session: SessionRecord) {
         // A panic elsewhere cannot leave the dataset half-written (inserts
@@ -402,6 +416,9 @@ impl Emulator {
         }
         match operation {
             Operation::DescribeSessions => self.describe_sessions(&caller, request.body),
+            Operation::DescribeInstanceInformation => {
+                self.describe_instance_information(&caller, request.body)
+            }
             Operation::AssumeRole | Operation::GetCallerIdentity => {
                 Err(AwsError::unknown_operation(operation.name()))
             }
@@ -425,11 +442,11 @@ impl Emulator {
                 sts::caller_identity_result(&principal)
             }
             Operation::AssumeRole => self.assume_role(&principal, &form, now)?,
-            Operation::DescribeSessions => {
+            Operation::DescribeSessions | Operation::DescribeInstanceInformation => {
                 return Err(QueryError::new(
                     axum::http::StatusCode::BAD_REQUEST,
                     "InvalidAction",
-                    "DescribeSessions is not an STS action".to_owned(),
+                    format!("{} is not an STS action", operation.name()),
                 ));
             }
         };
@@ -485,6 +502,29 @@ impl Emulator {
         request.run(
             caller,
             dataset.sessions(&caller.account_id, &caller.region),
+            &paging,
+        )
+    }
+
+    fn describe_instance_information(
+        &self,
+        caller: &Caller,
+        body: &[u8],
+    ) -> Result<Value, AwsError> {
+        let request = DescribeInstanceInformation::parse(body)?;
+        let paging = NodePaging {
+            tokens: &self.inner.tokens,
+            token_ttl: self.inner.token_ttl,
+            now: Utc::now(),
+        };
+        let dataset = self
+            .inner
+            .dataset
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        request.run(
+            caller,
+            dataset.nodes(&caller.account_id, &caller.region),
             &paging,
         )
     }

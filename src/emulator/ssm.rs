@@ -362,7 +362,7 @@ fn draw(seed: u64, fingerprint: Fingerprint, cursor: &Cursor) -> u64 {
 }
 
 /// Epoch seconds as a JSON number, with the fraction when there is one.
-fn epoch_seconds(t: DateTime<Utc>) -> Value {
+pub(crate) fn epoch_seconds(t: DateTime<Utc>) -> Value {
     let secs = t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9;
     Number::from_f64(secs).map_or_else(|| Value::from(t.timestamp()), Value::Number)
 }

@@ -50,22 +50,28 @@ impl Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Operation {
     DescribeSessions,
+    DescribeInstanceInformation,
     AssumeRole,
     GetCallerIdentity,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 3] = [
+    pub(crate) const ALL: [Operation; 4] = [
         Operation::DescribeSessions,
+        Operation::DescribeInstanceInformation,
         Operation::AssumeRole,
         Operation::GetCallerIdentity,
     ];
-    const SSM: [Operation; 1] = [Operation::DescribeSessions];
+    pub(crate) const SSM: [Operation; 2] = [
+        Operation::DescribeSessions,
+        Operation::DescribeInstanceInformation,
+    ];
     const STS: [Operation; 2] = [Operation::AssumeRole, Operation::GetCallerIdentity];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::DescribeSessions => "DescribeSessions",
+            Self::DescribeInstanceInformation => "DescribeInstanceInformation",
             Self::AssumeRole => "AssumeRole",
             Self::GetCallerIdentity => "GetCallerIdentity",
         }
@@ -220,6 +226,20 @@ impl AwsError {
             ErrorBody::NoMembers,
             "",
         )
+    }
+
+    pub(crate) fn invalid_instance_id() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidInstanceId",
+            ErrorBody::ModeledMessage,
+            "Instances not in a valid state for account",
+        )
+    }
+
+    /// Its model shape has a lower-case `message` member, as generic errors do.
+    pub(crate) fn invalid_instance_information_filter_value(message: impl Into<String>) -> Self {
+        Self::client("InvalidInstanceInformationFilterValue", message)
     }
 
     pub(crate) fn invalid_next_token(message: impl Into<String>) -> Self {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod emulator;
+mod emulator_nodes;
 mod emulator_sts;
 mod gateway_accounts;
 mod gateway_errors;

@@ -115,6 +115,12 @@ impl Model {
                     "{path}: {secs} is not a plausible epoch second"
                 );
             }
+            "boolean" => {
+                assert!(
+                    value.is_boolean(),
+                    "{path}: {name} must be a boolean, got {value}"
+                );
+            }
             "integer" => {
                 let n = value
                     .as_i64()
@@ -299,6 +305,103 @@ async fn every_reply_matches_the_model() {
         );
     }
     assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn instance_information_matches_the_model() {
+    let model = Model::load();
+    let emulator = demo();
+    let keys: HashMap<String, String> = demo_credentials()
+        .into_iter()
+        .map(|c| (c.account_id, c.access_key_id))
+        .collect();
+    let data = Dataset::demo(anchor());
+    let mut seen = BTreeSet::new();
+    for account in DEMO_ACCOUNT_IDS {
+        for region in ["us-east-1", "eu-west-1"] {
+            let mut nodes = 0;
+            let mut token: Option<String> = None;
+            loop {
+                let mut body = json!({"MaxResults": 5});
+                if let Some(t) = &token {
+                    body["NextToken"] = json!(t);
+                }
+                let req = request("AmazonSSM.DescribeInstanceInformation")
+                    .body(Body::from(body.to_string()))
+                    .unwrap();
+                let reply = send_signed(&emulator, &keys[account], region, req).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+                model.check(
+                    "DescribeInstanceInformationResult",
+                    &reply.body,
+                    "$",
+                    &mut seen,
+                );
+                nodes += reply.body["InstanceInformationList"]
+                    .as_array()
+                    .unwrap()
+                    .len();
+                match reply.body.get("NextToken") {
+                    Some(t) => token = Some(t.as_str().unwrap().to_owned()),
+                    None => break,
+                }
+            }
+            assert_eq!(nodes, data.nodes(account, region).len());
+        }
+    }
+    // The members the emulator fills; association and hybrid-cloud source
+    // members are left out (no associations, no third-party clouds).
+    let never = [
+        "AssociationOverview",
+        "AssociationStatus",
+        "LastAssociationExecutionDate",
+        "LastSuccessfulAssociationExecutionDate",
+        "SourceLocation",
+    ];
+    let want: BTreeSet<String> = model
+        .members("DescribeInstanceInformationResult")
+        .into_iter()
+        .map(|m| format!("DescribeInstanceInformationResult.{m}"))
+        .chain(
+            model
+                .members("InstanceInformation")
+                .into_iter()
+                .filter(|m| !never.contains(&m.as_str()))
+                .map(|m| format!("InstanceInformation.{m}")),
+        )
+        .collect();
+    assert_eq!(seen, want);
+
+    // Its errors carry the model's members.
+    for (filter, code) in [
+        (json!({"Key": "Bogus", "Values": ["x"]}), "InvalidFilterKey"),
+        (
+            json!({"Key": "InstanceIds", "Values": ["i-1"]}),
+            "InvalidInstanceId",
+        ),
+        (
+            json!({"Key": "PlatformTypes", "Values": ["BeOS"]}),
+            "InvalidInstanceInformationFilterValue",
+        ),
+    ] {
+        let req = request("AmazonSSM.DescribeInstanceInformation")
+            .body(Body::from(json!({"Filters": [filter]}).to_string()))
+            .unwrap();
+        let reply = send_signed(&emulator, DEMO_ACCESS_KEY_ID, "us-east-1", req).await;
+        check_error(&model, &reply, code);
+    }
+    let max = model.shape("MaxResultsEC2Compatible");
+    let (lo, hi) = (max["min"].as_i64().unwrap(), max["max"].as_i64().unwrap());
+    for (n, ok) in [(lo - 1, false), (lo, true), (hi, true), (hi + 1, false)] {
+        let req = request("AmazonSSM.DescribeInstanceInformation")
+            .body(Body::from(json!({"MaxResults": n}).to_string()))
+            .unwrap();
+        let reply = send_signed(&emulator, DEMO_ACCESS_KEY_ID, "us-east-1", req).await;
+        assert_eq!(reply.status.is_success(), ok, "MaxResults {n}");
+        if !ok {
+            check_error(&model, &reply, "ValidationException");
+        }
+    }
 }
 
 #[tokio::test]
