@@ -301,9 +301,11 @@ fn kind_of_code(code: Option<&str>) -> UpstreamErrorKind {
             UpstreamErrorKind::Throttled
         }
         "InvalidNextToken" => UpstreamErrorKind::InvalidToken,
-        "ValidationException" | "InvalidFilterKey" | "SerializationException" => {
-            UpstreamErrorKind::InvalidInput
-        }
+        "ValidationException"
+        | "InvalidFilterKey"
+        | "SerializationException"
+        | "InvalidInstanceId"
+        | "InvalidInstanceInformationFilterValue" => UpstreamErrorKind::InvalidInput,
         "AccessDeniedException"
         | "UnrecognizedClientException"
         | "InvalidClientTokenId"
