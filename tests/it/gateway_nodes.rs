@@ -319,3 +319,80 @@ async fn a_failed_lookup_is_a_field_error_and_the_sessions_stay() {
         json!(["sessions", "nodes", 0, "managedNode"])
     );
 }
+
+#[tokio::test]
+async fn the_sdk_source_asks_fifty_ids_a_call_and_maps_every_field() {
+    use ssm_session_gateway::emulator::DEMO_ACCOUNT_ID;
+    use ssm_session_gateway::model::{PingStatus, PlatformType, ResourceType};
+    use ssm_session_gateway::upstream::sdk::SdkSessionSource;
+
+    use crate::support::emu::{client, config, dataset, spawn};
+
+    let data = dataset();
+    let running = spawn(config(data.clone())).await;
+    let template = data
+        .nodes(DEMO_ACCOUNT_ID, "us-east-1")
+        .iter()
+        .find(|n| n.instance_id.starts_with("i-"))
+        .unwrap()
+        .clone();
+    // 70 nodes of our own, asked for with 5 well-formed ids of no node.
+    let planted: Vec<String> = (0..70)
+        .map(|n| format!("i-{:017x}", 0xfeed_0000_u64 + n))
+        .collect();
+    for id in &planted {
+        running.emulator.insert_node(
+            DEMO_ACCOUNT_ID,
+            "us-east-1",
+            NodeRecord {
+                instance_id: id.clone(),
+                ..template.clone()
+            },
+        );
+    }
+    let ids: Vec<InstanceId> = planted
+        .iter()
+        .cloned()
+        .chain((0..5).map(|n| format!("i-{:017x}", 0xdead_0000_u64 + n)))
+        .map(|s| InstanceId::parse(&s).unwrap())
+        .collect();
+    let source = SdkSessionSource::new(
+        client(&running),
+        &AccountId::parse(DEMO_ACCOUNT_ID).unwrap(),
+        &Region::parse("us-east-1").unwrap(),
+    );
+    let mut nodes = source.describe_instances(&ids).await.unwrap();
+    assert_eq!(running.emulator.calls(OP), 2, "75 ids: 50, then 25");
+    nodes.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    let got: Vec<&str> = nodes.iter().map(|n| n.instance_id.as_str()).collect();
+    assert_eq!(got, planted);
+
+    let node = &nodes[0];
+    assert_eq!(
+        node.computer_name.as_deref(),
+        Some(template.computer_name.as_str())
+    );
+    assert_eq!(
+        node.platform_name.as_deref(),
+        Some(template.platform_name.as_str())
+    );
+    assert_eq!(
+        node.ip_address.as_deref(),
+        Some(template.ip_address.as_str())
+    );
+    assert_eq!(
+        node.agent_version.as_deref(),
+        Some(template.agent_version.as_str())
+    );
+    assert_eq!(
+        node.platform_type,
+        PlatformType::parse(template.platform_type.as_str())
+    );
+    assert_eq!(
+        node.ping_status,
+        PingStatus::parse(template.ping_status.as_str())
+    );
+    assert_eq!(node.resource_type, Some(ResourceType::Ec2Instance));
+    assert_eq!(node.last_ping_date_time, Some(template.last_ping_date_time));
+    assert!(node.platform_type.is_some() && node.ping_status.is_some());
+}
