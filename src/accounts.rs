@@ -31,6 +31,7 @@ use crate::cache::{CachedSource, PageCache};
 use crate::model::{AccountId, InvalidInput, Region};
 use crate::settings::{RetryMode, Settings};
 use crate::upstream::SessionSource;
+use crate::upstream::nodes::NodeSource;
 use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
 
 /// Default role session name, shown in the account's CloudTrail.
@@ -75,6 +76,9 @@ pub enum RoutingError {
 pub struct AccountRegistry {
     accounts: Vec<Arc<Account>>,
     sources: BTreeMap<SourceKey, Arc<dyn SessionSource>>,
+    /// Managed-node lookups per (account, region), with the same credentials
+    /// as that key's session source.
+    node_sources: BTreeMap<SourceKey, Arc<dyn NodeSource>>,
 }
 
 impl AccountRegistry {
@@ -87,7 +91,17 @@ impl AccountRegistry {
         Self {
             accounts: accounts.into_iter().map(Arc::new).collect(),
             sources: sources.into_iter().collect(),
+            node_sources: BTreeMap::new(),
         }
+    }
+
+    /// Adds managed-node sources (a registry without them finds no nodes).
+    pub fn with_node_sources(
+        mut self,
+        node_sources: impl IntoIterator<Item = (SourceKey, Arc<dyn NodeSource>)>,
+    ) -> Self {
+        self.node_sources.extend(node_sources);
+        self
     }
 
     /// Builds credentials and clients for every configured account and
@@ -130,6 +144,7 @@ impl AccountRegistry {
 
         let mut accounts = Vec::new();
         let mut sources: Vec<(SourceKey, Arc<dyn SessionSource>)> = Vec::new();
+        let mut node_sources: Vec<(SourceKey, Arc<dyn NodeSource>)> = Vec::new();
         for configured in &settings.accounts {
             let id =
                 AccountId::parse(&configured.id).map_err(|e| anyhow::anyhow!("accounts: {e}"))?;
@@ -180,6 +195,11 @@ impl AccountRegistry {
                     account: id.clone(),
                     region: region.clone(),
                 };
+                // Nodes are read with the same client (same credentials).
+                node_sources.push((
+                    key.clone(),
+                    Arc::new(SdkSessionSource::new(client.clone(), &id, region)),
+                ));
                 sources.push((
                     key.clone(),
                     Arc::new(CachedSource::new(
@@ -195,7 +215,7 @@ impl AccountRegistry {
                 regions,
             });
         }
-        Ok(Self::new(accounts, sources))
+        Ok(Self::new(accounts, sources).with_node_sources(node_sources))
     }
 
     /// The configured accounts, in configuration order.
@@ -222,6 +242,11 @@ impl AccountRegistry {
             account: account.clone(),
             reader,
         })
+    }
+
+    /// The managed-node source of one (account, region).
+    pub fn node_source(&self, key: &SourceKey) -> Option<Arc<dyn NodeSource>> {
+        self.node_sources.get(key).cloned()
     }
 
     /// The sources a request names, in canonical order: the given accounts

@@ -12,6 +12,7 @@ use crate::accounts::AccountRegistry;
 use crate::cursor::CursorCodec;
 use crate::graphql::{self, Gateway};
 use crate::http;
+use crate::nodes::NodeLoader;
 use crate::response_cache::ResponseCache;
 use crate::settings::Settings;
 
@@ -69,6 +70,7 @@ impl Application {
 /// in-process tests through `tower::ServiceExt::oneshot`).
 pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Result<Router> {
     let gateway = Arc::new(Gateway {
+        nodes: NodeLoader::new(registry.clone(), &settings.cache),
         registry,
         cursors: Arc::new(cursor_codec(settings)?),
         limits: settings.limits.clone(),

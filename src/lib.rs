@@ -17,6 +17,8 @@
 //! - [`cursor`]: opaque, signed, versioned cursors that carry those positions.
 //! - [`upstream`]: the `SessionSource` trait every AWS call goes through, and
 //!   its `aws-sdk-ssm` implementation.
+//! - [`nodes`]: the managed node behind each session's target, batched per
+//!   (account, region) through DataLoader and cached.
 //! - [`model`]: sessions, filters and ids as the gateway understands them.
 //! - [`response_cache`]: whole responses of identical reads, per caller.
 //! - [`settings`]: typed settings and the `Secret` wrapper.
@@ -35,6 +37,7 @@ pub mod emulator;
 pub mod graphql;
 pub mod http;
 pub mod model;
+pub mod nodes;
 pub mod paging;
 pub mod response_cache;
 pub mod settings;

@@ -289,6 +289,139 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), Invalid
     Ok(())
 }
 
+/// A managed node id: `i-` and 8 or 17 word characters (an EC2 instance),
+/// or `mi-` and 17 (a hybrid node), as the SSM model's pattern
+/// `(^i-(\w{8}|\w{17})$)|(^mi-\w{17}$)` has it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// Accepts exactly the model's pattern (`\w` being ASCII letters, digits
+    /// and `_`).
+    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+        let word = |rest: &str, lens: &[usize]| {
+            lens.contains(&rest.len())
+                && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        let ok = match (s.strip_prefix("i-"), s.strip_prefix("mi-")) {
+            (Some(rest), _) => word(rest, &[8, 17]),
+            (_, Some(rest)) => word(rest, &[17]),
+            _ => false,
+        };
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidInput {
+                field: "instanceId",
+                reason: format!("is not a managed node id (got {s:?})"),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Connection status of a node's SSM Agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PingStatus {
+    Online,
+    ConnectionLost,
+    /// Deprecated by the service, still in its model.
+    Inactive,
+}
+
+impl PingStatus {
+    /// The service's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "Online",
+            Self::ConnectionLost => "ConnectionLost",
+            Self::Inactive => "Inactive",
+        }
+    }
+
+    /// Parses the service's spelling; `None` for a value the model does not list.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Online, Self::ConnectionLost, Self::Inactive]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A node's operating system family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlatformType {
+    Windows,
+    Linux,
+    MacOs,
+}
+
+impl PlatformType {
+    /// The service's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Windows => "Windows",
+            Self::Linux => "Linux",
+            Self::MacOs => "MacOS",
+        }
+    }
+
+    /// Parses the service's spelling; `None` for a value the model does not list.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Windows, Self::Linux, Self::MacOs]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// What kind of machine a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResourceType {
+    Ec2Instance,
+    ManagedInstance,
+}
+
+impl ResourceType {
+    /// The service's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ec2Instance => "EC2Instance",
+            Self::ManagedInstance => "ManagedInstance",
+        }
+    }
+
+    /// Parses the service's spelling; `None` for a value the model does not list.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Ec2Instance, Self::ManagedInstance]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A managed node, as `DescribeInstanceInformation` describes it (the
+/// fields the gateway serves). Enums are `None` for values the model does
+/// not list; the rest are `None` where the service leaves them out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManagedNode {
+    pub instance_id: InstanceId,
+    pub computer_name: Option<String>,
+    pub platform_type: Option<PlatformType>,
+    pub platform_name: Option<String>,
+    pub ping_status: Option<PingStatus>,
+    pub ip_address: Option<String>,
+    pub agent_version: Option<String>,
+    pub resource_type: Option<ResourceType>,
+    pub last_ping_date_time: Option<DateTime<Utc>>,
+}
+
 /// A value from a caller that breaks the service's rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} {reason}")]
@@ -322,6 +455,38 @@ mod tests {
         );
         assert!(SessionId::parse("x".repeat(97)).is_err());
         assert!(SessionId::parse("alice-0123456789abcdef0").is_ok());
+    }
+
+    #[test]
+    fn instance_ids_follow_the_model_pattern() {
+        for good in [
+            "i-0123abcd",
+            "i-0123456789abcdef0",
+            "mi-0123456789abcdef0",
+            "i-ABC_1234",
+        ] {
+            assert_eq!(InstanceId::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "i-",
+            "i-0123abc",
+            "i-0123456789abcdef",
+            "mi-0123abcd",
+            "i-0123-abcd",
+            "x-0123abcd",
+            "i-0123456789abcdef00",
+            "arn:aws:ecs:us-east-1:111122223333:task/x",
+            "i-0123abcé",
+        ] {
+            assert!(InstanceId::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(PlatformType::parse("MacOS"), Some(PlatformType::MacOs));
+        assert_eq!(
+            ResourceType::parse("EC2Instance"),
+            Some(ResourceType::Ec2Instance)
+        );
+        assert_eq!(PingStatus::parse("Asleep"), None);
     }
 
     #[test]

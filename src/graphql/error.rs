@@ -9,6 +9,8 @@
 //! get their codes in [`super::codes`], so every error a client sees carries
 //! one.
 
+use std::sync::Arc;
+
 use async_graphql::ErrorExtensions;
 
 use crate::accounts::RoutingError;
@@ -92,6 +94,14 @@ impl From<CursorError> for ApiError {
 
 impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
+        Arc::new(e).into()
+    }
+}
+
+/// An upstream failure shared by several fields (every node key of one
+/// failed `DescribeInstanceInformation`).
+impl From<Arc<UpstreamError>> for ApiError {
+    fn from(e: Arc<UpstreamError>) -> Self {
         // The client gets the kind; the log gets the SDK's whole story.
         tracing::warn!(kind = ?e.kind, cause = format!("{:#}", e.cause()), "upstream call failed");
         match e.kind {

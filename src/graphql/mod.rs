@@ -11,6 +11,7 @@ pub mod types;
 
 use std::sync::Arc;
 
+use async_graphql::dataloader::DataLoader;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextResolve, NextValidation,
     ResolveInfo,
@@ -26,6 +27,7 @@ pub use query::Query;
 
 use crate::accounts::AccountRegistry;
 use crate::cursor::CursorCodec;
+use crate::nodes::NodeLoader;
 use crate::settings::{HttpSettings, Limits};
 
 /// The schema type served.
@@ -40,6 +42,8 @@ pub struct Gateway {
     pub cursors: Arc<CursorCodec>,
     /// Defaults and bounds of `first` and `pageSize`.
     pub limits: Limits,
+    /// Looks up (and caches) the managed nodes behind sessions' targets.
+    pub nodes: NodeLoader,
 }
 
 fn builder() -> SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
@@ -48,8 +52,13 @@ fn builder() -> SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
 
 /// The schema with its data and limits, ready to execute requests.
 pub fn schema(gateway: Arc<Gateway>, http: &HttpSettings) -> GatewaySchema {
+    // One DataLoader for the schema: it batches the node keys resolvers ask
+    // for within its delay (a page of sessions, or concurrent requests);
+    // the cache is the loader's own, shared by all requests to this process.
+    let nodes = DataLoader::new(gateway.nodes.clone(), tokio::spawn);
     builder()
         .data(gateway)
+        .data(nodes)
         .limit_depth(http.max_query_depth)
         .extension(ErrorCodes)
         .finish()

@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Enum, ErrorExtensions, ID, InputObject, Interface, Object, SimpleObject};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{
+    Context, Enum, ErrorExtensions, ID, InputObject, Interface, Object, SimpleObject,
+};
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
 use crate::cursor::{Cursor, CursorCodec};
+use crate::nodes::NodeLoader;
 use crate::{accounts, model};
 
 /// Which list of sessions to read.
@@ -46,6 +50,42 @@ pub enum AccessType {
     Standard,
     /// Just-in-time node access, approved per request.
     JustInTime,
+}
+
+/// Connection status of a node's SSM Agent.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::PingStatus")]
+pub enum PingStatus {
+    /// The agent is connected to Systems Manager.
+    Online,
+    /// The agent has not pinged Systems Manager for a while.
+    ConnectionLost,
+    /// Deprecated by the service and no longer in use.
+    #[graphql(deprecation = "The service no longer reports it.")]
+    Inactive,
+}
+
+/// The operating system platform type of a managed node.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::PlatformType")]
+pub enum PlatformType {
+    /// Windows.
+    Windows,
+    /// Linux.
+    Linux,
+    /// macOS (the service spells it `MacOS`).
+    MacOs,
+}
+
+/// The type of a managed node: an EC2 instance or a managed (hybrid) instance.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::ResourceType")]
+pub enum ResourceType {
+    /// An Amazon EC2 instance (`i-…`).
+    #[graphql(name = "EC2_INSTANCE")]
+    Ec2Instance,
+    /// An on-premises server, edge device or VM registered through a hybrid activation (`mi-…`).
+    ManagedInstance,
 }
 
 /// Filters on a session list; all given filters must hold. Each maps to one
@@ -180,6 +220,35 @@ impl Session {
         self.inner.access_type.map(Into::into)
     }
 
+    /// The managed node the session's target names, as
+    /// `DescribeInstanceInformation` describes it in the session's account
+    /// and region. Null when the target is not a managed node id or is not
+    /// registered with Systems Manager there. Loaded in batches per account
+    /// and region across the sessions of a request, and cached briefly.
+    async fn managed_node(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ManagedNode>> {
+        let Some(id) = self
+            .inner
+            .target
+            .as_deref()
+            .and_then(|t| model::InstanceId::parse(t).ok())
+        else {
+            return Ok(None);
+        };
+        let loader = ctx.data::<DataLoader<NodeLoader>>().map_err(|_| {
+            ApiError::Internal(anyhow::anyhow!("no node loader in the schema data")).extend()
+        })?;
+        let source = accounts::SourceKey {
+            account: self.account.id.clone(),
+            region: self.region.clone(),
+        };
+        match loader.load_one((source, id)).await {
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(node))) => Ok(Some(ManagedNode(node))),
+            Ok(Some(Err(e))) => Err(ApiError::from(e).extend()),
+            Err(never) => match never {},
+        }
+    }
+
     /// Whole seconds from start to end; null while the session has not ended.
     async fn duration_seconds(&self) -> Option<i64> {
         match (self.inner.start_date, self.inner.end_date) {
@@ -194,6 +263,59 @@ impl Session {
         let owner = self.inner.owner.as_deref()?;
         let resource = owner.splitn(6, ':').nth(5)?;
         resource.rsplit('/').next().filter(|s| !s.is_empty())
+    }
+}
+
+/// A managed node, as `DescribeInstanceInformation` describes it.
+pub struct ManagedNode(pub Arc<model::ManagedNode>);
+
+/// A node (EC2 instance, or on-premises server, edge device or VM) that
+/// Systems Manager manages, as `DescribeInstanceInformation` describes it.
+#[Object]
+impl ManagedNode {
+    /// The managed node ID (`i-…` or `mi-…`).
+    async fn instance_id(&self) -> &str {
+        self.0.instance_id.as_str()
+    }
+
+    /// The fully qualified host name of the managed node.
+    async fn computer_name(&self) -> Option<&str> {
+        self.0.computer_name.as_deref()
+    }
+
+    /// The operating system platform type. Null if SSM reports a type this schema does not know.
+    async fn platform_type(&self) -> Option<PlatformType> {
+        self.0.platform_type.map(Into::into)
+    }
+
+    /// The name of the operating system platform running on the managed node.
+    async fn platform_name(&self) -> Option<&str> {
+        self.0.platform_name.as_deref()
+    }
+
+    /// Connection status of SSM Agent. Null if SSM reports a status this schema does not know.
+    async fn ping_status(&self) -> Option<PingStatus> {
+        self.0.ping_status.map(Into::into)
+    }
+
+    /// The IP address of the managed node.
+    async fn ip_address(&self) -> Option<&str> {
+        self.0.ip_address.as_deref()
+    }
+
+    /// The version of SSM Agent running on the managed node.
+    async fn agent_version(&self) -> Option<&str> {
+        self.0.agent_version.as_deref()
+    }
+
+    /// The type of instance: an EC2 instance or a managed instance.
+    async fn resource_type(&self) -> Option<ResourceType> {
+        self.0.resource_type.map(Into::into)
+    }
+
+    /// The date and time when the agent last pinged the Systems Manager service.
+    async fn last_ping_date_time(&self) -> Option<DateTime<Utc>> {
+        self.0.last_ping_date_time
     }
 }
 

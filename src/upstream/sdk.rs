@@ -12,10 +12,11 @@ use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types as sdk;
 use chrono::{DateTime, Utc};
 
+use super::nodes::{MAX_IDS_PER_CALL, NodeSource};
 use super::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
 use crate::model::{
-    AccessType, AccountId, OutputUrl, Region as ModelRegion, Session, SessionId, SessionState,
-    SessionStatus,
+    AccessType, AccountId, InstanceId, ManagedNode, OutputUrl, PingStatus, PlatformType,
+    Region as ModelRegion, ResourceType, Session, SessionId, SessionState, SessionStatus,
 };
 
 /// How to reach SSM in one region.
@@ -187,6 +188,70 @@ impl SessionSource for SdkSessionSource {
     }
 }
 
+/// Pages of one `DescribeInstanceInformation` lookup followed before giving
+/// up. Fifty ids fit one page of 50; the service may still answer in short
+/// pages, but a token that never ends is a fault, not something to follow.
+const MAX_NODE_PAGES: usize = 20;
+
+/// The same client reads managed nodes: one `DescribeInstanceInformation`
+/// per [`MAX_IDS_PER_CALL`] ids (filter `InstanceIds`, `MaxResults` 50),
+/// following `NextToken`.
+#[async_trait]
+impl NodeSource for SdkSessionSource {
+    #[tracing::instrument(
+        name = "ssm.describe_instance_information",
+        skip_all,
+        fields(account = %self.account, region = %self.region, ids = ids.len())
+    )]
+    async fn describe_instances(
+        &self,
+        ids: &[InstanceId],
+    ) -> Result<Vec<ManagedNode>, UpstreamError> {
+        let mut nodes = Vec::new();
+        for chunk in ids.chunks(MAX_IDS_PER_CALL) {
+            let filter = sdk::InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .set_values(Some(chunk.iter().map(|i| i.as_str().to_owned()).collect()))
+                .build()
+                .map_err(|e| UpstreamError::new(UpstreamErrorKind::Internal, e))?;
+            let mut token: Option<String> = None;
+            for page in 0.. {
+                if page == MAX_NODE_PAGES {
+                    return Err(UpstreamError::new(
+                        UpstreamErrorKind::Internal,
+                        anyhow::anyhow!(
+                            "DescribeInstanceInformation still had a NextToken after \
+                             {MAX_NODE_PAGES} pages for {} ids",
+                            chunk.len()
+                        ),
+                    ));
+                }
+                let output = self
+                    .client
+                    .describe_instance_information()
+                    .filters(filter.clone())
+                    .max_results(MAX_IDS_PER_CALL as i32)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                nodes.extend(
+                    output
+                        .instance_information_list()
+                        .iter()
+                        .filter_map(convert_node),
+                );
+                match output.next_token().filter(|t| !t.is_empty()) {
+                    Some(next) => token = Some(next.to_owned()),
+                    None => break,
+                }
+            }
+        }
+        tracing::debug!(found = nodes.len(), "nodes");
+        Ok(nodes)
+    }
+}
+
 /// Sorts an SDK error into the kinds callers act on, keeping it as the cause.
 pub fn classify<E, R>(err: SdkError<E, R>) -> UpstreamError
 where
@@ -236,9 +301,11 @@ fn kind_of_code(code: Option<&str>) -> UpstreamErrorKind {
             UpstreamErrorKind::Throttled
         }
         "InvalidNextToken" => UpstreamErrorKind::InvalidToken,
-        "ValidationException" | "InvalidFilterKey" | "SerializationException" => {
-            UpstreamErrorKind::InvalidInput
-        }
+        "ValidationException"
+        | "InvalidFilterKey"
+        | "SerializationException"
+        | "InvalidInstanceId"
+        | "InvalidInstanceInformationFilterValue" => UpstreamErrorKind::InvalidInput,
         "AccessDeniedException"
         | "UnrecognizedClientException"
         | "InvalidClientTokenId"
@@ -272,6 +339,29 @@ fn convert(s: &sdk::Session) -> Option<Session> {
         }),
         max_session_duration_minutes: s.max_session_duration().and_then(|m| m.parse().ok()),
         access_type: s.access_type().and_then(|a| AccessType::parse(a.as_str())),
+    })
+}
+
+/// Maps an SDK node into the model; `None` without a valid `InstanceId`.
+fn convert_node(n: &sdk::InstanceInformation) -> Option<ManagedNode> {
+    let Some(instance_id) = n.instance_id().and_then(|i| InstanceId::parse(i).ok()) else {
+        tracing::warn!("SSM returned a node without a usable InstanceId; skipped");
+        return None;
+    };
+    Some(ManagedNode {
+        instance_id,
+        computer_name: n.computer_name().map(str::to_owned),
+        platform_type: n
+            .platform_type()
+            .and_then(|p| PlatformType::parse(p.as_str())),
+        platform_name: n.platform_name().map(str::to_owned),
+        ping_status: n.ping_status().and_then(|p| PingStatus::parse(p.as_str())),
+        ip_address: n.ip_address().map(str::to_owned),
+        agent_version: n.agent_version().map(str::to_owned),
+        resource_type: n
+            .resource_type()
+            .and_then(|r| ResourceType::parse(r.as_str())),
+        last_ping_date_time: n.last_ping_date_time().and_then(to_chrono),
     })
 }
 

@@ -14,6 +14,7 @@ mod gateway_cache;
 mod gateway_errors;
 mod gateway_filters;
 mod gateway_http;
+mod gateway_nodes;
 mod gateway_paging;
 mod schema_contract;
 mod settings_file;
