@@ -100,7 +100,9 @@ impl Freshness {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn record_lifetime(remaining: Duration) {
+    /// Notes data used that stays valid for `remaining` at most (a response
+    /// built from it is kept no longer).
+    pub fn note_lifetime(remaining: Duration) {
         let _ = FRESHNESS.try_with(|f| {
             let mut inner = f.lock();
             inner.shortest_remaining = Some(
@@ -241,7 +243,7 @@ impl PageCache {
             request: request.clone(),
         };
         if let Some(entry) = self.fresh.get(&key).await {
-            Freshness::record_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
+            Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
             return Ok(entry.page.clone());
         }
         let error = match self.failures.get(&key).await {
@@ -268,7 +270,7 @@ impl PageCache {
                 };
                 match self.fresh.try_get_with(key.clone(), load).await {
                     Ok(entry) => {
-                        Freshness::record_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
+                        Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
                         return Ok(entry.page.clone());
                     }
                     Err(shared) => (*shared).clone(),

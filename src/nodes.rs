@@ -57,11 +57,18 @@ type Cached = Option<Arc<ManagedNode>>;
 #[derive(Clone)]
 pub struct NodeLoader {
     registry: Arc<AccountRegistry>,
+    /// How long a loaded node may be reused (zero: not cached).
+    ttl: Duration,
     /// `None` when `node_ttl_secs` is 0: every lookup goes upstream.
     cache: Option<Cache<NodeKey, Cached>>,
 }
 
 impl NodeLoader {
+    /// How long a node this loader returns may be reused.
+    pub fn lifetime(&self) -> Duration {
+        self.ttl
+    }
+
     /// A loader over `registry`'s node sources, caching per `settings`.
     pub fn new(registry: Arc<AccountRegistry>, settings: &CacheSettings) -> Self {
         let cache = (settings.node_ttl_secs > 0).then(|| {
@@ -71,7 +78,11 @@ impl NodeLoader {
                 .weigher(weigh)
                 .build()
         });
-        Self { registry, cache }
+        Self {
+            registry,
+            ttl: Duration::from_secs(settings.node_ttl_secs),
+            cache,
+        }
     }
 
     /// Asks one source for `ids`, [`MAX_IDS_PER_CALL`] at a time, caching

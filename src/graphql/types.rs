@@ -10,6 +10,7 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
+use crate::cache::Freshness;
 use crate::cursor::{Cursor, CursorCodec};
 use crate::nodes::NodeLoader;
 use crate::{accounts, model};
@@ -241,6 +242,9 @@ impl Session {
             account: self.account.id.clone(),
             region: self.region.clone(),
         };
+        // Loads run on DataLoader's own task; the response cache learns
+        // here, in the request's task, how long node data may be reused.
+        Freshness::note_lifetime(loader.loader().lifetime());
         match loader.load_one((source, id)).await {
             Ok(None) => Ok(None),
             Ok(Some(Ok(node))) => Ok(Some(ManagedNode(node))),
