@@ -47,6 +47,12 @@ impl Application {
         Ok(Self { listener, router })
     }
 
+    /// Adds routes beside the gateway's (the demo's benchmark baseline).
+    pub fn merge(mut self, routes: Router) -> Self {
+        self.router = self.router.merge(routes);
+        self
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         // A bound TcpListener always has a local address.

@@ -28,6 +28,35 @@ pub struct DemoOptions {
     pub short_pages: bool,
     /// Latency, throttling and errors the emulator adds to SSM requests.
     pub faults: Faults,
+    /// Serve the benchmark baseline route (see [`bench_routes`]).
+    pub bench_routes: bool,
+}
+
+/// `PUT /_bench/prebuilt` stores a body; `GET` or `POST` return it as
+/// `application/json`. The benchmark stores a GraphQL response there and
+/// compares the gateway with serving the same bytes from plain axum.
+pub fn bench_routes() -> axum::Router {
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::header;
+    use axum::routing::get;
+    use std::sync::RwLock;
+
+    type Stored = Arc<RwLock<Bytes>>;
+    async fn serve(
+        State(stored): State<Stored>,
+    ) -> ([(header::HeaderName, &'static str); 1], Bytes) {
+        let body = stored.read().map(|b| b.clone()).unwrap_or_default();
+        ([(header::CONTENT_TYPE, "application/json")], body)
+    }
+    async fn store(State(stored): State<Stored>, body: Bytes) {
+        if let Ok(mut slot) = stored.write() {
+            *slot = body;
+        }
+    }
+    axum::Router::new()
+        .route("/_bench/prebuilt", get(serve).post(serve).put(store))
+        .with_state(Stored::default())
 }
 
 /// Client settings that reach an emulator at `addr` with the demo credentials.
@@ -116,7 +145,10 @@ pub async fn run(
 
     let settings = demo_settings(options.listen, emulator_addr);
     let registry = AccountRegistry::from_settings(&settings, Some(demo_base_credentials())).await?;
-    let app = Application::build(&settings, Arc::new(registry)).await?;
+    let mut app = Application::build(&settings, Arc::new(registry)).await?;
+    if options.bench_routes {
+        app = app.merge(bench_routes());
+    }
     let addr = app.local_addr();
     println!(
         "\nssm-session-gateway demo\n\

@@ -62,6 +62,10 @@ enum Command {
         short_pages: bool,
         #[command(flatten)]
         faults: FaultArgs,
+        /// Also serve `/_bench/prebuilt`, a plain axum route returning bytes
+        /// PUT to it: the baseline of `bench/run.sh`.
+        #[arg(long)]
+        bench_routes: bool,
     },
     /// Run only the SSM emulator, with the demo data.
     Emulator {
@@ -103,12 +107,14 @@ async fn main() -> anyhow::Result<()> {
             emulator_listen,
             short_pages,
             faults,
+            bench_routes,
         } => {
             let options = DemoOptions {
                 listen,
                 emulator_listen,
                 short_pages,
                 faults: faults.faults(),
+                bench_routes,
             };
             demo::run(options, shutdown_signal()).await
         }
