@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use ssm_session_gateway::emulator::{
-    DEMO_ACCOUNT_IDS, DataSpec, Dataset, EmulatorConfig, demo_credentials, demo_roles,
+    DEMO_ACCOUNT_IDS, DataSpec, Dataset, EmulatorConfig, Faults, demo_credentials, demo_roles,
 };
+use ssm_session_gateway::settings::RetryMode;
 
 use crate::support::{anchor, spawn_multi, spawn_multi_with};
 
@@ -173,4 +174,101 @@ async fn responses_with_errors_are_not_kept() {
             json!("ACCOUNT_NOT_FOUND")
         );
     }
+}
+
+const SANDBOX_ACTIVE: &str =
+    r#"{ "state": "ACTIVE", "accounts": ["sandbox"], "regions": ["us-east-1"] }"#;
+
+#[tokio::test]
+async fn stale_if_error_serves_and_marks_an_expired_page_and_errors_are_not_kept() {
+    let app = spawn_multi_with(config(), |s| {
+        s.cache.active_ttl_secs = 1;
+        s.cache.failure_backoff_ms = 100;
+    })
+    .await;
+    let vars: serde_json::Value = serde_json::from_str(SANDBOX_ACTIVE).unwrap();
+    let fresh = app.graphql(Q, vars.clone()).await;
+    assert!(
+        fresh["errors"].is_null() && fresh["extensions"].is_null(),
+        "{fresh}"
+    );
+    let calls = app.describe_calls();
+
+    // SSM starts failing; the page expires.
+    app.emulator.set_faults(Faults {
+        error_ratio: 1.0,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let answer = app.graphql_answer(Q, vars.clone(), &[]).await;
+    let stale = answer.json();
+    assert!(stale["errors"].is_null(), "{stale}");
+    assert_eq!(stale["data"], fresh["data"], "the expired page, served");
+    let note = &stale["extensions"]["stale"][0];
+    assert_eq!(note["account"], json!(DEMO_ACCOUNT_IDS[2]));
+    assert_eq!(note["region"], json!("us-east-1"));
+    assert!(
+        note["ageSeconds"].as_u64().is_some_and(|a| a >= 1),
+        "{stale}"
+    );
+    assert_eq!(app.describe_calls(), calls + 1, "one failed refresh");
+    // A stale answer is not kept as a response.
+    assert_eq!(answer.cache_status(), "MISS");
+
+    // A page never fetched before has nothing stale to fall back on.
+    let other = app
+        .graphql(
+            Q,
+            json!({ "state": "ACTIVE", "accounts": ["sandbox"], "regions": ["eu-west-1"] }),
+        )
+        .await;
+    assert_eq!(
+        other["errors"][0]["extensions"]["code"],
+        json!("UPSTREAM_UNAVAILABLE"),
+        "{other}"
+    );
+
+    // SSM recovers: past the failure back-off the next read goes upstream and
+    // is fresh again (the failure was never stored as data).
+    app.emulator.set_faults(Faults::default());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let recovered = app.graphql(Q, vars).await;
+    assert!(
+        recovered["errors"].is_null() && recovered["extensions"].is_null(),
+        "{recovered}"
+    );
+    assert_eq!(recovered["data"], fresh["data"]);
+}
+
+#[tokio::test]
+async fn throttled_calls_are_retried_with_backoff_until_they_succeed() {
+    let mut config = config();
+    config.faults = Faults {
+        throttle_ratio: 0.3,
+        seed: 7,
+        ..Faults::default()
+    };
+    let app = spawn_multi_with(config, |s| {
+        // Every query goes upstream: no caches.
+        s.cache.active_ttl_secs = 0;
+        s.cache.history_ttl_secs = 0;
+        s.cache.responses = false;
+        s.aws.max_attempts = 10;
+        s.aws.retry_mode = RetryMode::Standard;
+        s.aws.initial_backoff_ms = 1;
+        s.aws.max_backoff_ms = 20;
+    })
+    .await;
+    let vars: serde_json::Value = serde_json::from_str(SANDBOX_ACTIVE).unwrap();
+    for _ in 0..20 {
+        let res = app.graphql(Q, vars.clone()).await;
+        assert!(res["errors"].is_null(), "{res}");
+    }
+    let throttled = app.emulator.throttled();
+    assert!(throttled > 0, "the ratio throttled some calls");
+    assert_eq!(
+        app.describe_calls(),
+        20 + throttled,
+        "each throttled call was retried"
+    );
 }
