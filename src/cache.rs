@@ -361,20 +361,7 @@ mod tests {
             if let Some(kind) = *self.fail.lock().unwrap() {
                 return Err(UpstreamError::new(kind, anyhow::anyhow!("scripted")));
             }
-            let session = Session {
-                session_id: SessionId::parse(format!("{}-1", self.label)).unwrap(),
-                target: None,
-                status: None,
-                start_date: None,
-                end_date: None,
-                document_name: None,
-                owner: None,
-                reason: None,
-                details: None,
-                output_url: None,
-                max_session_duration_minutes: None,
-                access_type: None,
-            };
+            let session = Session::new(SessionId::parse(format!("{}-1", self.label)).unwrap());
             Ok(Page {
                 sessions: vec![session],
                 next_token: None,

@@ -206,6 +206,27 @@ pub struct Session {
     pub access_type: Option<AccessType>,
 }
 
+impl Session {
+    /// A session with only its id; every other field absent (as the service
+    /// may send it).
+    pub fn new(session_id: SessionId) -> Self {
+        Self {
+            session_id,
+            target: None,
+            status: None,
+            start_date: None,
+            end_date: None,
+            document_name: None,
+            owner: None,
+            reason: None,
+            details: None,
+            output_url: None,
+            max_session_duration_minutes: None,
+            access_type: None,
+        }
+    }
+}
+
 /// Where a session's output is kept (reserved by the service for future use).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutputUrl {

@@ -493,20 +493,7 @@ mod tests {
     }
 
     fn session(id: &str) -> Session {
-        Session {
-            session_id: SessionId::parse(id).unwrap(),
-            target: None,
-            status: None,
-            start_date: None,
-            end_date: None,
-            document_name: None,
-            owner: None,
-            reason: None,
-            details: None,
-            output_url: None,
-            max_session_duration_minutes: None,
-            access_type: None,
-        }
+        Session::new(SessionId::parse(id).unwrap())
     }
 
     fn page(ids: &[&str], next: Option<&str>) -> Result<Page, UpstreamErrorKind> {

@@ -405,21 +405,8 @@ async fn one_failing_source_leaves_the_others_and_says_which_failed() {
             ),
         ],
     );
-    let router = ssm_session_gateway::app::router(
-        &ssm_session_gateway::settings::Settings::default(),
-        Arc::new(registry),
-    )
-    .unwrap();
-    let body = json!({ "query": Q, "variables": { "state": "HISTORY", "first": 5 } }).to_string();
-    let req = axum::http::Request::post("/graphql")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body))
-        .unwrap();
-    let res = tower::ServiceExt::oneshot(router, req).await.unwrap();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let res: Value = serde_json::from_slice(&bytes).unwrap();
+    let res =
+        crate::support::query_router(registry, Q, json!({ "state": "HISTORY", "first": 5 })).await;
 
     let got = triples(&res);
     assert_eq!(got.len(), 5, "{res}");
@@ -459,17 +446,8 @@ async fn a_role_the_account_refuses_is_access_denied_for_that_source_only() {
     )
     .await
     .unwrap();
-    let router = ssm_session_gateway::app::router(&settings, Arc::new(registry)).unwrap();
-    let body = json!({ "query": Q, "variables": { "state": "HISTORY", "first": 10 } }).to_string();
-    let req = axum::http::Request::post("/graphql")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body))
-        .unwrap();
-    let res = tower::ServiceExt::oneshot(router, req).await.unwrap();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let res: Value = serde_json::from_slice(&bytes).unwrap();
+    let res =
+        crate::support::query_router(registry, Q, json!({ "state": "HISTORY", "first": 10 })).await;
     let got = triples(&res);
     assert_eq!(got.len(), 10, "{res}");
     assert!(

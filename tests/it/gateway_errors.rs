@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use serde_json::{Value, json};
-use ssm_session_gateway::app;
 use ssm_session_gateway::demo::emulator_client_settings;
 use ssm_session_gateway::settings::{Secret, Settings};
 use ssm_session_gateway::upstream::sdk::{SdkSessionSource, ssm_client};
@@ -16,8 +15,8 @@ use ssm_session_gateway::upstream::{
 use tokio::net::TcpListener;
 
 use crate::support::{
-    dataset, demo_account, demo_region, emulator_config, error_codes, single_registry, spawn_app,
-    spawn_app_with,
+    dataset, demo_account, demo_region, emulator_config, error_codes, query_router,
+    single_registry, spawn_app, spawn_app_with,
 };
 
 const Q: &str = r#"
@@ -259,17 +258,5 @@ async fn upstream_failures_map_to_stable_codes_without_internal_detail() {
 
 /// One request through the gateway's router, in process, over `source`.
 async fn query_over(source: Arc<dyn SessionSource>, query: &str, variables: Value) -> Value {
-    let router = app::router(&Settings::default(), single_registry(source)).expect("router");
-    let body = json!({ "query": query, "variables": variables }).to_string();
-    let req = axum::http::Request::post("/graphql")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body))
-        .expect("request");
-    let res = tower::ServiceExt::oneshot(router, req)
-        .await
-        .expect("answer");
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    serde_json::from_slice(&bytes).expect("json")
+    query_router(single_registry(source), query, variables).await
 }

@@ -228,18 +228,9 @@ impl SessionSource for FixedSessions {
             .iter()
             .enumerate()
             .map(|(i, target)| Session {
-                session_id: SessionId::parse(format!("alice-{i:017x}")).unwrap(),
                 target: Some((*target).to_owned()),
-                status: None,
                 start_date: Some(anchor() - chrono::Duration::minutes(i as i64)),
-                end_date: None,
-                document_name: None,
-                owner: None,
-                reason: None,
-                details: None,
-                output_url: None,
-                max_session_duration_minutes: None,
-                access_type: None,
+                ..Session::new(SessionId::parse(format!("alice-{i:017x}")).unwrap())
             })
             .collect();
         Ok(Page {
@@ -291,21 +282,7 @@ async fn a_failed_lookup_is_a_field_error_and_the_sessions_stay() {
         key,
         Arc::new(FailingNodes(UpstreamErrorKind::Throttled)) as Arc<dyn NodeSource>,
     )]);
-    let router = ssm_session_gateway::app::router(
-        &ssm_session_gateway::settings::Settings::default(),
-        Arc::new(registry),
-    )
-    .unwrap();
-    let body = json!({ "query": Q, "variables": { "first": 10 } }).to_string();
-    let req = axum::http::Request::post("/graphql")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body))
-        .unwrap();
-    let res = tower::ServiceExt::oneshot(router, req).await.unwrap();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let res: Value = serde_json::from_slice(&bytes).unwrap();
+    let res = crate::support::query_router(registry, Q, json!({ "first": 10 })).await;
 
     let sessions = res["data"]["sessions"]["nodes"].as_array().unwrap();
     assert_eq!(sessions.len(), 2, "{res}");

@@ -81,19 +81,19 @@ pub fn demo_region() -> Region {
 }
 
 /// A registry of one source: the demo account (alias `demo`) in the demo region.
-pub fn single_registry(source: Arc<dyn SessionSource>) -> Arc<AccountRegistry> {
+pub fn single_registry(source: Arc<dyn SessionSource>) -> AccountRegistry {
     let key = SourceKey {
         account: demo_account(),
         region: demo_region(),
     };
-    Arc::new(AccountRegistry::new(
+    AccountRegistry::new(
         vec![Account {
             id: demo_account(),
             alias: "demo".to_owned(),
             regions: vec![demo_region()],
         }],
         [(key, source)],
-    ))
+    )
 }
 
 /// A gateway and the emulator behind it.
@@ -122,8 +122,22 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let source = SdkSessionSource::new(sdk, &demo_account(), &demo_region());
-    let app = Application::with_listener(listener, &settings, single_registry(Arc::new(source)))
-        .expect("gateway builds");
+    let app = Application::with_listener(
+        listener,
+        &settings,
+        Arc::new(single_registry(Arc::new(source))),
+    )
+    .expect("gateway builds");
+    start(app, emulator, emulator_addr, emulator_stop)
+}
+
+/// Runs `app` and wraps it, with its emulator, as a [`TestApp`].
+fn start(
+    app: Application,
+    emulator: Emulator,
+    emulator_addr: SocketAddr,
+    emulator_stop: oneshot::Sender<()>,
+) -> TestApp {
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
@@ -136,6 +150,25 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
         client: Client::builder(TokioExecutor::new()).build_http(),
         _stops: vec![emulator_stop, stop],
     }
+}
+
+/// One GraphQL request through the gateway's router over `registry`, in
+/// process (no port): for registries with scripted sources.
+pub async fn query_router(registry: AccountRegistry, query: &str, variables: Value) -> Value {
+    let router =
+        ssm_session_gateway::app::router(&Settings::default(), Arc::new(registry)).expect("router");
+    let body = json!({ "query": query, "variables": variables }).to_string();
+    let req = axum::http::Request::post("/graphql")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let res = tower::ServiceExt::oneshot(router, req)
+        .await
+        .expect("answer");
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    serde_json::from_slice(&bytes).expect("json")
 }
 
 /// Spawns the emulator with `config` and a gateway configured like the
@@ -160,18 +193,7 @@ pub async fn spawn_multi_with(
         .await
         .expect("registry");
     let app = Application::with_listener(listener, &settings, Arc::new(registry)).expect("gateway");
-    let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        addr,
-        emulator,
-        emulator_addr,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        _stops: vec![emulator_stop, stop],
-    }
+    start(app, emulator, emulator_addr, emulator_stop)
 }
 
 /// A raw HTTP answer.
