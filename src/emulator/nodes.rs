@@ -31,7 +31,7 @@ use super::auth::Caller;
 use super::data::{NodeRecord, PingStatus, PlatformType, ResourceType};
 use super::ssm::epoch_seconds;
 use super::token::{Cursor, Fingerprint, Position, TokenKey};
-use super::wire::AwsError;
+use super::wire::{self, AwsError};
 
 /// MaxResults when a request gives none, as AWS documents.
 pub const DEFAULT_NODE_MAX_RESULTS: usize = 10;
@@ -175,15 +175,7 @@ pub(crate) struct NodePaging<'a> {
 impl DescribeInstanceInformation {
     /// Parses and validates a request body.
     pub(crate) fn parse(body: &[u8]) -> Result<Self, AwsError> {
-        let raw: RawRequest = if body.iter().all(u8::is_ascii_whitespace) {
-            RawRequest::default()
-        } else {
-            serde_json::from_slice(body).map_err(|e| {
-                AwsError::serialization(format!(
-                    "Cannot deserialize DescribeInstanceInformationRequest: {e}"
-                ))
-            })?
-        };
+        let raw: RawRequest = wire::parse_body(body, "DescribeInstanceInformationRequest")?;
 
         let mut errors = Vec::new();
         match raw.max_results {

@@ -26,7 +26,7 @@ use serde_json::{Map, Number, Value};
 use super::auth::Caller;
 use super::data::{SessionRecord, SessionState, fnv1a, mix64};
 use super::token::{Cursor, Fingerprint, Position, TokenKey};
-use super::wire::AwsError;
+use super::wire::{self, AwsError};
 
 /// MaxResults when a request gives none. AWS documents no default; 20 is this
 /// emulator's choice.
@@ -142,14 +142,7 @@ pub(crate) struct Paging<'a> {
 impl DescribeSessions {
     /// Parses and validates a request body.
     pub(crate) fn parse(body: &[u8]) -> Result<Self, AwsError> {
-        // The SDKs always send at least `{}`; treat a bare empty body alike.
-        let raw: RawRequest = if body.iter().all(u8::is_ascii_whitespace) {
-            RawRequest::default()
-        } else {
-            serde_json::from_slice(body).map_err(|e| {
-                AwsError::serialization(format!("Cannot deserialize DescribeSessionsRequest: {e}"))
-            })?
-        };
+        let raw: RawRequest = wire::parse_body(body, "DescribeSessionsRequest")?;
 
         let mut errors = Vec::new();
         let state = match raw.state.as_deref() {

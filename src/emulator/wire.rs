@@ -434,6 +434,20 @@ pub(crate) fn error_members(err: &AwsError) -> Vec<String> {
     }
 }
 
+/// Reads an AWS JSON 1.1 request body into its shape. The SDKs always send at
+/// least `{}`; a bare empty body is read alike. Malformed JSON is the
+/// service's `SerializationException`, naming the shape.
+pub(crate) fn parse_body<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, AwsError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| AwsError::serialization(format!("Cannot deserialize {shape}: {e}")))
+}
+
 #[cfg(test)]
 // A failed unwrap is a failed test; the lint is meant for library code.
 #[allow(clippy::unwrap_used)]
