@@ -28,8 +28,8 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::cache::{CachedSource, PageCache};
-use crate::model::{AccountId, InvalidInput, Region};
-use crate::settings::{RetryMode, Settings};
+use crate::model::{AccountId, InvalidInput, Region, SourceKey};
+use crate::settings::Settings;
 use crate::upstream::SessionSource;
 use crate::upstream::nodes::NodeSource;
 use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
@@ -44,13 +44,6 @@ pub struct Account {
     pub alias: String,
     /// The regions read in this account, in configuration order.
     pub regions: Vec<Region>,
-}
-
-/// One place sessions are read from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourceKey {
-    pub account: AccountId,
-    pub region: Region,
 }
 
 /// A source picked for a request, with what resolvers need to label results.
@@ -127,17 +120,8 @@ impl AccountRegistry {
                     .find_map(|a| a.regions.first().cloned())
             })
             .context("no region configured: set aws.region or default_regions")?;
-        let client_settings = ClientSettings {
-            region: base_region,
-            endpoint_url: settings.aws.endpoint_url.clone(),
-            static_credentials: base_credentials,
-            max_attempts: settings.aws.max_attempts,
-            adaptive_retries: settings.aws.retry_mode == RetryMode::Adaptive,
-            initial_backoff: Duration::from_millis(settings.aws.initial_backoff_ms),
-            max_backoff: Duration::from_millis(settings.aws.max_backoff_ms),
-            attempt_timeout: Duration::from_secs(settings.aws.attempt_timeout_secs),
-            operation_timeout: Duration::from_secs(settings.aws.operation_timeout_secs),
-        };
+        let mut client_settings = ClientSettings::new(base_region, &settings.aws);
+        client_settings.static_credentials = base_credentials;
         let base = sdk_config(&client_settings).await;
         // One page cache for all sources: one memory bound, keys per source.
         let page_cache = Arc::new(PageCache::new(&settings.cache));

@@ -1,23 +1,40 @@
-//! Assembling the gateway: settings and an upstream in, a running server out.
+//! The composition root: settings in, a running gateway out.
+//!
+//! [`Application::build`] is the one place a gateway is assembled: the
+//! account registry (credentials and one SSM client per source, each behind
+//! the page cache), the node loader, the sessions service, the schema, the
+//! response cache and the HTTP router. `serve`, `demo` and the tests all go
+//! through it; they differ only in settings (endpoint, TTLs) and in the base
+//! credentials.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use aws_credential_types::Credentials;
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::accounts::AccountRegistry;
-use crate::cursor::CursorCodec;
-use crate::graphql::{self, Gateway};
-use crate::http;
+use crate::cursor::{CursorCodec, MIN_KEY_LEN};
+use crate::graphql;
+use crate::http::{self, ResponseCache};
 use crate::nodes::NodeLoader;
-use crate::response_cache::ResponseCache;
+use crate::sessions::SessionService;
 use crate::settings::Settings;
 
-/// Shortest cursor key accepted: HMAC-SHA256 wants a key as long as its output.
-pub const MIN_CURSOR_KEY_LEN: usize = 32;
+/// Where the gateway's own AWS credentials come from; every account's role
+/// is assumed from them.
+#[derive(Clone, Debug, Default)]
+pub enum BaseCredentials {
+    /// The SDK's default chain: environment, profile, web identity (IRSA),
+    /// container and instance metadata.
+    #[default]
+    DefaultChain,
+    /// Fixed keys (the demo's emulator key).
+    Static(Credentials),
+}
 
 /// A gateway bound to its port, not yet serving.
 pub struct Application {
@@ -26,24 +43,28 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `settings.listen` and builds the gateway over `registry`.
-    pub async fn build(
-        settings: &Settings,
-        registry: Arc<AccountRegistry>,
-    ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Self::with_listener(listener, settings, registry)
+    /// Builds the whole gateway from `settings` and binds `settings.listen`
+    /// (port 0 picks a free port; see [`Application::local_addr`]).
+    pub async fn build(settings: &Settings, credentials: BaseCredentials) -> anyhow::Result<Self> {
+        let base = match credentials {
+            BaseCredentials::DefaultChain => None,
+            BaseCredentials::Static(credentials) => Some(credentials),
+        };
+        let registry = AccountRegistry::from_settings(settings, base).await?;
+        Self::with_registry(settings, Arc::new(registry)).await
     }
 
-    /// Builds the gateway on a listener the caller bound (tests bind port 0).
-    pub fn with_listener(
-        listener: TcpListener,
+    /// [`Application::build`] over a registry made elsewhere: sources
+    /// scripted by a test. Everything above the sources is built as
+    /// `build` builds it.
+    pub async fn with_registry(
         settings: &Settings,
         registry: Arc<AccountRegistry>,
     ) -> anyhow::Result<Self> {
         let router = router(settings, registry)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
         Ok(Self { listener, router })
     }
 
@@ -75,13 +96,13 @@ impl Application {
 /// The whole HTTP surface over `registry`, without binding a port (for
 /// in-process tests through `tower::ServiceExt::oneshot`).
 pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Result<Router> {
-    let gateway = Arc::new(Gateway {
-        nodes: NodeLoader::new(registry.clone(), &settings.cache),
+    let nodes = NodeLoader::new(registry.clone(), &settings.cache);
+    let service = Arc::new(SessionService::new(
         registry,
-        cursors: Arc::new(cursor_codec(settings)?),
-        limits: settings.limits.clone(),
-    });
-    let schema = graphql::schema(gateway, &settings.http);
+        Arc::new(cursor_codec(settings)?),
+        settings.limits.clone(),
+    ));
+    let schema = graphql::schema(service, nodes, &settings.http);
     let state = http::HttpState {
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
@@ -90,10 +111,10 @@ pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Re
 }
 
 /// The cursor codec from `settings.cursor_key`, or a random key with a warning.
-pub fn cursor_codec(settings: &Settings) -> anyhow::Result<CursorCodec> {
+fn cursor_codec(settings: &Settings) -> anyhow::Result<CursorCodec> {
     match &settings.cursor_key {
-        Some(key) if key.expose().len() < MIN_CURSOR_KEY_LEN => anyhow::bail!(
-            "cursor_key must be at least {MIN_CURSOR_KEY_LEN} bytes (got {})",
+        Some(key) if key.expose().len() < MIN_KEY_LEN => anyhow::bail!(
+            "cursor_key must be at least {MIN_KEY_LEN} bytes (got {})",
             key.expose().len()
         ),
         Some(key) => Ok(CursorCodec::new(key.expose().as_bytes())),

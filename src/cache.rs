@@ -31,9 +31,8 @@ use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
 
-use crate::accounts::SourceKey;
-use crate::model::{Session, SessionState};
-use crate::settings::CacheSettings;
+use crate::model::{Session, SessionState, SourceKey};
+use crate::settings::{CacheLayer, CacheSettings};
 use crate::upstream::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
 
 tokio::task_local! {
@@ -193,21 +192,19 @@ fn weigh(page: &Page) -> u32 {
 }
 
 impl PageCache {
-    /// Caches sized and timed by `settings`; pages get 3/4 of `max_bytes`
-    /// (half fresh, half stale; they mostly share the same pages).
+    /// Caches sized and timed by `settings` (see [`CacheSettings::bytes_for`]).
     pub fn new(settings: &CacheSettings) -> Self {
-        let share = settings.max_bytes / 8 * 3;
         let stale_window = Duration::from_secs(settings.stale_if_error_secs);
         Self {
             fresh: Cache::builder()
-                .max_capacity(share)
+                .max_capacity(settings.bytes_for(CacheLayer::FreshPages))
                 .weigher(|_, e: &Arc<Entry>| weigh(&e.page))
                 .expire_after(Lifetime {
                     stale_window: Duration::ZERO,
                 })
                 .build(),
             stale: Cache::builder()
-                .max_capacity(share)
+                .max_capacity(settings.bytes_for(CacheLayer::StalePages))
                 .weigher(|_, e: &Arc<Entry>| weigh(&e.page))
                 .expire_after(Lifetime { stale_window })
                 .build(),

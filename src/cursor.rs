@@ -109,8 +109,12 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 /// Longest `last_id`, in bytes: an SSM `SessionId` is at most 96 characters.
 pub const MAX_ID_LEN: usize = crate::model::SessionId::MAX_LEN;
 
-/// Valid `page_size` values (SSM `DescribeSessions` accepts MaxResults 1..=200).
-pub const PAGE_SIZE_RANGE: std::ops::RangeInclusive<u8> = 1..=200;
+/// Valid `page_size` values: what SSM `DescribeSessions` accepts as MaxResults.
+pub const PAGE_SIZE_RANGE: std::ops::RangeInclusive<u8> = 1..=crate::model::MAX_PAGE_SIZE;
+
+/// Shortest signing key accepted from settings: HMAC-SHA256 wants a key as
+/// long as its output.
+pub const MIN_KEY_LEN: usize = 32;
 
 /// The only wire version this build reads and writes.
 const VERSION: u8 = 1;

@@ -11,9 +11,9 @@ use anyhow::Context as _;
 use aws_credential_types::Credentials;
 use tokio::net::TcpListener;
 
-use crate::accounts::AccountRegistry;
-use crate::app::Application;
-use crate::emulator::{self, Emulator, EmulatorConfig, Faults};
+use ssm_emulator::{self as emulator, Emulator, EmulatorConfig};
+
+use crate::app::{Application, BaseCredentials};
 use crate::settings::{AccountSettings, AwsSettings, Secret, Settings};
 use crate::upstream::sdk::ClientSettings;
 
@@ -24,10 +24,8 @@ pub struct DemoOptions {
     pub listen: SocketAddr,
     /// The emulator's address (port 0: any free port).
     pub emulator_listen: SocketAddr,
-    /// Make the emulator answer short and empty pages, as SSM may.
-    pub short_pages: bool,
-    /// Latency, throttling and errors the emulator adds to SSM requests.
-    pub faults: Faults,
+    /// The emulator's data, page shapes and faults.
+    pub emulator: EmulatorConfig,
     /// Serve the benchmark baseline route (see [`bench_routes`]).
     pub bench_routes: bool,
 }
@@ -61,7 +59,7 @@ pub fn bench_routes() -> axum::Router {
 
 /// Client settings that reach an emulator at `addr` with the demo credentials.
 pub fn emulator_client_settings(addr: SocketAddr) -> ClientSettings {
-    let mut settings = ClientSettings::new(emulator::DEMO_REGION);
+    let mut settings = ClientSettings::new(emulator::DEMO_REGION, &AwsSettings::default());
     settings.endpoint_url = Some(format!("http://{addr}"));
     settings.static_credentials = Some(demo_base_credentials());
     settings
@@ -119,12 +117,7 @@ pub async fn run(
     options: DemoOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut config = EmulatorConfig::demo(demo_anchor());
-    if options.short_pages {
-        config.short_pages = Some(emulator::DEMO_SEED);
-    }
-    config.faults = options.faults;
-    let emulator = Emulator::new(config);
+    let emulator = Emulator::new(options.emulator);
     let emulator_listener = TcpListener::bind(options.emulator_listen)
         .await
         .with_context(|| {
@@ -144,8 +137,8 @@ pub async fn run(
     });
 
     let settings = demo_settings(options.listen, emulator_addr);
-    let registry = AccountRegistry::from_settings(&settings, Some(demo_base_credentials())).await?;
-    let mut app = Application::build(&settings, Arc::new(registry)).await?;
+    let mut app =
+        Application::build(&settings, BaseCredentials::Static(demo_base_credentials())).await?;
     if options.bench_routes {
         app = app.merge(bench_routes());
     }
@@ -164,12 +157,6 @@ pub async fn run(
     );
     app.run_until_stopped(shutdown).await?;
     Ok(())
-}
-
-/// "Now" for the demo data, in whole seconds as SSM's own timestamps look.
-pub fn demo_anchor() -> chrono::DateTime<chrono::Utc> {
-    use chrono::SubsecRound as _;
-    chrono::Utc::now().trunc_subsecs(0)
 }
 
 fn random_key() -> String {

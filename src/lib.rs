@@ -1,45 +1,51 @@
 //! ssm-session-gateway: a GraphQL gateway over AWS Systems Manager Session
-//! Manager sessions, and the SSM emulator it is demonstrated and tested with.
+//! Manager sessions, across many accounts and regions.
 //!
-//! A request travels HTTP → GraphQL → pager and cursor → upstream trait →
-//! aws-sdk-ssm → SSM (or the emulator). `ARCHITECTURE.md` draws the path.
+//! A request travels HTTP → GraphQL → sessions service → pager and cursors →
+//! page cache → upstream trait → aws-sdk-ssm → SSM. `ARCHITECTURE.md` draws
+//! the path. Imports flow one way, down that path: a test
+//! (`tests/it/architecture.rs`) fails on any import cycle between modules.
 //!
 //! # Layout
-//! - [`accounts`]: the configured accounts, their credentials (STS AssumeRole)
-//!   and one SSM client per (account, region).
-//! - [`app`]: builds the gateway from settings and an upstream; binds, serves, stops.
-//! - [`http`]: axum routes: GraphQL over HTTP (POST and GET), GraphiQL, `/healthz`.
-//! - [`graphql`]: the schema, the `sessions` resolver, error codes.
-//! - [`paging`]: reads a forward window of sessions across upstream pages,
+//! - [`app`]: the composition root; builds the whole gateway from settings.
+//! - `http`: axum routes: GraphQL over HTTP (POST and GET), content
+//!   negotiation, the response cache, GraphiQL, `/healthz`.
+//! - [`graphql`]: the schema, thin resolvers, error codes on every error.
+//! - `sessions`: the sessions service: argument limits, routing, cursor
+//!   fingerprints, windows and single-session lookups.
+//! - `error`: `ApiError` and its stable codes; which error type to use where.
+//! - `paging`: reads a forward window of sessions across upstream pages,
 //!   knowing where to resume after each one.
-//! - [`cache`]: the page cache (TTLs, single-flight, stale-if-error) in front
-//!   of every source.
-//! - [`cursor`]: opaque, signed, versioned cursors that carry those positions.
-//! - [`upstream`]: the `SessionSource` trait every AWS call goes through, and
-//!   its `aws-sdk-ssm` implementation.
-//! - [`nodes`]: the managed node behind each session's target, batched per
+//! - `cursor`: opaque, signed, versioned cursors that carry those positions.
+//! - [`accounts`]: the configured accounts, their credentials (STS
+//!   AssumeRole) and one SSM client per (account, region), picked per request.
+//! - `nodes`: the managed node behind each session's target, batched per
 //!   (account, region) through DataLoader and cached.
+//! - `cache`: the page cache (TTLs, single-flight, stale-if-error) in front
+//!   of every source, and what a request's data is worth (`Freshness`).
+//! - [`upstream`]: the `SessionSource` and `NodeSource` traits every AWS
+//!   call goes through, and their `aws-sdk-ssm` implementation.
 //! - [`model`]: sessions, filters and ids as the gateway understands them.
-//! - [`response_cache`]: whole responses of identical reads, per caller.
 //! - [`settings`]: typed settings and the `Secret` wrapper.
-//! - [`emulator`]: an SSM endpoint speaking the AWS JSON 1.1 protocol with
-//!   seeded data, plus STS AssumeRole over AWS Query, SigV4-verified, for
-//!   the demo and the tests.
-//! - [`demo`]: the emulator and the gateway in one process.
 //! - [`telemetry`]: logging set-up.
+//! - [`demo`] (feature `demo`): the gateway over the `ssm-emulator` crate, in
+//!   one process.
+//!
+//! Modules are private unless the binary or the integration tests need them.
 
 pub mod accounts;
 pub mod app;
-pub mod cache;
-pub mod cursor;
+mod cache;
+mod cursor;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod emulator;
+mod error;
 pub mod graphql;
-pub mod http;
+mod http;
 pub mod model;
-pub mod nodes;
-pub mod paging;
-pub mod response_cache;
+mod nodes;
+mod paging;
+mod sessions;
 pub mod settings;
 pub mod telemetry;
 pub mod upstream;

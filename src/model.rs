@@ -153,23 +153,29 @@ impl fmt::Display for AccountId {
 pub struct Region(String);
 
 impl Region {
-    /// Accepts names shaped like AWS regions: lower-case words joined by
-    /// dashes, ending in a number (`us-east-1`, `us-gov-west-1`).
+    /// Accepts names shaped like AWS regions, `^[a-z]{2}(-[a-z]+)+-\d$`:
+    /// `us-east-1`, `us-gov-west-1`, `ap-southeast-2`. The settings file
+    /// and GraphQL arguments both go through here.
     pub fn parse(s: &str) -> Result<Self, InvalidInput> {
         let parts: Vec<&str> = s.split('-').collect();
-        let shaped = parts.len() >= 3
-            && parts[..parts.len() - 1]
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-            && parts
-                .last()
-                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let letters = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+        let shaped = match parts.as_slice() {
+            [first, middle @ .., last] => {
+                first.len() == 2
+                    && letters(first)
+                    && !middle.is_empty()
+                    && middle.iter().all(|p| letters(p))
+                    && last.len() == 1
+                    && last.bytes().all(|b| b.is_ascii_digit())
+            }
+            _ => false,
+        };
         if shaped {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidInput {
                 field: "region",
-                reason: format!("is not an AWS region name (got {s:?})"),
+                reason: format!("is not an AWS region name like us-east-1 (got {s:?})"),
             })
         }
     }
@@ -184,6 +190,18 @@ impl fmt::Display for Region {
         f.write_str(&self.0)
     }
 }
+
+/// One place sessions are read from: an account in a region. Every cache
+/// key, cursor position and upstream client is per source.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    pub account: AccountId,
+    pub region: Region,
+}
+
+/// The service's bounds on `MaxResults` (`DescribeSessions`): the largest
+/// upstream page, and the range `pageSize` and settings accept.
+pub const MAX_PAGE_SIZE: u8 = 200;
 
 /// One session, as `DescribeSessions` returns it.
 #[derive(Clone, Debug, PartialEq)]
@@ -527,6 +545,10 @@ mod tests {
             "us-east-x",
             "us--1",
             "us-east-1 ",
+            "us-east-12",
+            "use-east-1",
+            "abc-east-10",
+            "us-east-1a",
         ] {
             assert!(Region::parse(bad).is_err(), "{bad}");
         }

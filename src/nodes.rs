@@ -27,9 +27,9 @@ use async_graphql::dataloader::Loader;
 use futures_util::future::join_all;
 use moka::future::Cache;
 
-use crate::accounts::{AccountRegistry, SourceKey};
-use crate::model::{InstanceId, ManagedNode};
-use crate::settings::CacheSettings;
+use crate::accounts::AccountRegistry;
+use crate::model::{InstanceId, ManagedNode, SourceKey};
+use crate::settings::{CacheLayer, CacheSettings};
 use crate::upstream::UpstreamError;
 use crate::upstream::nodes::{MAX_IDS_PER_CALL, NodeSource};
 
@@ -43,11 +43,6 @@ pub type NodeError = Arc<UpstreamError>;
 /// the target is not a registered node. (DataLoader reports `None` keys as
 /// absent from the map, so `load_one` gives `Ok(None)` for them.)
 pub type NodeLookup = Result<Arc<ManagedNode>, NodeError>;
-
-/// The nodes' share of `cache.max_bytes`: one eighth. Sessions pages are the
-/// main cache; nodes are few and small (a few hundred bytes each), so an
-/// eighth of the default 64 MiB holds tens of thousands.
-pub const CACHE_SHARE_DIVISOR: u64 = 8;
 
 /// What the cache holds per key: a node, or the knowledge that there is none.
 type Cached = Option<Arc<ManagedNode>>;
@@ -74,7 +69,7 @@ impl NodeLoader {
         let cache = (settings.node_ttl_secs > 0).then(|| {
             Cache::builder()
                 .time_to_live(Duration::from_secs(settings.node_ttl_secs))
-                .max_capacity(settings.max_bytes / CACHE_SHARE_DIVISOR)
+                .max_capacity(settings.bytes_for(CacheLayer::Nodes))
                 .weigher(weigh)
                 .build()
         });

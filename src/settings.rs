@@ -36,6 +36,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::cursor::{MAX_CURSOR_LEN, MIN_KEY_LEN};
+use crate::model::{AccountId, MAX_PAGE_SIZE, Region};
+
 /// A value that must not reach logs or error messages. `Debug` and
 /// `Display` print `[redacted]`; [`Secret::expose`] is the only way in.
 #[derive(Clone, PartialEq, Eq)]
@@ -231,6 +234,32 @@ impl Default for CacheSettings {
     }
 }
 
+/// The caches that share `cache.max_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheLayer {
+    /// Upstream pages within their TTL.
+    FreshPages,
+    /// Expired pages kept for stale-if-error (mostly the same pages).
+    StalePages,
+    /// Managed nodes: few and small (a few hundred bytes each).
+    Nodes,
+    /// Whole serialized responses.
+    Responses,
+}
+
+impl CacheSettings {
+    /// Each cache's share of `max_bytes`, in eighths: pages 3 + 3 (fresh and
+    /// stale), nodes 1, responses 1. The one place the split is decided, so
+    /// the shares always add up to the whole.
+    pub fn bytes_for(&self, layer: CacheLayer) -> u64 {
+        let eighths = match layer {
+            CacheLayer::FreshPages | CacheLayer::StalePages => 3,
+            CacheLayer::Nodes | CacheLayer::Responses => 1,
+        };
+        self.max_bytes / 8 * eighths
+    }
+}
+
 impl CacheSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         for (key, value, max) in [
@@ -351,7 +380,7 @@ impl Default for Limits {
         Self {
             default_first: 50,
             max_first: 1000,
-            default_page_size: 200,
+            default_page_size: MAX_PAGE_SIZE,
         }
     }
 }
@@ -539,13 +568,10 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         if let Some(key) = &self.cursor_key {
             let len = key.expose().len();
-            if len < crate::app::MIN_CURSOR_KEY_LEN {
+            if len < MIN_KEY_LEN {
                 return Err(SettingsError::new(
                     "cursor_key",
-                    format!(
-                        "must be at least {} bytes (got {len})",
-                        crate::app::MIN_CURSOR_KEY_LEN
-                    ),
+                    format!("must be at least {} bytes (got {len})", MIN_KEY_LEN),
                 ));
             }
         }
@@ -577,6 +603,22 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// What `serve` needs beyond [`Settings::validate`]: at least one
+    /// account to read. (A settings value can be valid and still serve
+    /// nothing; tests and tools load such settings on purpose.)
+    pub fn validate_for_serve(&self) -> Result<(), SettingsError> {
+        if self.accounts.is_empty() {
+            return Err(SettingsError::new(
+                "accounts",
+                "no accounts configured: add at least one [[accounts]] to the settings file \
+                 (see config/example.toml)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Limits {
     fn validate(&self) -> Result<(), SettingsError> {
         const MAX_FIRST: u32 = 10_000;
@@ -595,10 +637,13 @@ impl Limits {
                 ),
             ));
         }
-        if !(1..=200).contains(&self.default_page_size) {
+        if !(1..=MAX_PAGE_SIZE).contains(&self.default_page_size) {
             return Err(SettingsError::new(
                 "limits.default_page_size",
-                format!("must be 1 to 200 (got {})", self.default_page_size),
+                format!(
+                    "must be 1 to {MAX_PAGE_SIZE} (got {})",
+                    self.default_page_size
+                ),
             ));
         }
         Ok(())
@@ -607,7 +652,7 @@ impl Limits {
 
 impl HttpSettings {
     fn validate(&self) -> Result<(), SettingsError> {
-        let min = 2 * crate::cursor::MAX_CURSOR_LEN;
+        let min = 2 * MAX_CURSOR_LEN;
         if self.body_limit_bytes < min {
             return Err(SettingsError::new(
                 "http.body_limit_bytes",
@@ -880,7 +925,7 @@ fn name_env(from_env: &[(String, &str)], key: String) -> String {
 }
 
 fn is_account_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+    AccountId::parse(s).is_ok()
 }
 
 /// IAM's `[\w+=,.@-]`, with `\w` the ASCII word characters.
@@ -918,30 +963,13 @@ fn role_arn_account(arn: &str) -> Option<&str> {
         .then_some(account)
 }
 
-/// `^[a-z]{2}(-[a-z]+)+-\d$`: `us-east-1`, `us-gov-west-1`, `ap-southeast-2`.
-fn is_region(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    let [first, middle @ .., last] = parts.as_slice() else {
-        return false;
-    };
-    let letters = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
-    first.len() == 2
-        && letters(first)
-        && !middle.is_empty()
-        && middle.iter().all(|p| letters(p))
-        && last.len() == 1
-        && last.bytes().all(|b| b.is_ascii_digit())
-}
-
 fn check_region(key: &str, region: &str) -> Result<(), SettingsError> {
-    if is_region(region) {
-        Ok(())
-    } else {
-        Err(SettingsError::new(
+    Region::parse(region).map(drop).map_err(|_| {
+        SettingsError::new(
             key,
             format!("must be an AWS region like us-east-1 (got {region:?})"),
-        ))
-    }
+        )
+    })
 }
 
 fn check_regions(key: &str, regions: &[String]) -> Result<(), SettingsError> {
@@ -1245,26 +1273,7 @@ mod tests {
 
     #[test]
     fn regions_look_like_regions() {
-        for good in [
-            "us-east-1",
-            "us-gov-west-1",
-            "ap-southeast-2",
-            "eu-central-1",
-        ] {
-            assert!(is_region(good), "{good}");
-        }
-        for bad in [
-            "",
-            "us",
-            "us-east",
-            "us-east-12",
-            "US-EAST-1",
-            "use-east-1",
-            "us--1",
-            "us-east-1a",
-        ] {
-            assert!(!is_region(bad), "{bad}");
-        }
+        // The rule itself is `model::Region::parse`'s, tested there.
         error_for(
             "default_regions = [\"eu-west-1\", \"eu_west_2\"]\n",
             "default_regions[1]",

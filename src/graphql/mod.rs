@@ -1,63 +1,53 @@
-//! The GraphQL API: schema, resolvers, and the errors clients see.
+//! The GraphQL API: schema, resolvers, and the codes on every error.
 //!
 //! The schema is code-first; `schema.graphql` at the repository root is its
 //! printed form (`ssm-session-gateway schema`), pinned by a test. Resolvers
-//! read the shared [`Gateway`] from the schema data and call the pager
-//! ([`crate::paging`]); they never see the SDK.
+//! read the [`SessionService`] from the schema data and turn its answers into
+//! the types of [`types`]; they never see the pager or the SDK.
 
-pub mod error;
+mod error;
 mod query;
-pub mod types;
+mod types;
 
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextResolve, NextValidation,
-    ResolveInfo,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextResolve,
+    NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{
-    EmptyMutation, EmptySubscription, Schema, SchemaBuilder, ServerError, ServerResult,
+    EmptyMutation, EmptySubscription, Response, Schema, SchemaBuilder, ServerError, ServerResult,
     ValidationResult, Value, Variables,
 };
 
-pub use error::{ApiError, code};
 pub use query::Query;
 
-use crate::accounts::AccountRegistry;
-use crate::cursor::CursorCodec;
+use crate::error::code;
 use crate::nodes::NodeLoader;
-use crate::settings::{HttpSettings, Limits};
+use crate::sessions::SessionService;
+use crate::settings::HttpSettings;
 
 /// The schema type served.
 pub type GatewaySchema = Schema<Query, EmptyMutation, EmptySubscription>;
-
-/// What resolvers share: where sessions come from, how cursors are signed,
-/// and the paging limits.
-pub struct Gateway {
-    /// The configured accounts and a session source per (account, region).
-    pub registry: Arc<AccountRegistry>,
-    /// Signs and verifies cursors; one key across all replicas.
-    pub cursors: Arc<CursorCodec>,
-    /// Defaults and bounds of `first` and `pageSize`.
-    pub limits: Limits,
-    /// Looks up (and caches) the managed nodes behind sessions' targets.
-    pub nodes: NodeLoader,
-}
 
 fn builder() -> SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
     Schema::build(Query, EmptyMutation, EmptySubscription).register_output_type::<types::Node>()
 }
 
 /// The schema with its data and limits, ready to execute requests.
-pub fn schema(gateway: Arc<Gateway>, http: &HttpSettings) -> GatewaySchema {
+pub fn schema(
+    service: Arc<SessionService>,
+    nodes: NodeLoader,
+    http: &HttpSettings,
+) -> GatewaySchema {
     // One DataLoader for the schema: it batches the node keys resolvers ask
     // for within its delay (a page of sessions, or concurrent requests);
     // the cache is the loader's own, shared by all requests to this process.
-    let nodes = DataLoader::new(gateway.nodes.clone(), tokio::spawn);
+    let nodes = DataLoader::new(nodes, tokio::spawn);
     builder()
-        .data(gateway)
+        .data(service)
         .data(nodes)
         .limit_depth(http.max_query_depth)
         .extension(ErrorCodes)
@@ -71,15 +61,29 @@ pub fn sdl() -> String {
 
 /// Gives every error a stable `extensions.code`: parse and validation
 /// failures get theirs here, and so do errors async-graphql raises while
-/// coercing field arguments (a malformed `DateTime`, say), which carry no
-/// code of their own. Errors resolvers raise already have one and are left
-/// alone.
+/// coercing field arguments (a malformed `DateTime`, say) or choosing the
+/// operation, which carry no code of their own. Errors resolvers raise
+/// already have one and are left alone; any other error without a code is a
+/// bug of ours and reads `INTERNAL`.
 struct ErrorCodes;
 
 impl ExtensionFactory for ErrorCodes {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(ErrorCodes)
     }
+}
+
+/// Whether an error without a code is async-graphql's own complaint about an
+/// argument's value, raised while coercing it for a resolver (the messages
+/// of `InputValueError`; a test pins them).
+fn is_coercion_error(message: &str) -> bool {
+    message.starts_with("Failed to parse \"") || message.starts_with("Expected input type \"")
+}
+
+/// Whether an error without a code is async-graphql's refusal to pick an
+/// operation (several in the document, no or an unknown `operationName`).
+fn is_operation_choice_error(message: &str) -> bool {
+    message.starts_with("Operation name required") || message.starts_with("Unknown operation named")
 }
 
 fn with_code(mut err: ServerError, code: &'static str) -> ServerError {
@@ -134,8 +138,111 @@ impl Extension for ErrorCodes {
         info: ResolveInfo<'_>,
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
-        next.run(ctx, info)
-            .await
-            .map_err(|e| with_code(e, code::BAD_USER_INPUT))
+        next.run(ctx, info).await.map_err(|e| {
+            let code = if is_coercion_error(&e.message) {
+                code::BAD_USER_INPUT
+            } else {
+                code::INTERNAL
+            };
+            with_code(e, code)
+        })
+    }
+
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        response.errors = std::mem::take(&mut response.errors)
+            .into_iter()
+            .map(|e| {
+                let code = if is_operation_choice_error(&e.message) {
+                    code::OPERATION_RESOLUTION_FAILURE
+                } else {
+                    code::INTERNAL
+                };
+                with_code(e, code)
+            })
+            .collect();
+        response
+    }
+}
+
+#[cfg(test)]
+// A failed unwrap is a failed test; the lint is meant for library code.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use async_graphql::{Object, Request};
+
+    struct Probe;
+
+    #[Object]
+    impl Probe {
+        /// A resolver error without a code: a bug of ours.
+        async fn broken(&self) -> async_graphql::Result<i32> {
+            Err("something went wrong".into())
+        }
+        async fn double(&self, n: i32) -> i32 {
+            n * 2
+        }
+    }
+
+    async fn codes(query: &str, variables: serde_json::Value) -> Vec<String> {
+        let schema = Schema::build(Probe, EmptyMutation, EmptySubscription)
+            .extension(ErrorCodes)
+            .finish();
+        let request = Request::new(query).variables(Variables::from_json(variables));
+        let response = schema.execute(request).await;
+        response
+            .errors
+            .iter()
+            .map(|e| {
+                e.extensions
+                    .as_ref()
+                    .and_then(|x| x.get("code"))
+                    .map(|v| v.to_string().trim_matches('"').to_owned())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_error_gets_a_code_and_a_codeless_one_is_internal() {
+        let none = serde_json::json!({});
+        assert_eq!(codes("{ broken }", none.clone()).await, ["INTERNAL"]);
+        assert_eq!(
+            codes("{ double(n: 1", none.clone()).await,
+            ["GRAPHQL_PARSE_FAILED"]
+        );
+        assert_eq!(
+            codes("{ nope }", none.clone()).await,
+            ["GRAPHQL_VALIDATION_FAILED"]
+        );
+        assert_eq!(
+            codes("{ double(n: \"x\") }", none.clone()).await,
+            ["BAD_USER_INPUT"]
+        );
+        assert_eq!(
+            codes(
+                "query($n: Int!) { double(n: $n) }",
+                serde_json::json!({ "n": "x" })
+            )
+            .await,
+            ["BAD_USER_INPUT"]
+        );
+        assert_eq!(
+            codes("query A { double(n: 1) } query B { double(n: 2) }", none).await,
+            ["OPERATION_RESOLUTION_FAILURE"]
+        );
+    }
+
+    #[test]
+    fn the_messages_codes_depend_on_are_async_graphqls() {
+        use async_graphql::{InputType, InputValueError};
+        let custom = InputValueError::<i32>::custom("nope").into_server_error(Default::default());
+        assert!(is_coercion_error(&custom.message), "{}", custom.message);
+        let expected = InputValueError::<i32>::expected_type(Value::Null)
+            .into_server_error(Default::default());
+        assert!(is_coercion_error(&expected.message), "{}", expected.message);
+        let _ = <i32 as InputType>::type_name();
+        assert!(!is_coercion_error("Data `Foo` does not exist."));
     }
 }

@@ -9,10 +9,11 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 
-use super::error::ApiError;
 use crate::cache::Freshness;
 use crate::cursor::{Cursor, CursorCodec};
+use crate::error::ApiError;
 use crate::nodes::NodeLoader;
+use crate::sessions::Located;
 use crate::{accounts, model};
 
 /// Which list of sessions to read.
@@ -133,6 +134,16 @@ pub struct Session {
     pub region: model::Region,
 }
 
+impl From<Located> for Session {
+    fn from(located: Located) -> Self {
+        Self {
+            inner: located.session,
+            account: located.account,
+            region: located.region,
+        }
+    }
+}
+
 /// A Session Manager session: a connection to a managed node, in one
 /// account and region.
 #[Object]
@@ -238,7 +249,7 @@ impl Session {
         let loader = ctx.data::<DataLoader<NodeLoader>>().map_err(|_| {
             ApiError::Internal(anyhow::anyhow!("no node loader in the schema data")).extend()
         })?;
-        let source = accounts::SourceKey {
+        let source = model::SourceKey {
             account: self.account.id.clone(),
             region: self.region.clone(),
         };

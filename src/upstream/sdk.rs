@@ -18,6 +18,7 @@ use crate::model::{
     AccessType, AccountId, InstanceId, ManagedNode, OutputUrl, PingStatus, PlatformType,
     Region as ModelRegion, ResourceType, Session, SessionId, SessionState, SessionStatus,
 };
+use crate::settings::{AwsSettings, RetryMode};
 
 /// How to reach SSM in one region.
 #[derive(Clone, Debug)]
@@ -42,19 +43,20 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
-    /// Defaults for `region`: three attempts with adaptive retries backing off
-    /// from 200 ms to 5 s, 5 s per attempt, 15 s in all.
-    pub fn new(region: impl Into<String>) -> Self {
+    /// `aws` (endpoint, retries, timeouts; its defaults are the only ones)
+    /// for `region`, with the default credential chain unless
+    /// `static_credentials` is set afterwards.
+    pub fn new(region: impl Into<String>, aws: &AwsSettings) -> Self {
         Self {
             region: region.into(),
-            endpoint_url: None,
+            endpoint_url: aws.endpoint_url.clone(),
             static_credentials: None,
-            max_attempts: 3,
-            adaptive_retries: true,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
-            attempt_timeout: Duration::from_secs(5),
-            operation_timeout: Duration::from_secs(15),
+            max_attempts: aws.max_attempts,
+            adaptive_retries: aws.retry_mode == RetryMode::Adaptive,
+            initial_backoff: Duration::from_millis(aws.initial_backoff_ms),
+            max_backoff: Duration::from_millis(aws.max_backoff_ms),
+            attempt_timeout: Duration::from_secs(aws.attempt_timeout_secs),
+            operation_timeout: Duration::from_secs(aws.operation_timeout_secs),
         }
     }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use ssm_session_gateway::accounts::{Account, AccountRegistry, SourceKey};
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     DEMO_ACCOUNT_IDS, DataSpec, Dataset, EmulatorConfig, SessionState, demo_credentials, demo_roles,
 };
-use ssm_session_gateway::model::{AccountId, Region};
+use ssm_session_gateway::accounts::{Account, AccountRegistry};
+use ssm_session_gateway::model::{AccountId, Region, SourceKey};
 use ssm_session_gateway::upstream::{
     Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind,
 };
@@ -431,7 +431,7 @@ async fn one_failing_source_leaves_the_others_and_says_which_failed() {
 
 #[tokio::test]
 async fn a_role_the_account_refuses_is_access_denied_for_that_source_only() {
-    let emulator = ssm_session_gateway::emulator::Emulator::new(config(data()));
+    let emulator = ssm_emulator::Emulator::new(config(data()));
     let (emulator_addr, _stop) = crate::support::serve_emulator(emulator.clone()).await;
     let mut settings =
         ssm_session_gateway::demo::demo_settings("127.0.0.1:0".parse().unwrap(), emulator_addr);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     DEMO_ACCOUNT_IDS, DataSpec, Dataset, EmulatorConfig, Faults, demo_credentials, demo_roles,
 };
 use ssm_session_gateway::settings::RetryMode;

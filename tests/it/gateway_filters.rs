@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Duration, Timelike, Utc};
 use serde_json::{Value, json};
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     AccessType, DEMO_ACCOUNT_ID, DEMO_REGION, Dataset, SessionRecord, SessionState, SessionStatus,
 };
 

@@ -206,3 +206,97 @@ async fn healthz_answers() {
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.json(), json!({ "status": "ok" }));
 }
+
+#[tokio::test]
+async fn accept_q_values_decide_the_media_type() {
+    let app = app().await;
+    let bad = "{ sessions(state: HISTORY";
+    // JSON preferred by q-value: a request error is 200, in JSON.
+    let res = app
+        .request(
+            Method::POST,
+            "/graphql",
+            &[
+                JSON,
+                (
+                    "accept",
+                    "application/json;q=1, application/graphql-response+json;q=0.1",
+                ),
+            ],
+            body(bad),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(
+        res.content_type().starts_with("application/json"),
+        "{}",
+        res.content_type()
+    );
+    // Both refused: 406.
+    let res = app
+        .request(
+            Method::POST,
+            "/graphql",
+            &[
+                JSON,
+                (
+                    "accept",
+                    "application/json;q=0, application/graphql-response+json;q=0",
+                ),
+            ],
+            body(bad),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(error_codes(&res.json()), vec!["NOT_ACCEPTABLE"]);
+    // `text/html;q=0` is not a browser asking for GraphiQL.
+    let res = app
+        .request(Method::GET, "/graphql", &[("accept", "text/html;q=0")], "")
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_codes(&res.json()), vec!["BAD_REQUEST"]);
+}
+
+#[tokio::test]
+async fn an_operation_that_cannot_be_chosen_has_a_code() {
+    let app = app().await;
+    let two = "query A { accounts { id } } query B { accounts { alias } }";
+    for (operation, message) in [
+        (None, "Operation name required"),
+        (Some("C"), "Unknown operation named"),
+    ] {
+        let mut request = json!({ "query": two });
+        if let Some(name) = operation {
+            request["operationName"] = json!(name);
+        }
+        let res = app
+            .request(
+                Method::POST,
+                "/graphql",
+                &[JSON, GQL_RESPONSE],
+                request.to_string(),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST);
+        let v = res.json();
+        assert_eq!(error_codes(&v), vec!["OPERATION_RESOLUTION_FAILURE"], "{v}");
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message)),
+            "{v}"
+        );
+        assert!(v.get("data").is_none(), "{v}");
+    }
+    // Naming one works.
+    let res = app
+        .request(
+            Method::POST,
+            "/graphql",
+            &[JSON],
+            json!({ "query": two, "operationName": "B" }).to_string(),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(res.json()["data"]["accounts"][0]["alias"].is_string());
+}

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::DateTime;
 use serde_json::{Value, json};
-use ssm_session_gateway::accounts::{Account, AccountRegistry, SourceKey};
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     DEMO_ACCOUNT_IDS, DataSpec, Dataset, EmulatorConfig, NodeRecord, demo_credentials, demo_roles,
 };
-use ssm_session_gateway::model::{AccountId, InstanceId, ManagedNode, Region, Session, SessionId};
+use ssm_session_gateway::accounts::{Account, AccountRegistry};
+use ssm_session_gateway::model::{
+    AccountId, InstanceId, ManagedNode, Region, Session, SessionId, SourceKey,
+};
 use ssm_session_gateway::upstream::nodes::NodeSource;
 use ssm_session_gateway::upstream::{
     Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind,
@@ -299,14 +301,16 @@ async fn a_failed_lookup_is_a_field_error_and_the_sessions_stay() {
 
 #[tokio::test]
 async fn the_sdk_source_asks_fifty_ids_a_call_and_maps_every_field() {
-    use ssm_session_gateway::emulator::DEMO_ACCOUNT_ID;
+    use ssm_emulator::{DEMO_ACCOUNT_ID, Emulator};
+    use ssm_session_gateway::demo::emulator_client_settings;
     use ssm_session_gateway::model::{PingStatus, PlatformType, ResourceType};
-    use ssm_session_gateway::upstream::sdk::SdkSessionSource;
+    use ssm_session_gateway::upstream::sdk::{SdkSessionSource, ssm_client};
 
-    use crate::support::emu::{client, config, dataset, spawn};
+    use crate::support::{dataset, emulator_config, serve_emulator};
 
-    let data = dataset();
-    let running = spawn(config(data.clone())).await;
+    let data = dataset(2024, 23, 187);
+    let emulator = Emulator::new(emulator_config(data.clone()));
+    let (addr, _stop) = serve_emulator(emulator.clone()).await;
     let template = data
         .nodes(DEMO_ACCOUNT_ID, "us-east-1")
         .iter()
@@ -318,7 +322,7 @@ async fn the_sdk_source_asks_fifty_ids_a_call_and_maps_every_field() {
         .map(|n| format!("i-{:017x}", 0xfeed_0000_u64 + n))
         .collect();
     for id in &planted {
-        running.emulator.insert_node(
+        emulator.insert_node(
             DEMO_ACCOUNT_ID,
             "us-east-1",
             NodeRecord {
@@ -334,12 +338,12 @@ async fn the_sdk_source_asks_fifty_ids_a_call_and_maps_every_field() {
         .map(|s| InstanceId::parse(&s).unwrap())
         .collect();
     let source = SdkSessionSource::new(
-        client(&running),
+        ssm_client(&emulator_client_settings(addr)).await,
         &AccountId::parse(DEMO_ACCOUNT_ID).unwrap(),
         &Region::parse("us-east-1").unwrap(),
     );
     let mut nodes = source.describe_instances(&ids).await.unwrap();
-    assert_eq!(running.emulator.calls(OP), 2, "75 ids: 50, then 25");
+    assert_eq!(emulator.calls(OP), 2, "75 ids: 50, then 25");
     nodes.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     let got: Vec<&str> = nodes.iter().map(|n| n.instance_id.as_str()).collect();
     assert_eq!(got, planted);

@@ -1,7 +1,7 @@
 //! Paging through the gateway: exactness, upstream cost, PageInfo edges.
 
 use serde_json::{Value, json};
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     DEMO_ACCOUNT_ID, DEMO_REGION, Dataset, SessionRecord, SessionState, SessionStatus,
 };
 

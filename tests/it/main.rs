@@ -5,10 +5,7 @@
 // A failed unwrap is a failed test; the crate's lint is meant for library code.
 #![allow(clippy::unwrap_used)]
 
-mod emulator;
-mod emulator_faults;
-mod emulator_nodes;
-mod emulator_sts;
+mod architecture;
 mod gateway_accounts;
 mod gateway_cache;
 mod gateway_errors;
@@ -18,5 +15,4 @@ mod gateway_nodes;
 mod gateway_paging;
 mod schema_contract;
 mod settings_file;
-mod shapes;
 mod support;

@@ -115,6 +115,25 @@ fn an_unknown_key_exits_2_naming_the_key() {
 }
 
 #[test]
+fn no_accounts_exits_2_with_one_clear_message() {
+    let (code, stderr) = serve_with("no-accounts", "default_regions = [\"eu-west-1\"]\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "one line: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("no accounts configured"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no-accounts.toml"),
+        "names the file: {stderr}"
+    );
+}
+
+#[test]
 fn the_example_file_starts_the_gateway() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let mut child = serve(&["--config", example, "--listen", "127.0.0.1:0"])

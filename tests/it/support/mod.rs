@@ -1,8 +1,6 @@
 //! Shared test plumbing: an emulator and a gateway on loopback ports, wired
-//! exactly as in production (real SDK over HTTP into the emulator, real HTTP
-//! into the gateway), and a small HTTP client.
-
-pub mod emu;
+//! exactly as in production (`Application::build`: real SDK over HTTP into
+//! the emulator, real HTTP into the gateway), and a small HTTP client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,17 +13,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use ssm_session_gateway::accounts::{Account, AccountRegistry, SourceKey};
-use ssm_session_gateway::app::Application;
-use ssm_session_gateway::demo::{demo_base_credentials, demo_settings, emulator_client_settings};
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     DEMO_ACCOUNT_ID, DEMO_REGION, DataSpec, Dataset, Emulator, EmulatorConfig, SourceSpec,
     demo_credentials,
 };
-use ssm_session_gateway::model::{AccountId, Region};
-use ssm_session_gateway::settings::{Secret, Settings};
+use ssm_session_gateway::accounts::{Account, AccountRegistry};
+use ssm_session_gateway::app::{Application, BaseCredentials};
+use ssm_session_gateway::demo::{demo_base_credentials, demo_settings};
+use ssm_session_gateway::model::{AccountId, Region, SourceKey};
+use ssm_session_gateway::settings::{AccountSettings, Secret, Settings};
 use ssm_session_gateway::upstream::SessionSource;
-use ssm_session_gateway::upstream::sdk::{SdkSessionSource, ssm_client};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -105,29 +102,43 @@ pub struct TestApp {
     _stops: Vec<oneshot::Sender<()>>,
 }
 
-/// Spawns the emulator with `config` and the gateway over it.
+/// Spawns the emulator with `config` and the gateway over it: one account
+/// (the demo account, alias `demo`, read with the base credentials) in the
+/// demo region.
 pub async fn spawn_app(config: EmulatorConfig) -> TestApp {
     spawn_app_with(config, Settings::default()).await
 }
 
+/// [`spawn_app`] with `settings` for everything but the account, the
+/// endpoint and the address. These tests count upstream calls, so the page
+/// cache keeps nothing (TTLs and failure back-off 0) and the SDK makes one
+/// attempt: configuration, not a different wiring.
 pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> TestApp {
     let emulator = Emulator::new(config);
     let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
-    let mut client_settings = emulator_client_settings(emulator_addr);
-    // Tests count upstream calls: a retry would blur the count.
-    client_settings.max_attempts = 1;
-    let sdk = ssm_client(&client_settings).await;
+    settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.aws.region = Some(DEMO_REGION.to_owned());
+    settings.aws.endpoint_url = Some(format!("http://{emulator_addr}"));
+    settings.aws.max_attempts = 1;
+    settings.cache.active_ttl_secs = 0;
+    settings.cache.history_ttl_secs = 0;
+    settings.cache.failure_backoff_ms = 0;
+    settings.accounts = vec![AccountSettings {
+        id: DEMO_ACCOUNT_ID.to_owned(),
+        alias: "demo".to_owned(),
+        role_arn: None,
+        external_id: None,
+        session_name: None,
+        session_duration_secs: None,
+        profile: None,
+        regions: vec![DEMO_REGION.to_owned()],
+    }];
     if settings.cursor_key.is_none() {
         settings.cursor_key = Some(Secret::new("k".repeat(32)));
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let source = SdkSessionSource::new(sdk, &demo_account(), &demo_region());
-    let app = Application::with_listener(
-        listener,
-        &settings,
-        Arc::new(single_registry(Arc::new(source))),
-    )
-    .expect("gateway builds");
+    let app = Application::build(&settings, BaseCredentials::Static(demo_base_credentials()))
+        .await
+        .expect("gateway builds");
     start(app, emulator, emulator_addr, emulator_stop)
 }
 
@@ -184,15 +195,13 @@ pub async fn spawn_multi_with(
 ) -> TestApp {
     let emulator = Emulator::new(config);
     let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let mut settings = demo_settings(listener.local_addr().expect("addr"), emulator_addr);
+    let mut settings = demo_settings(SocketAddr::from(([127, 0, 0, 1], 0)), emulator_addr);
     // Tests count upstream calls: a retry would blur the count.
     settings.aws.max_attempts = 1;
     adjust(&mut settings);
-    let registry = AccountRegistry::from_settings(&settings, Some(demo_base_credentials()))
+    let app = Application::build(&settings, BaseCredentials::Static(demo_base_credentials()))
         .await
-        .expect("registry");
-    let app = Application::with_listener(listener, &settings, Arc::new(registry)).expect("gateway");
+        .expect("gateway");
     start(app, emulator, emulator_addr, emulator_stop)
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use aws_sdk_ssm::config::retry::RetryConfig;
 use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region};
 use chrono::{DateTime, TimeZone, Utc};
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     DEMO_ACCESS_KEY_ID, DEMO_ACCOUNT_ID, DEMO_SECRET_ACCESS_KEY, DataSpec, Dataset, Emulator,
     EmulatorConfig, SourceSpec, demo_credentials,
 };

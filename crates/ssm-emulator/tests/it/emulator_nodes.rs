@@ -7,11 +7,9 @@ use aws_sdk_ssm::types::{
     InstanceInformation, InstanceInformationFilter, InstanceInformationFilterKey,
     InstanceInformationStringFilter,
 };
-use ssm_session_gateway::emulator::{
-    DEMO_ACCOUNT_ID, Dataset, NodeRecord, PingStatus, PlatformType, ResourceType,
-};
+use ssm_emulator::{DEMO_ACCOUNT_ID, Dataset, NodeRecord, PingStatus, PlatformType, ResourceType};
 
-use crate::support::emu::{client, config, dataset, spawn};
+use crate::support::{client, config, dataset, spawn};
 
 const OP: &str = "DescribeInstanceInformation";
 

@@ -403,7 +403,7 @@ fn session_json(s: &SessionRecord) -> Value {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::emulator::data::{AccessType, DataSpec, Dataset, SessionStatus, SourceSpec};
+    use crate::data::{AccessType, DataSpec, Dataset, SessionStatus, SourceSpec};
     use chrono::TimeZone;
     use serde_json::json;
     use std::collections::HashSet;
@@ -946,7 +946,7 @@ mod tests {
         s.end_date = None;
         s.reason = None;
         s.details = None;
-        s.output_url = Some(crate::emulator::data::OutputUrl {
+        s.output_url = Some(crate::data::OutputUrl {
             s3_output_url: Some("s3://b/k".into()),
             cloud_watch_output_url: None,
         });

@@ -14,13 +14,13 @@ use aws_credential_types::Credentials;
 use aws_sdk_ssm::config::Region;
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ssm::types::SessionState as SdkState;
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     DEMO_ACCESS_KEY_ID, DEMO_ACCOUNT_ID, DEMO_ACCOUNT_IDS, DEMO_EXTERNAL_ID,
     DEMO_EXTERNAL_ID_ACCOUNT, DEMO_SECRET_ACCESS_KEY, DataSpec, Dataset, EmulatorConfig,
     SessionState, SourceSpec, demo_role_arn, demo_roles,
 };
 
-use crate::support::emu::{Running, anchor, client_as, config, spawn};
+use crate::support::{Running, anchor, client_as, config, spawn};
 
 const REGION: &str = "us-east-1";
 

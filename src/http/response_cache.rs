@@ -20,7 +20,7 @@ use moka::Expiry;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
-use crate::settings::CacheSettings;
+use crate::settings::{CacheLayer, CacheSettings};
 
 /// A response cache key: a SHA-256 of the parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,11 +80,12 @@ pub struct ResponseCache {
 }
 
 impl ResponseCache {
-    /// `None` when `settings.responses` is off. Gets 1/8 of `max_bytes`.
+    /// `None` when `settings.responses` is off. Sized by
+    /// [`CacheSettings::bytes_for`].
     pub fn new(settings: &CacheSettings) -> Option<Self> {
         settings.responses.then(|| Self {
             entries: Cache::builder()
-                .max_capacity(settings.max_bytes / 8)
+                .max_capacity(settings.bytes_for(CacheLayer::Responses))
                 .weigher(|_, e: &std::sync::Arc<Entry>| {
                     u32::try_from(e.body.len() + 64).unwrap_or(u32::MAX)
                 })

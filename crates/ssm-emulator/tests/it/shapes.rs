@@ -9,13 +9,13 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use regex::Regex;
 use serde_json::{Value, json};
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     AccessType, DEMO_ACCESS_KEY_ID, DEMO_ACCOUNT_ID, DEMO_ACCOUNT_IDS, Dataset, Emulator,
     EmulatorConfig, OutputUrl, SessionRecord, SessionStatus, demo_credentials,
 };
 use tower::ServiceExt;
 
-use crate::support::emu::{anchor, sign};
+use crate::support::{anchor, sign};
 
 struct Model {
     shapes: Value,

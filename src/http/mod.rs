@@ -30,9 +30,15 @@ use axum::routing::get;
 use serde::Deserialize;
 use tower_http::trace::TraceLayer;
 
+mod negotiate;
+mod response_cache;
+
+use negotiate::{MediaType, accepts_html, negotiate};
+pub use response_cache::ResponseCache;
+use response_cache::ResponseKey;
+
 use crate::cache::Freshness;
 use crate::graphql::GatewaySchema;
-use crate::response_cache::{ResponseCache, ResponseKey};
 use crate::settings::HttpSettings;
 
 /// What the handlers share.
@@ -53,67 +59,7 @@ pub fn router(state: HttpState, http: &HttpSettings) -> Router {
         .with_state(state)
 }
 
-const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const APPLICATION_JSON: &str = "application/json";
-
-/// The response media type a client accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MediaType {
-    /// `application/graphql-response+json`: status codes tell request errors apart.
-    GraphQlResponse,
-    /// `application/json`: always 200 for a well-formed request.
-    Json,
-}
-
-impl MediaType {
-    fn content_type(self) -> &'static str {
-        match self {
-            Self::GraphQlResponse => "application/graphql-response+json; charset=utf-8",
-            Self::Json => "application/json; charset=utf-8",
-        }
-    }
-}
-
-/// Picks the response media type from `Accept`; `None` if neither is acceptable.
-fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Some(MediaType::Json);
-    };
-    if accept.trim().is_empty() {
-        return Some(MediaType::Json);
-    }
-    let ranges: Vec<&str> = accept
-        .split(',')
-        .filter(|range| {
-            // A range with q=0 means "not this one".
-            !range
-                .split(';')
-                .skip(1)
-                .any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"))
-        })
-        .map(|range| range.split(';').next().unwrap_or_default().trim())
-        .collect();
-    if ranges
-        .iter()
-        .any(|r| r.eq_ignore_ascii_case(GRAPHQL_RESPONSE_JSON))
-    {
-        Some(MediaType::GraphQlResponse)
-    } else if ranges
-        .iter()
-        .any(|r| r.eq_ignore_ascii_case(APPLICATION_JSON) || *r == "*/*" || *r == "application/*")
-    {
-        Some(MediaType::Json)
-    } else {
-        None
-    }
-}
-
-fn accepts_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
-}
 
 /// An error before any GraphQL work: a GraphQL-shaped body with a code.
 fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -436,35 +382,6 @@ async fn healthz() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn accept(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn negotiation_follows_the_spec() {
-        assert_eq!(negotiate(&HeaderMap::new()), Some(MediaType::Json));
-        assert_eq!(negotiate(&accept("*/*")), Some(MediaType::Json));
-        assert_eq!(
-            negotiate(&accept(
-                "application/graphql-response+json, application/json;q=0.9"
-            )),
-            Some(MediaType::GraphQlResponse)
-        );
-        assert_eq!(
-            negotiate(&accept("application/json")),
-            Some(MediaType::Json)
-        );
-        assert_eq!(negotiate(&accept("text/plain")), None);
-        assert_eq!(
-            negotiate(&accept(
-                "application/graphql-response+json;q=0, application/json"
-            )),
-            Some(MediaType::Json)
-        );
-    }
 
     #[test]
     fn mutations_are_recognized_for_get() {

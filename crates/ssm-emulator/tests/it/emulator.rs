@@ -6,12 +6,12 @@ use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::operation::describe_sessions::DescribeSessionsError;
 use aws_sdk_ssm::types::{Session, SessionFilter, SessionFilterKey, SessionState as SdkState};
 use chrono::{DateTime, SecondsFormat, Utc};
-use ssm_session_gateway::emulator::{
+use ssm_emulator::{
     AccessType, DEMO_ACCESS_KEY_ID, DEMO_ACCOUNT_ID, DEMO_SECRET_ACCESS_KEY, Dataset,
     EmulatorConfig, SessionRecord, SessionState, SessionStatus,
 };
 
-use crate::support::emu::{anchor, client, client_as, config, dataset, spawn};
+use crate::support::{anchor, client, client_as, config, dataset, spawn};
 
 const OP: &str = "DescribeSessions";
 
@@ -429,7 +429,7 @@ async fn tokens_are_bound_to_instance_listing_and_time() {
 
     // Another emulator instance (another secret).
     let other = spawn(config(data.clone())).await;
-    let other_client = crate::support::emu::client(&other);
+    let other_client = crate::support::client(&other);
     assert!(invalid_token(
         other_client
             .describe_sessions()
@@ -464,7 +464,7 @@ async fn tokens_are_bound_to_instance_listing_and_time() {
         ..config(data)
     })
     .await;
-    let c = crate::support::emu::client(&short_lived);
+    let c = crate::support::client(&short_lived);
     let page = c
         .describe_sessions()
         .state(SdkState::History)

@@ -5,9 +5,9 @@ use std::time::Duration;
 use aws_sdk_ssm::config::retry::RetryConfig;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::SessionState as SdkState;
-use ssm_session_gateway::emulator::{DEMO_ACCOUNT_ID, Emulator, EmulatorConfig, Faults, Latency};
+use ssm_emulator::{DEMO_ACCOUNT_ID, Emulator, EmulatorConfig, Faults, Latency};
 
-use crate::support::emu::{client, config, dataset, spawn};
+use crate::support::{client, config, dataset, spawn};
 
 const OP: &str = "DescribeSessions";
 
@@ -92,8 +92,8 @@ async fn set_faults_flips_a_healthy_upstream() {
             .endpoint_url(&running.endpoint)
             .region(aws_sdk_sts::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_sts::config::Credentials::new(
-                ssm_session_gateway::emulator::DEMO_ACCESS_KEY_ID,
-                ssm_session_gateway::emulator::DEMO_SECRET_ACCESS_KEY,
+                ssm_emulator::DEMO_ACCESS_KEY_ID,
+                ssm_emulator::DEMO_SECRET_ACCESS_KEY,
                 None,
                 None,
                 "test",

@@ -381,7 +381,7 @@ fn node_json(n: &NodeRecord) -> Value {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::emulator::data::{DataSpec, Dataset, SourceSpec};
+    use crate::data::{DataSpec, Dataset, SourceSpec};
     use chrono::TimeZone;
     use serde_json::json;
     use std::time::Duration;

@@ -285,8 +285,8 @@ pub(crate) fn parse_form(body: &[u8]) -> Vec<(String, String)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::emulator::auth::Caller;
-    use crate::emulator::wire::query_ok;
+    use crate::auth::Caller;
+    use crate::wire::query_ok;
     use axum::http::StatusCode;
 
     const ARN: &str = "arn:aws:iam::444455556666:role/SessionGatewayReader";

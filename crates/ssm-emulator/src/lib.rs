@@ -1,7 +1,8 @@
 //! An SSM emulator that speaks the real AWS wire protocol, so the real
 //! `aws-sdk-ssm` client, the aws CLI and boto3 talk to it unchanged (point
-//! their endpoint URL at it). No AWS is reachable from here: the gateway's demo
-//! mode and its tests run against this.
+//! their endpoint URL at it). moto and LocalStack implement none of the
+//! Session Manager APIs; this does. ssm-session-gateway's `demo` and tests
+//! run against it, and it imports nothing from the gateway.
 //!
 //! It serves `DescribeSessions` and `DescribeInstanceInformation` over AWS
 //! JSON 1.1 (`POST /`), from a [`Dataset`] of sessions and managed nodes per
@@ -24,6 +25,8 @@
 //! authentication, so the request is counted like any other.
 //!
 //! # Layout
+//! - [`cli`]: the fault and data flags of the `ssm-emulator` binary, shared
+//!   with programs that embed the emulator;
 //! - [`wire`]: the AWS JSON 1.1 and AWS Query protocols (operations, replies,
 //!   error bodies);
 //! - [`auth`]: SigV4 `Authorization` parsing, credential lookup (static and
@@ -42,6 +45,7 @@
 //! goes away meanwhile).
 
 mod auth;
+pub mod cli;
 mod data;
 mod faults;
 mod nodes;

@@ -1,0 +1,148 @@
+//! The errors clients see, and which error type to use where.
+//!
+//! - Adapters and internals (`upstream`, `cache`, `accounts` set-up) use
+//!   `anyhow` with `.context(..)`, or their own small enums
+//!   ([`UpstreamError`], [`CursorError`], [`PagingError`], [`RoutingError`],
+//!   [`InvalidInput`]) where callers must tell cases apart.
+//! - The sessions service and the resolvers return [`ApiError`]: each
+//!   variant maps to one stable `extensions.code`, and its message is safe to
+//!   show a client. Whatever detail the client must not see (upstream
+//!   messages, internal causes) is logged, once, with its whole chain, when
+//!   it is converted here.
+//! - `crate::graphql` turns an `ApiError` into a GraphQL error, and gives
+//!   every error async-graphql raises itself (parse, validation, coercion)
+//!   a code too. An error that reaches a client without a code is our bug:
+//!   it reads `INTERNAL`.
+//! - Errors before any GraphQL work (media types, body limits) are answered
+//!   by `crate::http` with an HTTP status and the same body shape.
+
+use std::sync::Arc;
+
+use crate::accounts::RoutingError;
+use crate::cursor::CursorError;
+use crate::model::InvalidInput;
+use crate::paging::PagingError;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
+
+/// `extensions.code` values. Part of the public contract: never renamed.
+pub mod code {
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
+    pub const ACCOUNT_NOT_FOUND: &str = "ACCOUNT_NOT_FOUND";
+    pub const UPSTREAM_THROTTLED: &str = "UPSTREAM_THROTTLED";
+    pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
+    pub const UPSTREAM_ACCESS_DENIED: &str = "UPSTREAM_ACCESS_DENIED";
+    pub const INTERNAL: &str = "INTERNAL";
+    pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    /// The document has several operations and `operationName` names none
+    /// of them (or is missing).
+    pub const OPERATION_RESOLUTION_FAILURE: &str = "OPERATION_RESOLUTION_FAILURE";
+}
+
+/// An error the service or a resolver returns to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An argument breaks the documented rules; the message names it.
+    #[error("{0}")]
+    BadUserInput(String),
+    /// The `after` cursor is not one this gateway minted for these arguments,
+    /// or its upstream position has expired.
+    #[error("{0}")]
+    InvalidCursor(String),
+    /// No configured account has this id or alias.
+    #[error("no configured account has the id or alias {0:?}")]
+    AccountNotFound(String),
+    #[error("SSM is throttling requests; retry after a short wait")]
+    UpstreamThrottled,
+    #[error("SSM could not be reached or failed; retry later")]
+    UpstreamUnavailable,
+    #[error("the gateway is not permitted to read these sessions")]
+    UpstreamAccessDenied,
+    /// A bug or an unexpected upstream answer; details are in the log only.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The stable `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadUserInput(_) => code::BAD_USER_INPUT,
+            Self::InvalidCursor(_) => code::INVALID_CURSOR,
+            Self::AccountNotFound(_) => code::ACCOUNT_NOT_FOUND,
+            Self::UpstreamThrottled => code::UPSTREAM_THROTTLED,
+            Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
+            Self::UpstreamAccessDenied => code::UPSTREAM_ACCESS_DENIED,
+            Self::Internal(_) => code::INTERNAL,
+        }
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        Self::BadUserInput(e.to_string())
+    }
+}
+
+impl From<RoutingError> for ApiError {
+    fn from(e: RoutingError) -> Self {
+        match e {
+            RoutingError::AccountNotFound(name) => Self::AccountNotFound(name),
+            RoutingError::BadRegion(reason) => Self::BadUserInput(reason),
+        }
+    }
+}
+
+impl From<CursorError> for ApiError {
+    fn from(e: CursorError) -> Self {
+        Self::InvalidCursor(format!("invalid cursor: {e}"))
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        Arc::new(e).into()
+    }
+}
+
+/// An upstream failure shared by several fields (every node key of one
+/// failed `DescribeInstanceInformation`).
+impl From<Arc<UpstreamError>> for ApiError {
+    fn from(e: Arc<UpstreamError>) -> Self {
+        // The client gets the kind; the log gets the SDK's whole story.
+        tracing::warn!(kind = ?e.kind, cause = format!("{:#}", e.cause()), "upstream call failed");
+        match e.kind {
+            UpstreamErrorKind::Throttled => Self::UpstreamThrottled,
+            UpstreamErrorKind::Unavailable => Self::UpstreamUnavailable,
+            UpstreamErrorKind::AccessDenied => Self::UpstreamAccessDenied,
+            UpstreamErrorKind::InvalidInput => {
+                Self::BadUserInput("SSM refused the request parameters".to_owned())
+            }
+            UpstreamErrorKind::InvalidToken | UpstreamErrorKind::Internal => {
+                Self::Internal(anyhow::Error::new(e))
+            }
+        }
+    }
+}
+
+impl From<PagingError> for ApiError {
+    fn from(e: PagingError) -> Self {
+        match e {
+            PagingError::StaleCursor(cause) => {
+                tracing::info!(
+                    cause = format!("{:#}", cause.cause()),
+                    "upstream refused a cursor's token"
+                );
+                Self::InvalidCursor(
+                    "the cursor has expired upstream; start again without `after`".to_owned(),
+                )
+            }
+            PagingError::Upstream(e) => e.into(),
+            e @ PagingError::CallBudgetExhausted(_) => {
+                tracing::warn!(error = %e, "a window ran out of upstream calls");
+                Self::UpstreamUnavailable
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The sessions service: what the resolvers ask for, in domain terms.
+//!
+//! [`SessionService::list`] checks a window's arguments against the limits,
+//! picks its (account, region) sources, fingerprints the query, decodes
+//! `after`, reads the window through the pager and returns edges with their
+//! (not yet encoded) cursors. [`SessionService::find`] looks one session up.
+//! Resolvers turn the answers into GraphQL types and nothing more; they never
+//! see the pager, the cursor codec or the SDK.
+
+use std::sync::Arc;
+
+use crate::accounts::{Account, AccountRegistry, Source};
+use crate::cursor::{Cursor, CursorCodec, Fingerprint, PAGE_SIZE_RANGE, SourcePosition};
+use crate::error::ApiError;
+use crate::model::{self, Region, SessionFilter, SessionId, SessionState};
+use crate::paging::{ListQuery, SourceReader, call_budget, read_window};
+use crate::settings::Limits;
+use crate::upstream::UpstreamError;
+
+/// Reads sessions for the resolvers.
+pub struct SessionService {
+    /// The configured accounts and a session source per (account, region).
+    registry: Arc<AccountRegistry>,
+    /// Signs and verifies cursors; one key across all replicas.
+    cursors: Arc<CursorCodec>,
+    /// Defaults and bounds of `first` and `pageSize`.
+    limits: Limits,
+}
+
+/// A window request, as the `sessions` field's arguments give it.
+pub struct ListArgs {
+    pub state: SessionState,
+    pub filter: SessionFilter,
+    /// Account ids or aliases; `None`: all configured.
+    pub accounts: Option<Vec<String>>,
+    /// Regions; `None`: each account's configured regions.
+    pub regions: Option<Vec<String>>,
+    pub first: Option<i32>,
+    pub after: Option<String>,
+    pub page_size: Option<i32>,
+    /// `last` or `before` was given: refused, SSM pages forward only.
+    pub backward: bool,
+    /// Whether `hasNextPage` is wanted (it may cost a look-ahead call).
+    pub want_has_next: bool,
+}
+
+/// A session with the account and region it was read in.
+pub struct Located {
+    pub session: model::Session,
+    pub account: Arc<Account>,
+    pub region: Region,
+}
+
+/// One edge of a window: the session and the cursor that resumes after it.
+pub struct Edge {
+    pub node: Located,
+    pub cursor: Cursor,
+}
+
+/// A window of sessions, and the sources that failed while reading it.
+pub struct Listing {
+    pub edges: Vec<Edge>,
+    /// `None` when not asked for.
+    pub has_next_page: Option<bool>,
+    /// Sources left out of the window, each with why (reported per source).
+    pub failures: Vec<(Source, UpstreamError)>,
+}
+
+impl SessionService {
+    pub fn new(registry: Arc<AccountRegistry>, cursors: Arc<CursorCodec>, limits: Limits) -> Self {
+        Self {
+            registry,
+            cursors,
+            limits,
+        }
+    }
+
+    /// The configured accounts.
+    pub fn accounts(&self) -> &[Arc<Account>] {
+        self.registry.accounts()
+    }
+
+    /// The codec edges' cursors are encoded with.
+    pub fn cursors(&self) -> &Arc<CursorCodec> {
+        &self.cursors
+    }
+
+    /// One window of sessions across the sources `args` names.
+    #[tracing::instrument(
+        name = "sessions",
+        skip_all,
+        fields(state = ?args.state, first = args.first, page_size = args.page_size, resumed = args.after.is_some(), sources)
+    )]
+    pub async fn list(&self, args: ListArgs) -> Result<Listing, ApiError> {
+        if args.backward {
+            return Err(ApiError::BadUserInput(
+                "`last` and `before` are not supported: SSM pages forward only; use `first` and `after`"
+                    .to_owned(),
+            ));
+        }
+        let first = self.first(args.first)?;
+        let page_size = self.page_size(args.page_size)?;
+        let sources = self
+            .registry
+            .select(args.accounts.as_deref(), args.regions.as_deref())?;
+        tracing::Span::current().record("sources", sources.len());
+        let query = ListQuery {
+            state: args.state,
+            filter: args.filter,
+        };
+        let fingerprint = fingerprint(&query, &sources);
+        let positions = match &args.after {
+            None => vec![SourcePosition::Start; sources.len()],
+            Some(after) => {
+                self.cursors
+                    .decode(after, fingerprint, sources.len())?
+                    .sources
+            }
+        };
+
+        let budget = call_budget(first, page_size);
+        let mut readers: Vec<SourceReader> = sources
+            .iter()
+            .zip(positions)
+            .map(|(source, position)| {
+                SourceReader::new(
+                    Arc::clone(&source.reader),
+                    query.clone(),
+                    position,
+                    page_size,
+                    budget,
+                )
+            })
+            .collect();
+        let window = read_window(&mut readers, first, args.want_has_next).await?;
+        tracing::debug!(
+            edges = window.items.len(),
+            calls = window.calls,
+            failed = window.failures.len(),
+            "window read"
+        );
+        let edges = window
+            .items
+            .into_iter()
+            .map(|item| {
+                let source = &sources[item.source];
+                Edge {
+                    node: Located {
+                        session: item.session,
+                        account: source.account.clone(),
+                        region: source.key.region.clone(),
+                    },
+                    cursor: Cursor {
+                        fingerprint,
+                        sources: item.after,
+                    },
+                }
+            })
+            .collect();
+        let failures = window
+            .failures
+            .into_iter()
+            .map(|(i, e)| (sources[i].clone(), e))
+            .collect();
+        Ok(Listing {
+            edges,
+            has_next_page: window.has_next_page,
+            failures,
+        })
+    }
+
+    /// One session by account (id or alias), region and session id: Active
+    /// sessions are searched first, then History.
+    pub async fn find(
+        &self,
+        account: &str,
+        region: &str,
+        session_id: &str,
+    ) -> Result<Option<Located>, ApiError> {
+        let session_id = SessionId::parse(session_id)?;
+        let account_ref = self
+            .registry
+            .account(account)
+            .ok_or_else(|| ApiError::AccountNotFound(account.to_owned()))?;
+        let region = Region::parse(region)?;
+        let source = self.registry.source(account_ref, &region).ok_or_else(|| {
+            ApiError::BadUserInput(format!(
+                "region {region} is not read in account {}",
+                account_ref.id
+            ))
+        })?;
+        for state in [SessionState::Active, SessionState::History] {
+            let query = ListQuery {
+                state,
+                filter: SessionFilter {
+                    session_id: Some(session_id.clone()),
+                    ..SessionFilter::default()
+                },
+            };
+            let page_size = self.limits.default_page_size;
+            let mut reader = [SourceReader::new(
+                Arc::clone(&source.reader),
+                query,
+                SourcePosition::Start,
+                page_size,
+                call_budget(1, page_size),
+            )];
+            let window = read_window(&mut reader, 1, false).await?;
+            if let Some(item) = window.items.into_iter().next() {
+                return Ok(Some(Located {
+                    session: item.session,
+                    account: source.account.clone(),
+                    region,
+                }));
+            }
+            if let Some((_, e)) = window.failures.into_iter().next() {
+                return Err(e.into());
+            }
+        }
+        Ok(None)
+    }
+
+    fn first(&self, first: Option<i32>) -> Result<usize, ApiError> {
+        let max = self.limits.max_first;
+        match first {
+            None => Ok(self.limits.default_first as usize),
+            Some(n) if n < 0 => Err(ApiError::BadUserInput(format!(
+                "`first` must not be negative (got {n})"
+            ))),
+            Some(n) if n as u32 > max => Err(ApiError::BadUserInput(format!(
+                "`first` must be at most {max} (got {n})"
+            ))),
+            Some(n) => Ok(n as usize),
+        }
+    }
+
+    fn page_size(&self, page_size: Option<i32>) -> Result<u8, ApiError> {
+        match page_size {
+            None => Ok(self.limits.default_page_size),
+            Some(n) => u8::try_from(n)
+                .ok()
+                .filter(|n| PAGE_SIZE_RANGE.contains(n))
+                .ok_or_else(|| {
+                    ApiError::BadUserInput(format!(
+                        "`pageSize` must be between {} and {} (got {n})",
+                        PAGE_SIZE_RANGE.start(),
+                        PAGE_SIZE_RANGE.end()
+                    ))
+                }),
+        }
+    }
+}
+
+/// What a cursor is bound to: the query (state and filter) and the exact
+/// list of sources, in canonical order.
+fn fingerprint(query: &ListQuery, sources: &[Source]) -> Fingerprint {
+    let mut parts = query.canonical_parts();
+    for source in sources {
+        parts.push(format!("{}/{}", source.key.account, source.key.region).into_bytes());
+    }
+    Fingerprint::of(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>())
+}
