@@ -46,12 +46,13 @@ step() { STEP_NAME=$1; STEP_START=$(now); echo "== deploy: $1"; }
 done_step() {
     TIMINGS+=("$(since "$STEP_START") s  $STEP_NAME")
 }
-sha() { sha256sum "$@" | sha256sum | cut -c1-64; }
+sha() { sha256sum < "$1" | cut -c1-64; }
 
 # --- install ---------------------------------------------------------------
 
 step "install Python tools (deploy/.venv)"
-stamp=$(sha "$DEPLOY/requirements-check.txt"; python3 --version)
+# A venv is not relocatable: its path is part of the stamp.
+stamp=$(sha "$DEPLOY/requirements-check.txt"; python3 --version; echo "$VENV")
 if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$stamp" ]; then
     echo "installing deploy/requirements-check.txt into deploy/.venv"
     rm -rf "$VENV"
