@@ -91,7 +91,7 @@ done_step
 
 step "hadolint deploy/Dockerfile"
 "$VENV/bin/hadolint" --version
-"$VENV/bin/hadolint" "$DEPLOY/Dockerfile"
+"$VENV/bin/hadolint" --no-color "$DEPLOY/Dockerfile"
 done_step
 
 step "helm lint (default values; ci/all-features-values.yaml)"

@@ -19,9 +19,8 @@ function readAcks(file) {
     if (!line || line.startsWith("#")) return;
     const match = /^(\S+) (.+?): (.*\S.*)$/.exec(line);
     if (!match) {
-      throw new Error(
-        `${file}:${index + 1}: expected "<CHANGE_TYPE> <path>: <reason>", got "${line}"`,
-      );
+      console.log(`${file}:${index + 1}: expected "<CHANGE_TYPE> <path>: <reason>", got "${line}"`);
+      process.exit(1);
     }
     acks.set(`${match[1]} ${match[2]}`, match[3]);
   });
