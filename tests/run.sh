@@ -10,3 +10,4 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo test --workspace --locked"
 cargo test --workspace --locked
+bash deploy/check.sh   # Dockerfile, Helm chart, IAM, schema evolution (deploy/README.md)
