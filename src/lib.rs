@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`accounts`]: the configured accounts, their credentials (STS AssumeRole)
 //!   and one SSM client per (account, region).
+//! - [`auth`]: who is calling (API keys, JWTs, anonymous) and which accounts
+//!   and scopes they are granted. Not yet on the request path.
 //! - [`app`]: builds the gateway from settings and an upstream; binds, serves, stops.
 //! - [`http`]: axum routes: GraphQL over HTTP (POST and GET), GraphiQL, `/healthz`.
 //! - [`graphql`]: the schema, the `sessions` resolver, error codes.
@@ -30,6 +32,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod cursor;
 pub mod demo;
