@@ -11,6 +11,8 @@
 //! - `http`: axum routes: GraphQL over HTTP (POST and GET), content
 //!   negotiation, the response cache, GraphiQL, `/healthz`.
 //! - [`graphql`]: the schema, thin resolvers, error codes on every error.
+//! - [`auth`]: who is calling (API keys, JWTs, anonymous), which accounts
+//!   and scopes they are granted, and the identity the response cache keys on.
 //! - `sessions`: the sessions service: argument limits, routing, cursor
 //!   fingerprints, windows and single-session lookups.
 //! - `error`: `ApiError` and its stable codes; which error type to use where.
@@ -35,6 +37,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod auth;
 mod cache;
 mod cursor;
 #[cfg(feature = "demo")]

@@ -470,6 +470,34 @@ pub struct InvalidInput {
     pub reason: String,
 }
 
+/// What a grant permits in its accounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub enum Scope {
+    /// List accounts, read sessions and managed nodes.
+    #[serde(rename = "sessions:read")]
+    SessionsRead,
+    /// End sessions (the live-updates issue's `terminateSession`).
+    #[serde(rename = "sessions:terminate")]
+    SessionsTerminate,
+}
+
+impl Scope {
+    /// The name used in settings, e.g. `sessions:read`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionsRead => "sessions:read",
+            Self::SessionsTerminate => "sessions:terminate",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,12 +19,15 @@
 //! 4. the default stated on the field.
 //!
 //! Env values of string keys (`listen`, `cursor_key`, `aws.region`,
-//! `aws.endpoint_url`) are taken verbatim; `default_regions` is a comma
+//! `aws.endpoint_url`, `auth.api_keys_file`, `auth.jwt.issuer`, ...) are
+//! taken verbatim; `default_regions` is a comma
 //! list (or a TOML array); other values are parsed as a TOML scalar when
 //! they parse as one, else taken as a string. An unknown `SSM_GATEWAY_*`
 //! variable is an error, so a typo never goes unnoticed; the one exception
-//! is `SSM_GATEWAY_CONFIG`, which names the file. `accounts` is set in the
-//! file only: env cannot add, remove or change an account.
+//! is `SSM_GATEWAY_CONFIG`, which names the file. `accounts`,
+//! `auth.api_keys`, `auth.anonymous_grants` and `auth.jwt.claim_grants` are
+//! set in the file only: env cannot add, remove or change an account, a key
+//! or a grant.
 //!
 //! The file is not required: without one the gateway runs on defaults and
 //! env, with no accounts.
@@ -38,6 +41,13 @@ use serde::{Deserialize, Deserializer};
 
 use crate::cursor::{MAX_CURSOR_LEN, MIN_KEY_LEN};
 use crate::model::{AccountId, MAX_PAGE_SIZE, Region};
+
+mod auth;
+
+pub use auth::{ApiKeySettings, AuthSettings, GrantSettings, JwtSettings};
+pub(crate) use auth::{
+    KeyUniqueness, KnownAccounts, parse_algorithm, parse_sha256_hex, validate_api_keys,
+};
 
 /// A value that must not reach logs or error messages. `Debug` and
 /// `Display` print `[redacted]`; [`Secret::expose`] is the only way in.
@@ -119,6 +129,12 @@ pub struct Settings {
     /// Default none. File only: no env variable sets or changes an account.
     #[serde(default)]
     pub accounts: Vec<AccountSettings>,
+    /// Who may call and what they may see (`[auth]`): API keys, JWT,
+    /// anonymous access and their grants; see [`crate::auth`]. Default: no
+    /// way in ([`AuthSettings::is_configured`] is false). Keys, grants and
+    /// `auth.jwt.claim_grants` are set in the file only.
+    #[serde(default)]
+    pub auth: AuthSettings,
 }
 
 /// How the gateway reaches AWS.
@@ -353,6 +369,7 @@ impl Default for Settings {
             aws: AwsSettings::default(),
             default_regions: Vec::new(),
             accounts: Vec::new(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -430,7 +447,7 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             file: None,
             key: key.into(),
@@ -438,7 +455,7 @@ impl SettingsError {
         }
     }
 
-    fn in_file(mut self, file: Option<&Path>) -> Self {
+    pub(crate) fn in_file(mut self, file: Option<&Path>) -> Self {
         self.file = file.map(Path::to_path_buf);
         self
     }
@@ -467,8 +484,8 @@ enum EnvKind {
     Scalar,
 }
 
-/// Every key an env variable may set, dotted. `accounts` is not here on
-/// purpose; a test checks that every other leaf of [`Settings`] is.
+/// Every key an env variable may set, dotted. [`FILE_ONLY`] keys are not
+/// here on purpose; a test checks that every other leaf of [`Settings`] is.
 const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("listen", EnvKind::String),
     ("cursor_key", EnvKind::String),
@@ -493,6 +510,25 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("cache.node_ttl_secs", EnvKind::Scalar),
     ("cache.max_bytes", EnvKind::Scalar),
     ("cache.responses", EnvKind::Scalar),
+    ("auth.allow_anonymous", EnvKind::Scalar),
+    ("auth.api_keys_file", EnvKind::String),
+    ("auth.jwt.issuer", EnvKind::String),
+    ("auth.jwt.audiences", EnvKind::List),
+    ("auth.jwt.jwks_url", EnvKind::String),
+    ("auth.jwt.algorithms", EnvKind::List),
+    ("auth.jwt.grants_claim", EnvKind::String),
+    ("auth.jwt.leeway_secs", EnvKind::Scalar),
+    ("auth.jwt.jwks_refresh_secs", EnvKind::Scalar),
+    ("auth.jwt.jwks_min_refresh_secs", EnvKind::Scalar),
+];
+
+/// Keys set in the file only: lists of tables (accounts, keys, grants) that
+/// an env variable could not express well, and that decide who sees what.
+const FILE_ONLY: &[&str] = &[
+    "accounts",
+    "auth.api_keys",
+    "auth.anonymous_grants",
+    "auth.jwt.claim_grants",
 ];
 
 impl Settings {
@@ -599,7 +635,8 @@ impl Settings {
                 ));
             }
         }
-        Ok(())
+        // After the accounts: grants name them.
+        self.auth.validate(&self.accounts)
     }
 }
 
@@ -857,8 +894,14 @@ fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<String, Se
         .to_lowercase();
     let dotted = name.split("__").collect::<Vec<_>>().join(".");
     let Some(&(_, kind)) = ENV_KEYS.iter().find(|(key, _)| *key == dotted) else {
-        let reason = if dotted == "accounts" || dotted.starts_with("accounts.") {
-            "accounts are set in the settings file only".to_owned()
+        let file_only = FILE_ONLY.iter().find(|key| {
+            dotted == **key
+                || dotted
+                    .strip_prefix(**key)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        });
+        let reason = if let Some(key) = file_only {
+            format!("{key} is set in the settings file only")
         } else {
             let known: Vec<String> = ENV_KEYS
                 .iter()
@@ -1044,6 +1087,22 @@ mod tests {
             ["eu-central-1"]
         );
         assert!(settings.accounts[2].role_arn.is_none());
+        let auth = &settings.auth;
+        assert!(auth.is_configured());
+        assert_eq!(auth.api_keys.len(), 2);
+        assert_eq!(auth.api_keys[0].sha256.len(), 2);
+        assert!(auth.api_keys[1].expires.is_some());
+        let jwt = auth.jwt.as_ref().expect("jwt example");
+        assert_eq!(jwt.claim_grants.len(), 2);
+        // The commented-out keys are valid too, once uncommented.
+        let uncommented = text
+            .replace("allow_anonymous = false", "allow_anonymous = true")
+            .replace("# anonymous_grants", "anonymous_grants")
+            .replace("# api_keys_file", "api_keys_file");
+        let settings =
+            Settings::from_sources(None, &uncommented, NO_ENV).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.auth.anonymous_grants.len(), 1);
+        assert!(settings.auth.api_keys_file.is_some());
         // The commented-out profile account is valid too, once uncommented.
         let uncommented = text.replace("# [[accounts]]", "[[accounts]]").replace(
             "# id = \"444444444444\"\n# alias = \"sandbox\"\n# profile = \"sandbox-readonly\"\n# regions",
@@ -1136,7 +1195,7 @@ mod tests {
     }
 
     #[test]
-    fn every_settings_key_but_accounts_has_an_env_variable() {
+    fn every_settings_key_but_the_file_only_ones_has_an_env_variable() {
         let full = Settings {
             cursor_key: Some(Secret::new("k".repeat(32))),
             default_regions: vec!["eu-west-1".to_owned()],
@@ -1144,6 +1203,21 @@ mod tests {
                 region: Some("eu-west-1".to_owned()),
                 endpoint_url: Some("http://localhost".to_owned()),
                 ..AwsSettings::default()
+            },
+            auth: AuthSettings {
+                api_keys_file: Some(PathBuf::from("/keys.toml")),
+                jwt: Some(JwtSettings {
+                    issuer: "https://idp".to_owned(),
+                    audiences: vec!["gw".to_owned()],
+                    jwks_url: "https://idp/jwks".to_owned(),
+                    algorithms: vec!["RS256".to_owned()],
+                    grants_claim: "groups".to_owned(),
+                    claim_grants: Default::default(),
+                    leeway_secs: 30,
+                    jwks_refresh_secs: 600,
+                    jwks_min_refresh_secs: 30,
+                }),
+                ..AuthSettings::default()
             },
             ..Settings::default()
         };
@@ -1158,8 +1232,8 @@ mod tests {
                     format!("{prefix}.{key}")
                 };
                 match value {
+                    _ if FILE_ONLY.contains(&key.as_str()) => {}
                     toml::Value::Table(t) => leaves(&key, t, out),
-                    _ if key == "accounts" => {}
                     _ => out.push(key),
                 }
             }
@@ -1171,7 +1245,7 @@ mod tests {
         env_keys.sort();
         assert_eq!(
             keys, env_keys,
-            "ENV_KEYS must list every key of Settings but accounts"
+            "ENV_KEYS must list every key of Settings but FILE_ONLY ones"
         );
     }
 
@@ -1435,6 +1509,222 @@ mod tests {
             e.to_string()
                 .starts_with("/nonexistent/gateway.toml: cannot read"),
             "{e}"
+        );
+    }
+
+    /// Two accounts, then `auth` (TOML lines of `[auth]` and below).
+    fn with_auth(auth: &str) -> String {
+        format!(
+            "default_regions = [\"eu-west-1\"]\n[[accounts]]\nid = \"111111111111\"\nalias = \"prod\"\n[[accounts]]\nid = \"222222222222\"\nalias = \"sandbox\"\n{auth}\n"
+        )
+    }
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn key(sha256: &str, grants: &str) -> String {
+        format!("[[auth.api_keys]]\nname = \"dash\"\nsha256 = {sha256}\ngrants = {grants}\n")
+    }
+
+    const READ_ALL: &str = "[{ accounts = [\"*\"], scopes = [\"sessions:read\"] }]";
+
+    #[test]
+    fn auth_settings_parse_and_resolve() {
+        let text = with_auth(&format!(
+            "[auth]\nallow_anonymous = true\nanonymous_grants = [{{ accounts = [\"sandbox\"], scopes = [\"sessions:read\"] }}]\n{}expires = \"2027-06-30T00:00:00Z\"\n[[auth.api_keys]]\nname = \"b\"\nsha256 = [\"{}\", \"{}\"]\ngrants = [{{ accounts = [\"prod\", \"222222222222\"], scopes = [\"sessions:read\", \"sessions:terminate\"] }}]\nexpires = 2027-06-30T02:00:00+02:00\n",
+            key(&format!("\"{HASH}\""), READ_ALL),
+            "a".repeat(64),
+            "B".repeat(64),
+        ));
+        let settings = from_text(&text).unwrap_or_else(|e| panic!("{e}"));
+        let auth = &settings.auth;
+        assert!(auth.is_configured());
+        assert_eq!(auth.api_keys[0].sha256, [HASH]);
+        assert_eq!(auth.api_keys[1].sha256.len(), 2);
+        assert_eq!(auth.api_keys[0].expires, auth.api_keys[1].expires);
+        assert_eq!(
+            auth.api_keys[1].grants[0].scopes,
+            [
+                crate::model::Scope::SessionsRead,
+                crate::model::Scope::SessionsTerminate
+            ]
+        );
+    }
+
+    #[test]
+    fn no_auth_is_not_configured() {
+        assert!(!Settings::default().auth.is_configured());
+        let only_file =
+            from_text(&with_auth("[auth]\napi_keys_file = \"/k.toml\"")).expect("valid");
+        assert!(only_file.auth.is_configured());
+    }
+
+    #[test]
+    fn api_key_errors_name_the_hash_and_never_print_it() {
+        let message = error_for(
+            &with_auth(&key(&format!("[\"{HASH}\", \"my-actual-key\"]"), READ_ALL)),
+            "auth.api_keys[0].sha256[1]",
+        );
+        assert!(message.contains("64 hex digits"), "{message}");
+        assert!(!message.contains("my-actual-key"), "{message}");
+        error_for(&with_auth(&key("[]", READ_ALL)), "auth.api_keys[0].sha256");
+        error_for(
+            &with_auth(&format!(
+                "{}{}",
+                key(&format!("\"{HASH}\""), READ_ALL),
+                key(&format!("\"{}\"", "c".repeat(64)), READ_ALL)
+            )),
+            "auth.api_keys[1].name",
+        );
+        let dup_hash = key(&format!("\"{HASH}\""), READ_ALL);
+        let message = error_for(
+            &with_auth(&format!(
+                "{dup_hash}{}",
+                dup_hash.replace("\"dash\"", "\"other\"")
+            )),
+            "auth.api_keys[1].sha256[0]",
+        );
+        assert!(message.contains("duplicate hash"), "{message}");
+        error_for(
+            &with_auth(&key(&format!("\"{HASH}\""), "[]")),
+            "auth.api_keys[0].grants",
+        );
+        error_for(
+            &with_auth(&key(&format!("\"{HASH}\""), READ_ALL).replace("\"dash\"", "\"a b\"")),
+            "auth.api_keys[0].name",
+        );
+        error_for(
+            &with_auth(&format!(
+                "{}expires = \"tomorrow\"\n",
+                key(&format!("\"{HASH}\""), READ_ALL)
+            )),
+            "auth.api_keys[0].expires",
+        );
+        error_for(
+            &with_auth(&format!(
+                "{}secret = \"x\"\n",
+                key(&format!("\"{HASH}\""), READ_ALL)
+            )),
+            "auth.api_keys[0].secret",
+        );
+    }
+
+    #[test]
+    fn grants_name_known_accounts_and_scopes() {
+        let h = format!("\"{HASH}\"");
+        error_for(
+            &with_auth(&key(
+                &h,
+                "[{ accounts = [\"prdo\"], scopes = [\"sessions:read\"] }]",
+            )),
+            "auth.api_keys[0].grants[0].accounts[0]",
+        );
+        error_for(
+            &with_auth(&key(
+                &h,
+                "[{ accounts = [], scopes = [\"sessions:read\"] }]",
+            )),
+            "auth.api_keys[0].grants[0].accounts",
+        );
+        error_for(
+            &with_auth(&key(&h, "[{ accounts = [\"prod\"], scopes = [] }]")),
+            "auth.api_keys[0].grants[0].scopes",
+        );
+        let message = error_for(
+            &with_auth(&key(
+                &h,
+                "[{ accounts = [\"prod\"], scopes = [\"sessions:write\"] }]",
+            )),
+            "auth.api_keys[0].grants[0].scopes[0]",
+        );
+        assert!(message.contains("sessions:read"), "{message}");
+        error_for(
+            &with_auth(
+                "[auth]\nanonymous_grants = [{ accounts = [\"*\"], scopes = [\"sessions:read\"] }]",
+            ),
+            "auth.anonymous_grants",
+        );
+    }
+
+    fn jwt(extra: &str) -> String {
+        with_auth(&format!(
+            "[auth.jwt]\nissuer = \"https://idp.example.com/\"\naudiences = [\"ssm-gateway\"]\njwks_url = \"https://idp.example.com/jwks\"\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn jwt_settings_are_checked() {
+        let settings = from_text(&jwt(
+            "algorithms = [\"RS256\", \"ES256\"]\n[auth.jwt.claim_grants]\nplatform-team = [{ accounts = [\"prod\"], scopes = [\"sessions:read\"] }]\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let parsed = settings.auth.jwt.expect("set");
+        assert_eq!(parsed.grants_claim, "groups");
+        assert_eq!(parsed.leeway_secs, 30);
+        assert!(parsed.claim_grants.contains_key("platform-team"));
+        let message = error_for(
+            &jwt("algorithms = [\"RS256\", \"HS256\"]\n"),
+            "auth.jwt.algorithms[1]",
+        );
+        assert!(message.contains("symmetric"), "{message}");
+        error_for(&jwt("algorithms = [\"none\"]\n"), "auth.jwt.algorithms[0]");
+        error_for(&jwt("algorithms = []\n"), "auth.jwt.algorithms");
+        error_for(
+            &jwt("").replace(
+                "https://idp.example.com/jwks",
+                "http://idp.example.com/jwks",
+            ),
+            "auth.jwt.jwks_url",
+        );
+        error_for(
+            &jwt("").replace("[\"ssm-gateway\"]", "[]"),
+            "auth.jwt.audiences",
+        );
+        error_for(&jwt("leeway_secs = 301\n"), "auth.jwt.leeway_secs");
+        error_for(
+            &jwt("jwks_refresh_secs = 5\n"),
+            "auth.jwt.jwks_refresh_secs",
+        );
+        error_for(
+            &jwt("jwks_refresh_secs = 60\njwks_min_refresh_secs = 61\n"),
+            "auth.jwt.jwks_min_refresh_secs",
+        );
+        error_for(
+            &jwt(
+                "[auth.jwt.claim_grants]\nteam = [{ accounts = [\"nope\"], scopes = [\"sessions:read\"] }]\n",
+            ),
+            "auth.jwt.claim_grants.team[0].accounts[0]",
+        );
+    }
+
+    #[test]
+    fn auth_env_overrides_and_file_only_keys() {
+        let env = [
+            ("SSM_GATEWAY_AUTH__ALLOW_ANONYMOUS", "true"),
+            ("SSM_GATEWAY_AUTH__JWT__AUDIENCES", "a,b"),
+            ("SSM_GATEWAY_AUTH__JWT__ALGORITHMS", "ES256"),
+        ];
+        let settings =
+            Settings::from_sources(None, &jwt(""), env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(settings.auth.allow_anonymous);
+        let jwt_settings = settings.auth.jwt.expect("set");
+        assert_eq!(jwt_settings.audiences, ["a", "b"]);
+        assert_eq!(jwt_settings.algorithms, ["ES256"]);
+        let e = Settings::from_sources(None, "", [("SSM_GATEWAY_AUTH__API_KEYS", "[]")])
+            .expect_err("file only");
+        assert!(
+            e.reason
+                .contains("auth.api_keys is set in the settings file only"),
+            "{e}"
+        );
+        let e = Settings::from_sources(
+            None,
+            &jwt(""),
+            [("SSM_GATEWAY_AUTH__JWT__ALGORITHMS", "HS256")],
+        )
+        .expect_err("symmetric");
+        assert_eq!(
+            e.key,
+            "auth.jwt.algorithms[0] (SSM_GATEWAY_AUTH__JWT__ALGORITHMS)"
         );
     }
 }

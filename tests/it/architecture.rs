@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "http",
     "graphql",
     "sessions",
+    "auth",
     "error",
     "nodes",
     "accounts",
