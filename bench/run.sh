@@ -41,7 +41,9 @@ FIELDS='id sessionId target status startDate endDate documentName owner ownerNam
 QUERY="{ sessions(state: HISTORY, first: 50) { edges { cursor node { $FIELDS } } pageInfo { hasNextPage endCursor } } }"
 BODY=$(printf '{"query":"%s"}' "$QUERY")
 printf '%s' "$BODY" >"$WORK/body.json"
-post() { curl -s -o "$2" -w '%{time_total}' "http://$GW$1" -H 'content-type: application/json' --data-binary @"$3"; }
+# The demo's admin key: every account, as the benchmark has always read.
+AUTH='Authorization: Bearer demo-admin'
+post() { curl -s -o "$2" -w '%{time_total}' "http://$GW$1" -H 'content-type: application/json' -H "$AUTH" --data-binary @"$3"; }
 
 post /graphql "$WORK/response.json" "$WORK/body.json" >/dev/null
 post /graphql "$WORK/response.json" "$WORK/body.json" >/dev/null
@@ -52,6 +54,7 @@ curl -sf -X PUT "http://$GW/_bench/prebuilt" --data-binary @"$WORK/response.json
 cat >"$WORK/post.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer demo-admin"
 wrk.body = [[$BODY]]
 LUA
 
@@ -87,6 +90,7 @@ POLL_BODY='{"query":"{ sessions(state: ACTIVE, first: 20) { nodes { sessionId st
 cat >"$WORK/post.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer demo-admin"
 wrk.body = [[$POLL_BODY]]
 LUA
 BEFORE=$(curl -sf "http://$EMU/_emulator/stats")

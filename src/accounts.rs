@@ -233,20 +233,34 @@ impl AccountRegistry {
         self.node_sources.get(key).cloned()
     }
 
+    /// The account with this id or alias, when `visible` lets the caller
+    /// see it; otherwise `None`, exactly as for an account not configured.
+    pub fn visible_account(
+        &self,
+        id_or_alias: &str,
+        visible: impl Fn(&Account) -> bool,
+    ) -> Option<&Arc<Account>> {
+        self.account(id_or_alias).filter(|a| visible(a))
+    }
+
     /// The sources a request names, in canonical order: the given accounts
-    /// (ids or aliases; all when `None`) in the given regions (all of each
-    /// account's when `None`).
+    /// (ids or aliases; all visible ones when `None`) in the given regions
+    /// (all of each account's when `None`). `visible` is the caller's view:
+    /// an account it rejects is left out of the default and, when named, is
+    /// `AccountNotFound` exactly like an account not configured, so a caller
+    /// cannot tell the two apart.
     pub fn select(
         &self,
         accounts: Option<&[String]>,
         regions: Option<&[String]>,
+        visible: impl Fn(&Account) -> bool,
     ) -> Result<Vec<Source>, RoutingError> {
         let chosen: Vec<&Arc<Account>> = match accounts {
-            None => self.accounts.iter().collect(),
+            None => self.accounts.iter().filter(|a| visible(a)).collect(),
             Some(names) => names
                 .iter()
                 .map(|n| {
-                    self.account(n)
+                    self.visible_account(n, &visible)
                         .ok_or_else(|| RoutingError::AccountNotFound(n.clone()))
                 })
                 .collect::<Result<_, _>>()?,

@@ -2,8 +2,10 @@
 //!
 //! [`Application::build`] is the one place a gateway is assembled: the
 //! account registry (credentials and one SSM client per source, each behind
-//! the page cache), the node loader, the sessions service, the schema, the
-//! response cache and the HTTP router. `serve`, `demo` and the tests all go
+//! the page cache), the authenticator (API keys, JWT; its background JWKS
+//! refresh and SIGHUP reload live as long as the application), the node
+//! loader, the sessions service, the schema, the response cache and the HTTP
+//! router. `serve`, `demo` and the tests all go
 //! through it; they differ only in settings (endpoint, TTLs) and in the base
 //! credentials.
 
@@ -17,6 +19,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::accounts::AccountRegistry;
+use crate::auth::{AuthTasks, Authenticator};
 use crate::cursor::{CursorCodec, MIN_KEY_LEN};
 use crate::graphql;
 use crate::http::{self, ResponseCache};
@@ -40,11 +43,14 @@ pub enum BaseCredentials {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// JWKS refresh and keys-file reload on SIGHUP; dropping stops them.
+    _auth_tasks: AuthTasks,
 }
 
 impl Application {
     /// Builds the whole gateway from `settings` and binds `settings.listen`
-    /// (port 0 picks a free port; see [`Application::local_addr`]).
+    /// (port 0 picks a free port; see [`Application::local_addr`]). Fails
+    /// when the keys file cannot be read or is invalid.
     pub async fn build(settings: &Settings, credentials: BaseCredentials) -> anyhow::Result<Self> {
         let base = match credentials {
             BaseCredentials::DefaultChain => None,
@@ -61,11 +67,17 @@ impl Application {
         settings: &Settings,
         registry: Arc<AccountRegistry>,
     ) -> anyhow::Result<Self> {
-        let router = router(settings, registry)?;
+        let auth = authenticator(settings)?;
+        let auth_tasks = auth.start()?;
+        let router = assemble(settings, registry, auth)?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            router,
+            _auth_tasks: auth_tasks,
+        })
     }
 
     /// Adds routes beside the gateway's (the demo's benchmark baseline).
@@ -94,8 +106,32 @@ impl Application {
 }
 
 /// The whole HTTP surface over `registry`, without binding a port (for
-/// in-process tests through `tower::ServiceExt::oneshot`).
+/// in-process tests through `tower::ServiceExt::oneshot`). Authentication is
+/// as configured, but without background work: no JWKS refresh on a timer
+/// (an unknown `kid` still fetches) and no reload on SIGHUP.
 pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Result<Router> {
+    assemble(settings, registry, authenticator(settings)?)
+}
+
+/// The `[auth]` settings cannot be used (an unreadable or invalid
+/// `auth.api_keys_file`, say): a usage error, like invalid settings, and
+/// `serve` exits 2 on it.
+#[derive(Debug, thiserror::Error)]
+#[error("auth settings: {0:#}")]
+pub struct AuthSetupError(anyhow::Error);
+
+/// The authenticator `settings.auth` describes.
+fn authenticator(settings: &Settings) -> Result<Arc<Authenticator>, AuthSetupError> {
+    Authenticator::from_settings(settings)
+        .map(Arc::new)
+        .map_err(AuthSetupError)
+}
+
+fn assemble(
+    settings: &Settings,
+    registry: Arc<AccountRegistry>,
+    auth: Arc<Authenticator>,
+) -> anyhow::Result<Router> {
     let nodes = NodeLoader::new(registry.clone(), &settings.cache);
     let service = Arc::new(SessionService::new(
         registry,
@@ -106,6 +142,8 @@ pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Re
     let state = http::HttpState {
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
+        auth,
+        graphiql_default_headers: Arc::new(settings.http.graphiql_default_headers.clone()),
     };
     Ok(http::router(state, &settings.http))
 }

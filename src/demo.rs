@@ -14,7 +14,11 @@ use tokio::net::TcpListener;
 use ssm_emulator::{self as emulator, Emulator, EmulatorConfig};
 
 use crate::app::{Application, BaseCredentials};
-use crate::settings::{AccountSettings, AwsSettings, Secret, Settings};
+use crate::auth::Scope;
+use crate::settings::{
+    AccountSettings, ApiKeySettings, AuthSettings, AwsSettings, GrantSettings, HttpSettings,
+    Secret, Settings,
+};
 use crate::upstream::sdk::ClientSettings;
 
 /// What `demo` can be told.
@@ -77,9 +81,48 @@ pub fn demo_base_credentials() -> Credentials {
     )
 }
 
+/// The demo's API key with every scope in every account. Public: it is
+/// printed in the banner and the README, and opens only the emulator.
+pub const DEMO_ADMIN_KEY: &str = "demo-admin";
+/// The demo's API key that reads account `platform` only.
+pub const DEMO_PLATFORM_KEY: &str = "demo-platform";
+
+/// The demo's callers, as a settings file would hold them: only the SHA-256
+/// of each key (`printf %s demo-admin | sha256sum`), no anonymous access.
+pub fn demo_auth() -> AuthSettings {
+    AuthSettings {
+        api_keys: vec![
+            ApiKeySettings {
+                name: DEMO_ADMIN_KEY.to_owned(),
+                sha256: vec![
+                    "cce7a2cf1ae045989cfc914fb95a41526f167a838b3c7d33745143614abace7c".to_owned(),
+                ],
+                grants: vec![GrantSettings {
+                    accounts: vec!["*".to_owned()],
+                    scopes: vec![Scope::SessionsRead, Scope::SessionsTerminate],
+                }],
+                expires: None,
+            },
+            ApiKeySettings {
+                name: DEMO_PLATFORM_KEY.to_owned(),
+                sha256: vec![
+                    "8d435f09e126a41d198aefdc7801e6f1baa0db0e5d64304fa7ada9636a5a7d22".to_owned(),
+                ],
+                grants: vec![GrantSettings {
+                    accounts: vec!["platform".to_owned()],
+                    scopes: vec![Scope::SessionsRead],
+                }],
+                expires: None,
+            },
+        ],
+        ..AuthSettings::default()
+    }
+}
+
 /// Settings equivalent to a settings file for the demo accounts: three
 /// accounts, each through its own role (one with an external id), in two
-/// regions, all at the emulator's address.
+/// regions, all at the emulator's address; the callers of [`demo_auth`],
+/// and GraphiQL sending `Authorization: Bearer demo-admin`.
 pub fn demo_settings(listen: SocketAddr, emulator_addr: SocketAddr) -> Settings {
     let aliases = ["platform", "payments", "sandbox"];
     let accounts = emulator::DEMO_ACCOUNT_IDS
@@ -108,6 +151,14 @@ pub fn demo_settings(listen: SocketAddr, emulator_addr: SocketAddr) -> Settings 
         },
         default_regions: vec!["us-east-1".to_owned(), "eu-west-1".to_owned()],
         accounts,
+        auth: demo_auth(),
+        http: HttpSettings {
+            graphiql_default_headers: vec![(
+                "Authorization".to_owned(),
+                format!("Bearer {DEMO_ADMIN_KEY}"),
+            )],
+            ..HttpSettings::default()
+        },
         ..Settings::default()
     }
 }
@@ -149,9 +200,14 @@ pub async fn run(
          (base key {key} / {secret}, account {account}; roles per account, see README)\n\
          \nAccounts: platform (111122223333), payments (444455556666), sandbox (777788889999),\n\
          each read in us-east-1 and eu-west-1 through its own assumed role.\n\
+         \nAPI keys (send Authorization: Bearer <key>; GraphiQL sends demo-admin):\n\
+         \n  {admin}     every account, sessions:read and sessions:terminate\n  \
+         {platform}  account platform only, sessions:read\n\
          \nTry:\n\n  {{\n    sessions(state: HISTORY, first: 5) {{\n      edges {{ cursor node {{ sessionId account {{ alias }} region target owner status startDate }} }}\n      pageInfo {{ hasNextPage endCursor }}\n    }}\n  }}\n\
          \nthen pass pageInfo.endCursor as `after` for the next page. Ctrl-C stops.\n",
         account = emulator::DEMO_ACCOUNT_ID,
+        admin = DEMO_ADMIN_KEY,
+        platform = DEMO_PLATFORM_KEY,
         key = emulator::DEMO_ACCESS_KEY_ID,
         secret = emulator::DEMO_SECRET_ACCESS_KEY,
     );

@@ -13,8 +13,9 @@
 //!   every error async-graphql raises itself (parse, validation, coercion)
 //!   a code too. An error that reaches a client without a code is our bug:
 //!   it reads `INTERNAL`.
-//! - Errors before any GraphQL work (media types, body limits) are answered
-//!   by `crate::http` with an HTTP status and the same body shape.
+//! - Errors before any GraphQL work (media types, body limits, missing or
+//!   bad credentials: `UNAUTHENTICATED`) are answered by `crate::http` with
+//!   an HTTP status and the same body shape.
 
 use std::sync::Arc;
 
@@ -33,6 +34,13 @@ pub mod code {
     pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
     pub const UPSTREAM_ACCESS_DENIED: &str = "UPSTREAM_ACCESS_DENIED";
     pub const INTERNAL: &str = "INTERNAL";
+    /// Missing, malformed, expired or unknown credentials: HTTP 401 with
+    /// `WWW-Authenticate: Bearer`, and no `data`.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The caller is authenticated but lacks the scope an operation needs
+    /// (a field error). An account the caller may not read is never
+    /// `FORBIDDEN`: it is `ACCOUNT_NOT_FOUND`, as if it did not exist.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
     pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
     pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
     /// The document has several operations and `operationName` names none
@@ -50,9 +58,13 @@ pub enum ApiError {
     /// or its upstream position has expired.
     #[error("{0}")]
     InvalidCursor(String),
-    /// No configured account has this id or alias.
+    /// No configured account has this id or alias, or the caller may not
+    /// read it: the two are indistinguishable on purpose.
     #[error("no configured account has the id or alias {0:?}")]
     AccountNotFound(String),
+    /// The caller lacks a scope the operation needs; the message names it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("SSM is throttling requests; retry after a short wait")]
     UpstreamThrottled,
     #[error("SSM could not be reached or failed; retry later")]
@@ -71,6 +83,7 @@ impl ApiError {
             Self::BadUserInput(_) => code::BAD_USER_INPUT,
             Self::InvalidCursor(_) => code::INVALID_CURSOR,
             Self::AccountNotFound(_) => code::ACCOUNT_NOT_FOUND,
+            Self::Forbidden(_) => code::FORBIDDEN,
             Self::UpstreamThrottled => code::UPSTREAM_THROTTLED,
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamAccessDenied => code::UPSTREAM_ACCESS_DENIED,

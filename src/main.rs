@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use ssm_session_gateway::app::{Application, BaseCredentials};
+use ssm_session_gateway::app::{Application, AuthSetupError, BaseCredentials};
 #[cfg(feature = "demo")]
 use ssm_session_gateway::demo::{self, DemoOptions};
 use ssm_session_gateway::settings::{CONFIG_ENV, Settings, SettingsError};
@@ -99,7 +99,14 @@ async fn main() -> anyhow::Result<()> {
             if let Some(listen) = listen {
                 settings.listen = listen;
             }
-            let app = Application::build(&settings, BaseCredentials::DefaultChain).await?;
+            let app = match Application::build(&settings, BaseCredentials::DefaultChain).await {
+                Ok(app) => app,
+                Err(e) if e.downcast_ref::<AuthSetupError>().is_some() => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2);
+                }
+                Err(e) => return Err(e),
+            };
             tracing::info!(addr = %app.local_addr(), "gateway listening; GraphQL at /graphql");
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(())

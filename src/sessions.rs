@@ -6,16 +6,78 @@
 //! (not yet encoded) cursors. [`SessionService::find`] looks one session up.
 //! Resolvers turn the answers into GraphQL types and nothing more; they never
 //! see the pager, the cursor codec or the SDK.
+//!
+//! Every method takes the [`Caller`], and authorization by account happens
+//! here, not in the resolvers: a caller sees only the accounts it may read
+//! (`sessions:read`); naming any other is `ACCOUNT_NOT_FOUND`, exactly as
+//! for an account not configured, and costs no upstream call. A caller with
+//! `sessions:read` in no account at all is `FORBIDDEN`.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::accounts::{Account, AccountRegistry, Source};
+use crate::auth::{Principal, Scope};
 use crate::cursor::{Cursor, CursorCodec, Fingerprint, PAGE_SIZE_RANGE, SourcePosition};
 use crate::error::ApiError;
 use crate::model::{self, Region, SessionFilter, SessionId, SessionState};
 use crate::paging::{ListQuery, SourceReader, call_budget, read_window};
 use crate::settings::Limits;
 use crate::upstream::UpstreamError;
+
+/// Who a request is for, and what serving it read (for the audit line).
+/// One per request, put in the GraphQL request data by `crate::http`.
+pub struct Caller {
+    /// The authenticated principal; decides which accounts are visible.
+    pub principal: Principal,
+    /// What the service read on this caller's behalf.
+    pub usage: Usage,
+}
+
+impl Caller {
+    pub fn new(principal: Principal) -> Self {
+        Self {
+            principal,
+            usage: Usage::default(),
+        }
+    }
+
+    fn can_read(&self, account: &Account) -> bool {
+        self.principal.can_in(Scope::SessionsRead, account)
+    }
+}
+
+/// The accounts a request touched and the upstream pages the service read
+/// for it (through the page cache, so some may have been cache hits).
+#[derive(Default)]
+pub struct Usage {
+    // A std Mutex: nothing awaits while it is held.
+    accounts: Mutex<BTreeSet<String>>,
+    pages: AtomicU64,
+}
+
+impl Usage {
+    fn record(&self, sources: &[Source], pages: u64) {
+        if let Ok(mut accounts) = self.accounts.lock() {
+            accounts.extend(sources.iter().map(|s| s.account.alias.clone()));
+        }
+        self.pages.fetch_add(pages, Ordering::Relaxed);
+    }
+
+    /// Aliases of the accounts read, sorted.
+    pub fn accounts(&self) -> Vec<String> {
+        self.accounts
+            .lock()
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Upstream pages read.
+    pub fn pages(&self) -> u64 {
+        self.pages.load(Ordering::Relaxed)
+    }
+}
 
 /// Reads sessions for the resolvers.
 pub struct SessionService {
@@ -75,9 +137,26 @@ impl SessionService {
         }
     }
 
-    /// The configured accounts.
-    pub fn accounts(&self) -> &[Arc<Account>] {
-        self.registry.accounts()
+    /// The configured accounts `caller` may read, in configuration order.
+    pub fn accounts(&self, caller: &Caller) -> Vec<Arc<Account>> {
+        self.registry
+            .accounts()
+            .iter()
+            .filter(|a| caller.can_read(a))
+            .cloned()
+            .collect()
+    }
+
+    /// `FORBIDDEN` unless `caller` may read sessions in at least one account.
+    fn require_read(&self, caller: &Caller) -> Result<(), ApiError> {
+        if self.registry.accounts().iter().any(|a| caller.can_read(a)) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{} lacks the scope sessions:read in every account",
+                caller.principal
+            )))
+        }
     }
 
     /// The codec edges' cursors are encoded with.
@@ -91,7 +170,8 @@ impl SessionService {
         skip_all,
         fields(state = ?args.state, first = args.first, page_size = args.page_size, resumed = args.after.is_some(), sources)
     )]
-    pub async fn list(&self, args: ListArgs) -> Result<Listing, ApiError> {
+    pub async fn list(&self, caller: &Caller, args: ListArgs) -> Result<Listing, ApiError> {
+        self.require_read(caller)?;
         if args.backward {
             return Err(ApiError::BadUserInput(
                 "`last` and `before` are not supported: SSM pages forward only; use `first` and `after`"
@@ -100,9 +180,11 @@ impl SessionService {
         }
         let first = self.first(args.first)?;
         let page_size = self.page_size(args.page_size)?;
-        let sources = self
-            .registry
-            .select(args.accounts.as_deref(), args.regions.as_deref())?;
+        let sources =
+            self.registry
+                .select(args.accounts.as_deref(), args.regions.as_deref(), |a| {
+                    caller.can_read(a)
+                })?;
         tracing::Span::current().record("sources", sources.len());
         let query = ListQuery {
             state: args.state,
@@ -132,7 +214,9 @@ impl SessionService {
                 )
             })
             .collect();
-        let window = read_window(&mut readers, first, args.want_has_next).await?;
+        let window = read_window(&mut readers, first, args.want_has_next).await;
+        caller.usage.record(&sources, readers_calls(&readers));
+        let window = window?;
         tracing::debug!(
             edges = window.items.len(),
             calls = window.calls,
@@ -171,16 +255,20 @@ impl SessionService {
 
     /// One session by account (id or alias), region and session id: Active
     /// sessions are searched first, then History.
+    /// An account `caller` may not read is `ACCOUNT_NOT_FOUND`, as an
+    /// unconfigured one is.
     pub async fn find(
         &self,
+        caller: &Caller,
         account: &str,
         region: &str,
         session_id: &str,
     ) -> Result<Option<Located>, ApiError> {
+        self.require_read(caller)?;
         let session_id = SessionId::parse(session_id)?;
         let account_ref = self
             .registry
-            .account(account)
+            .visible_account(account, |a| caller.can_read(a))
             .ok_or_else(|| ApiError::AccountNotFound(account.to_owned()))?;
         let region = Region::parse(region)?;
         let source = self.registry.source(account_ref, &region).ok_or_else(|| {
@@ -205,7 +293,11 @@ impl SessionService {
                 page_size,
                 call_budget(1, page_size),
             )];
-            let window = read_window(&mut reader, 1, false).await?;
+            let window = read_window(&mut reader, 1, false).await;
+            caller
+                .usage
+                .record(std::slice::from_ref(&source), readers_calls(&reader));
+            let window = window?;
             if let Some(item) = window.items.into_iter().next() {
                 return Ok(Some(Located {
                     session: item.session,
@@ -259,4 +351,9 @@ fn fingerprint(query: &ListQuery, sources: &[Source]) -> Fingerprint {
         parts.push(format!("{}/{}", source.key.account, source.key.region).into_bytes());
     }
     Fingerprint::of(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>())
+}
+
+/// Upstream pages `readers` fetched (each through the page cache).
+fn readers_calls(readers: &[SourceReader]) -> u64 {
+    readers.iter().map(|r| r.calls() as u64).sum()
 }

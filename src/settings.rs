@@ -45,9 +45,7 @@ use crate::model::{AccountId, MAX_PAGE_SIZE, Region};
 mod auth;
 
 pub use auth::{ApiKeySettings, AuthSettings, GrantSettings, JwtSettings};
-pub(crate) use auth::{
-    KeyUniqueness, KnownAccounts, parse_algorithm, parse_sha256_hex, validate_api_keys,
-};
+pub(crate) use auth::{KeyUniqueness, KnownAccounts, parse_sha256_hex, validate_api_keys};
 
 /// A value that must not reach logs or error messages. `Debug` and
 /// `Display` print `[redacted]`; [`Secret::expose`] is the only way in.
@@ -402,7 +400,7 @@ impl Default for Limits {
     }
 }
 
-/// HTTP server limits.
+/// The HTTP server: limits, browsers (CORS), introspection.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
@@ -415,6 +413,23 @@ pub struct HttpSettings {
     /// Deepest selection set accepted, at least 1. Default 12. Env
     /// `SSM_GATEWAY_HTTP__MAX_QUERY_DEPTH`.
     pub max_query_depth: usize,
+    /// Browser origins allowed to call `/graphql` from another site (CORS),
+    /// each `scheme://host[:port]` exactly as the browser sends it, e.g.
+    /// `"https://console.example.com"`. Preflights are answered for these
+    /// origins only, allowing `GET`, `POST` and the `Authorization` and
+    /// `Content-Type` headers. Default none: no cross-origin access. Env
+    /// `SSM_GATEWAY_HTTP__CORS_ALLOWED_ORIGINS` (a comma list).
+    pub cors_allowed_origins: Vec<String>,
+    /// Whether the schema answers introspection (`__schema`, `__type`),
+    /// which GraphiQL and code generators use. Default true. Env
+    /// `SSM_GATEWAY_HTTP__INTROSPECTION`.
+    pub introspection: bool,
+    /// Headers GraphiQL sends with every query it runs, e.g. the demo's
+    /// `Authorization: Bearer demo-admin`. Set by code (the demo), not read
+    /// from files or the environment: a real deployment's credentials belong
+    /// to each user, never to the page.
+    #[serde(skip)]
+    pub graphiql_default_headers: Vec<(String, String)>,
 }
 
 impl Default for HttpSettings {
@@ -422,6 +437,9 @@ impl Default for HttpSettings {
         Self {
             body_limit_bytes: 192 * 1024,
             max_query_depth: 12,
+            cors_allowed_origins: Vec::new(),
+            introspection: true,
+            graphiql_default_headers: Vec::new(),
         }
     }
 }
@@ -495,6 +513,8 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("limits.default_page_size", EnvKind::Scalar),
     ("http.body_limit_bytes", EnvKind::Scalar),
     ("http.max_query_depth", EnvKind::Scalar),
+    ("http.cors_allowed_origins", EnvKind::List),
+    ("http.introspection", EnvKind::Scalar),
     ("aws.region", EnvKind::String),
     ("aws.endpoint_url", EnvKind::String),
     ("aws.max_attempts", EnvKind::Scalar),
@@ -642,13 +662,22 @@ impl Settings {
 
 impl Settings {
     /// What `serve` needs beyond [`Settings::validate`]: at least one
-    /// account to read. (A settings value can be valid and still serve
+    /// account to read, and a way to authenticate callers (API keys, a keys
+    /// file, JWT, or anonymous access said out loud). (A settings value can be valid and still serve
     /// nothing; tests and tools load such settings on purpose.)
     pub fn validate_for_serve(&self) -> Result<(), SettingsError> {
         if self.accounts.is_empty() {
             return Err(SettingsError::new(
                 "accounts",
                 "no accounts configured: add at least one [[accounts]] to the settings file \
+                 (see config/example.toml)",
+            ));
+        }
+        if !self.auth.is_configured() {
+            return Err(SettingsError::new(
+                "auth",
+                "no way to authenticate callers: configure [[auth.api_keys]], \
+                 auth.api_keys_file or [auth.jwt], or set auth.allow_anonymous = true \
                  (see config/example.toml)",
             ));
         }
@@ -705,8 +734,28 @@ impl HttpSettings {
                 "must be at least 1 (got 0)",
             ));
         }
+        for (i, origin) in self.cors_allowed_origins.iter().enumerate() {
+            check_origin(origin)
+                .map_err(|r| SettingsError::new(format!("http.cors_allowed_origins[{i}]"), r))?;
+        }
         Ok(())
     }
+}
+
+/// A browser origin: `http(s)://host[:port]`, nothing after it.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let shape = format!(
+        "must be an origin such as \"https://console.example.com\": scheme, host and optional port, no path (got {origin:?})"
+    );
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(|| shape.clone())?;
+    let ok = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    if ok { Ok(()) } else { Err(shape) }
 }
 
 impl AwsSettings {

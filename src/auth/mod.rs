@@ -13,8 +13,12 @@
 //! is configured, otherwise an API key. Work on a request is bounded before
 //! any is done: a header over [`MAX_HEADER_BYTES`] is refused unread.
 //!
+//! On the request path: `crate::http` authenticates every GraphQL request
+//! before any other work and puts the principal in the request data;
+//! `crate::sessions` filters accounts by it. The `[auth]` settings and their
+//! validation live in `crate::settings` (below this module).
+//!
 //! # Layout
-//! - [`settings`]: the `[auth]` settings and their validation.
 //! - [`principal`]: principals, grants, scopes, identity keys.
 //! - [`api_keys`]: API keys by SHA-256, constant-time lookup, reload on SIGHUP.
 //! - [`jwt`]: JWT verification against a cached, refreshed JWKS.

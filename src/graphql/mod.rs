@@ -46,12 +46,16 @@ pub fn schema(
     // for within its delay (a page of sessions, or concurrent requests);
     // the cache is the loader's own, shared by all requests to this process.
     let nodes = DataLoader::new(nodes, tokio::spawn);
-    builder()
+    let builder = builder()
         .data(service)
         .data(nodes)
         .limit_depth(http.max_query_depth)
-        .extension(ErrorCodes)
-        .finish()
+        .extension(ErrorCodes);
+    if http.introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The schema in SDL, as checked in at `schema.graphql`.

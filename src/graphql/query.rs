@@ -1,5 +1,7 @@
 //! The query root: each resolver turns arguments into a service call and
-//! the answer into GraphQL types; the work is in [`crate::sessions`].
+//! the answer into GraphQL types; the work is in [`crate::sessions`]. Each
+//! passes the request's [`Caller`] along: which accounts it may see is the
+//! service's decision, never a resolver's.
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use super::types::{
 use crate::accounts::Source;
 use crate::error::ApiError;
 use crate::model::SessionFilter;
-use crate::sessions::{ListArgs, SessionService};
+use crate::sessions::{Caller, ListArgs, SessionService};
 use crate::upstream::UpstreamError;
 
 /// The query root.
@@ -21,21 +23,26 @@ pub struct Query;
 /// Reads Session Manager sessions across the configured accounts and regions.
 #[Object]
 impl Query {
-    /// The accounts this gateway reads, in configuration order.
+    /// The accounts this gateway reads that the caller may read, in
+    /// configuration order.
     async fn accounts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Account>> {
         let service = ctx.data::<Arc<SessionService>>()?;
-        Ok(service.accounts().iter().cloned().map(Account).collect())
+        Ok(service
+            .accounts(caller(ctx)?)
+            .into_iter()
+            .map(Account)
+            .collect())
     }
 
     /// Session Manager sessions as a Relay connection over SSM
     /// `DescribeSessions`, merged across accounts and regions: newest
     /// `startDate` first, ties by account id, then region, then upstream order.
     ///
-    /// Sources: `accounts` (ids or aliases; default all configured accounts)
-    /// in `regions` (default each account's configured regions). Every source
-    /// is queried concurrently and costs at least one upstream call per
-    /// window, so narrow both when you can. An unknown account is
-    /// `ACCOUNT_NOT_FOUND`.
+    /// Sources: `accounts` (ids or aliases; default all accounts the caller
+    /// may read) in `regions` (default each account's configured regions).
+    /// Every source is queried concurrently and costs at least one upstream
+    /// call per window, so narrow both when you can. An unknown account, or
+    /// one the caller may not read, is `ACCOUNT_NOT_FOUND`.
     ///
     /// Paging is forward only, as SSM's is: `first` (default 50, at most
     /// 1000; 0 is allowed) sessions after the cursor `after`. `last` and
@@ -60,7 +67,7 @@ impl Query {
         #[graphql(desc = "Only sessions matching all of these.")] filter: Option<
             SessionFilterInput,
         >,
-        #[graphql(desc = "Accounts to read, by id or alias (default: all configured).")]
+        #[graphql(desc = "Accounts to read, by id or alias (default: all the caller may read).")]
         accounts: Option<Vec<ID>>,
         #[graphql(desc = "Regions to read (default: each account's configured regions).")]
         regions: Option<Vec<String>>,
@@ -100,7 +107,10 @@ impl Query {
                 .field("hasNextPage")
                 .exists(),
         };
-        let listing = service.list(args).await.map_err(|e| e.extend())?;
+        let listing = service
+            .list(caller(ctx)?, args)
+            .await
+            .map_err(|e| e.extend())?;
         for (source, error) in listing.failures {
             ctx.add_error(source_error(ctx, &source, error));
         }
@@ -136,27 +146,40 @@ impl Query {
     ) -> async_graphql::Result<Option<Session>> {
         let service = ctx.data::<Arc<SessionService>>()?;
         let found = service
-            .find(&account.0, &region, &session_id)
+            .find(caller(ctx)?, &account.0, &region, &session_id)
             .await
             .map_err(|e| e.extend())?;
         Ok(found.map(Session::from))
     }
 
     /// Any object by its global id (Relay). Sessions are the only nodes.
-    /// A malformed id is `BAD_USER_INPUT`; an account no longer configured is
-    /// `ACCOUNT_NOT_FOUND`.
+    /// A malformed id is `BAD_USER_INPUT`; an account no longer configured,
+    /// or one the caller may not read, is `ACCOUNT_NOT_FOUND`.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
         let service = ctx.data::<Arc<SessionService>>()?;
+        let caller = caller(ctx)?;
         let found = async {
             let (account, region, session_id) = node_id::decode(&id.0)?;
             service
-                .find(account.as_str(), region.as_str(), session_id.as_str())
+                .find(
+                    caller,
+                    account.as_str(),
+                    region.as_str(),
+                    session_id.as_str(),
+                )
                 .await
         }
         .await
         .map_err(|e: ApiError| e.extend())?;
         Ok(found.map(|located| Node::Session(Session::from(located))))
     }
+}
+
+/// The request's caller, put in the request data by `crate::http`.
+fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller> {
+    ctx.data::<Arc<Caller>>()
+        .map(|c| c.as_ref())
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("no caller in the request data")).extend())
 }
 
 /// The `errors` entry for one failed source: its code, account and region.

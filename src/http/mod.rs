@@ -12,11 +12,27 @@
 //! - `GET` executes queries only (a mutation over GET is 405), and a browser
 //!   asking for `text/html` without a query gets GraphiQL.
 //!
+//! Every GraphQL request (POST, and GET with a query) is authenticated
+//! first, before content negotiation, the response cache or any GraphQL
+//! work: missing, malformed, expired or unknown credentials are HTTP 401
+//! with `WWW-Authenticate: Bearer` and `extensions.code` `UNAUTHENTICATED`,
+//! and no `data`. Not authenticated: the GraphiQL page (a browser cannot add
+//! the header to a page load; GraphiQL sends it with each query), CORS
+//! preflights (answered by the CORS layer for `http.cors_allowed_origins`
+//! only) and `/healthz`. The principal goes into the request data as a
+//! [`Caller`], which the sessions service authorizes by account; the
+//! response cache is keyed by the principal's identity, never the header.
+//!
+//! Each GraphQL request logs one line at target `audit`: principal (never a
+//! credential), operation name, accounts read, upstream pages read, outcome
+//! and duration.
+//!
 //! The handlers do no GraphQL work of their own beyond that negotiation: the
 //! schema executes, and error codes come from [`crate::graphql`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
@@ -24,10 +40,11 @@ use async_graphql::{Value, Variables};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 mod negotiate;
@@ -37,8 +54,11 @@ use negotiate::{MediaType, accepts_html, negotiate};
 pub use response_cache::ResponseCache;
 use response_cache::ResponseKey;
 
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::cache::Freshness;
+use crate::error::code;
 use crate::graphql::GatewaySchema;
+use crate::sessions::Caller;
 use crate::settings::HttpSettings;
 
 /// What the handlers share.
@@ -47,16 +67,91 @@ pub struct HttpState {
     pub schema: GatewaySchema,
     /// Whole responses of identical reads; `None` when turned off.
     pub responses: Option<Arc<ResponseCache>>,
+    /// Turns each request's `Authorization` header into a principal.
+    pub auth: Arc<Authenticator>,
+    /// Headers GraphiQL sends with every query (`http.graphiql_default_headers`,
+    /// the demo's key); empty elsewhere.
+    pub graphiql_default_headers: Arc<Vec<(String, String)>>,
 }
 
 /// The gateway's routes.
 pub fn router(state: HttpState, http: &HttpSettings) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    match cors(&http.cors_allowed_origins) {
+        // Outermost: a preflight is answered before any route or handler.
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for `origins` (validated settings), or none at all when empty: a
+/// browser on another origin then cannot read any answer.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// The principal of a request, or the 401 to answer (with its audit line).
+async fn authenticate(
+    state: &HttpState,
+    headers: &HeaderMap,
+    started: Instant,
+) -> Result<Principal, Response> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let result = match (values.next(), values.next()) {
+        // Two headers: which one counts would be a guess.
+        (Some(_), Some(_)) => Err(AuthError::Malformed),
+        (value, _) => state.auth.authenticate(value).await,
+    };
+    result.map_err(|e| {
+        tracing::info!(
+            target: "audit",
+            principal = "-",
+            outcome = "unauthenticated",
+            reason = e.reason(),
+            status = 401,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "request refused"
+        );
+        unauthenticated(&e)
+    })
+}
+
+/// HTTP 401 for `e`: its message (which never holds the token) and a
+/// `WWW-Authenticate: Bearer` challenge, RFC 6750's `invalid_token` when
+/// credentials were sent but refused.
+fn unauthenticated(e: &AuthError) -> Response {
+    let mut response = http_error(
+        StatusCode::UNAUTHORIZED,
+        code::UNAUTHENTICATED,
+        &e.to_string(),
+    );
+    let challenge = match e {
+        AuthError::Missing => r#"Bearer realm="ssm-session-gateway""#,
+        _ => r#"Bearer realm="ssm-session-gateway", error="invalid_token""#,
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
 }
 
 const APPLICATION_JSON: &str = "application/json";
@@ -99,6 +194,11 @@ struct PostBody {
 }
 
 async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let principal = match authenticate(&state, &headers, started).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -130,7 +230,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         variables: body.variables,
         extensions: body.extensions,
     };
-    execute(&state, parts, &headers, media).await
+    execute(&state, parts, principal, media, started).await
 }
 
 /// The query string of a GraphQL-over-HTTP GET.
@@ -157,21 +257,26 @@ async fn graphql_get(
             "malformed query string",
         );
     };
+    let started = Instant::now();
     let Some(query) = params.query else {
         if accepts_html(&headers) {
-            return Html(
-                GraphiQLSource::build()
-                    .endpoint("/graphql")
-                    .title("ssm-session-gateway")
-                    .finish(),
-            )
-            .into_response();
+            let mut page = GraphiQLSource::build()
+                .endpoint("/graphql")
+                .title("ssm-session-gateway");
+            for (name, value) in state.graphiql_default_headers.iter() {
+                page = page.header(name, value);
+            }
+            return Html(page.finish()).into_response();
         }
         return http_error(
             StatusCode::BAD_REQUEST,
             "BAD_REQUEST",
             "missing `query` parameter (open this URL in a browser for GraphiQL)",
         );
+    };
+    let principal = match authenticate(&state, &headers, started).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
     };
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
@@ -201,7 +306,7 @@ async fn graphql_get(
         variables,
         extensions,
     };
-    execute(&state, parts, &headers, media).await
+    execute(&state, parts, principal, media, started).await
 }
 
 type JsonObject = serde_json::Map<String, serde_json::Value>;
@@ -263,15 +368,6 @@ fn build_request(parts: RequestParts) -> async_graphql::Request {
     request
 }
 
-/// The caller's scope for the response cache: who is asking. Until the
-/// gateway authorizes callers itself, the credentials presented (the
-/// `Authorization` header) stand for it.
-fn caller_scope(headers: &HeaderMap) -> Option<&[u8]> {
-    headers
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes)
-}
-
 fn graphql_response(
     status: StatusCode,
     media: MediaType,
@@ -295,15 +391,33 @@ fn graphql_response(
 /// `HIT` when the response cache answered, `MISS` otherwise.
 const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
+/// The audit line of one executed (or cache-answered) request.
+fn audit(caller: &Caller, operation: Option<&str>, outcome: &str, status: u16, started: Instant) {
+    tracing::info!(
+        target: "audit",
+        principal = %caller.principal,
+        operation = operation.unwrap_or("-"),
+        accounts = caller.usage.accounts().join(","),
+        upstream_pages = caller.usage.pages(),
+        outcome,
+        status,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request served"
+    );
+}
+
 async fn execute(
     state: &HttpState,
     parts: RequestParts,
-    headers: &HeaderMap,
+    principal: Principal,
     media: MediaType,
+    started: Instant,
 ) -> Response {
+    let caller = Arc::new(Caller::new(principal));
+    let operation = parts.operation_name.clone();
     let key = state.responses.as_ref().map(|_| {
         ResponseKey::new(
-            caller_scope(headers),
+            Some(&caller.principal.identity_key().0),
             &parts.query,
             parts.operation_name.as_deref(),
             parts.variables.as_ref(),
@@ -312,11 +426,12 @@ async fn execute(
     if let (Some(cache), Some(key)) = (&state.responses, &key)
         && let Some(body) = cache.get(key).await
     {
+        audit(&caller, operation.as_deref(), "cache_hit", 200, started);
         return graphql_response(StatusCode::OK, media, "HIT", body);
     }
     let cacheable_operation = !is_mutation(&parts.query, parts.operation_name.as_deref());
-    let (mut response, freshness) =
-        Freshness::collect(state.schema.execute(build_request(parts))).await;
+    let request = build_request(parts).data(Arc::clone(&caller));
+    let (mut response, freshness) = Freshness::collect(state.schema.execute(request)).await;
     let stale = freshness.stale();
     if !stale.is_empty() {
         let notes: Vec<serde_json::Value> = stale
@@ -348,6 +463,18 @@ async fn execute(
     } else {
         (StatusCode::OK, serde_json::to_vec(&response))
     };
+    let outcome = match (response.errors.is_empty(), request_error) {
+        (true, _) => "ok",
+        (false, true) => "request_error",
+        (false, false) => "field_errors",
+    };
+    audit(
+        &caller,
+        operation.as_deref(),
+        outcome,
+        status.as_u16(),
+        started,
+    );
     let body = match body {
         Ok(body) => Bytes::from(body),
         Err(e) => {

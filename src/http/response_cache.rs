@@ -2,8 +2,10 @@
 //!
 //! Dashboards send the same query with the same variables over and over.
 //! A query's serialized response is kept under a key of everything that can
-//! change it: the caller's scope (today the `Authorization` header, hashed:
-//! callers presenting different credentials never share an entry), the
+//! change it: the caller's identity (the principal's
+//! [`identity_key`](crate::auth::Principal::identity_key): its kind, name and
+//! grants, never the raw `Authorization` header, so two keys of one name
+//! during a rotation share entries and two principals never do), the
 //! document (as sent, surrounding white space trimmed), the operation name
 //! and the variables (canonical JSON). A warm hit skips parsing, validation
 //! and execution: it is a hash and a map lookup.
@@ -27,7 +29,7 @@ use crate::settings::{CacheLayer, CacheSettings};
 pub struct ResponseKey([u8; 32]);
 
 impl ResponseKey {
-    /// The key of one request.
+    /// The key of one request; `scope` is the caller's identity key.
     pub fn new(
         scope: Option<&[u8]>,
         query: &str,

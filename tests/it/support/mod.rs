@@ -1,6 +1,11 @@
 //! Shared test plumbing: an emulator and a gateway on loopback ports, wired
 //! exactly as in production (`Application::build`: real SDK over HTTP into
 //! the emulator, real HTTP into the gateway), and a small HTTP client.
+//!
+//! Gateways are configured with the demo's API keys (`demo-admin`, and
+//! `demo-platform` where the account `platform` exists), and every request
+//! sends `Authorization: Bearer demo-admin` unless the test passes its own
+//! `authorization` header or asks for none ([`TestApp::request_as`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,12 +24,24 @@ use ssm_emulator::{
 };
 use ssm_session_gateway::accounts::{Account, AccountRegistry};
 use ssm_session_gateway::app::{Application, BaseCredentials};
-use ssm_session_gateway::demo::{demo_base_credentials, demo_settings};
+use ssm_session_gateway::demo::{DEMO_ADMIN_KEY, demo_auth, demo_base_credentials, demo_settings};
 use ssm_session_gateway::model::{AccountId, Region, SourceKey};
 use ssm_session_gateway::settings::{AccountSettings, Secret, Settings};
 use ssm_session_gateway::upstream::SessionSource;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+/// The `Authorization` value the helpers send by default.
+pub const ADMIN: &str = "Bearer demo-admin";
+/// The demo's one-account key (`platform`, `sessions:read`).
+pub const PLATFORM: &str = "Bearer demo-platform";
+
+/// The demo's admin key only: for gateways without the `platform` account.
+pub fn admin_auth() -> ssm_session_gateway::settings::AuthSettings {
+    let mut auth = demo_auth();
+    auth.api_keys.retain(|k| k.name == DEMO_ADMIN_KEY);
+    auth
+}
 
 /// A fixed "now" for seeded data, so expected answers never drift.
 pub fn anchor() -> DateTime<Utc> {
@@ -136,6 +153,9 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
     if settings.cursor_key.is_none() {
         settings.cursor_key = Some(Secret::new("k".repeat(32)));
     }
+    if !settings.auth.is_configured() {
+        settings.auth = admin_auth();
+    }
     let app = Application::build(&settings, BaseCredentials::Static(demo_base_credentials()))
         .await
         .expect("gateway builds");
@@ -166,11 +186,15 @@ fn start(
 /// One GraphQL request through the gateway's router over `registry`, in
 /// process (no port): for registries with scripted sources.
 pub async fn query_router(registry: AccountRegistry, query: &str, variables: Value) -> Value {
-    let router =
-        ssm_session_gateway::app::router(&Settings::default(), Arc::new(registry)).expect("router");
+    let settings = Settings {
+        auth: admin_auth(),
+        ..Settings::default()
+    };
+    let router = ssm_session_gateway::app::router(&settings, Arc::new(registry)).expect("router");
     let body = json!({ "query": query, "variables": variables }).to_string();
     let req = axum::http::Request::post("/graphql")
         .header("content-type", "application/json")
+        .header("authorization", ADMIN)
         .body(axum::body::Body::from(body))
         .expect("request");
     let res = tower::ServiceExt::oneshot(router, req)
@@ -235,9 +259,27 @@ impl HttpAnswer {
 }
 
 impl TestApp {
-    /// Sends any request to the gateway.
+    /// Sends any request to the gateway, as `demo-admin` unless `headers`
+    /// hold an `authorization` header.
     pub async fn request(
         &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> HttpAnswer {
+        let own = headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+        let auth = (!own).then_some(ADMIN);
+        self.request_as(auth, method, path, headers, body).await
+    }
+
+    /// Sends any request with `authorization` (none at all when `None`)
+    /// besides `headers`.
+    pub async fn request_as(
+        &self,
+        authorization: Option<&str>,
         method: Method,
         path: &str,
         headers: &[(&str, &str)],
@@ -246,6 +288,9 @@ impl TestApp {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.addr));
+        if let Some(value) = authorization {
+            req = req.header("authorization", value);
+        }
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
@@ -284,6 +329,25 @@ impl TestApp {
             String::from_utf8_lossy(&answer.body)
         );
         answer
+    }
+
+    /// POSTs a GraphQL request with `authorization` (none when `None`); the
+    /// whole answer, whatever its status.
+    pub async fn graphql_as(
+        &self,
+        authorization: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> HttpAnswer {
+        let body = json!({ "query": query, "variables": variables }).to_string();
+        self.request_as(
+            authorization,
+            Method::POST,
+            "/graphql",
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await
     }
 
     /// `DescribeSessions` calls the emulator has served so far.
