@@ -1,10 +1,12 @@
 //! `serve --config`: the real binary refuses bad settings before binding a
-//! port, with exit code 2 and the bad key on stderr, and starts on good ones.
+//! port, with exit code 2 and the bad key on stderr, and starts on good ones;
+//! and re-reads its keys file on SIGHUP.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// Never wait on the binary longer than this.
@@ -171,4 +173,197 @@ fn the_example_file_starts_the_gateway() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(listening, "the gateway did not start:\n{log}");
+}
+
+const ONE_ACCOUNT: &str = r#"
+default_regions = ["eu-west-1"]
+
+[[accounts]]
+id = "111111111111"
+alias = "prod"
+"#;
+
+#[test]
+fn no_way_to_authenticate_exits_2_saying_what_to_set() {
+    let (code, stderr) = serve_with("no-auth", ONE_ACCOUNT);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "one line: {stderr}"
+    );
+    for what in [
+        "auth.api_keys",
+        "auth.api_keys_file",
+        "auth.jwt",
+        "allow_anonymous = true",
+    ] {
+        assert!(stderr.contains(what), "names {what}: {stderr}");
+    }
+}
+
+#[test]
+fn an_unreadable_keys_file_exits_2() {
+    let text =
+        format!("{ONE_ACCOUNT}\n[auth]\napi_keys_file = \"/nonexistent/ssm-gateway-keys.toml\"\n");
+    let (code, stderr) = serve_with("missing-keys-file", &text);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("ssm-gateway-keys.toml"), "{stderr}");
+}
+
+// ------------------------------------------------------------ SIGHUP
+
+/// One POST `{ accounts { alias } }` with `Bearer key` over a fresh
+/// connection; the status, or 0 when the connection failed.
+async fn status_with_key(addr: std::net::SocketAddr, key: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = r#"{"query":"{ accounts { alias } }"}"#;
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer {key}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut answer = Vec::new();
+    if stream.read_to_end(&mut answer).await.is_err() {
+        return 0;
+    }
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn sha256_hex(key: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn keys_file(hashes: &[&str]) -> String {
+    let list: Vec<String> = hashes.iter().map(|h| format!("\"{h}\"")).collect();
+    format!(
+        "[[api_keys]]\nname = \"ci\"\nsha256 = [{}]\ngrants = [{{ accounts = [\"*\"], scopes = [\"sessions:read\"] }}]\n",
+        list.join(", ")
+    )
+}
+
+/// Polls `key` until it gets `want`, for at most [`DEADLINE`].
+async fn until_status(addr: std::net::SocketAddr, key: &str, want: u16) {
+    let start = Instant::now();
+    loop {
+        let got = status_with_key(addr, key).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{key}: still {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sighup(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The real binary, over an emulator started here: an edited keys file is
+/// picked up on SIGHUP, and requests keep being answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_keys_file_without_dropping_requests() {
+    use crate::support::{dataset, emulator_config, serve_emulator};
+    let (emulator_addr, _stop) = serve_emulator(ssm_emulator::Emulator::new(emulator_config(
+        dataset(3, 2, 2),
+    )))
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let keys = TempFile::new("sighup-keys", &keys_file(&[&sha256_hex("key-one")]));
+    let settings = TempFile::new(
+        "sighup",
+        &format!(
+            "listen = \"{addr}\"\ncursor_key = \"{cursor}\"\ndefault_regions = [\"{region}\"]\n\
+             [aws]\nregion = \"{region}\"\nendpoint_url = \"http://{emulator_addr}\"\nmax_attempts = 1\n\
+             [[accounts]]\nid = \"{account}\"\nalias = \"demo\"\n\
+             [auth]\napi_keys_file = \"{keys}\"\n",
+            cursor = "k".repeat(32),
+            region = ssm_emulator::DEMO_REGION,
+            account = ssm_emulator::DEMO_ACCOUNT_ID,
+            keys = keys.0.display(),
+        ),
+    );
+    let mut child = serve(&["--config", settings.0.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", ssm_emulator::DEMO_ACCESS_KEY_ID)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            ssm_emulator::DEMO_SECRET_ACCESS_KEY,
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until_status(addr, "key-one", 200).await;
+    assert_eq!(status_with_key(addr, "key-two").await, 401);
+
+    // A caller with key-one keeps asking throughout the reload.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loop_stop = stop.clone();
+    let caller = tokio::spawn(async move {
+        let (mut ok, mut other) = (0u32, Vec::new());
+        while !loop_stop.load(Ordering::SeqCst) {
+            match status_with_key(addr, "key-one").await {
+                200 => ok += 1,
+                status => other.push(status),
+            }
+        }
+        (ok, other)
+    });
+
+    // Rotation starts: key-two joins key-one under the same name.
+    std::fs::write(
+        &keys.0,
+        keys_file(&[&sha256_hex("key-one"), &sha256_hex("key-two")]),
+    )
+    .unwrap();
+    sighup(&child);
+    until_status(addr, "key-two", 200).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, other) = caller.await.unwrap();
+    assert!(ok > 0 && other.is_empty(), "{ok} answered, then {other:?}");
+
+    // Rotation ends: key-one is retired.
+    std::fs::write(&keys.0, keys_file(&[&sha256_hex("key-two")])).unwrap();
+    sighup(&child);
+    until_status(addr, "key-one", 401).await;
+    assert_eq!(status_with_key(addr, "key-two").await, 200);
+
+    // A broken edit keeps the keys in use.
+    std::fs::write(&keys.0, "not toml [").unwrap();
+    sighup(&child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status_with_key(addr, "key-two").await, 200);
+    assert!(child.try_wait().unwrap().is_none(), "the gateway exited");
+
+    let _ = child.kill();
+    let _ = child.wait();
 }
