@@ -1143,6 +1143,11 @@ mod tests {
         assert!(auth.api_keys[1].expires.is_some());
         let jwt = auth.jwt.as_ref().expect("jwt example");
         assert_eq!(jwt.claim_grants.len(), 2);
+        assert_eq!(
+            settings.http.cors_allowed_origins,
+            ["https://console.example.com"]
+        );
+        assert!(settings.http.introspection);
         // The commented-out keys are valid too, once uncommented.
         let uncommented = text
             .replace("allow_anonymous = false", "allow_anonymous = true")
@@ -1373,6 +1378,17 @@ mod tests {
     fn http_limits_are_in_range() {
         error_for("[http]\nbody_limit_bytes = 1024\n", "http.body_limit_bytes");
         error_for("[http]\nmax_query_depth = 0\n", "http.max_query_depth");
+        for origin in [
+            "*",
+            "console.example.com",
+            "https://a.example.com/",
+            "https://",
+        ] {
+            error_for(
+                &format!("[http]\ncors_allowed_origins = [{origin:?}]\n"),
+                "http.cors_allowed_origins[0]",
+            );
+        }
     }
 
     #[test]
