@@ -309,6 +309,8 @@ async fn sighup_reloads_the_keys_file_without_dropping_requests() {
             keys = keys.0.display(),
         ),
     );
+    // The log goes to a file: the audit lines are checked at the end.
+    let log = TempFile::new("sighup-log", "");
     let mut child = serve(&["--config", settings.0.to_str().unwrap()])
         .env("AWS_ACCESS_KEY_ID", ssm_emulator::DEMO_ACCESS_KEY_ID)
         .env(
@@ -318,7 +320,7 @@ async fn sighup_reloads_the_keys_file_without_dropping_requests() {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log.0).unwrap())
         .spawn()
         .unwrap();
     until_status(addr, "key-one", 200).await;
@@ -366,4 +368,32 @@ async fn sighup_reloads_the_keys_file_without_dropping_requests() {
 
     let _ = child.kill();
     let _ = child.wait();
+
+    // One audit line per request, naming the principal, never a key.
+    let log = std::fs::read_to_string(&log.0).unwrap();
+    let log = regex::Regex::new("\x1b\\[[0-9;]*m")
+        .unwrap()
+        .replace_all(&log, "")
+        .into_owned();
+    let served = log
+        .lines()
+        .find(|l| l.contains("audit") && l.contains("request served"))
+        .unwrap_or_else(|| panic!("no audit line:\n{log}"));
+    for field in [
+        "principal=api_key:ci",
+        "accounts=",
+        "upstream_pages=",
+        "outcome=\"ok\"",
+        "duration_ms=",
+    ] {
+        assert!(served.contains(field), "{field} in {served}");
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("audit") && l.contains("reason=\"unknown_key\"")),
+        "a refused request is audited:\n{log}"
+    );
+    for secret in ["key-one", "key-two", &sha256_hex("key-one")] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+    }
 }
