@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::accounts::AccountRegistry;
 use crate::cursor::CursorCodec;
+use crate::graphiql::{Graphiql, GraphiqlOptions};
 use crate::graphql::{self, Gateway};
 use crate::http;
 use crate::nodes::NodeLoader;
@@ -85,6 +86,10 @@ pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Re
     let state = http::HttpState {
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
+        graphiql: Arc::new(Graphiql::new(
+            http::GRAPHQL_PATH,
+            &GraphiqlOptions::default(),
+        )),
     };
     Ok(http::router(state, &settings.http))
 }

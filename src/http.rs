@@ -10,7 +10,8 @@
 //!   says nothing (the legacy default), always 200 for a well-formed request;
 //!   a client accepting neither gets 406;
 //! - `GET` executes queries only (a mutation over GET is 405), and a browser
-//!   asking for `text/html` without a query gets GraphiQL.
+//!   asking for `text/html` without a query gets GraphiQL ([`crate::graphiql`],
+//!   whose assets are mounted here too).
 //!
 //! The handlers do no GraphQL work of their own beyond that negotiation: the
 //! schema executes, and error codes come from [`crate::graphql`].
@@ -18,19 +19,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Value, Variables};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use tower_http::trace::TraceLayer;
 
 use crate::cache::Freshness;
+use crate::graphiql::{self, Graphiql};
 use crate::graphql::GatewaySchema;
 use crate::response_cache::{ResponseCache, ResponseKey};
 use crate::settings::HttpSettings;
@@ -41,13 +42,19 @@ pub struct HttpState {
     pub schema: GatewaySchema,
     /// Whole responses of identical reads; `None` when turned off.
     pub responses: Option<Arc<ResponseCache>>,
+    /// The GraphiQL page a browser gets at `GET /graphql`.
+    pub graphiql: Arc<Graphiql>,
 }
+
+/// Where GraphQL is served (and GraphiQL, for a browser).
+pub const GRAPHQL_PATH: &str = "/graphql";
 
 /// The gateway's routes.
 pub fn router(state: HttpState, http: &HttpSettings) -> Router {
     Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
+        .merge(graphiql::routes())
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -213,13 +220,7 @@ async fn graphql_get(
     };
     let Some(query) = params.query else {
         if accepts_html(&headers) {
-            return Html(
-                GraphiQLSource::build()
-                    .endpoint("/graphql")
-                    .title("ssm-session-gateway")
-                    .finish(),
-            )
-            .into_response();
+            return state.graphiql.page(&headers);
         }
         return http_error(
             StatusCode::BAD_REQUEST,

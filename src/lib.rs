@@ -9,6 +9,7 @@
 //!   and one SSM client per (account, region).
 //! - [`app`]: builds the gateway from settings and an upstream; binds, serves, stops.
 //! - [`http`]: axum routes: GraphQL over HTTP (POST and GET), GraphiQL, `/healthz`.
+//! - [`graphiql`]: the GraphiQL page and its compiled-in assets (no CDN).
 //! - [`graphql`]: the schema, the `sessions` resolver, error codes.
 //! - [`paging`]: reads a forward window of sessions across upstream pages,
 //!   knowing where to resume after each one.
@@ -34,6 +35,7 @@ pub mod cache;
 pub mod cursor;
 pub mod demo;
 pub mod emulator;
+pub mod graphiql;
 pub mod graphql;
 pub mod http;
 pub mod model;
