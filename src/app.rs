@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::accounts::AccountRegistry;
 use crate::auth::{AuthTasks, Authenticator};
 use crate::cursor::{CursorCodec, MIN_KEY_LEN};
+use crate::graphiql::{Graphiql, GraphiqlOptions};
 use crate::graphql;
 use crate::http::{self, ResponseCache};
 use crate::nodes::NodeLoader;
@@ -143,7 +144,18 @@ fn assemble(
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
         auth,
-        graphiql_default_headers: Arc::new(settings.http.graphiql_default_headers.clone()),
+        graphiql: Arc::new(Graphiql::new(
+            http::GRAPHQL_PATH,
+            &GraphiqlOptions {
+                default_headers: settings
+                    .http
+                    .graphiql_default_headers
+                    .iter()
+                    .cloned()
+                    .collect(),
+                subscription_endpoint: None,
+            },
+        )),
     };
     Ok(http::router(state, &settings.http))
 }

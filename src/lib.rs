@@ -9,7 +9,8 @@
 //! # Layout
 //! - [`app`]: the composition root; builds the whole gateway from settings.
 //! - `http`: axum routes: GraphQL over HTTP (POST and GET), content
-//!   negotiation, the response cache, GraphiQL, `/healthz`.
+//!   negotiation, the response cache, `/healthz`.
+//! - `graphiql`: the GraphiQL page and its compiled-in assets (no CDN).
 //! - [`graphql`]: the schema, thin resolvers, error codes on every error.
 //! - [`auth`]: who is calling (API keys, JWTs, anonymous), which accounts
 //!   and scopes they are granted, and the identity the response cache keys on.
@@ -43,6 +44,7 @@ mod cursor;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod error;
+mod graphiql;
 pub mod graphql;
 mod http;
 pub mod model;

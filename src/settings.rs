@@ -410,7 +410,9 @@ pub struct HttpSettings {
     /// ([`crate::cursor::MAX_CURSOR_LEN`]) with the query around it; at
     /// least twice that. Env `SSM_GATEWAY_HTTP__BODY_LIMIT_BYTES`.
     pub body_limit_bytes: usize,
-    /// Deepest selection set accepted, at least 1. Default 12. Env
+    /// Deepest selection set accepted, at least 1. Default 15: the depth of
+    /// the standard introspection query (graphql-js 16's, which GraphiQL's
+    /// docs explorer and most tools send); the deepest data query is 5. Env
     /// `SSM_GATEWAY_HTTP__MAX_QUERY_DEPTH`.
     pub max_query_depth: usize,
     /// Browser origins allowed to call `/graphql` from another site (CORS),
@@ -436,7 +438,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             body_limit_bytes: 192 * 1024,
-            max_query_depth: 12,
+            max_query_depth: 15,
             cors_allowed_origins: Vec::new(),
             introspection: true,
             graphiql_default_headers: Vec::new(),

@@ -8,6 +8,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The browser test (tests/it/graphiql.rs) drives Debian's Chromium with
+# playwright-core from npm; no browser is ever downloaded from elsewhere.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium (Debian package) for the browser test"
+  sudo_=""
+  [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y chromium
+fi
+command -v node >/dev/null || { echo "error: node (20+) and npm are needed for tests/browser" >&2; exit 1; }
+# npm ci when node_modules is missing or older than the lock file (npm writes
+# node_modules/.package-lock.json on every install).
+if [ ! -f tests/browser/node_modules/.package-lock.json ] ||
+   [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+  echo "== npm ci in tests/browser (playwright-core, pinned)"
+  (cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund)
+fi
+
 echo "== cargo test --workspace --locked"
 cargo test --workspace --locked
 bash deploy/check.sh   # Dockerfile, Helm chart, IAM, schema evolution (deploy/README.md)

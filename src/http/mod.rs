@@ -10,7 +10,8 @@
 //!   says nothing (the legacy default), always 200 for a well-formed request;
 //!   a client accepting neither gets 406;
 //! - `GET` executes queries only (a mutation over GET is 405), and a browser
-//!   asking for `text/html` without a query gets GraphiQL.
+//!   asking for `text/html` without a query gets GraphiQL ([`crate::graphiql`],
+//!   whose assets are mounted here too).
 //!
 //! Every GraphQL request (POST, and GET with a query) is authenticated
 //! first, before content negotiation, the response cache or any GraphQL
@@ -34,14 +35,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Value, Variables};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -57,6 +57,7 @@ use response_cache::ResponseKey;
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::cache::Freshness;
 use crate::error::code;
+use crate::graphiql::{self, Graphiql};
 use crate::graphql::GatewaySchema;
 use crate::sessions::Caller;
 use crate::settings::HttpSettings;
@@ -69,16 +70,20 @@ pub struct HttpState {
     pub responses: Option<Arc<ResponseCache>>,
     /// Turns each request's `Authorization` header into a principal.
     pub auth: Arc<Authenticator>,
-    /// Headers GraphiQL sends with every query (`http.graphiql_default_headers`,
-    /// the demo's key); empty elsewhere.
-    pub graphiql_default_headers: Arc<Vec<(String, String)>>,
+    /// The GraphiQL page a browser gets at `GET /graphql` (with the demo's
+    /// key in its headers editor).
+    pub graphiql: Arc<Graphiql>,
 }
+
+/// Where GraphQL is served (and GraphiQL, for a browser).
+pub const GRAPHQL_PATH: &str = "/graphql";
 
 /// The gateway's routes.
 pub fn router(state: HttpState, http: &HttpSettings) -> Router {
     let router = Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
+        .merge(graphiql::routes())
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
@@ -260,13 +265,7 @@ async fn graphql_get(
     let started = Instant::now();
     let Some(query) = params.query else {
         if accepts_html(&headers) {
-            let mut page = GraphiQLSource::build()
-                .endpoint("/graphql")
-                .title("ssm-session-gateway");
-            for (name, value) in state.graphiql_default_headers.iter() {
-                page = page.header(name, value);
-            }
-            return Html(page.finish()).into_response();
+            return state.graphiql.page(&headers);
         }
         return http_error(
             StatusCode::BAD_REQUEST,

@@ -13,6 +13,7 @@ const LAYERS: &[&str] = &[
     "app",
     "telemetry",
     "http",
+    "graphiql",
     "graphql",
     "sessions",
     "auth",

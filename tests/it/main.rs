@@ -14,6 +14,7 @@ mod gateway_filters;
 mod gateway_http;
 mod gateway_nodes;
 mod gateway_paging;
+mod graphiql;
 mod schema_contract;
 mod settings_file;
 mod support;
