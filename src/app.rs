@@ -2,8 +2,9 @@
 //!
 //! [`Application::build`] is the one place a gateway is assembled: the
 //! account registry (credentials and one SSM client per source, each behind
-//! the page cache), the node loader, the sessions service, the schema, the
-//! response cache and the HTTP router. `serve`, `demo` and the tests all go
+//! the page cache), the node loader, the live hub (subscription pollers),
+//! the sessions service, the schema, the response cache, the WebSocket
+//! tracker and the HTTP router. `serve`, `demo` and the tests all go
 //! through it; they differ only in settings (endpoint, TTLs) and in the base
 //! credentials.
 
@@ -18,8 +19,9 @@ use tokio::net::TcpListener;
 
 use crate::accounts::AccountRegistry;
 use crate::cursor::{CursorCodec, MIN_KEY_LEN};
-use crate::graphql;
-use crate::http::{self, ResponseCache};
+use crate::graphql::{self, LiveOptions};
+use crate::http::{self, ResponseCache, Sockets};
+use crate::live::LiveHub;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
 use crate::settings::Settings;
@@ -40,6 +42,10 @@ pub enum BaseCredentials {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// Open WebSockets: closed with 1001 on shutdown.
+    sockets: Sockets,
+    /// How long they get to close.
+    shutdown_grace: std::time::Duration,
 }
 
 impl Application {
@@ -61,11 +67,16 @@ impl Application {
         settings: &Settings,
         registry: Arc<AccountRegistry>,
     ) -> anyhow::Result<Self> {
-        let router = router(settings, registry)?;
+        let (router, sockets) = build_router(settings, registry)?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            router,
+            sockets,
+            shutdown_grace: std::time::Duration::from_millis(settings.live.shutdown_grace_ms),
+        })
     }
 
     /// Adds routes beside the gateway's (the demo's benchmark baseline).
@@ -82,32 +93,75 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then lets in-flight requests
+    /// finish and closes every WebSocket with 1001 (going away), waiting up
+    /// to `live.shutdown_grace_ms` for them. (axum's graceful shutdown
+    /// waits for HTTP requests only: an upgraded connection has left it.)
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let sockets = self.sockets.clone();
+        let grace = self.shutdown_grace;
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let closer = tokio::spawn(async move {
+            if stopped.await.is_ok() && !sockets.close_all(grace).await {
+                tracing::warn!(
+                    open = sockets.open(),
+                    "WebSockets still open after the shutdown grace period"
+                );
+            }
+        });
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stopping.send(());
+            })
+            .await;
+        let _ = closer.await;
+        served
     }
 }
 
 /// The whole HTTP surface over `registry`, without binding a port (for
 /// in-process tests through `tower::ServiceExt::oneshot`).
 pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Result<Router> {
+    build_router(settings, registry).map(|(router, _)| router)
+}
+
+/// The router, and the WebSockets it will open.
+fn build_router(
+    settings: &Settings,
+    registry: Arc<AccountRegistry>,
+) -> anyhow::Result<(Router, Sockets)> {
     let nodes = NodeLoader::new(registry.clone(), &settings.cache);
+    // Pollers read once per Active TTL (through the page cache, so they
+    // share pages with HTTP readers), and no more often than the floor.
+    let poll_interval = std::time::Duration::from_secs(settings.cache.active_ttl_secs).max(
+        std::time::Duration::from_millis(settings.live.min_poll_interval_ms),
+    );
+    let hub = Arc::new(LiveHub::new(
+        registry.clone(),
+        poll_interval,
+        settings.limits.default_page_size,
+    ));
     let service = Arc::new(SessionService::new(
         registry,
         Arc::new(cursor_codec(settings)?),
         settings.limits.clone(),
     ));
-    let schema = graphql::schema(service, nodes, &settings.http);
+    let options = LiveOptions {
+        terminate_enabled: settings.live.terminate_enabled,
+    };
+    let schema = graphql::schema(service, nodes, hub, options, &settings.http);
+    let sockets = Sockets::default();
     let state = http::HttpState {
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
+        sockets: sockets.clone(),
+        live: settings.live.clone(),
     };
-    Ok(http::router(state, &settings.http))
+    Ok((http::router(state, &settings.http), sockets))
 }
 
 /// The cursor codec from `settings.cursor_key`, or a random key with a warning.

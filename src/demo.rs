@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use ssm_emulator::{self as emulator, Emulator, EmulatorConfig};
 
 use crate::app::{Application, BaseCredentials};
-use crate::settings::{AccountSettings, AwsSettings, Secret, Settings};
+use crate::settings::{AccountSettings, AwsSettings, LiveSettings, Secret, Settings};
 use crate::upstream::sdk::ClientSettings;
 
 /// What `demo` can be told.
@@ -93,6 +93,7 @@ pub fn demo_settings(listen: SocketAddr, emulator_addr: SocketAddr) -> Settings 
                 .then(|| Secret::new(emulator::DEMO_EXTERNAL_ID.to_owned())),
             session_name: Some("ssm-session-gateway-demo".to_owned()),
             session_duration_secs: None,
+            terminate_role_arn: None,
             profile: None,
             regions: Vec::new(),
         })
@@ -108,6 +109,11 @@ pub fn demo_settings(listen: SocketAddr, emulator_addr: SocketAddr) -> Settings 
         },
         default_regions: vec!["us-east-1".to_owned(), "eu-west-1".to_owned()],
         accounts,
+        // The demo's sessions are the emulator's: ending them harms nobody.
+        live: LiveSettings {
+            terminate_enabled: true,
+            ..LiveSettings::default()
+        },
         ..Settings::default()
     }
 }

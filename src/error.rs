@@ -29,6 +29,10 @@ pub mod code {
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
     pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
     pub const ACCOUNT_NOT_FOUND: &str = "ACCOUNT_NOT_FOUND";
+    /// The caller may not do this (or it is turned off on this gateway).
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// A connection already holds as many subscriptions as it may.
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
     pub const UPSTREAM_THROTTLED: &str = "UPSTREAM_THROTTLED";
     pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
     pub const UPSTREAM_ACCESS_DENIED: &str = "UPSTREAM_ACCESS_DENIED";
@@ -53,6 +57,12 @@ pub enum ApiError {
     /// No configured account has this id or alias.
     #[error("no configured account has the id or alias {0:?}")]
     AccountNotFound(String),
+    /// The caller may not do this; the message says why.
+    #[error("{0}")]
+    Forbidden(String),
+    /// One subscription more than a connection may hold.
+    #[error("this connection already holds {0} subscriptions, the most it may; complete one first")]
+    TooManySubscriptions(u32),
     #[error("SSM is throttling requests; retry after a short wait")]
     UpstreamThrottled,
     #[error("SSM could not be reached or failed; retry later")]
@@ -71,6 +81,8 @@ impl ApiError {
             Self::BadUserInput(_) => code::BAD_USER_INPUT,
             Self::InvalidCursor(_) => code::INVALID_CURSOR,
             Self::AccountNotFound(_) => code::ACCOUNT_NOT_FOUND,
+            Self::Forbidden(_) => code::FORBIDDEN,
+            Self::TooManySubscriptions(_) => code::TOO_MANY_SUBSCRIPTIONS,
             Self::UpstreamThrottled => code::UPSTREAM_THROTTLED,
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamAccessDenied => code::UPSTREAM_ACCESS_DENIED,

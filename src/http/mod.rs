@@ -10,7 +10,10 @@
 //!   says nothing (the legacy default), always 200 for a well-formed request;
 //!   a client accepting neither gets 406;
 //! - `GET` executes queries only (a mutation over GET is 405), and a browser
-//!   asking for `text/html` without a query gets GraphiQL.
+//!   asking for `text/html` without a query gets GraphiQL;
+//! - `GET` with `Upgrade: websocket` is GraphQL over WebSocket (subscriptions;
+//!   [`ws`]);
+//! - a mutation drops every cached response (what it changed may be in any).
 //!
 //! The handlers do no GraphQL work of their own beyond that negotiation: the
 //! schema executes, and error codes come from [`crate::graphql`].
@@ -23,6 +26,8 @@ use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Value, Variables};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -32,14 +37,16 @@ use tower_http::trace::TraceLayer;
 
 mod negotiate;
 mod response_cache;
+mod ws;
 
 use negotiate::{MediaType, accepts_html, negotiate};
 pub use response_cache::ResponseCache;
 use response_cache::ResponseKey;
+pub use ws::Sockets;
 
 use crate::cache::Freshness;
 use crate::graphql::GatewaySchema;
-use crate::settings::HttpSettings;
+use crate::settings::{HttpSettings, LiveSettings};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -47,6 +54,10 @@ pub struct HttpState {
     pub schema: GatewaySchema,
     /// Whole responses of identical reads; `None` when turned off.
     pub responses: Option<Arc<ResponseCache>>,
+    /// Open WebSockets, closed on shutdown.
+    pub sockets: Sockets,
+    /// WebSocket timeouts, pings and limits.
+    pub live: LiveSettings,
 }
 
 /// The gateway's routes.
@@ -148,8 +159,12 @@ struct GetParams {
 async fn graphql_get(
     State(state): State<HttpState>,
     headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Ok(upgrade) = upgrade {
+        return ws::upgrade(state, &headers, upgrade);
+    }
     let Ok(Query(params)) = params else {
         return http_error(
             StatusCode::BAD_REQUEST,
@@ -162,6 +177,7 @@ async fn graphql_get(
             return Html(
                 GraphiQLSource::build()
                     .endpoint("/graphql")
+                    .subscription_endpoint("/graphql")
                     .title("ssm-session-gateway")
                     .finish(),
             )
@@ -317,6 +333,9 @@ async fn execute(
     let cacheable_operation = !is_mutation(&parts.query, parts.operation_name.as_deref());
     let (mut response, freshness) =
         Freshness::collect(state.schema.execute(build_request(parts))).await;
+    if !cacheable_operation && let Some(cache) = &state.responses {
+        cache.invalidate_all();
+    }
     let stale = freshness.stale();
     if !stale.is_empty() {
         let notes: Vec<serde_json::Value> = stale

@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "http",
     "graphql",
     "sessions",
+    "live",
     "error",
     "nodes",
     "accounts",
