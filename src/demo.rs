@@ -151,7 +151,7 @@ pub async fn run(
     let addr = app.local_addr();
     println!(
         "\nssm-session-gateway demo\n\
-         \n  GraphiQL:  http://{addr}/graphql\n  Emulator:  http://{emulator_addr} \
+         \n  GraphiQL:  http://{addr}/graphql\n  Subscriptions (graphql-transport-ws):  ws://{addr}/graphql\n  Emulator:  http://{emulator_addr} \
          (base key {key} / {secret}, account {account}; roles per account, see README)\n\
          \nAccounts: platform (111122223333), payments (444455556666), sandbox (777788889999),\n\
          each read in us-east-1 and eu-west-1 through its own assumed role.\n\
