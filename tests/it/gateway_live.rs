@@ -208,8 +208,9 @@ async fn a_hundred_subscribers_cost_what_one_does_and_polling_stops_after_them()
     let before = app.describe_calls();
     tokio::time::sleep(window).await;
     let hundred = app.describe_calls() - before;
-    // 1.5 s at one read per 200 ms: about 7 either way; one page each.
-    assert!((5..=9).contains(&one), "one subscriber: {one} calls");
+    // 1.5 s at one read per 200 ms: at most 8, one page each (fewer on a
+    // loaded machine: the bound that matters is the next one).
+    assert!((2..=9).contains(&one), "one subscriber: {one} calls");
     assert!(
         hundred <= one + 1,
         "100 subscribers: {hundred} calls, one: {one}"
