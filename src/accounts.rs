@@ -29,10 +29,10 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::cache::{CachedSource, PageCache};
 use crate::model::{AccountId, InvalidInput, Region, SourceKey};
-use crate::settings::Settings;
-use crate::upstream::SessionSource;
+use crate::settings::{AccountSettings, Settings};
 use crate::upstream::nodes::NodeSource;
 use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
+use crate::upstream::{SessionSource, SessionTerminator};
 
 /// Default role session name, shown in the account's CloudTrail.
 pub const DEFAULT_SESSION_NAME: &str = "ssm-session-gateway";
@@ -54,6 +54,30 @@ pub struct Source {
     pub reader: Arc<dyn SessionSource>,
 }
 
+/// An STS AssumeRole provider for `role_arn`, with the account's external
+/// id, session name and duration.
+async fn assume_role(
+    role_arn: &str,
+    configured: &AccountSettings,
+    base: &aws_config::SdkConfig,
+) -> SharedCredentialsProvider {
+    let mut builder = AssumeRoleProvider::builder(role_arn.to_owned())
+        .session_name(
+            configured
+                .session_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SESSION_NAME.to_owned()),
+        )
+        .configure(base);
+    if let Some(external_id) = &configured.external_id {
+        builder = builder.external_id(external_id.expose().clone());
+    }
+    if let Some(secs) = configured.session_duration_secs {
+        builder = builder.session_length(Duration::from_secs(u64::from(secs)));
+    }
+    SharedCredentialsProvider::new(builder.build().await)
+}
+
 /// Why a request's choice of accounts and regions names no sources.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RoutingError {
@@ -72,6 +96,12 @@ pub struct AccountRegistry {
     /// Managed-node lookups per (account, region), with the same credentials
     /// as that key's session source.
     node_sources: BTreeMap<SourceKey, Arc<dyn NodeSource>>,
+    /// `TerminateSession` per (account, region): the account's
+    /// `terminate_role_arn` when set, else its reading credentials.
+    terminators: BTreeMap<SourceKey, Arc<dyn SessionTerminator>>,
+    /// The page cache every source built from settings reads through, so a
+    /// write can drop what it made stale.
+    page_cache: Option<Arc<PageCache>>,
 }
 
 impl AccountRegistry {
@@ -85,7 +115,18 @@ impl AccountRegistry {
             accounts: accounts.into_iter().map(Arc::new).collect(),
             sources: sources.into_iter().collect(),
             node_sources: BTreeMap::new(),
+            terminators: BTreeMap::new(),
+            page_cache: None,
         }
+    }
+
+    /// Adds session terminators (a registry without them terminates nothing).
+    pub fn with_terminators(
+        mut self,
+        terminators: impl IntoIterator<Item = (SourceKey, Arc<dyn SessionTerminator>)>,
+    ) -> Self {
+        self.terminators.extend(terminators);
+        self
     }
 
     /// Adds managed-node sources (a registry without them finds no nodes).
@@ -129,28 +170,13 @@ impl AccountRegistry {
         let mut accounts = Vec::new();
         let mut sources: Vec<(SourceKey, Arc<dyn SessionSource>)> = Vec::new();
         let mut node_sources: Vec<(SourceKey, Arc<dyn NodeSource>)> = Vec::new();
+        let mut terminators: Vec<(SourceKey, Arc<dyn SessionTerminator>)> = Vec::new();
         for configured in &settings.accounts {
             let id =
                 AccountId::parse(&configured.id).map_err(|e| anyhow::anyhow!("accounts: {e}"))?;
             let credentials: Option<SharedCredentialsProvider> =
                 match (&configured.role_arn, &configured.profile) {
-                    (Some(role_arn), _) => {
-                        let mut builder = AssumeRoleProvider::builder(role_arn.clone())
-                            .session_name(
-                                configured
-                                    .session_name
-                                    .clone()
-                                    .unwrap_or_else(|| DEFAULT_SESSION_NAME.to_owned()),
-                            )
-                            .configure(&base);
-                        if let Some(external_id) = &configured.external_id {
-                            builder = builder.external_id(external_id.expose().clone());
-                        }
-                        if let Some(secs) = configured.session_duration_secs {
-                            builder = builder.session_length(Duration::from_secs(u64::from(secs)));
-                        }
-                        Some(SharedCredentialsProvider::new(builder.build().await))
-                    }
+                    (Some(role_arn), _) => Some(assume_role(role_arn, configured, &base).await),
                     (None, Some(profile)) => Some(SharedCredentialsProvider::new(
                         ProfileFileCredentialsProvider::builder()
                             .profile_name(profile)
@@ -164,21 +190,35 @@ impl AccountRegistry {
                 .map(|r| Region::parse(r))
                 .collect::<Result<Vec<_>, InvalidInput>>()
                 .map_err(|e| anyhow::anyhow!("accounts ({}): {e}", configured.id))?;
-            for region in &regions {
+            let terminate_credentials = match &configured.terminate_role_arn {
+                Some(role_arn) => Some(assume_role(role_arn, configured, &base).await),
+                None => None,
+            };
+            let client_for = |region: &Region, credentials: Option<&SharedCredentialsProvider>| {
                 let mut config = aws_sdk_ssm::config::Builder::from(&base)
                     .region(aws_config::Region::new(region.to_string()));
-                if let Some(credentials) = &credentials {
+                if let Some(credentials) = credentials {
                     // The same provider (one identity-cache partition) for
                     // all of the account's regions: one STS call serves them.
                     // (`set_` keeps it as is; `credentials_provider()` would
                     // wrap it anew, giving each client its own partition.)
                     config.set_credentials_provider(Some(credentials.clone()));
                 }
-                let client = aws_sdk_ssm::Client::from_conf(config.build());
+                aws_sdk_ssm::Client::from_conf(config.build())
+            };
+            for region in &regions {
+                let client = client_for(region, credentials.as_ref());
                 let key = SourceKey {
                     account: id.clone(),
                     region: region.clone(),
                 };
+                // Terminations are never cached; with a terminate role they
+                // get a client of their own, so the reader stays read-only.
+                let terminator = match &terminate_credentials {
+                    Some(c) => SdkSessionSource::new(client_for(region, Some(c)), &id, region),
+                    None => SdkSessionSource::new(client.clone(), &id, region),
+                };
+                terminators.push((key.clone(), Arc::new(terminator)));
                 // Nodes are read with the same client (same credentials).
                 node_sources.push((
                     key.clone(),
@@ -199,7 +239,23 @@ impl AccountRegistry {
                 regions,
             });
         }
-        Ok(Self::new(accounts, sources).with_node_sources(node_sources))
+        let mut registry = Self::new(accounts, sources)
+            .with_node_sources(node_sources)
+            .with_terminators(terminators);
+        registry.page_cache = Some(page_cache);
+        Ok(registry)
+    }
+
+    /// The terminator of one (account, region).
+    pub fn terminator(&self, key: &SourceKey) -> Option<Arc<dyn SessionTerminator>> {
+        self.terminators.get(key).cloned()
+    }
+
+    /// Drops the cached pages of `key` (after a write there).
+    pub fn invalidate(&self, key: &SourceKey) {
+        if let Some(cache) = &self.page_cache {
+            cache.invalidate_source(key);
+        }
     }
 
     /// The configured accounts, in configuration order.

@@ -4,8 +4,9 @@
 //! account registry (credentials and one SSM client per source, each behind
 //! the page cache), the authenticator (API keys, JWT; its background JWKS
 //! refresh and SIGHUP reload live as long as the application), the node
-//! loader, the sessions service, the schema, the response cache and the HTTP
-//! router. `serve`, `demo` and the tests all go
+//! loader, the live hub (subscription pollers), the sessions service, the
+//! schema, the response cache, the WebSocket tracker and the HTTP router.
+//! `serve`, `demo` and the tests all go
 //! through it; they differ only in settings (endpoint, TTLs) and in the base
 //! credentials.
 
@@ -22,8 +23,9 @@ use crate::accounts::AccountRegistry;
 use crate::auth::{AuthTasks, Authenticator};
 use crate::cursor::{CursorCodec, MIN_KEY_LEN};
 use crate::graphiql::{Graphiql, GraphiqlOptions};
-use crate::graphql;
-use crate::http::{self, ResponseCache};
+use crate::graphql::{self, LiveOptions};
+use crate::http::{self, ResponseCache, Sockets};
+use crate::live::LiveHub;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
 use crate::settings::Settings;
@@ -46,6 +48,10 @@ pub struct Application {
     router: Router,
     /// JWKS refresh and keys-file reload on SIGHUP; dropping stops them.
     _auth_tasks: AuthTasks,
+    /// Open WebSockets: closed with 1001 on shutdown.
+    sockets: Sockets,
+    /// How long they get to close.
+    shutdown_grace: std::time::Duration,
 }
 
 impl Application {
@@ -70,7 +76,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let auth = authenticator(settings)?;
         let auth_tasks = auth.start()?;
-        let router = assemble(settings, registry, auth)?;
+        let (router, sockets) = assemble(settings, registry, auth)?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -78,6 +84,8 @@ impl Application {
             listener,
             router,
             _auth_tasks: auth_tasks,
+            sockets,
+            shutdown_grace: std::time::Duration::from_millis(settings.live.shutdown_grace_ms),
         })
     }
 
@@ -95,14 +103,33 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then lets in-flight requests
+    /// finish and closes every WebSocket with 1001 (going away), waiting up
+    /// to `live.shutdown_grace_ms` for them. (axum's graceful shutdown
+    /// waits for HTTP requests only: an upgraded connection has left it.)
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let sockets = self.sockets.clone();
+        let grace = self.shutdown_grace;
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let closer = tokio::spawn(async move {
+            if stopped.await.is_ok() && !sockets.close_all(grace).await {
+                tracing::warn!(
+                    open = sockets.open(),
+                    "WebSockets still open after the shutdown grace period"
+                );
+            }
+        });
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stopping.send(());
+            })
+            .await;
+        let _ = closer.await;
+        served
     }
 }
 
@@ -111,7 +138,7 @@ impl Application {
 /// as configured, but without background work: no JWKS refresh on a timer
 /// (an unknown `kid` still fetches) and no reload on SIGHUP.
 pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Result<Router> {
-    assemble(settings, registry, authenticator(settings)?)
+    assemble(settings, registry, authenticator(settings)?).map(|(router, _)| router)
 }
 
 /// The `[auth]` settings cannot be used (an unreadable or invalid
@@ -132,14 +159,28 @@ fn assemble(
     settings: &Settings,
     registry: Arc<AccountRegistry>,
     auth: Arc<Authenticator>,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<(Router, Sockets)> {
     let nodes = NodeLoader::new(registry.clone(), &settings.cache);
+    // Pollers read once per Active TTL (through the page cache, so they
+    // share pages with HTTP readers), and no more often than the floor.
+    let poll_interval = std::time::Duration::from_secs(settings.cache.active_ttl_secs).max(
+        std::time::Duration::from_millis(settings.live.min_poll_interval_ms),
+    );
+    let hub = Arc::new(LiveHub::new(
+        registry.clone(),
+        poll_interval,
+        settings.limits.default_page_size,
+    ));
     let service = Arc::new(SessionService::new(
         registry,
         Arc::new(cursor_codec(settings)?),
         settings.limits.clone(),
     ));
-    let schema = graphql::schema(service, nodes, &settings.http);
+    let options = LiveOptions {
+        terminate_enabled: settings.live.terminate_enabled,
+    };
+    let schema = graphql::schema(service, nodes, hub, options, &settings.http);
+    let sockets = Sockets::default();
     let state = http::HttpState {
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
@@ -153,11 +194,13 @@ fn assemble(
                     .iter()
                     .cloned()
                     .collect(),
-                subscription_endpoint: None,
+                subscription_endpoint: Some(http::GRAPHQL_PATH.to_owned()),
             },
         )),
+        sockets: sockets.clone(),
+        live: settings.live.clone(),
     };
-    Ok(http::router(state, &settings.http))
+    Ok((http::router(state, &settings.http), sockets))
 }
 
 /// The cursor codec from `settings.cursor_key`, or a random key with a warning.

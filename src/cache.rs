@@ -202,19 +202,55 @@ impl PageCache {
                 .expire_after(Lifetime {
                     stale_window: Duration::ZERO,
                 })
+                .support_invalidation_closures()
                 .build(),
             stale: Cache::builder()
                 .max_capacity(settings.bytes_for(CacheLayer::StalePages))
                 .weigher(|_, e: &Arc<Entry>| weigh(&e.page))
                 .expire_after(Lifetime { stale_window })
+                .support_invalidation_closures()
                 .build(),
             failures: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_millis(settings.failure_backoff_ms.max(1)))
+                .support_invalidation_closures()
                 .build(),
             active_ttl: Duration::from_secs(settings.active_ttl_secs),
             history_ttl: Duration::from_secs(settings.history_ttl_secs),
             stale_window,
+        }
+    }
+
+    /// Drops every page of `source`, fresh and stale, and its remembered
+    /// failures: after a write (`TerminateSession`) its lists have changed,
+    /// and the next read must ask SSM. A load already in flight may still
+    /// store what it read before the write; it lives one TTL at most.
+    pub fn invalidate_source(&self, source: &SourceKey) {
+        for result in [
+            {
+                let source = source.clone();
+                self.fresh
+                    .invalidate_entries_if(move |k, _| k.source == source)
+                    .map(drop)
+            },
+            {
+                let source = source.clone();
+                self.stale
+                    .invalidate_entries_if(move |k, _| k.source == source)
+                    .map(drop)
+            },
+            {
+                let source = source.clone();
+                self.failures
+                    .invalidate_entries_if(move |k, _| k.source == source)
+                    .map(drop)
+            },
+        ] {
+            if let Err(e) = result {
+                // Only possible without `support_invalidation_closures`,
+                // which every cache here is built with.
+                tracing::error!(error = %e, "cannot invalidate cached pages");
+            }
         }
     }
 
@@ -493,6 +529,24 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         inner.fail_with(Some(UpstreamErrorKind::AccessDenied));
         assert!(source.describe_sessions(&req).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn invalidating_a_source_drops_its_pages_only() {
+        let cache = Arc::new(PageCache::new(&settings()));
+        let (a, b) = (Counting::new("a"), Counting::new("b"));
+        let sa = cached("111111111111", &a, &cache);
+        let sb = cached("222222222222", &b, &cache);
+        for state in [SessionState::Active, SessionState::History] {
+            sa.describe_sessions(&request(state)).await.unwrap();
+            sb.describe_sessions(&request(state)).await.unwrap();
+        }
+        cache.invalidate_source(&key("111111111111"));
+        for state in [SessionState::Active, SessionState::History] {
+            sa.describe_sessions(&request(state)).await.unwrap();
+            sb.describe_sessions(&request(state)).await.unwrap();
+        }
+        assert_eq!((a.calls(), b.calls()), (4, 2));
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use crate::app::{Application, BaseCredentials};
 use crate::auth::Scope;
 use crate::settings::{
     AccountSettings, ApiKeySettings, AuthSettings, AwsSettings, GrantSettings, HttpSettings,
-    Secret, Settings,
+    LiveSettings, Secret, Settings,
 };
 use crate::upstream::sdk::ClientSettings;
 
@@ -136,6 +136,7 @@ pub fn demo_settings(listen: SocketAddr, emulator_addr: SocketAddr) -> Settings 
                 .then(|| Secret::new(emulator::DEMO_EXTERNAL_ID.to_owned())),
             session_name: Some("ssm-session-gateway-demo".to_owned()),
             session_duration_secs: None,
+            terminate_role_arn: None,
             profile: None,
             regions: Vec::new(),
         })
@@ -158,6 +159,11 @@ pub fn demo_settings(listen: SocketAddr, emulator_addr: SocketAddr) -> Settings 
                 format!("Bearer {DEMO_ADMIN_KEY}"),
             )],
             ..HttpSettings::default()
+        },
+        // The demo's sessions are the emulator's: ending them harms nobody.
+        live: LiveSettings {
+            terminate_enabled: true,
+            ..LiveSettings::default()
         },
         ..Settings::default()
     }
@@ -196,7 +202,7 @@ pub async fn run(
     let addr = app.local_addr();
     println!(
         "\nssm-session-gateway demo\n\
-         \n  GraphiQL:  http://{addr}/graphql\n  Emulator:  http://{emulator_addr} \
+         \n  GraphiQL:  http://{addr}/graphql\n  Subscriptions (graphql-transport-ws):  ws://{addr}/graphql\n  Emulator:  http://{emulator_addr} \
          (base key {key} / {secret}, account {account}; roles per account, see README)\n\
          \nAccounts: platform (111122223333), payments (444455556666), sandbox (777788889999),\n\
          each read in us-east-1 and eu-west-1 through its own assumed role.\n\

@@ -30,6 +30,8 @@ pub mod code {
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
     pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
     pub const ACCOUNT_NOT_FOUND: &str = "ACCOUNT_NOT_FOUND";
+    /// A connection already holds as many subscriptions as it may.
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
     pub const UPSTREAM_THROTTLED: &str = "UPSTREAM_THROTTLED";
     pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
     pub const UPSTREAM_ACCESS_DENIED: &str = "UPSTREAM_ACCESS_DENIED";
@@ -38,8 +40,9 @@ pub mod code {
     /// `WWW-Authenticate: Bearer`, and no `data`.
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     /// The caller is authenticated but lacks the scope an operation needs
-    /// (a field error). An account the caller may not read is never
-    /// `FORBIDDEN`: it is `ACCOUNT_NOT_FOUND`, as if it did not exist.
+    /// (a field error), or the operation is turned off on this gateway. An
+    /// account the caller may not read is never `FORBIDDEN`: it is
+    /// `ACCOUNT_NOT_FOUND`, as if it did not exist.
     pub const FORBIDDEN: &str = "FORBIDDEN";
     pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
     pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
@@ -62,9 +65,12 @@ pub enum ApiError {
     /// read it: the two are indistinguishable on purpose.
     #[error("no configured account has the id or alias {0:?}")]
     AccountNotFound(String),
-    /// The caller lacks a scope the operation needs; the message names it.
+    /// The caller may not do this; the message says why.
     #[error("{0}")]
     Forbidden(String),
+    /// One subscription more than a connection may hold.
+    #[error("this connection already holds {0} subscriptions, the most it may; complete one first")]
+    TooManySubscriptions(u32),
     #[error("SSM is throttling requests; retry after a short wait")]
     UpstreamThrottled,
     #[error("SSM could not be reached or failed; retry later")]
@@ -84,6 +90,7 @@ impl ApiError {
             Self::InvalidCursor(_) => code::INVALID_CURSOR,
             Self::AccountNotFound(_) => code::ACCOUNT_NOT_FOUND,
             Self::Forbidden(_) => code::FORBIDDEN,
+            Self::TooManySubscriptions(_) => code::TOO_MANY_SUBSCRIPTIONS,
             Self::UpstreamThrottled => code::UPSTREAM_THROTTLED,
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamAccessDenied => code::UPSTREAM_ACCESS_DENIED,

@@ -8,14 +8,17 @@
 //!
 //! # Layout
 //! - [`app`]: the composition root; builds the whole gateway from settings.
-//! - `http`: axum routes: GraphQL over HTTP (POST and GET), content
-//!   negotiation, the response cache, `/healthz`.
+//! - `http`: axum routes: GraphQL over HTTP (POST and GET) and over
+//!   WebSocket (subscriptions), content negotiation, the response cache,
+//!   GraphiQL, `/healthz`.
 //! - `graphiql`: the GraphiQL page and its compiled-in assets (no CDN).
 //! - [`graphql`]: the schema, thin resolvers, error codes on every error.
 //! - [`auth`]: who is calling (API keys, JWTs, anonymous), which accounts
 //!   and scopes they are granted, and the identity the response cache keys on.
 //! - `sessions`: the sessions service: argument limits, routing, cursor
-//!   fingerprints, windows and single-session lookups.
+//!   fingerprints, windows, single-session lookups, and terminating one.
+//! - `live`: the subscription hub: one poller per watched (account, region),
+//!   diffing its Active list and fanning events out to subscribers.
 //! - `error`: `ApiError` and its stable codes; which error type to use where.
 //! - `paging`: reads a forward window of sessions across upstream pages,
 //!   knowing where to resume after each one.
@@ -47,6 +50,7 @@ mod error;
 mod graphiql;
 pub mod graphql;
 mod http;
+mod live;
 pub mod model;
 mod nodes;
 mod paging;

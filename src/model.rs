@@ -271,6 +271,35 @@ pub struct SessionFilter {
 pub const MAX_FILTER_VALUE_LEN: usize = 400;
 
 impl SessionFilter {
+    /// Whether `session` passes every filter, as `DescribeSessions` decides
+    /// it: the live subscription filters one unfiltered Active list for
+    /// every subscriber this way. An unknown value (no start date, no
+    /// status) never matches a filter on it.
+    pub fn matches(&self, session: &Session) -> bool {
+        let start = session.start_date;
+        self.invoked_after
+            .is_none_or(|t| start.is_some_and(|s| s >= t))
+            && self
+                .invoked_before
+                .is_none_or(|t| start.is_some_and(|s| s < t))
+            && self
+                .target
+                .as_ref()
+                .is_none_or(|t| session.target.as_ref() == Some(t))
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|o| session.owner.as_ref() == Some(o))
+            && self.status.is_none_or(|s| session.status == Some(s))
+            && self
+                .session_id
+                .as_ref()
+                .is_none_or(|id| &session.session_id == id)
+            && self
+                .access_type
+                .is_none_or(|a| session.access_type == Some(a))
+    }
+
     /// Checks the string values against the model (1..=400 characters).
     pub fn validate(self) -> Result<Self, InvalidInput> {
         if let Some(t) = &self.target {

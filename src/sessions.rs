@@ -21,7 +21,7 @@ use crate::accounts::{Account, AccountRegistry, Source};
 use crate::auth::{Principal, Scope};
 use crate::cursor::{Cursor, CursorCodec, Fingerprint, PAGE_SIZE_RANGE, SourcePosition};
 use crate::error::ApiError;
-use crate::model::{self, Region, SessionFilter, SessionId, SessionState};
+use crate::model::{self, AccountId, Region, SessionFilter, SessionId, SessionState, SourceKey};
 use crate::paging::{ListQuery, SourceReader, call_budget, read_window};
 use crate::settings::Limits;
 use crate::upstream::UpstreamError;
@@ -43,7 +43,8 @@ impl Caller {
         }
     }
 
-    fn can_read(&self, account: &Account) -> bool {
+    /// Whether the caller may read `account`'s sessions (and so see it).
+    pub fn can_read(&self, account: &Account) -> bool {
         self.principal.can_in(Scope::SessionsRead, account)
     }
 }
@@ -104,6 +105,15 @@ pub struct ListArgs {
     pub backward: bool,
     /// Whether `hasNextPage` is wanted (it may cost a look-ahead call).
     pub want_has_next: bool,
+}
+
+/// A session to terminate: its account and region, checked to be
+/// configured, and its id.
+#[derive(Clone, Debug)]
+pub struct TerminateTarget {
+    pub account: Arc<Account>,
+    pub key: SourceKey,
+    pub session_id: SessionId,
 }
 
 /// A session with the account and region it was read in.
@@ -310,6 +320,64 @@ impl SessionService {
             }
         }
         Ok(None)
+    }
+
+    /// The session a global id names, in a configured account and region
+    /// (`ACCOUNT_NOT_FOUND` for an account no longer configured,
+    /// `BAD_USER_INPUT` for a malformed id or a region not read there).
+    pub fn terminate_target(
+        &self,
+        account: AccountId,
+        region: Region,
+        session_id: SessionId,
+    ) -> Result<TerminateTarget, ApiError> {
+        let account_ref = self
+            .registry
+            .account(account.as_str())
+            .ok_or_else(|| ApiError::AccountNotFound(account.to_string()))?;
+        let source = self.registry.source(account_ref, &region).ok_or_else(|| {
+            ApiError::BadUserInput(format!("region {region} is not read in account {account}"))
+        })?;
+        Ok(TerminateTarget {
+            account: source.account,
+            key: source.key,
+            session_id,
+        })
+    }
+
+    /// Ends a session through SSM `TerminateSession` (idempotent: an ended
+    /// session succeeds again), writes the audit line, and drops the
+    /// source's cached pages. Authorization is the caller's business,
+    /// before this.
+    pub async fn terminate(&self, target: &TerminateTarget, caller: &str) -> Result<(), ApiError> {
+        let outcome = match self.registry.terminator(&target.key) {
+            Some(terminator) => terminator.terminate_session(&target.session_id).await,
+            None => Err(UpstreamError::new(
+                crate::upstream::UpstreamErrorKind::Internal,
+                anyhow::anyhow!(
+                    "no terminator for {}/{}",
+                    target.key.account,
+                    target.key.region
+                ),
+            )),
+        };
+        // Dropped whatever the outcome: a failed call may still have ended it.
+        self.registry.invalidate(&target.key);
+        let result = outcome.map_err(ApiError::from);
+        tracing::info!(
+            target: "audit",
+            action = "terminateSession",
+            caller,
+            account = %target.key.account,
+            region = %target.key.region,
+            session_id = %target.session_id,
+            outcome = match &result {
+                Ok(()) => "terminated",
+                Err(e) => e.code(),
+            },
+            "audit"
+        );
+        result
     }
 
     fn first(&self, first: Option<i32>) -> Result<usize, ApiError> {

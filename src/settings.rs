@@ -118,6 +118,11 @@ pub struct Settings {
     /// timeouts; each field states its default and env variable.
     #[serde(default)]
     pub aws: AwsSettings,
+    /// Live sessions (`[live]`): the `sessionEvents` subscription over
+    /// WebSocket and the `terminateSession` mutation; each field states its
+    /// default and env variable.
+    #[serde(default)]
+    pub live: LiveSettings,
     /// Regions an account reads when its own `regions` is empty, e.g.
     /// `["eu-west-1", "us-east-1"]`. Default empty. Env
     /// `SSM_GATEWAY_DEFAULT_REGIONS`, a comma list (`eu-west-1,us-east-1`).
@@ -331,6 +336,14 @@ pub struct AccountSettings {
     /// than the role's own maximum). Only with `role_arn`. Default 3600.
     #[serde(default)]
     pub session_duration_secs: Option<u32>,
+    /// A second role in the account, used only by `terminateSession`
+    /// (`ssm:TerminateSession`), so that the reading role stays read-only:
+    /// `arn:aws:iam::<id>:role/<name>`, assumed from the base credentials
+    /// (with this account's `external_id` and `session_name`, if set).
+    /// Default unset: sessions are terminated with the account's reading
+    /// credentials (`role_arn`, `profile` or the base credentials).
+    #[serde(default)]
+    pub terminate_role_arn: Option<String>,
     /// A named profile of the shared config files, instead of a role (not
     /// both). Default unset.
     #[serde(default)]
@@ -365,6 +378,7 @@ impl Default for Settings {
             http: HttpSettings::default(),
             cache: CacheSettings::default(),
             aws: AwsSettings::default(),
+            live: LiveSettings::default(),
             default_regions: Vec::new(),
             accounts: Vec::new(),
             auth: AuthSettings::default(),
@@ -443,6 +457,87 @@ impl Default for HttpSettings {
             introspection: true,
             graphiql_default_headers: Vec::new(),
         }
+    }
+}
+
+/// Live sessions: the `sessionEvents` subscription (GraphQL over WebSocket
+/// on `/graphql`, subprotocols `graphql-transport-ws` and the legacy
+/// `graphql-ws`) and the `terminateSession` mutation.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSettings {
+    /// Whether `terminateSession` may end sessions. Default false: until
+    /// callers are authenticated, anyone who reaches the gateway could end
+    /// any session, so it is off unless turned on here; while off the
+    /// mutation answers `FORBIDDEN`. Env `SSM_GATEWAY_LIVE__TERMINATE_ENABLED`.
+    pub terminate_enabled: bool,
+    /// The shortest interval between two reads of one (account, region)'s
+    /// Active list by the subscription poller, in milliseconds, 10 to
+    /// 300000. A poller reads once per `max(cache.active_ttl_secs, this)`,
+    /// through the page cache. Default 1000. Env
+    /// `SSM_GATEWAY_LIVE__MIN_POLL_INTERVAL_MS`.
+    pub min_poll_interval_ms: u64,
+    /// How often the server sends each WebSocket a protocol ping
+    /// (`{"type":"ping"}` for graphql-transport-ws, `{"type":"ka"}` for the
+    /// legacy graphql-ws), in milliseconds, 100 to 300000. Default 25000:
+    /// under the idle timeouts of common load balancers (AWS ALB and nginx
+    /// 60 s, GCP 30 s). Env `SSM_GATEWAY_LIVE__PING_INTERVAL_MS`.
+    pub ping_interval_ms: u64,
+    /// How long a new WebSocket may take to send `connection_init`, in
+    /// milliseconds, 10 to 60000; past it the socket is closed with 4408.
+    /// Default 10000. Env `SSM_GATEWAY_LIVE__INIT_TIMEOUT_MS`.
+    pub init_timeout_ms: u64,
+    /// Subscriptions one WebSocket may hold open at once, 1 to 1000; one
+    /// more is refused with `TOO_MANY_SUBSCRIPTIONS`. Default 20. Env
+    /// `SSM_GATEWAY_LIVE__MAX_SUBSCRIPTIONS_PER_CONNECTION`.
+    pub max_subscriptions_per_connection: u32,
+    /// On shutdown, how long open WebSockets get to close (each is sent a
+    /// 1001 "going away" close at once), in milliseconds, 0 to 60000.
+    /// Default 5000. Env `SSM_GATEWAY_LIVE__SHUTDOWN_GRACE_MS`.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            terminate_enabled: false,
+            min_poll_interval_ms: 1000,
+            ping_interval_ms: 25_000,
+            init_timeout_ms: 10_000,
+            max_subscriptions_per_connection: 20,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+impl LiveSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        for (key, value, min, max) in [
+            (
+                "live.min_poll_interval_ms",
+                self.min_poll_interval_ms,
+                10,
+                300_000,
+            ),
+            ("live.ping_interval_ms", self.ping_interval_ms, 100, 300_000),
+            ("live.init_timeout_ms", self.init_timeout_ms, 10, 60_000),
+            (
+                "live.max_subscriptions_per_connection",
+                u64::from(self.max_subscriptions_per_connection),
+                1,
+                1000,
+            ),
+            ("live.shutdown_grace_ms", self.shutdown_grace_ms, 0, 60_000),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(SettingsError::new(
+                    key,
+                    format!("must be {min} to {max} (got {value})"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -542,6 +637,12 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("auth.jwt.leeway_secs", EnvKind::Scalar),
     ("auth.jwt.jwks_refresh_secs", EnvKind::Scalar),
     ("auth.jwt.jwks_min_refresh_secs", EnvKind::Scalar),
+    ("live.terminate_enabled", EnvKind::Scalar),
+    ("live.min_poll_interval_ms", EnvKind::Scalar),
+    ("live.ping_interval_ms", EnvKind::Scalar),
+    ("live.init_timeout_ms", EnvKind::Scalar),
+    ("live.max_subscriptions_per_connection", EnvKind::Scalar),
+    ("live.shutdown_grace_ms", EnvKind::Scalar),
 ];
 
 /// Keys set in the file only: lists of tables (accounts, keys, grants) that
@@ -637,6 +738,7 @@ impl Settings {
         self.http.validate()?;
         self.aws.validate()?;
         self.cache.validate()?;
+        self.live.validate()?;
         check_regions("default_regions", &self.default_regions)?;
 
         let mut ids = HashSet::new();
@@ -910,6 +1012,25 @@ impl AccountSettings {
             && profile.trim().is_empty()
         {
             return Err(err("profile", "must not be empty".to_owned()));
+        }
+        if let Some(arn) = &self.terminate_role_arn {
+            match role_arn_account(arn) {
+                None => {
+                    return Err(err(
+                        "terminate_role_arn",
+                        format!(
+                            "must look like arn:aws:iam::<12 digits>:role/<name> (got {arn:?})"
+                        ),
+                    ));
+                }
+                Some(account) if account != self.id => {
+                    return Err(err(
+                        "terminate_role_arn",
+                        format!("names account {account}, not this account's id {}", self.id),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         check_regions(&format!("{at}.regions"), &self.regions)?;
         if self.effective_regions(default_regions).is_empty() {
@@ -1505,6 +1626,46 @@ mod tests {
             "accounts[0].role_arn",
         );
         assert!(message.contains("222222222222"), "{message}");
+    }
+
+    #[test]
+    fn terminate_roles_are_roles_of_the_same_account() {
+        let ok = from_text(&account(
+            "terminate_role_arn = \"arn:aws:iam::111111111111:role/terminator\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.accounts[0].terminate_role_arn.as_deref(),
+            Some("arn:aws:iam::111111111111:role/terminator")
+        );
+        error_for(
+            &account("terminate_role_arn = \"arn:aws:iam::111111111111:user/x\""),
+            "accounts[0].terminate_role_arn",
+        );
+        error_for(
+            &account("terminate_role_arn = \"arn:aws:iam::222222222222:role/x\""),
+            "accounts[0].terminate_role_arn",
+        );
+    }
+
+    #[test]
+    fn live_settings_default_off_and_are_bounded() {
+        let settings = from_text("").unwrap();
+        assert!(!settings.live.terminate_enabled);
+        assert_eq!(settings.live, LiveSettings::default());
+        let on = Settings::from_sources(
+            None,
+            "[live]\ninit_timeout_ms = 500",
+            [("SSM_GATEWAY_LIVE__TERMINATE_ENABLED", "true")],
+        )
+        .unwrap();
+        assert!(on.live.terminate_enabled);
+        assert_eq!(on.live.init_timeout_ms, 500);
+        error_for("[live]\nping_interval_ms = 5", "live.ping_interval_ms");
+        error_for(
+            "[live]\nmax_subscriptions_per_connection = 0",
+            "live.max_subscriptions_per_connection",
+        );
     }
 
     #[test]

@@ -25,6 +25,14 @@ if [ ! -f tests/browser/node_modules/.package-lock.json ] ||
   echo "== npm ci in tests/browser (playwright-core, pinned)"
   (cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund)
 fi
+# The graphql-ws reference client (tests/ws), run by tests/it/gateway_live.rs:
+# installed from its lock file when missing or older than the lock file
+# (npm writes node_modules/.package-lock.json on every install).
+if [ ! -f tests/ws/node_modules/.package-lock.json ] \
+    || [ tests/ws/package-lock.json -nt tests/ws/node_modules/.package-lock.json ]; then
+    echo "== npm ci (tests/ws)"
+    (cd tests/ws && npm ci --no-audit --no-fund)
+fi
 
 echo "== cargo test --workspace --locked"
 cargo test --workspace --locked

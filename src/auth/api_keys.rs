@@ -228,6 +228,7 @@ mod tests {
                     session_name: None,
                     session_duration_secs: None,
                     profile: None,
+                    terminate_role_arn: None,
                     regions: vec!["eu-west-1".to_owned()],
                 }
             })

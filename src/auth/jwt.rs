@@ -388,11 +388,19 @@ impl JwtVerifier {
             .and_then(|s| s.as_str())
             .filter(|s| !s.is_empty())
             .ok_or(AuthError::InvalidToken("missing a required claim"))?;
-        Ok(Principal::new(
+        let principal = Principal::new(
             PrincipalKind::Jwt,
             subject,
             self.grants_of(data.claims.get(&self.grants_claim)),
-        ))
+        );
+        // `exp` is required and was checked; a WebSocket closes at it.
+        Ok(
+            match data.claims.get("exp").and_then(serde_json::Value::as_u64) {
+                Some(exp) => principal
+                    .expiring_at(std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp)),
+                None => principal,
+            },
+        )
     }
 
     /// The union of the grants of each value of the grants claim (a string

@@ -129,6 +129,9 @@ pub struct Principal {
     kind: PrincipalKind,
     name: String,
     grants: Grants,
+    /// When the credentials stop being valid (a JWT's `exp`), for what
+    /// outlives one request (a WebSocket).
+    expires_at: Option<std::time::SystemTime>,
 }
 
 /// A stable hash of a principal's identity and grants, for cache keys.
@@ -141,7 +144,19 @@ impl Principal {
             kind,
             name: name.into(),
             grants,
+            expires_at: None,
         }
+    }
+
+    /// This principal, valid until `at`.
+    pub fn expiring_at(mut self, at: std::time::SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// When the credentials stop being valid; `None`: they do not expire.
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        self.expires_at
     }
 
     /// The anonymous caller, with `auth.anonymous_grants`.

@@ -607,6 +607,7 @@ fn accounts() -> Vec<AccountSettings> {
             session_name: None,
             session_duration_secs: None,
             profile: None,
+            terminate_role_arn: None,
             regions: vec!["us-east-1".to_owned()],
         })
         .collect()

@@ -28,9 +28,15 @@ var DEFAULT_QUERY = [
   var headers = config.defaultHeaders || {};
   var hasHeaders = Object.keys(headers).length > 0;
 
+  // A path ("/graphql") is this page's own origin, over ws:// or wss://.
+  var subscriptionUrl = config.subscriptionEndpoint || undefined;
+  if (subscriptionUrl && subscriptionUrl.charAt(0) === '/') {
+    subscriptionUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') +
+      location.host + subscriptionUrl;
+  }
   var send = GraphiQL.createFetcher({
     url: config.endpoint,
-    subscriptionUrl: config.subscriptionEndpoint || undefined,
+    subscriptionUrl: subscriptionUrl,
   });
   // GraphiQL introspects once before its headers editor exists, so that
   // first request would carry no headers (a gateway that authenticates

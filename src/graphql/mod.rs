@@ -6,6 +6,7 @@
 //! the types of [`types`]; they never see the pager or the SDK.
 
 mod error;
+mod live;
 mod query;
 mod types;
 
@@ -18,28 +19,31 @@ use async_graphql::extensions::{
 };
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{
-    EmptyMutation, EmptySubscription, Response, Schema, SchemaBuilder, ServerError, ServerResult,
-    ValidationResult, Value, Variables,
+    Response, Schema, SchemaBuilder, ServerError, ServerResult, ValidationResult, Value, Variables,
 };
 
+pub use live::{LiveOptions, Mutation, Subscription, SubscriptionSlots};
 pub use query::Query;
 
 use crate::error::code;
+use crate::live::LiveHub;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
 use crate::settings::HttpSettings;
 
 /// The schema type served.
-pub type GatewaySchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type GatewaySchema = Schema<Query, Mutation, Subscription>;
 
-fn builder() -> SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
-    Schema::build(Query, EmptyMutation, EmptySubscription).register_output_type::<types::Node>()
+fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query, Mutation, Subscription).register_output_type::<types::Node>()
 }
 
 /// The schema with its data and limits, ready to execute requests.
 pub fn schema(
     service: Arc<SessionService>,
     nodes: NodeLoader,
+    hub: Arc<LiveHub>,
+    options: LiveOptions,
     http: &HttpSettings,
 ) -> GatewaySchema {
     // One DataLoader for the schema: it batches the node keys resolvers ask
@@ -49,6 +53,8 @@ pub fn schema(
     let builder = builder()
         .data(service)
         .data(nodes)
+        .data(hub)
+        .data(options)
         .limit_depth(http.max_query_depth)
         .extension(ErrorCodes);
     if http.introspection {
@@ -174,7 +180,7 @@ impl Extension for ErrorCodes {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use async_graphql::{Object, Request};
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Request};
 
     struct Probe;
 

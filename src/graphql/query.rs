@@ -176,7 +176,7 @@ impl Query {
 }
 
 /// The request's caller, put in the request data by `crate::http`.
-fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller> {
+pub(super) fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller> {
     ctx.data::<Arc<Caller>>()
         .map(|c| c.as_ref())
         .map_err(|_| ApiError::Internal(anyhow::anyhow!("no caller in the request data")).extend())

@@ -28,6 +28,10 @@
 //! credential), operation name, accounts read, upstream pages read, outcome
 //! and duration.
 //!
+//! - `GET` with `Upgrade: websocket` is GraphQL over WebSocket (subscriptions;
+//!   [`ws`]), authenticated from its `connection_init` payload;
+//! - a mutation drops every cached response (what it changed may be in any).
+//!
 //! The handlers do no GraphQL work of their own beyond that negotiation: the
 //! schema executes, and error codes come from [`crate::graphql`].
 
@@ -39,6 +43,8 @@ use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Value, Variables};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -49,10 +55,12 @@ use tower_http::trace::TraceLayer;
 
 mod negotiate;
 mod response_cache;
+mod ws;
 
 use negotiate::{MediaType, accepts_html, negotiate};
 pub use response_cache::ResponseCache;
 use response_cache::ResponseKey;
+pub use ws::Sockets;
 
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::cache::Freshness;
@@ -60,7 +68,7 @@ use crate::error::code;
 use crate::graphiql::{self, Graphiql};
 use crate::graphql::GatewaySchema;
 use crate::sessions::Caller;
-use crate::settings::HttpSettings;
+use crate::settings::{HttpSettings, LiveSettings};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -73,6 +81,10 @@ pub struct HttpState {
     /// The GraphiQL page a browser gets at `GET /graphql` (with the demo's
     /// key in its headers editor).
     pub graphiql: Arc<Graphiql>,
+    /// Open WebSockets, closed on shutdown.
+    pub sockets: Sockets,
+    /// WebSocket timeouts, pings and limits.
+    pub live: LiveSettings,
 }
 
 /// Where GraphQL is served (and GraphiQL, for a browser).
@@ -253,8 +265,12 @@ struct GetParams {
 async fn graphql_get(
     State(state): State<HttpState>,
     headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Ok(upgrade) = upgrade {
+        return ws::upgrade(state, &headers, upgrade);
+    }
     let Ok(Query(params)) = params else {
         return http_error(
             StatusCode::BAD_REQUEST,
@@ -431,6 +447,9 @@ async fn execute(
     let cacheable_operation = !is_mutation(&parts.query, parts.operation_name.as_deref());
     let request = build_request(parts).data(Arc::clone(&caller));
     let (mut response, freshness) = Freshness::collect(state.schema.execute(request)).await;
+    if !cacheable_operation && let Some(cache) = &state.responses {
+        cache.invalidate_all();
+    }
     let stale = freshness.stale();
     if !stale.is_empty() {
         let notes: Vec<serde_json::Value> = stale

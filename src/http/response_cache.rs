@@ -102,6 +102,13 @@ impl ResponseCache {
         self.entries.get(key).await.map(|e| e.body.clone())
     }
 
+    /// Drops every response: after a write (a mutation) any of them may
+    /// show what is no longer so. Responses are keyed by a hash, so which
+    /// ones read the changed source is not known; they live seconds anyway.
+    pub fn invalidate_all(&self) {
+        self.entries.invalidate_all();
+    }
+
     /// Keeps `body` for the data's remaining lifetime (`None`: it used no
     /// cached data, so the default); a zero lifetime keeps nothing.
     pub async fn put(&self, key: ResponseKey, body: Bytes, data_lifetime: Option<Duration>) {

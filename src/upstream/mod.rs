@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::model::{Session, SessionFilter, SessionState};
+use crate::model::{Session, SessionFilter, SessionId, SessionState};
 
 /// One `DescribeSessions` request: one upstream page.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -43,6 +43,16 @@ pub struct Page {
 pub trait SessionSource: Send + Sync {
     /// Fetches one page of `DescribeSessions`.
     async fn describe_sessions(&self, request: &PageRequest) -> Result<Page, UpstreamError>;
+}
+
+/// Ends sessions in one account and region (`TerminateSession`). A trait
+/// of its own, apart from [`SessionSource`], because it may use other
+/// credentials (an account's `terminate_role_arn`) and is never cached.
+#[async_trait]
+pub trait SessionTerminator: Send + Sync {
+    /// Ends the session; succeeds too when it had already ended (SSM's
+    /// `TerminateSession` is idempotent).
+    async fn terminate_session(&self, session_id: &SessionId) -> Result<(), UpstreamError>;
 }
 
 /// What went wrong upstream, in the terms a caller can act on.

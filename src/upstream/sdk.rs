@@ -13,7 +13,9 @@ use aws_sdk_ssm::types as sdk;
 use chrono::{DateTime, Utc};
 
 use super::nodes::{MAX_IDS_PER_CALL, NodeSource};
-use super::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
+use super::{
+    Page, PageRequest, SessionSource, SessionTerminator, UpstreamError, UpstreamErrorKind,
+};
 use crate::model::{
     AccessType, AccountId, InstanceId, ManagedNode, OutputUrl, PingStatus, PlatformType,
     Region as ModelRegion, ResourceType, Session, SessionId, SessionState, SessionStatus,
@@ -187,6 +189,29 @@ impl SessionSource for SdkSessionSource {
                 .filter(|t| !t.is_empty())
                 .map(str::to_owned),
         })
+    }
+}
+
+/// The same client type ends sessions; the registry builds a separate one
+/// when the account has a `terminate_role_arn`.
+#[async_trait]
+impl SessionTerminator for SdkSessionSource {
+    #[tracing::instrument(
+        name = "ssm.terminate_session",
+        skip_all,
+        fields(account = %self.account, region = %self.region, session_id = %session_id)
+    )]
+    async fn terminate_session(&self, session_id: &SessionId) -> Result<(), UpstreamError> {
+        // The model's TerminateSessionError names only InternalServerError;
+        // AccessDeniedException, ThrottlingException and the rest arrive as
+        // unmodeled errors, which `classify` sorts by their error code.
+        self.client
+            .terminate_session()
+            .session_id(session_id.as_str())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "graphiql",
     "graphql",
     "sessions",
+    "live",
     "auth",
     "error",
     "nodes",

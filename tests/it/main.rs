@@ -12,6 +12,7 @@ mod gateway_cache;
 mod gateway_errors;
 mod gateway_filters;
 mod gateway_http;
+mod gateway_live;
 mod gateway_nodes;
 mod gateway_paging;
 mod graphiql;

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 
-use crate::{DEMO_SEED, EmulatorConfig, Faults, Latency, parse_ratio};
+use crate::{Churn, DEFAULT_CHURN_PACE, DEMO_SEED, EmulatorConfig, Faults, Latency, parse_ratio};
 
 /// Simulated upstream trouble for the emulator's SSM operations (STS stays
 /// healthy); the same every run (seeded).
@@ -39,6 +39,13 @@ pub struct DemoDataArgs {
     /// Answer short and empty pages, as SSM may.
     #[arg(long)]
     pub short_pages: bool,
+    /// Make sessions start, change status and end while serving (about one
+    /// change every 2 s somewhere, seeded), so a live dashboard moves.
+    #[arg(long)]
+    pub churn: bool,
+    /// With `--churn`: the mean time between two changes, in ms.
+    #[arg(long, value_name = "MS", requires = "churn")]
+    pub churn_pace_ms: Option<u64>,
     #[command(flatten)]
     pub faults: FaultArgs,
 }
@@ -52,6 +59,14 @@ impl DemoDataArgs {
             config.short_pages = Some(DEMO_SEED);
         }
         config.faults = self.faults.faults();
+        if self.churn {
+            config.churn = Some(Churn {
+                seed: DEMO_SEED,
+                pace: self
+                    .churn_pace_ms
+                    .map_or(DEFAULT_CHURN_PACE, std::time::Duration::from_millis),
+            });
+        }
         config
     }
 }
@@ -128,5 +143,26 @@ mod tests {
         assert_eq!(cli.data.config().short_pages, Some(DEMO_SEED));
         let cli = Cli::try_parse_from(["ssm-emulator"]).unwrap();
         assert_eq!(cli.data.config().short_pages, None);
+    }
+
+    #[test]
+    fn churn_flag_seeds_churn() {
+        let cli = Cli::try_parse_from(["ssm-emulator"]).unwrap();
+        assert_eq!(cli.data.config().churn, None);
+        let cli = Cli::try_parse_from(["ssm-emulator", "--churn"]).unwrap();
+        assert_eq!(
+            cli.data.config().churn,
+            Some(Churn {
+                seed: DEMO_SEED,
+                pace: DEFAULT_CHURN_PACE
+            })
+        );
+        let cli =
+            Cli::try_parse_from(["ssm-emulator", "--churn", "--churn-pace-ms", "250"]).unwrap();
+        assert_eq!(
+            cli.data.config().churn.map(|c| c.pace),
+            Some(Duration::from_millis(250))
+        );
+        assert!(Cli::try_parse_from(["ssm-emulator", "--churn-pace-ms", "250"]).is_err());
     }
 }

@@ -54,6 +54,11 @@ impl SessionStatus {
         }
     }
 
+    /// The status with this wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+
     /// Which `State` of DescribeSessions lists a session with this status.
     pub fn state(self) -> SessionState {
         match self {

@@ -4,15 +4,17 @@
 //! Session Manager APIs; this does. ssm-session-gateway's `demo` and tests
 //! run against it, and it imports nothing from the gateway.
 //!
-//! It serves `DescribeSessions` and `DescribeInstanceInformation` over AWS
-//! JSON 1.1 (`POST /`), from a [`Dataset`] of sessions and managed nodes per
-//! (account, region), and STS `AssumeRole` and
+//! It serves `DescribeSessions`, `DescribeInstanceInformation` and
+//! `TerminateSession` over AWS JSON 1.1 (`POST /`), from a [`Dataset`] of
+//! sessions and managed nodes per (account, region), and STS `AssumeRole` and
 //! `GetCallerIdentity` over AWS Query (`POST /`, form-encoded). Every request
 //! must carry a valid SigV4 signature. The account comes from the access key
 //! id: a configured [`StaticCredential`], or temporary credentials its STS
 //! issued for a configured [`RoleSpec`] (the role's account); the region
 //! comes from the signature's credential scope. `GET /_emulator/stats`
-//! reports call counts as JSON.
+//! reports call counts as JSON; `POST /_emulator/sessions` and `PATCH
+//! /_emulator/sessions/{account}/{region}/{id}` start a session and change
+//! its status (see `control`), and [`Churn`] does so on its own.
 //!
 //! [`Faults`] add latency, throttling and server errors to a share of SSM
 //! requests, drawn from a seeded PRNG; they can change while serving
@@ -34,6 +36,8 @@
 //! - [`sigv4`]: the SigV4 signature, recomputed as AWS does;
 //! - [`sts`]: AssumeRole validation and authorization, STS XML results;
 //! - [`ssm`]: DescribeSessions validation, filtering and paging;
+//! - [`terminate`]: TerminateSession (Active to History, idempotent);
+//! - [`control`]: the control endpoints and churn;
 //! - [`nodes`]: DescribeInstanceInformation validation, filtering and paging;
 //! - [`token`]: signed, expiring NextTokens;
 //! - [`faults`]: seeded latency, throttling and server errors;
@@ -46,12 +50,14 @@
 
 mod auth;
 pub mod cli;
+mod control;
 mod data;
 mod faults;
 mod nodes;
 mod sigv4;
 mod ssm;
 mod sts;
+mod terminate;
 mod token;
 mod wire;
 
@@ -67,10 +73,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use serde_json::{Value, json};
 
 pub use auth::StaticCredential;
+pub use control::{Churn, DEFAULT_CHURN_PACE};
 pub use data::{
     AccessType, DEMO_SEED, DataSpec, Dataset, NodeRecord, OutputUrl, PingStatus, PlatformType,
     ResourceType, SessionRecord, SessionState, SessionStatus, SourceSpec,
@@ -86,6 +93,7 @@ use nodes::{DescribeInstanceInformation, NodePaging};
 use sigv4::SignedRequest;
 use ssm::{DescribeSessions, Paging};
 use sts::{AssumeRole, Roles};
+use terminate::TerminateSession;
 use token::TokenKey;
 use wire::{AwsError, Operation, Protocol, QueryError};
 
@@ -171,6 +179,10 @@ pub struct EmulatorConfig {
     pub token_ttl: Duration,
     /// Key that signs NextTokens; `None` draws a random one per emulator.
     pub token_secret: Option<[u8; 32]>,
+    /// `Some`: while serving, sessions start, change status and end on their
+    /// own ([`Churn`]), so a dashboard moves. `None` (default): the data
+    /// changes only through the control endpoints and `TerminateSession`.
+    pub churn: Option<Churn>,
 }
 
 /// Never prints the token secret, nor every session.
@@ -189,6 +201,7 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("faults", &self.faults)
             .field("token_ttl", &self.token_ttl)
             .field("token_secret", &self.token_secret.map(|_| "<redacted>"))
+            .field("churn", &self.churn)
             .finish()
     }
 }
@@ -210,6 +223,7 @@ impl EmulatorConfig {
             faults: Faults::default(),
             token_ttl: DEFAULT_TOKEN_TTL,
             token_secret: None,
+            churn: None,
         }
     }
 
@@ -250,6 +264,7 @@ struct Inner {
     /// std lock: held only to read or draw, never across an await.
     faults: Mutex<FaultState>,
     token_ttl: Duration,
+    churn: Option<Churn>,
     stats: Stats,
 }
 
@@ -311,28 +326,44 @@ impl Emulator {
                 latency: config.latency,
                 faults: Mutex::new(FaultState::new(config.faults)),
                 token_ttl: config.token_ttl,
+                churn: config.churn,
                 stats: Stats::default(),
             }),
         }
     }
 
-    /// The whole emulator: `POST /` for AWS requests, `GET /_emulator/stats`.
+    /// The whole emulator: `POST /` for AWS requests, `GET /_emulator/stats`,
+    /// and the control endpoints (`/_emulator/sessions`, see [`control`]).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/", post(handle_aws))
             .route("/_emulator/stats", get(handle_stats))
+            .route("/_emulator/sessions", post(control::start_session))
+            .route(
+                "/_emulator/sessions/{account}/{region}/{session_id}",
+                axum::routing::patch(control::set_status),
+            )
             .with_state(self.clone())
     }
 
-    /// Serves on an already-bound listener until `shutdown` resolves.
+    /// Serves on an already-bound listener until `shutdown` resolves; runs
+    /// churn meanwhile when configured.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
+        let churn = self
+            .inner
+            .churn
+            .map(|churn| tokio::spawn(control::churn(self.clone(), churn)));
+        let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        if let Some(churn) = churn {
+            churn.abort();
+        }
+        served
     }
 
     /// Requests that targeted `operation` (e.g. "DescribeSessions"), whether
@@ -433,6 +464,69 @@ impl Emulator {
             .insert(account_id, region, session);
     }
 
+    /// Sets the status of one session (and its end date, when the status
+    /// ends it); the session as changed, or `None` when there is none.
+    pub fn change_status(
+        &self,
+        account_id: &str,
+        region: &str,
+        session_id: &str,
+        status: SessionStatus,
+    ) -> Option<SessionRecord> {
+        let mut dataset = self
+            .inner
+            .dataset
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut session = dataset
+            .sessions(account_id, region)
+            .iter()
+            .find(|s| s.session_id == session_id)?
+            .clone();
+        session.status = status;
+        session.end_date = match status {
+            SessionStatus::Terminated | SessionStatus::Failed => Some(
+                session
+                    .end_date
+                    .unwrap_or_else(|| Utc::now().max(session.start_date)),
+            ),
+            _ => None,
+        };
+        dataset.insert(account_id, region, session.clone());
+        Some(session)
+    }
+
+    /// One churn change in a source drawn from `rng`.
+    fn churn_step(&self, rng: &mut data::SplitMix64) {
+        let mut dataset = self
+            .inner
+            .dataset
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let sources: Vec<(String, String)> = dataset
+            .sources()
+            .map(|(a, r)| (a.to_owned(), r.to_owned()))
+            .collect();
+        if sources.is_empty() {
+            return;
+        }
+        let (account, region) = &sources[rng.below(sources.len() as u64) as usize];
+        if let Some(change) = control::next_change(
+            rng,
+            dataset.sessions(account, region),
+            Utc::now().trunc_subsecs(3),
+        ) {
+            tracing::debug!(
+                account = %account,
+                region = %region,
+                session_id = %change.session_id,
+                status = change.status.as_str(),
+                "churn"
+            );
+            dataset.insert(account, region, change);
+        }
+    }
+
     fn count(&self, operation: Operation, account_id: Option<&str>) {
         let mut calls = self.inner.stats.calls();
         let entry = calls.entry(operation).or_default();
@@ -495,6 +589,7 @@ impl Emulator {
             Operation::DescribeInstanceInformation => {
                 self.describe_instance_information(&caller, request.body)
             }
+            Operation::TerminateSession => self.terminate_session(&caller, request.body),
             Operation::AssumeRole | Operation::GetCallerIdentity => {
                 Err(AwsError::unknown_operation(operation.name()))
             }
@@ -518,7 +613,9 @@ impl Emulator {
                 sts::caller_identity_result(&principal)
             }
             Operation::AssumeRole => self.assume_role(&principal, &form, now)?,
-            Operation::DescribeSessions | Operation::DescribeInstanceInformation => {
+            Operation::DescribeSessions
+            | Operation::DescribeInstanceInformation
+            | Operation::TerminateSession => {
                 return Err(QueryError::new(
                     axum::http::StatusCode::BAD_REQUEST,
                     "InvalidAction",
@@ -580,6 +677,16 @@ impl Emulator {
             dataset.sessions(&caller.account_id, &caller.region),
             &paging,
         )
+    }
+
+    fn terminate_session(&self, caller: &Caller, body: &[u8]) -> Result<Value, AwsError> {
+        let request = TerminateSession::parse(body)?;
+        let mut dataset = self
+            .inner
+            .dataset
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(request.run(&mut dataset, &caller.account_id, &caller.region, Utc::now()))
     }
 
     fn describe_instance_information(

@@ -361,7 +361,7 @@ pub(crate) fn epoch_seconds(t: DateTime<Utc>) -> Value {
 }
 
 /// The model's `Session` shape; absent optional members are left out.
-fn session_json(s: &SessionRecord) -> Value {
+pub(crate) fn session_json(s: &SessionRecord) -> Value {
     let mut m = Map::new();
     m.insert("SessionId".into(), Value::from(s.session_id.as_str()));
     m.insert("Target".into(), Value::from(s.target.as_str()));

@@ -51,20 +51,23 @@ impl Protocol {
 pub(crate) enum Operation {
     DescribeSessions,
     DescribeInstanceInformation,
+    TerminateSession,
     AssumeRole,
     GetCallerIdentity,
 }
 
 impl Operation {
-    pub(crate) const ALL: [Operation; 4] = [
+    pub(crate) const ALL: [Operation; 5] = [
         Operation::DescribeSessions,
         Operation::DescribeInstanceInformation,
+        Operation::TerminateSession,
         Operation::AssumeRole,
         Operation::GetCallerIdentity,
     ];
-    pub(crate) const SSM: [Operation; 2] = [
+    pub(crate) const SSM: [Operation; 3] = [
         Operation::DescribeSessions,
         Operation::DescribeInstanceInformation,
+        Operation::TerminateSession,
     ];
     const STS: [Operation; 2] = [Operation::AssumeRole, Operation::GetCallerIdentity];
 
@@ -72,6 +75,7 @@ impl Operation {
         match self {
             Self::DescribeSessions => "DescribeSessions",
             Self::DescribeInstanceInformation => "DescribeInstanceInformation",
+            Self::TerminateSession => "TerminateSession",
             Self::AssumeRole => "AssumeRole",
             Self::GetCallerIdentity => "GetCallerIdentity",
         }
@@ -560,8 +564,13 @@ mod tests {
             HeaderValue::from_static("AmazonSSM.DescribeSessions"),
         );
         assert_eq!(Operation::from_target(&h), Ok(Operation::DescribeSessions));
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("AmazonSSM.TerminateSession"),
+        );
+        assert_eq!(Operation::from_target(&h), Ok(Operation::TerminateSession));
         for other in [
-            "AmazonSSM.TerminateSession",
+            "AmazonSSM.StartSession",
             "DescribeSessions",
             "Foo.DescribeSessions",
         ] {

@@ -1,11 +1,14 @@
 //! Shared test plumbing: an emulator and a gateway on loopback ports, wired
 //! exactly as in production (`Application::build`: real SDK over HTTP into
-//! the emulator, real HTTP into the gateway), and a small HTTP client.
+//! the emulator, real HTTP into the gateway), and a small HTTP client (and,
+//! in [`ws`], a WebSocket one).
 //!
 //! Gateways are configured with the demo's API keys (`demo-admin`, and
 //! `demo-platform` where the account `platform` exists), and every request
 //! sends `Authorization: Bearer demo-admin` unless the test passes its own
 //! `authorization` header or asks for none ([`TestApp::request_as`]).
+
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,6 +150,7 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
         external_id: None,
         session_name: None,
         session_duration_secs: None,
+        terminate_role_arn: None,
         profile: None,
         regions: vec![DEMO_REGION.to_owned()],
     }];
@@ -348,6 +352,40 @@ impl TestApp {
             body,
         )
         .await
+    }
+
+    /// Stops the gateway (as SIGTERM would), leaving the emulator running.
+    pub fn stop_gateway(&mut self) {
+        if self._stops.len() == 2
+            && let Some(stop) = self._stops.pop()
+        {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Sends a JSON request to the emulator's control endpoints; the status
+    /// and the JSON answer.
+    pub async fn emulator_control(
+        &self,
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.emulator_addr))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request");
+        let res = self.client.request(req).await.expect("emulator answers");
+        let status = res.status();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// The gateway's WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql", self.addr)
     }
 
     /// `DescribeSessions` calls the emulator has served so far.

@@ -742,3 +742,58 @@ async fn stats_endpoint_reports_calls() {
         })
     );
 }
+
+/// TerminateSession: its reply and its constraint error match the model,
+/// and the session moves from Active to History with an end date.
+#[tokio::test]
+async fn terminate_session_matches_the_model() {
+    let model = Model::load();
+    let emulator = demo();
+    let mut active = full_session();
+    active.session_id = "walter-0a0a0a0a0a0a0a0a0".into();
+    active.status = SessionStatus::Connected;
+    active.end_date = None;
+    emulator.insert_session(DEMO_ACCOUNT_ID, "us-east-1", active.clone());
+    let terminate = |body: Value| {
+        let emulator = emulator.clone();
+        async move {
+            let req = request("AmazonSSM.TerminateSession")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            send_signed(&emulator, DEMO_ACCESS_KEY_ID, "us-east-1", req).await
+        }
+    };
+    for _ in 0..2 {
+        let reply = terminate(json!({ "SessionId": active.session_id })).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let mut seen = BTreeSet::new();
+        model.check("TerminateSessionResponse", &reply.body, "$", &mut seen);
+        assert_eq!(reply.body["SessionId"], active.session_id.as_str());
+    }
+    let history = describe(
+        &emulator,
+        DEMO_ACCESS_KEY_ID,
+        "us-east-1",
+        &json!({"State": "History", "Filters": [{"key": "SessionId", "value": active.session_id}]}),
+    )
+    .await;
+    let ended = &history.body["Sessions"][0];
+    assert_eq!(ended["Status"], "Terminated", "{}", history.body);
+    assert!(ended["EndDate"].as_f64() >= ended["StartDate"].as_f64());
+    let still = describe(
+        &emulator,
+        DEMO_ACCESS_KEY_ID,
+        "us-east-1",
+        &json!({"State": "Active", "Filters": [{"key": "SessionId", "value": active.session_id}]}),
+    )
+    .await;
+    assert_eq!(still.body["Sessions"], json!([]));
+    // A missing SessionId breaks the model's `required`.
+    assert_eq!(
+        model.shape("TerminateSessionRequest")["required"],
+        json!(["SessionId"])
+    );
+    let refused = terminate(json!({})).await;
+    check_error(&model, &refused, "ValidationException");
+    assert_eq!(emulator.calls("TerminateSession"), 3);
+}

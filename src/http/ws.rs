@@ -1,0 +1,312 @@
+//! GraphQL over WebSocket on `/graphql`: subscriptions.
+//!
+//! Subprotocols `graphql-transport-ws` (the `graphql-ws` npm package's
+//! protocol) and the legacy `graphql-ws` (subscriptions-transport-ws).
+//! async-graphql's protocol engine (`async_graphql::http::WebSocket`) runs
+//! the messages; this module wraps it with what it lacks:
+//!
+//! - **Initialisation**: the first message must be `connection_init`
+//!   within `live.init_timeout_ms`, else the socket closes with 4408; any
+//!   other first message closes it with 4401 (the protocol's "Unauthorized"
+//!   for a subscribe before init), a malformed one with 4400. The init
+//!   payload's `Authorization` (browsers cannot set headers on a WebSocket),
+//!   or else the upgrade request's header, goes to [`authenticate_connection`];
+//!   a refusal closes with 4403, and so does the expiry of what it accepted.
+//! - **Keep-alive**: every `live.ping_interval_ms` the server sends a
+//!   protocol ping (`{"type":"ping"}`; `{"type":"ka"}` on the legacy
+//!   protocol), so load balancers never see an idle connection.
+//! - **Limits**: each connection may hold `live.max_subscriptions_per_connection`
+//!   subscriptions ([`SubscriptionSlots`] in its data).
+//! - **Shutdown**: every socket is tracked in [`Sockets`]; on shutdown each
+//!   is sent a 1001 (going away) close, and the server waits for them up to
+//!   `live.shutdown_grace_ms` (axum's graceful shutdown does not see
+//!   upgraded connections).
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::Data;
+use async_graphql::http::{WebSocketProtocols, WsMessage};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::HttpState;
+use crate::graphql::SubscriptionSlots;
+use crate::sessions::Caller;
+
+/// The subprotocols spoken, in order of preference.
+const SUBPROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
+/// Client messages buffered before the engine reads them; a client that
+/// floods more than this is closed.
+const INBOX: usize = 64;
+
+/// Close codes (graphql-transport-ws, and RFC 6455's).
+mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const BAD_REQUEST: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const INIT_TIMEOUT: u16 = 4408;
+}
+
+/// The open WebSockets of one gateway, so shutdown can close them.
+#[derive(Clone, Debug, Default)]
+pub struct Sockets {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Sockets {
+    /// Tells every open socket to close with 1001, refuses new ones, and
+    /// waits up to `grace` for them to finish; false if some did not.
+    pub async fn close_all(&self, grace: Duration) -> bool {
+        self.tracker.close();
+        self.shutdown.cancel();
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Sockets open now.
+    pub fn open(&self) -> usize {
+        self.tracker.len()
+    }
+}
+
+/// What [`authenticate_connection`] accepted.
+#[derive(Clone)]
+pub struct ConnectionAuth {
+    /// Who is connected: the resolvers authorize by its grants.
+    pub caller: Arc<Caller>,
+    /// When the credentials stop being valid (a JWT's `exp`): the socket is
+    /// closed with 4403 then. `None`: they do not expire.
+    pub expires_at: Option<Instant>,
+}
+
+/// Why a connection was refused (the close reason; keep it vague).
+#[derive(Clone, Debug)]
+pub struct ConnectionRefused(pub String);
+
+/// Decides whether a WebSocket may proceed, from the `Authorization` of its
+/// `connection_init` payload (browsers cannot set headers on a WebSocket),
+/// or else of its upgrade request, exactly as HTTP requests are
+/// authenticated. `Err` closes the socket with 4403; the principal goes into
+/// the connection's data for the resolvers.
+pub async fn authenticate_connection(
+    state: &HttpState,
+    authorization: Option<&str>,
+) -> Result<ConnectionAuth, ConnectionRefused> {
+    let header = match authorization.map(HeaderValue::from_str) {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => return Err(ConnectionRefused("malformed".to_owned())),
+    };
+    let principal = state
+        .auth
+        .authenticate(header.as_ref())
+        .await
+        .map_err(|e| ConnectionRefused(e.reason().to_owned()))?;
+    let expires_at = principal.expires_at().map(|at| {
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Instant::now() + left
+    });
+    Ok(ConnectionAuth {
+        caller: Arc::new(Caller::new(principal)),
+        expires_at,
+    })
+}
+
+/// `GET /graphql` with `Upgrade: websocket`.
+pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let ws = ws.protocols(SUBPROTOCOLS);
+    let Some(protocol) = ws
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .and_then(|p| WebSocketProtocols::from_str(p).ok())
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "offer the subprotocol graphql-transport-ws (or the legacy graphql-ws)",
+        )
+            .into_response();
+    };
+    let upgrade_authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let sockets = state.sockets.clone();
+    if sockets.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    ws.on_upgrade(move |socket| {
+        sockets
+            .tracker
+            .track_future(serve_socket(socket, state, protocol, upgrade_authorization))
+    })
+}
+
+async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    // The peer may be gone already; nothing to do about it.
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// The next text (or binary) message; `None` when the socket closed.
+async fn next_text(socket: &mut WebSocket) -> Option<String> {
+    while let Some(message) = socket.recv().await {
+        match message {
+            Ok(Message::Text(text)) => return Some(text.as_str().to_owned()),
+            Ok(Message::Binary(bytes)) => {
+                return Some(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(Message::Close(_)) | Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn serve_socket(
+    mut socket: WebSocket,
+    state: HttpState,
+    protocol: WebSocketProtocols,
+    upgrade_authorization: Option<String>,
+) {
+    let live = state.live.clone();
+    let shutdown = state.sockets.shutdown.clone();
+
+    // 1. connection_init, within the timeout.
+    let first = tokio::select! {
+        first = tokio::time::timeout(Duration::from_millis(live.init_timeout_ms), next_text(&mut socket)) => first,
+        () = shutdown.cancelled() => {
+            send_close(&mut socket, close::GOING_AWAY, "server shutting down").await;
+            return;
+        }
+    };
+    let init = match first {
+        Err(_) => {
+            send_close(
+                &mut socket,
+                close::INIT_TIMEOUT,
+                "Connection initialisation timeout",
+            )
+            .await;
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(text)) => text,
+    };
+    let Ok(message) = serde_json::from_str::<serde_json::Value>(&init) else {
+        send_close(&mut socket, close::BAD_REQUEST, "Invalid message").await;
+        return;
+    };
+    if message["type"] != "connection_init" {
+        send_close(&mut socket, close::UNAUTHORIZED, "Unauthorized").await;
+        return;
+    }
+    let authorization = message["payload"]["Authorization"]
+        .as_str()
+        .or(message["payload"]["authorization"].as_str())
+        .or(upgrade_authorization.as_deref());
+    let auth = match authenticate_connection(&state, authorization).await {
+        Ok(auth) => auth,
+        Err(ConnectionRefused(reason)) => {
+            tracing::info!(reason, "WebSocket connection refused");
+            send_close(&mut socket, close::FORBIDDEN, "Forbidden").await;
+            return;
+        }
+    };
+
+    // 2. The protocol engine, fed by an inbox that starts with the init.
+    let (inbox, rx) = mpsc::channel::<String>(INBOX);
+    // The channel is empty and its receiver alive: this cannot fail.
+    let _ = inbox.try_send(init);
+    let incoming = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|message| (message, rx))
+    });
+    let slots = SubscriptionSlots::new(live.max_subscriptions_per_connection);
+    let caller = auth.caller.clone();
+    let engine = async_graphql::http::WebSocket::new(state.schema.clone(), incoming, protocol)
+        .on_connection_init(move |_payload| async move {
+            let mut data = Data::default();
+            data.insert(slots);
+            data.insert(caller);
+            Ok(data)
+        });
+    let mut engine = std::pin::pin!(engine);
+    let ping_every = Duration::from_millis(live.ping_interval_ms);
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let ping_message = match protocol {
+        WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
+        WebSocketProtocols::SubscriptionsTransportWS => r#"{"type":"ka"}"#,
+    };
+    let expiry = until(auth.expires_at);
+    let mut expiry = std::pin::pin!(expiry);
+
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    if inbox.try_send(text.as_str().to_owned()).is_err() {
+                        send_close(&mut socket, close::POLICY, "Too many messages").await;
+                        break;
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    if inbox.try_send(String::from_utf8_lossy(&bytes).into_owned()).is_err() {
+                        send_close(&mut socket, close::POLICY, "Too many messages").await;
+                        break;
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+            },
+            outgoing = engine.next() => match outgoing {
+                Some(WsMessage::Text(text)) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(WsMessage::Close(code, reason)) => {
+                    send_close(&mut socket, code, &reason).await;
+                    break;
+                }
+                None => break,
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Text(ping_message.into())).await.is_err() {
+                    break;
+                }
+            }
+            () = shutdown.cancelled() => {
+                send_close(&mut socket, close::GOING_AWAY, "server shutting down").await;
+                break;
+            }
+            () = &mut expiry => {
+                send_close(&mut socket, close::FORBIDDEN, "Forbidden: credentials expired").await;
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! Live sessions over real WebSockets: `sessionEvents` (with a Rust client
+//! and with the graphql-ws reference client), `terminateSession`, what
+//! subscribers cost SSM, and the connection's close codes.
+
+use std::io::BufRead as _;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use ssm_emulator::{
+    DEMO_ACCOUNT_ID, DEMO_REGION, EmulatorConfig, Faults, demo_credentials, demo_roles,
+};
+use ssm_session_gateway::settings::Settings;
+
+use crate::support::ws::{Received, WsClient};
+use crate::support::{
+    TestApp, anchor, dataset, emulator_config, error_codes, spawn_app_with, spawn_multi_with,
+};
+
+/// The poll interval of these tests (the Active TTL is 0 in them).
+const POLL: Duration = Duration::from_millis(100);
+const WAIT: Duration = Duration::from_secs(10);
+
+const EVENTS: &str = r#"
+subscription($accounts: [ID!], $filter: SessionFilter, $existing: Boolean) {
+  sessionEvents(accounts: $accounts, filter: $filter, includeExisting: $existing) {
+    kind at session { id sessionId status target account { alias } region endDate }
+  }
+}"#;
+
+const TERMINATE: &str = r#"
+mutation($id: ID!) {
+  terminateSession(input: { id: $id }) { sessionId session { sessionId status endDate } }
+}"#;
+
+fn live_settings() -> Settings {
+    let mut settings = Settings::default();
+    settings.live.terminate_enabled = true;
+    settings.live.min_poll_interval_ms = POLL.as_millis() as u64;
+    settings.live.init_timeout_ms = 300;
+    settings
+}
+
+/// The gateway over one account and region with `active` Active sessions.
+async fn spawn_live(active: usize, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = live_settings();
+    adjust(&mut settings);
+    spawn_app_with(emulator_config(dataset(41, active, 5)), settings).await
+}
+
+/// A session's global id, as the gateway mints them.
+fn node_id(account: &str, region: &str, session: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("Session:{account}:{region}:{session}"))
+}
+
+fn kind_of(event: &Value) -> &str {
+    event["kind"].as_str().unwrap_or_default()
+}
+
+fn session_id(event: &Value) -> &str {
+    event["session"]["sessionId"].as_str().unwrap_or_default()
+}
+
+/// Starts a session through the emulator's control endpoint.
+async fn start_session(app: &TestApp, account: &str, session_id: &str, target: &str) {
+    let (status, body) = app
+        .emulator_control(
+            Method::POST,
+            "/_emulator/sessions",
+            json!({
+                "account": account,
+                "region": DEMO_REGION,
+                "sessionId": session_id,
+                "target": target,
+                "status": "Connecting",
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["SessionId"], session_id);
+}
+
+#[tokio::test]
+async fn a_terminated_session_ends_for_subscribers_and_moves_to_history() {
+    let active = 4;
+    let app = spawn_live(active, |_| {}).await;
+    let mut client = WsClient::ready(&app.ws_url()).await;
+    client
+        .subscribe("1", EVENTS, json!({ "existing": true }))
+        .await;
+    let mut existing = Vec::new();
+    while existing.len() < active {
+        existing.extend(client.events_until(WAIT, |_| true).await);
+    }
+    assert!(
+        existing.iter().all(|e| kind_of(e) == "STARTED"),
+        "{existing:?}"
+    );
+    let victim = existing[0]["session"].clone();
+
+    // Another client (HTTP) ends it.
+    let answer = app.graphql(TERMINATE, json!({ "id": victim["id"] })).await;
+    assert_eq!(error_codes(&answer), Vec::<String>::new(), "{answer}");
+    let payload = &answer["data"]["terminateSession"];
+    assert_eq!(payload["sessionId"], victim["sessionId"]);
+    assert_eq!(payload["session"]["status"], "TERMINATED");
+    assert!(payload["session"]["endDate"].is_string(), "{payload}");
+    assert_eq!(app.emulator.calls("TerminateSession"), 1);
+
+    let events = client.events_until(WAIT, |e| kind_of(e) == "ENDED").await;
+    let ended = events.last().unwrap();
+    assert_eq!(session_id(ended), victim["sessionId"].as_str().unwrap());
+    // The last snapshot seen while it was active: no extra call for it.
+    assert_ne!(ended["session"]["status"], "TERMINATED");
+
+    // Idempotent: again succeeds, and the session stays terminated.
+    let again = app.graphql(TERMINATE, json!({ "id": victim["id"] })).await;
+    assert_eq!(error_codes(&again), Vec::<String>::new(), "{again}");
+    assert_eq!(
+        again["data"]["terminateSession"]["session"]["status"],
+        "TERMINATED"
+    );
+    // Listed in History now, not in Active.
+    let lists = app
+        .graphql(
+            r#"{ active: sessions(state: ACTIVE) { nodes { sessionId } }
+                 history: sessions(state: HISTORY, filter: { sessionId: $id }) { nodes { status } } }"#
+                .replace("$id", &format!("{:?}", victim["sessionId"].as_str().unwrap()))
+                .as_str(),
+            json!({}),
+        )
+        .await;
+    assert!(
+        !lists["data"]["active"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["sessionId"] == victim["sessionId"]),
+        "{lists}"
+    );
+    assert_eq!(lists["data"]["history"]["nodes"][0]["status"], "TERMINATED");
+}
+
+#[tokio::test]
+async fn started_and_changed_arrive_for_sessions_moved_through_the_control_endpoint() {
+    let app = spawn_live(1, |_| {}).await;
+    let mut client = WsClient::ready(&app.ws_url()).await;
+    client
+        .subscribe("1", EVENTS, json!({ "existing": true }))
+        .await;
+    // The existing session: the poller has its baseline.
+    client.events_until(WAIT, |e| kind_of(e) == "STARTED").await;
+
+    let id = "control-0123456789abcdef0";
+    start_session(&app, DEMO_ACCOUNT_ID, id, "i-0aaaaaaaaaaaaaaaa").await;
+    let started = client.events_until(WAIT, |e| session_id(e) == id).await;
+    let started = started.last().unwrap();
+    assert_eq!(kind_of(started), "STARTED");
+    assert_eq!(started["session"]["status"], "CONNECTING");
+    assert_eq!(started["session"]["account"]["alias"], "demo");
+
+    let (status, _) = app
+        .emulator_control(
+            Method::PATCH,
+            &format!("/_emulator/sessions/{DEMO_ACCOUNT_ID}/{DEMO_REGION}/{id}"),
+            json!({ "status": "Connected" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let changed = client.events_until(WAIT, |e| session_id(e) == id).await;
+    let changed = changed.last().unwrap();
+    assert_eq!(kind_of(changed), "CHANGED");
+    assert_eq!(changed["session"]["status"], "CONNECTED");
+
+    let (status, _) = app
+        .emulator_control(
+            Method::PATCH,
+            &format!("/_emulator/sessions/{DEMO_ACCOUNT_ID}/{DEMO_REGION}/{id}"),
+            json!({ "status": "Failed" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ended = client.events_until(WAIT, |e| session_id(e) == id).await;
+    assert_eq!(kind_of(ended.last().unwrap()), "ENDED");
+}
+
+#[tokio::test]
+async fn a_hundred_subscribers_cost_what_one_does_and_polling_stops_after_them() {
+    let app = spawn_live(3, |s| s.live.min_poll_interval_ms = 200).await;
+    let window = Duration::from_millis(1500);
+
+    let mut first = WsClient::ready(&app.ws_url()).await;
+    first.subscribe("1", EVENTS, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = app.describe_calls();
+    tokio::time::sleep(window).await;
+    let one = app.describe_calls() - before;
+
+    let mut others = Vec::new();
+    for _ in 0..99 {
+        let mut client = WsClient::ready(&app.ws_url()).await;
+        client.subscribe("1", EVENTS, json!({})).await;
+        others.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = app.describe_calls();
+    tokio::time::sleep(window).await;
+    let hundred = app.describe_calls() - before;
+    // 1.5 s at one read per 200 ms: at most 8, one page each (fewer on a
+    // loaded machine: the bound that matters is the next one).
+    assert!((2..=9).contains(&one), "one subscriber: {one} calls");
+    assert!(
+        hundred <= one + 1,
+        "100 subscribers: {hundred} calls, one: {one}"
+    );
+
+    drop(others);
+    drop(first);
+    // The pollers notice at their next tick.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = app.describe_calls();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        app.describe_calls(),
+        after,
+        "polling goes on without subscribers"
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_never_sees_what_its_accounts_or_filter_exclude() {
+    let mut config = EmulatorConfig::new(
+        ssm_emulator::Dataset::generate(&ssm_emulator::DataSpec::demo(anchor())),
+        demo_credentials(),
+    );
+    config.roles = demo_roles();
+    let app = spawn_multi_with(config, |s| {
+        s.cache.active_ttl_secs = 0;
+        s.live.min_poll_interval_ms = POLL.as_millis() as u64;
+    })
+    .await;
+    let payments = ssm_emulator::DEMO_ACCOUNT_IDS[1];
+    let wanted = "i-0bbbbbbbbbbbbbbbb";
+    let mut narrow = WsClient::ready(&app.ws_url()).await;
+    narrow
+        .subscribe(
+            "1",
+            EVENTS,
+            json!({ "accounts": ["payments"], "filter": { "target": wanted } }),
+        )
+        .await;
+    let mut wide = WsClient::ready(&app.ws_url()).await;
+    wide.subscribe("1", EVENTS, json!({})).await;
+    // Let every poller read its baseline first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    start_session(
+        &app,
+        DEMO_ACCOUNT_ID,
+        "other-account-0000000000000001",
+        wanted,
+    )
+    .await;
+    start_session(
+        &app,
+        payments,
+        "other-target-0000000000000002",
+        "i-0ccccccccccccccc",
+    )
+    .await;
+    start_session(&app, payments, "wanted-0000000000000003", wanted).await;
+    // The wide subscriber sees all three: they did happen.
+    let mut wide_ids = std::collections::BTreeSet::new();
+    wide.events_until(WAIT, |e| {
+        wide_ids.insert(session_id(e).to_owned());
+        [
+            "other-account-0000000000000001",
+            "other-target-0000000000000002",
+            "wanted-0000000000000003",
+        ]
+        .iter()
+        .all(|id| wide_ids.contains(*id))
+    })
+    .await;
+    let narrow_seen = narrow
+        .events_until(WAIT, |e| session_id(e) == "wanted-0000000000000003")
+        .await;
+    assert_eq!(narrow_seen.len(), 1, "{narrow_seen:?}");
+    // Nothing else follows, however long we listen.
+    let later = narrow.drain(Duration::from_millis(500)).await;
+    assert!(later.is_empty(), "{later:?}");
+}
+
+#[tokio::test]
+async fn bad_ids_are_bad_user_input_and_terminating_is_off_by_default() {
+    let app = spawn_live(1, |_| {}).await;
+    for id in ["nope", "U2Vzc2lvbjo", "U2Vzc2lvbjoxOmV1LXdlc3QtMTp4"] {
+        let answer = app.graphql(TERMINATE, json!({ "id": id })).await;
+        assert_eq!(error_codes(&answer), ["BAD_USER_INPUT"], "{id}: {answer}");
+        assert!(answer["data"].is_null(), "{answer}");
+    }
+    // An account no longer configured.
+    let other = node_id("999999999999", DEMO_REGION, "x-1");
+    let answer = app.graphql(TERMINATE, json!({ "id": other })).await;
+    assert_eq!(error_codes(&answer), ["ACCOUNT_NOT_FOUND"], "{answer}");
+    assert_eq!(app.emulator.calls("TerminateSession"), 0);
+
+    let off = spawn_app_with(emulator_config(dataset(41, 1, 1)), Settings::default()).await;
+    let id = node_id(DEMO_ACCOUNT_ID, DEMO_REGION, "x-1");
+    let answer = off.graphql(TERMINATE, json!({ "id": id })).await;
+    assert_eq!(error_codes(&answer), ["FORBIDDEN"], "{answer}");
+    assert_eq!(off.emulator.calls("TerminateSession"), 0);
+    // Mutations are POST only.
+    let get = off
+        .request(
+            Method::GET,
+            &format!(
+                "/graphql?query={}",
+                "mutation%7BterminateSession(input%3A%7Bid%3A%22x%22%7D)%7BsessionId%7D%7D"
+            ),
+            &[("accept", "application/json")],
+            "",
+        )
+        .await;
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn connections_are_closed_with_the_protocols_codes() {
+    let app = spawn_live(1, |s| {
+        s.live.ping_interval_ms = 200;
+        s.live.max_subscriptions_per_connection = 1;
+    })
+    .await;
+
+    // No connection_init within the timeout (300 ms): 4408.
+    let mut silent = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    let started = std::time::Instant::now();
+    match silent.next_message(Duration::from_secs(3)).await {
+        Received::Closed(code, reason) => {
+            assert_eq!(
+                (code, reason.as_str()),
+                (4408, "Connection initialisation timeout")
+            );
+        }
+        other => panic!("expected a 4408 close, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A subscribe before connection_init: 4401.
+    let mut eager = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    eager.subscribe("1", EVENTS, json!({})).await;
+    match eager.next_message(Duration::from_secs(3)).await {
+        Received::Closed(code, _) => assert_eq!(code, 4401),
+        other => panic!("expected a 4401 close, got {other:?}"),
+    }
+
+    // connection_init without credentials, or with a key nobody has: 4403.
+    for payload in [json!({}), json!({"Authorization": "Bearer not-a-key"})] {
+        let mut stranger = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+        stranger
+            .send(json!({"type": "connection_init", "payload": payload}))
+            .await;
+        match stranger.next_message(Duration::from_secs(3)).await {
+            Received::Closed(code, _) => assert_eq!(code, 4403, "{payload}"),
+            other => panic!("expected a 4403 close for {payload}, got {other:?}"),
+        }
+    }
+
+    // The server pings an idle connection.
+    let mut idle = WsClient::ready(&app.ws_url()).await;
+    match idle.next_message(Duration::from_secs(2)).await {
+        Received::Json(m) => assert_eq!(m["type"], "ping"),
+        other => panic!("expected a ping, got {other:?}"),
+    }
+    // The legacy protocol gets its keep-alive.
+    let mut legacy = WsClient::connect(&app.ws_url(), "graphql-ws").await;
+    legacy
+        .send(
+            json!({"type": "connection_init", "payload": {"Authorization": crate::support::ADMIN}}),
+        )
+        .await;
+    let mut types = Vec::new();
+    for _ in 0..2 {
+        if let Received::Json(m) = legacy.next_message(Duration::from_secs(2)).await {
+            types.push(m["type"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(types, ["connection_ack", "ka"]);
+
+    // One subscription per connection here: a second is refused.
+    idle.subscribe("1", EVENTS, json!({})).await;
+    idle.subscribe("2", EVENTS, json!({})).await;
+    let refused = loop {
+        match idle.next_message(WAIT).await {
+            Received::Json(m) if m["type"] == "error" => break m,
+            Received::Json(m) if m["type"] == "next" && m["payload"]["errors"].is_array() => {
+                break m;
+            }
+            Received::Json(_) => {}
+            other => panic!("expected an error, got {other:?}"),
+        }
+    };
+    assert_eq!(refused["id"], "2", "{refused}");
+    assert!(
+        refused.to_string().contains("TOO_MANY_SUBSCRIPTIONS"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_source_reports_its_error_and_the_stream_carries_on() {
+    let app = spawn_live(1, |_| {}).await;
+    let mut client = WsClient::ready(&app.ws_url()).await;
+    client
+        .subscribe("1", EVENTS, json!({ "existing": true }))
+        .await;
+    client.events_until(WAIT, |e| kind_of(e) == "STARTED").await;
+
+    app.emulator.set_faults(Faults {
+        error_ratio: 1.0,
+        ..Faults::default()
+    });
+    let failure = client.next_payload(WAIT).await;
+    assert!(failure["data"].is_null(), "{failure}");
+    let error = &failure["errors"][0]["extensions"];
+    assert_eq!(error["code"], "UPSTREAM_UNAVAILABLE", "{failure}");
+    assert_eq!(error["account"], DEMO_ACCOUNT_ID);
+    assert_eq!(error["region"], DEMO_REGION);
+
+    app.emulator.set_faults(Faults::default());
+    let id = "after-0123456789abcdef0";
+    start_session(&app, DEMO_ACCOUNT_ID, id, "i-0aaaaaaaaaaaaaaaa").await;
+    let events = client.events_until(WAIT, |e| session_id(e) == id).await;
+    assert_eq!(kind_of(events.last().unwrap()), "STARTED");
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_going_away() {
+    let mut app = spawn_live(1, |_| {}).await;
+    let mut client = WsClient::ready(&app.ws_url()).await;
+    client.subscribe("1", EVENTS, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.stop_gateway();
+    let closed = loop {
+        match client.next_message(Duration::from_secs(3)).await {
+            Received::Json(_) => {}
+            other => break other,
+        }
+    };
+    match closed {
+        Received::Closed(code, _) => assert_eq!(code, 1001),
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+}
+
+/// The protocol's reference client, npm `graphql-ws` (installed in
+/// tests/ws by `npm ci`; tests/run.sh does it), sees ENDED for a session
+/// another client terminates.
+#[tokio::test]
+async fn the_graphql_ws_reference_client_sees_a_termination() {
+    let app = spawn_live(3, |_| {}).await;
+    let listing = app
+        .graphql(
+            "{ sessions(state: ACTIVE, first: 1) { nodes { id sessionId } } }",
+            json!({}),
+        )
+        .await;
+    let victim = listing["data"]["sessions"]["nodes"][0].clone();
+    let victim_id = victim["sessionId"].as_str().unwrap().to_owned();
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    assert!(
+        std::path::Path::new(root)
+            .join("tests/ws/node_modules/graphql-ws")
+            .exists(),
+        "run `npm ci` in tests/ws first (tests/run.sh does)"
+    );
+    let mut node = std::process::Command::new("node")
+        .arg(format!("{root}/tests/ws/subscribe.mjs"))
+        .arg(app.ws_url())
+        .arg(&victim_id)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let stdout = node.stdout.take().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let wait_for = |want: String| move |line: &String| line.starts_with(&want);
+    let expect_line = async |lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+                             seen: &mut Vec<String>,
+                             want: &dyn Fn(&String) -> bool| {
+        loop {
+            let line = tokio::time::timeout(WAIT, lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("graphql-ws printed nothing more; so far {seen:?}"))
+                .unwrap_or_else(|| panic!("graphql-ws ended; it printed {seen:?}"));
+            seen.push(line.clone());
+            if want(&line) {
+                return;
+            }
+        }
+    };
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &wait_for(format!("STARTED {victim_id}")),
+    )
+    .await;
+    let answer = app.graphql(TERMINATE, json!({ "id": victim["id"] })).await;
+    assert_eq!(error_codes(&answer), Vec::<String>::new(), "{answer}");
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &wait_for(format!("ENDED {victim_id}")),
+    )
+    .await;
+    let status = tokio::task::spawn_blocking(move || node.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "node: {status}; printed {seen:?}");
+}
+
+#[tokio::test]
+async fn only_a_caller_with_the_terminate_scope_may_terminate() {
+    use ssm_session_gateway::model::Scope;
+    use ssm_session_gateway::settings::{ApiKeySettings, GrantSettings};
+
+    let app = spawn_live(2, |s| {
+        let mut auth = crate::support::admin_auth();
+        // `printf %s reader-key | sha256sum`: reads everything, ends nothing.
+        auth.api_keys.push(ApiKeySettings {
+            name: "reader".to_owned(),
+            sha256: vec![
+                "ec4408df15da46b328f6f3246fa723d0aa6cb0f0a0dd9c4626080ab1b02aa3b2".to_owned(),
+            ],
+            grants: vec![GrantSettings {
+                accounts: vec!["*".to_owned()],
+                scopes: vec![Scope::SessionsRead],
+            }],
+            expires: None,
+        });
+        s.auth = auth;
+    })
+    .await;
+    let listed = app
+        .graphql(
+            "{ sessions(state: ACTIVE, first: 1) { nodes { id sessionId } } }",
+            json!({}),
+        )
+        .await;
+    let victim = listed["data"]["sessions"]["nodes"][0].clone();
+    let before = app.emulator.calls("TerminateSession");
+    let answer = app
+        .graphql_as(
+            Some("Bearer reader-key"),
+            TERMINATE,
+            json!({ "id": victim["id"] }),
+        )
+        .await
+        .json();
+    assert_eq!(
+        crate::support::error_codes(&answer),
+        ["FORBIDDEN"],
+        "{answer}"
+    );
+    assert_eq!(
+        app.emulator.calls("TerminateSession"),
+        before,
+        "nothing sent"
+    );
+    // The admin may.
+    let answer = app.graphql(TERMINATE, json!({ "id": victim["id"] })).await;
+    assert_eq!(
+        answer["data"]["terminateSession"]["sessionId"], victim["sessionId"],
+        "{answer}"
+    );
+}

@@ -1,0 +1,163 @@
+//! A small GraphQL-over-WebSocket client (graphql-transport-ws, or the
+//! legacy graphql-ws) over tokio-tungstenite, for the live tests.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// What the server sent.
+#[derive(Debug)]
+pub enum Received {
+    /// A protocol message (ping, next, error, complete, connection_ack...).
+    Json(Value),
+    /// The server closed the socket with this code and reason.
+    Closed(u16, String),
+    /// The socket ended without a close frame.
+    Gone,
+}
+
+pub struct WsClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Connects to `url` offering `subprotocol`.
+    pub async fn connect(url: &str, subprotocol: &str) -> Self {
+        let mut request = url.into_client_request().expect("ws request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            subprotocol.parse().expect("header value"),
+        );
+        let (ws, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket upgrade");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(subprotocol)
+        );
+        Self { ws }
+    }
+
+    /// Connects with graphql-transport-ws and completes `connection_init`.
+    pub async fn ready(url: &str) -> Self {
+        let mut client = Self::connect(url, "graphql-transport-ws").await;
+        client
+            .send(json!({"type": "connection_init", "payload": {"Authorization": super::ADMIN}}))
+            .await;
+        match client.next_message(Duration::from_secs(5)).await {
+            Received::Json(m) if m["type"] == "connection_ack" => client,
+            other => panic!("expected connection_ack, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.ws
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Starts subscription `id`.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({
+            "id": id,
+            "type": "subscribe",
+            "payload": {"query": query, "variables": variables}
+        }))
+        .await;
+    }
+
+    /// The next message, pings included; panics after `within`.
+    pub async fn next_message(&mut self, within: Duration) -> Received {
+        let next = tokio::time::timeout(within, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        return Received::Json(serde_json::from_str(&text).expect("JSON message"));
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        return frame.map_or(Received::Closed(1005, String::new()), |f| {
+                            Received::Closed(u16::from(f.code), f.reason.to_string())
+                        });
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return Received::Gone,
+                }
+            }
+        })
+        .await;
+        next.unwrap_or_else(|_| panic!("nothing received within {within:?}"))
+    }
+
+    /// The next `next` payload, answering pings on the way; panics after
+    /// `within`.
+    pub async fn next_payload(&mut self, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_message(left).await {
+                Received::Json(m) if m["type"] == "next" => return m["payload"].clone(),
+                Received::Json(m) if m["type"] == "ping" => {
+                    self.send(json!({"type": "pong"})).await;
+                }
+                Received::Json(m) if m["type"] == "pong" => {}
+                other => panic!("expected a next message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Events (`payload.data.sessionEvents`) until `done` holds for one;
+    /// all of them, that one last.
+    pub async fn events_until(
+        &mut self,
+        within: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let payload = self.next_payload(left).await;
+            let event = payload["data"]["sessionEvents"].clone();
+            assert!(event.is_object(), "not an event: {payload}");
+            let stop = done(&event);
+            seen.push(event);
+            if stop {
+                return seen;
+            }
+        }
+    }
+
+    /// Every `next` payload received within `quiet` (answering pings).
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return seen;
+            }
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => return seen,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let m: Value = serde_json::from_str(&text).expect("JSON");
+                    if m["type"] == "next" {
+                        seen.push(m["payload"].clone());
+                    } else if m["type"] == "ping" {
+                        self.send(json!({"type": "pong"})).await;
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(_) => return seen,
+            }
+        }
+    }
+}
