@@ -31,6 +31,7 @@ use crate::cache::{CachedSource, PageCache};
 use crate::model::{AccountId, InvalidInput, Region, SourceKey};
 use crate::settings::Settings;
 use crate::upstream::SessionSource;
+use crate::upstream::limit::{LimitedHttpClient, UpstreamLimiter};
 use crate::upstream::nodes::NodeSource;
 use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
 
@@ -123,6 +124,9 @@ impl AccountRegistry {
         let mut client_settings = ClientSettings::new(base_region, &settings.aws);
         client_settings.static_credentials = base_credentials;
         let base = sdk_config(&client_settings).await;
+        let http = base
+            .http_client()
+            .context("the base SDK config has no HTTP client")?;
         // One page cache for all sources: one memory bound, keys per source.
         let page_cache = Arc::new(PageCache::new(&settings.cache));
 
@@ -165,8 +169,15 @@ impl AccountRegistry {
                 .collect::<Result<Vec<_>, InvalidInput>>()
                 .map_err(|e| anyhow::anyhow!("accounts ({}): {e}", configured.id))?;
             for region in &regions {
+                let limiter = UpstreamLimiter::new(
+                    settings.aws.max_calls_per_second,
+                    Duration::from_millis(settings.aws.max_call_wait_ms),
+                );
                 let mut config = aws_sdk_ssm::config::Builder::from(&base)
-                    .region(aws_config::Region::new(region.to_string()));
+                    .region(aws_config::Region::new(region.to_string()))
+                    // Every attempt to this source, retries included, waits
+                    // for a token of its own bucket.
+                    .http_client(LimitedHttpClient::new(http.clone(), limiter));
                 if let Some(credentials) = &credentials {
                     // The same provider (one identity-cache partition) for
                     // all of the account's regions: one STS call serves them.

@@ -102,10 +102,11 @@ pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Re
         Arc::new(cursor_codec(settings)?),
         settings.limits.clone(),
     ));
-    let schema = graphql::schema(service, nodes, &settings.http);
+    let schema = graphql::schema(service, nodes, &settings.http, &settings.limits);
     let state = http::HttpState {
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
+        limits: http::RequestLimits::new(&settings.http, &settings.limits),
     };
     Ok(http::router(state, &settings.http))
 }

@@ -13,9 +13,8 @@ use crate::accounts::{Account, AccountRegistry, Source};
 use crate::cursor::{Cursor, CursorCodec, Fingerprint, PAGE_SIZE_RANGE, SourcePosition};
 use crate::error::ApiError;
 use crate::model::{self, Region, SessionFilter, SessionId, SessionState};
-use crate::paging::{ListQuery, SourceReader, call_budget, read_window};
+use crate::paging::{ListQuery, RequestBudget, SourceFailure, SourceReader, read_window};
 use crate::settings::Limits;
-use crate::upstream::UpstreamError;
 
 /// Reads sessions for the resolvers.
 pub struct SessionService {
@@ -63,7 +62,10 @@ pub struct Listing {
     /// `None` when not asked for.
     pub has_next_page: Option<bool>,
     /// Sources left out of the window, each with why (reported per source).
-    pub failures: Vec<(Source, UpstreamError)>,
+    pub failures: Vec<(Source, SourceFailure)>,
+    /// When a budget stopped the window before its first session: where
+    /// to resume (`pageInfo.endCursor` of the empty page), so paging goes on.
+    pub resume: Option<Cursor>,
 }
 
 impl SessionService {
@@ -73,6 +75,11 @@ impl SessionService {
             cursors,
             limits,
         }
+    }
+
+    /// The configured accounts and their sources.
+    pub fn registry(&self) -> &Arc<AccountRegistry> {
+        &self.registry
     }
 
     /// The configured accounts.
@@ -91,7 +98,7 @@ impl SessionService {
         skip_all,
         fields(state = ?args.state, first = args.first, page_size = args.page_size, resumed = args.after.is_some(), sources)
     )]
-    pub async fn list(&self, args: ListArgs) -> Result<Listing, ApiError> {
+    pub async fn list(&self, args: ListArgs, budget: &RequestBudget) -> Result<Listing, ApiError> {
         if args.backward {
             return Err(ApiError::BadUserInput(
                 "`last` and `before` are not supported: SSM pages forward only; use `first` and `after`"
@@ -118,7 +125,6 @@ impl SessionService {
             }
         };
 
-        let budget = call_budget(first, page_size);
         let mut readers: Vec<SourceReader> = sources
             .iter()
             .zip(positions)
@@ -128,7 +134,7 @@ impl SessionService {
                     query.clone(),
                     position,
                     page_size,
-                    budget,
+                    budget.for_source(&source.key),
                 )
             })
             .collect();
@@ -139,6 +145,14 @@ impl SessionService {
             failed = window.failures.len(),
             "window read"
         );
+        let stopped_by_budget = window
+            .failures
+            .iter()
+            .any(|(_, f)| matches!(f, SourceFailure::OverBudget { .. }));
+        let resume = (window.items.is_empty() && stopped_by_budget).then(|| Cursor {
+            fingerprint,
+            sources: window.positions.clone(),
+        });
         let edges = window
             .items
             .into_iter()
@@ -166,6 +180,7 @@ impl SessionService {
             edges,
             has_next_page: window.has_next_page,
             failures,
+            resume,
         })
     }
 
@@ -176,6 +191,7 @@ impl SessionService {
         account: &str,
         region: &str,
         session_id: &str,
+        budget: &RequestBudget,
     ) -> Result<Option<Located>, ApiError> {
         let session_id = SessionId::parse(session_id)?;
         let account_ref = self
@@ -203,7 +219,7 @@ impl SessionService {
                 query,
                 SourcePosition::Start,
                 page_size,
-                call_budget(1, page_size),
+                budget.for_source(&source.key),
             )];
             let window = read_window(&mut reader, 1, false).await?;
             if let Some(item) = window.items.into_iter().next() {
@@ -213,8 +229,8 @@ impl SessionService {
                     region,
                 }));
             }
-            if let Some((_, e)) = window.failures.into_iter().next() {
-                return Err(e.into());
+            if let Some((_, failure)) = window.failures.into_iter().next() {
+                return Err(failure_error(failure, &source));
             }
         }
         Ok(None)
@@ -248,6 +264,18 @@ impl SessionService {
                     ))
                 }),
         }
+    }
+}
+
+/// The client's error for one failed source.
+pub fn failure_error(failure: SourceFailure, source: &Source) -> ApiError {
+    match failure {
+        SourceFailure::Upstream(e) => e.into(),
+        SourceFailure::OverBudget { limit } => ApiError::CostLimitExceeded {
+            account: source.key.account.to_string(),
+            region: source.key.region.to_string(),
+            limit,
+        },
     }
 }
 

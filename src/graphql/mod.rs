@@ -5,6 +5,7 @@
 //! read the [`SessionService`] from the schema data and turn its answers into
 //! the types of [`types`]; they never see the pager or the SDK.
 
+mod cost;
 mod error;
 mod query;
 mod types;
@@ -27,7 +28,8 @@ pub use query::Query;
 use crate::error::code;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
-use crate::settings::HttpSettings;
+use crate::settings::{HttpSettings, Limits};
+use cost::{CostGuard, CostModel};
 
 /// The schema type served.
 pub type GatewaySchema = Schema<Query, EmptyMutation, EmptySubscription>;
@@ -36,12 +38,19 @@ fn builder() -> SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
     Schema::build(Query, EmptyMutation, EmptySubscription).register_output_type::<types::Node>()
 }
 
+/// Deepest nesting of lists and objects in one input value (async-graphql's
+/// recursive-depth limit), and most directives on one field.
+const MAX_RECURSIVE_DEPTH: usize = 16;
+const MAX_DIRECTIVES_PER_FIELD: usize = 4;
+
 /// The schema with its data and limits, ready to execute requests.
 pub fn schema(
     service: Arc<SessionService>,
     nodes: NodeLoader,
     http: &HttpSettings,
+    limits: &Limits,
 ) -> GatewaySchema {
+    let cost = CostModel::new(service.registry().clone(), limits.clone());
     // One DataLoader for the schema: it batches the node keys resolvers ask
     // for within its delay (a page of sessions, or concurrent requests);
     // the cache is the loader's own, shared by all requests to this process.
@@ -50,6 +59,10 @@ pub fn schema(
         .data(service)
         .data(nodes)
         .limit_depth(http.max_query_depth)
+        .limit_complexity(limits.max_complexity as usize)
+        .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
+        .limit_directives(MAX_DIRECTIVES_PER_FIELD)
+        .extension(CostGuard(Arc::new(cost)))
         .extension(ErrorCodes)
         .finish()
 }

@@ -12,8 +12,8 @@ use super::types::{
 use crate::accounts::Source;
 use crate::error::ApiError;
 use crate::model::SessionFilter;
-use crate::sessions::{ListArgs, SessionService};
-use crate::upstream::UpstreamError;
+use crate::paging::{RequestBudget, SourceFailure};
+use crate::sessions::{ListArgs, SessionService, failure_error};
 
 /// The query root.
 pub struct Query;
@@ -53,6 +53,7 @@ impl Query {
     /// where it stopped, so paging on retries it (its sessions may then come
     /// later than newer ones already shown); or query that source alone.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "connection_complexity(first, child_complexity)")]
     async fn sessions(
         &self,
         ctx: &Context<'_>,
@@ -100,7 +101,10 @@ impl Query {
                 .field("hasNextPage")
                 .exists(),
         };
-        let listing = service.list(args).await.map_err(|e| e.extend())?;
+        let listing = service
+            .list(args, ctx.data::<RequestBudget>()?)
+            .await
+            .map_err(|e| e.extend())?;
         for (source, error) in listing.failures {
             ctx.add_error(source_error(ctx, &source, error));
         }
@@ -115,11 +119,15 @@ impl Query {
                 },
             })
             .collect();
+        let resume = listing.resume.map(|cursor| LazyCursor {
+            codec: Arc::clone(service.cursors()),
+            cursor,
+        });
         let page_info = PageInfo {
             has_previous_page,
             has_next_page: listing.has_next_page,
             start: edges.first().map(|e| e.cursor.clone()),
-            end: edges.last().map(|e| e.cursor.clone()),
+            end: edges.last().map(|e| e.cursor.clone()).or(resume),
         };
         let connection = SessionConnection { edges, page_info };
         Ok(connection)
@@ -136,7 +144,12 @@ impl Query {
     ) -> async_graphql::Result<Option<Session>> {
         let service = ctx.data::<Arc<SessionService>>()?;
         let found = service
-            .find(&account.0, &region, &session_id)
+            .find(
+                &account.0,
+                &region,
+                &session_id,
+                ctx.data::<RequestBudget>()?,
+            )
             .await
             .map_err(|e| e.extend())?;
         Ok(found.map(Session::from))
@@ -149,8 +162,16 @@ impl Query {
         let service = ctx.data::<Arc<SessionService>>()?;
         let found = async {
             let (account, region, session_id) = node_id::decode(&id.0)?;
+            let budget = ctx.data::<RequestBudget>().map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("no request budget: {}", e.message))
+            })?;
             service
-                .find(account.as_str(), region.as_str(), session_id.as_str())
+                .find(
+                    account.as_str(),
+                    region.as_str(),
+                    session_id.as_str(),
+                    budget,
+                )
                 .await
         }
         .await
@@ -159,11 +180,24 @@ impl Query {
     }
 }
 
+/// A connection's complexity: its selection once per session it may return
+/// (negative `first` is refused by the resolver, so it counts as 0).
+fn connection_complexity(first: Option<i32>, child_complexity: usize) -> usize {
+    let first = first.map_or(
+        crate::settings::Limits::default().default_first as usize,
+        |n| usize::try_from(n).unwrap_or(0),
+    );
+    first
+        .max(1)
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
+}
+
 /// The `errors` entry for one failed source: its code, account and region.
 fn source_error(
     ctx: &Context<'_>,
     source: &Source,
-    error: UpstreamError,
+    failure: SourceFailure,
 ) -> async_graphql::ServerError {
     // The conversion logs the cause; the span puts the source on that line.
     let api = tracing::warn_span!(
@@ -171,7 +205,8 @@ fn source_error(
         account = %source.key.account,
         region = %source.key.region
     )
-    .in_scope(|| ApiError::from(error));
+    .in_scope(|| failure_error(failure, source));
+    let names_its_source = matches!(api, ApiError::CostLimitExceeded { .. });
     let mut err = api
         .extend_with(|_, ext| {
             ext.set("account", source.key.account.as_str());
@@ -179,8 +214,15 @@ fn source_error(
         })
         .into_server_error(ctx.item.pos);
     err.message = format!(
-        "{} (account {}, region {}); its sessions are missing from this page",
-        err.message, source.key.account, source.key.region
+        "{}; its sessions are missing from this page",
+        if names_its_source {
+            err.message.clone()
+        } else {
+            format!(
+                "{} (account {}, region {})",
+                err.message, source.key.account, source.key.region
+            )
+        }
     );
     err.path = ctx
         .path_node

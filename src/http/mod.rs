@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
@@ -28,6 +29,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 mod negotiate;
@@ -38,8 +41,10 @@ pub use response_cache::ResponseCache;
 use response_cache::ResponseKey;
 
 use crate::cache::Freshness;
+use crate::error::code;
 use crate::graphql::GatewaySchema;
-use crate::settings::HttpSettings;
+use crate::paging::RequestBudget;
+use crate::settings::{HttpSettings, Limits};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -47,6 +52,31 @@ pub struct HttpState {
     pub schema: GatewaySchema,
     /// Whole responses of identical reads; `None` when turned off.
     pub responses: Option<Arc<ResponseCache>>,
+    /// What one request may take: upstream calls, time, response size, and
+    /// room among the requests in flight.
+    pub limits: RequestLimits,
+}
+
+/// The bounds every GraphQL request runs within.
+#[derive(Clone)]
+pub struct RequestLimits {
+    /// Upstream calls per source per request (`RequestBudget`).
+    calls_per_source: usize,
+    timeout: Duration,
+    max_response_bytes: usize,
+    /// One permit per request executing; none left: 503.
+    in_flight: Arc<Semaphore>,
+}
+
+impl RequestLimits {
+    pub fn new(http: &HttpSettings, limits: &Limits) -> Self {
+        Self {
+            calls_per_source: limits.max_upstream_calls_per_source as usize,
+            timeout: Duration::from_secs(http.request_timeout_secs),
+            max_response_bytes: http.max_response_bytes,
+            in_flight: Arc::new(Semaphore::new(http.max_in_flight)),
+        }
+    }
 }
 
 /// The gateway's routes.
@@ -55,6 +85,11 @@ pub fn router(state: HttpState, http: &HttpSettings) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        // A client that trickles its body is cut off (408), so slow clients
+        // cannot hold connections and memory.
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            http.body_read_timeout_secs,
+        )))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -314,9 +349,37 @@ async fn execute(
     {
         return graphql_response(StatusCode::OK, media, "HIT", body);
     }
+    // Beyond the in-flight cap, refuse at once: queueing would only make
+    // every caller wait longer.
+    let Ok(_permit) = state.limits.in_flight.clone().try_acquire_owned() else {
+        let mut response = http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::OVERLOADED,
+            "the gateway is at its limit of requests in flight; retry shortly",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     let cacheable_operation = !is_mutation(&parts.query, parts.operation_name.as_deref());
-    let (mut response, freshness) =
-        Freshness::collect(state.schema.execute(build_request(parts))).await;
+    let request = build_request(parts).data(RequestBudget::new(state.limits.calls_per_source));
+    let executed = tokio::time::timeout(
+        state.limits.timeout,
+        Freshness::collect(state.schema.execute(request)),
+    )
+    .await;
+    let Ok((mut response, freshness)) = executed else {
+        return http_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            code::TIMEOUT,
+            &format!(
+                "the request did not finish within {} s; ask for less (fewer sessions, \
+                 sources or fields) or retry",
+                state.limits.timeout.as_secs()
+            ),
+        );
+    };
     let stale = freshness.stale();
     if !stale.is_empty() {
         let notes: Vec<serde_json::Value> = stale
@@ -349,6 +412,19 @@ async fn execute(
         (StatusCode::OK, serde_json::to_vec(&response))
     };
     let body = match body {
+        Ok(body) if body.len() > state.limits.max_response_bytes => {
+            let message = format!(
+                "the response would be {} bytes, over the limit of {}; ask for fewer \
+                 sessions or fields",
+                body.len(),
+                state.limits.max_response_bytes
+            );
+            let body = serde_json::json!({
+                "data": null,
+                "errors": [{ "message": message, "extensions": { "code": code::RESPONSE_TOO_LARGE } }]
+            });
+            return graphql_response(StatusCode::OK, media, "MISS", Bytes::from(body.to_string()));
+        }
         Ok(body) => Bytes::from(body),
         Err(e) => {
             tracing::error!(error = %e, "could not serialize a GraphQL response");

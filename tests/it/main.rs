@@ -8,8 +8,9 @@
 mod architecture;
 mod gateway_accounts;
 mod gateway_cache;
+mod gateway_cost;
 mod gateway_errors;
-mod gateway_filters;
+pub mod gateway_filters;
 mod gateway_http;
 mod gateway_nodes;
 mod gateway_paging;

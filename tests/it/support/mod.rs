@@ -21,7 +21,7 @@ use ssm_session_gateway::accounts::{Account, AccountRegistry};
 use ssm_session_gateway::app::{Application, BaseCredentials};
 use ssm_session_gateway::demo::{demo_base_credentials, demo_settings};
 use ssm_session_gateway::model::{AccountId, Region, SourceKey};
-use ssm_session_gateway::settings::{AccountSettings, Secret, Settings};
+use ssm_session_gateway::settings::{AccountSettings, AwsSettings, Secret, Settings};
 use ssm_session_gateway::upstream::SessionSource;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -112,14 +112,18 @@ pub async fn spawn_app(config: EmulatorConfig) -> TestApp {
 /// [`spawn_app`] with `settings` for everything but the account, the
 /// endpoint and the address. These tests count upstream calls, so the page
 /// cache keeps nothing (TTLs and failure back-off 0) and the SDK makes one
-/// attempt: configuration, not a different wiring.
+/// attempt (unless `settings` asks for another number): configuration, not
+/// a different wiring.
 pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> TestApp {
     let emulator = Emulator::new(config);
     let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
     settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.aws.region = Some(DEMO_REGION.to_owned());
     settings.aws.endpoint_url = Some(format!("http://{emulator_addr}"));
-    settings.aws.max_attempts = 1;
+    if settings.aws.max_attempts == AwsSettings::default().max_attempts {
+        // One attempt, unless the test asks for retries.
+        settings.aws.max_attempts = 1;
+    }
     settings.cache.active_ttl_secs = 0;
     settings.cache.history_ttl_secs = 0;
     settings.cache.failure_backoff_ms = 0;
