@@ -30,6 +30,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use crate::cache::{CachedSource, PageCache};
 use crate::model::{AccountId, InvalidInput, Region, SourceKey};
 use crate::settings::{AccountSettings, Settings};
+use crate::upstream::limit::{LimitedHttpClient, UpstreamLimiter};
 use crate::upstream::nodes::NodeSource;
 use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
 use crate::upstream::{SessionSource, SessionTerminator};
@@ -164,6 +165,9 @@ impl AccountRegistry {
         let mut client_settings = ClientSettings::new(base_region, &settings.aws);
         client_settings.static_credentials = base_credentials;
         let base = sdk_config(&client_settings).await;
+        let http = base
+            .http_client()
+            .context("the base SDK config has no HTTP client")?;
         // One page cache for all sources: one memory bound, keys per source.
         let page_cache = Arc::new(PageCache::new(&settings.cache));
 
@@ -194,9 +198,14 @@ impl AccountRegistry {
                 Some(role_arn) => Some(assume_role(role_arn, configured, &base).await),
                 None => None,
             };
-            let client_for = |region: &Region, credentials: Option<&SharedCredentialsProvider>| {
+            // One bucket per (account, region), shared by every client of
+            // that source: every attempt, retries included, waits its turn.
+            let client_for = |region: &Region,
+                              credentials: Option<&SharedCredentialsProvider>,
+                              limiter: &Arc<UpstreamLimiter>| {
                 let mut config = aws_sdk_ssm::config::Builder::from(&base)
-                    .region(aws_config::Region::new(region.to_string()));
+                    .region(aws_config::Region::new(region.to_string()))
+                    .http_client(LimitedHttpClient::new(http.clone(), limiter.clone()));
                 if let Some(credentials) = credentials {
                     // The same provider (one identity-cache partition) for
                     // all of the account's regions: one STS call serves them.
@@ -207,7 +216,11 @@ impl AccountRegistry {
                 aws_sdk_ssm::Client::from_conf(config.build())
             };
             for region in &regions {
-                let client = client_for(region, credentials.as_ref());
+                let limiter = UpstreamLimiter::new(
+                    settings.aws.max_calls_per_second,
+                    Duration::from_millis(settings.aws.max_call_wait_ms),
+                );
+                let client = client_for(region, credentials.as_ref(), &limiter);
                 let key = SourceKey {
                     account: id.clone(),
                     region: region.clone(),
@@ -215,7 +228,9 @@ impl AccountRegistry {
                 // Terminations are never cached; with a terminate role they
                 // get a client of their own, so the reader stays read-only.
                 let terminator = match &terminate_credentials {
-                    Some(c) => SdkSessionSource::new(client_for(region, Some(c)), &id, region),
+                    Some(c) => {
+                        SdkSessionSource::new(client_for(region, Some(c), &limiter), &id, region)
+                    }
                     None => SdkSessionSource::new(client.clone(), &id, region),
                 };
                 terminators.push((key.clone(), Arc::new(terminator)));

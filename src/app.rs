@@ -179,11 +179,19 @@ fn assemble(
     let options = LiveOptions {
         terminate_enabled: settings.live.terminate_enabled,
     };
-    let schema = graphql::schema(service, nodes, hub, options, &settings.http);
+    let schema = graphql::schema(
+        service,
+        nodes,
+        hub,
+        options,
+        &settings.http,
+        &settings.limits,
+    );
     let sockets = Sockets::default();
     let state = http::HttpState {
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
+        limits: http::RequestLimits::new(&settings.http, &settings.limits),
         auth,
         graphiql: Arc::new(Graphiql::new(
             http::GRAPHQL_PATH,

@@ -49,6 +49,15 @@ pub mod code {
     /// The document has several operations and `operationName` names none
     /// of them (or is missing).
     pub const OPERATION_RESOLUTION_FAILURE: &str = "OPERATION_RESOLUTION_FAILURE";
+    /// The request would cost (or did cost) a source more upstream calls
+    /// than `limits.max_upstream_calls_per_source`.
+    pub const COST_LIMIT_EXCEEDED: &str = "COST_LIMIT_EXCEEDED";
+    /// The request ran past `http.request_timeout_secs`.
+    pub const TIMEOUT: &str = "TIMEOUT";
+    /// The response would be larger than `http.max_response_bytes`.
+    pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
+    /// Too many requests in flight: retry after the `Retry-After` delay.
+    pub const OVERLOADED: &str = "OVERLOADED";
 }
 
 /// An error the service or a resolver returns to the client.
@@ -73,6 +82,16 @@ pub enum ApiError {
     TooManySubscriptions(u32),
     #[error("SSM is throttling requests; retry after a short wait")]
     UpstreamThrottled,
+    /// The request spent its upstream calls on one source (while running;
+    /// refusals before running are raised by the cost estimate).
+    #[error(
+        "this request reached its limit of {limit} upstream calls in account {account}, region {region}"
+    )]
+    CostLimitExceeded {
+        account: String,
+        region: String,
+        limit: usize,
+    },
     #[error("SSM could not be reached or failed; retry later")]
     UpstreamUnavailable,
     #[error("the gateway is not permitted to read these sessions")]
@@ -92,6 +111,7 @@ impl ApiError {
             Self::Forbidden(_) => code::FORBIDDEN,
             Self::TooManySubscriptions(_) => code::TOO_MANY_SUBSCRIPTIONS,
             Self::UpstreamThrottled => code::UPSTREAM_THROTTLED,
+            Self::CostLimitExceeded { .. } => code::COST_LIMIT_EXCEEDED,
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamAccessDenied => code::UPSTREAM_ACCESS_DENIED,
             Self::Internal(_) => code::INTERNAL,
@@ -159,10 +179,13 @@ impl From<PagingError> for ApiError {
                 )
             }
             PagingError::Upstream(e) => e.into(),
-            e @ PagingError::CallBudgetExhausted(_) => {
-                tracing::warn!(error = %e, "a window ran out of upstream calls");
-                Self::UpstreamUnavailable
-            }
+            // Reported per source with its names; should it surface alone,
+            // it is still the same code.
+            PagingError::OverBudget { limit } => Self::CostLimitExceeded {
+                account: String::new(),
+                region: String::new(),
+                limit,
+            },
         }
     }
 }

@@ -18,17 +18,20 @@
 //!   straight at the next page's token (`skip = 0`), so the next request need
 //!   not re-fetch a page it has finished.
 //! - Upstream pages may be short or empty while a token remains; the reader
-//!   keeps fetching, bounded by a per-request call budget so a misbehaving
-//!   upstream cannot make one request loop.
+//!   keeps fetching, bounded by the request's [`SourceBudget`] for that
+//!   source (`limits.max_upstream_calls_per_source`), so neither a
+//!   misbehaving upstream nor a greedy request can spend a source's calls.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
 use crate::cache::Freshness;
 use crate::cursor::SourcePosition;
-use crate::model::{Session, SessionFilter, SessionState};
+use crate::model::{Session, SessionFilter, SessionState, SourceKey};
 use crate::upstream::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
 
 /// What a window reads: the arguments that change the answer (and so go into
@@ -63,17 +66,89 @@ pub enum PagingError {
     StaleCursor(#[source] UpstreamError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// The request used its upstream call budget ([`call_budget`]): SSM
-    /// kept answering short or empty pages with a token.
-    #[error("gave up after {0} upstream calls in one request")]
-    CallBudgetExhausted(usize),
+    /// A reader used its source's budget (reported per source by
+    /// [`read_window`], never returned by it).
+    #[error("the request used its {limit} upstream calls on a source")]
+    OverBudget { limit: usize },
 }
 
-/// How many upstream calls one window may make: enough for `first` sessions
-/// in pages half full on average, plus slack for a re-fetch, a look-ahead and
-/// a run of empty pages.
-pub fn call_budget(first: usize, page_size: u8) -> usize {
-    4 * first.div_ceil(usize::from(page_size.max(1))) + 16
+/// What one request may still spend on one source: shared by every window
+/// and lookup of the request that reads that source, so aliases cannot
+/// multiply it.
+#[derive(Debug)]
+pub struct SourceBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl SourceBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes one call from the budget; false when none is left.
+    fn try_spend(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used < self.limit).then_some(used + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Calls spent so far.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// One request's budgets, one per source it reads, each of `limit` calls.
+#[derive(Debug)]
+pub struct RequestBudget {
+    limit: usize,
+    sources: Mutex<HashMap<SourceKey, Arc<SourceBudget>>>,
+}
+
+impl RequestBudget {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            sources: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The budget of `source` within this request.
+    pub fn for_source(&self, source: &SourceKey) -> Arc<SourceBudget> {
+        // A std Mutex: nothing awaits while it is held.
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        sources
+            .entry(source.clone())
+            .or_insert_with(|| SourceBudget::new(self.limit))
+            .clone()
+    }
+
+    /// Upstream calls spent in all, per source.
+    pub fn spent(&self) -> Vec<(SourceKey, usize)> {
+        let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut spent: Vec<_> = sources.iter().map(|(k, b)| (k.clone(), b.used())).collect();
+        spent.sort();
+        spent
+    }
+}
+
+/// Why a source is missing from a window.
+#[derive(Debug)]
+pub enum SourceFailure {
+    /// The source failed upstream.
+    Upstream(UpstreamError),
+    /// The request spent its `limit` calls on the source.
+    OverBudget { limit: usize },
 }
 
 /// One session of a window: which source it came from, and where every
@@ -118,7 +193,7 @@ pub struct SourceReader {
     /// Id of the last session handed out (or the cursor's), for positions.
     last_taken: Option<String>,
     calls: usize,
-    budget: usize,
+    budget: Arc<SourceBudget>,
 }
 
 impl SourceReader {
@@ -128,7 +203,7 @@ impl SourceReader {
         query: ListQuery,
         position: SourcePosition,
         page_size: u8,
-        budget: usize,
+        budget: Arc<SourceBudget>,
     ) -> Self {
         let mut last_taken = None;
         let state = match position {
@@ -200,8 +275,10 @@ impl SourceReader {
                     };
                 }
                 State::Pending { .. } => {
-                    if self.calls >= self.budget {
-                        return Err(PagingError::CallBudgetExhausted(self.calls));
+                    if !self.budget.try_spend() {
+                        return Err(PagingError::OverBudget {
+                            limit: self.budget.limit(),
+                        });
                     }
                     self.fetch().await?;
                 }
@@ -334,9 +411,13 @@ pub struct Window {
     /// Sources that failed while the window was read, by reader index: their
     /// sessions are missing from it, and the cursors resume them where they
     /// stopped.
-    pub failures: Vec<(usize, UpstreamError)>,
+    pub failures: Vec<(usize, SourceFailure)>,
     /// Upstream calls the window cost, all sources together.
     pub calls: usize,
+    /// Where every source stands after the window (the last item's `after`
+    /// when there are items): what an empty window stopped by its budget
+    /// resumes from.
+    pub positions: Vec<SourcePosition>,
 }
 
 /// The merge order: newest `startDate` first (a session without one last),
@@ -349,7 +430,7 @@ type HeadKey = (std::cmp::Reverse<Option<DateTime<Utc>>>, usize);
 /// recorded in `failed` and left out from then on.
 async fn peek_all(
     readers: &mut [SourceReader],
-    failed: &mut [Option<UpstreamError>],
+    failed: &mut [Option<SourceFailure>],
 ) -> Result<Vec<Option<HeadKey>>, PagingError> {
     let results = join_all(readers.iter_mut().zip(failed.iter()).enumerate().map(
         |(i, (reader, failed))| async move {
@@ -368,7 +449,11 @@ async fn peek_all(
         match result {
             Ok(head) => heads.push(head),
             Err(PagingError::Upstream(e)) => {
-                failed[i] = Some(e);
+                failed[i] = Some(SourceFailure::Upstream(e));
+                heads.push(None);
+            }
+            Err(PagingError::OverBudget { limit, .. }) => {
+                failed[i] = Some(SourceFailure::OverBudget { limit });
                 heads.push(None);
             }
             Err(e) => return Err(e),
@@ -389,17 +474,11 @@ pub async fn read_window(
     first: usize,
     want_has_next: bool,
 ) -> Result<Window, PagingError> {
-    let mut failed: Vec<Option<UpstreamError>> = readers.iter().map(|_| None).collect();
+    let mut failed: Vec<Option<SourceFailure>> = readers.iter().map(|_| None).collect();
     let mut items = Vec::with_capacity(first.min(1024));
     let mut ended = false;
     while items.len() < first {
-        let heads = match peek_all(readers, &mut failed).await {
-            Ok(heads) => heads,
-            // Out of budget with sessions in hand: return them; the last
-            // cursor resumes where this stopped.
-            Err(PagingError::CallBudgetExhausted(_)) if !items.is_empty() => break,
-            Err(e) => return Err(e),
-        };
+        let heads = peek_all(readers, &mut failed).await?;
         let Some((_, best)) = heads.into_iter().flatten().min() else {
             ended = true;
             break;
@@ -413,14 +492,26 @@ pub async fn read_window(
             });
         }
     }
-    let failures: Vec<(usize, UpstreamError)> = failed
+    let failures: Vec<(usize, SourceFailure)> = failed
         .into_iter()
         .enumerate()
         .filter_map(|(i, e)| e.map(|e| (i, e)))
         .collect();
-    if items.is_empty() && !readers.is_empty() && failures.len() == readers.len() {
+    // Nothing read and every source failed upstream: the window fails. (A
+    // source stopped by its budget has made progress: the window comes back
+    // empty with its positions, so paging can go on from there.)
+    if items.is_empty()
+        && !readers.is_empty()
+        && failures.len() == readers.len()
+        && failures
+            .iter()
+            .all(|(_, f)| matches!(f, SourceFailure::Upstream(_)))
+    {
         let (_, first_failure) = failures.into_iter().next().expect("one failure per reader");
-        return Err(PagingError::Upstream(first_failure));
+        let SourceFailure::Upstream(e) = first_failure else {
+            unreachable!("all failures are upstream ones")
+        };
+        return Err(PagingError::Upstream(e));
     }
     let has_next_page = if !failures.is_empty() {
         // A failed source may hold more: never a false "no more".
@@ -428,10 +519,10 @@ pub async fn read_window(
     } else if ended {
         Some(false)
     } else if items.len() < first {
-        // Stopped by the call budget.
+        // Not ended and nothing failed: cannot happen; "maybe" is safe.
         Some(true)
     } else if want_has_next {
-        let mut look_ahead_failed: Vec<Option<UpstreamError>> =
+        let mut look_ahead_failed: Vec<Option<SourceFailure>> =
             readers.iter().map(|_| None).collect();
         match peek_all(readers, &mut look_ahead_failed).await {
             Err(e) if items.is_empty() => return Err(e),
@@ -457,6 +548,7 @@ pub async fn read_window(
         has_next_page,
         failures,
         calls: readers.iter().map(SourceReader::calls).sum(),
+        positions: readers.iter().map(SourceReader::position).collect(),
     })
 }
 
@@ -504,11 +596,26 @@ mod tests {
     }
 
     fn reader(source: &Arc<Scripted>, position: SourcePosition, budget: usize) -> SourceReader {
+        reader_with(source, position, SourceBudget::new(budget))
+    }
+
+    fn reader_with(
+        source: &Arc<Scripted>,
+        position: SourcePosition,
+        budget: Arc<SourceBudget>,
+    ) -> SourceReader {
         let query = ListQuery {
             state: SessionState::History,
             filter: SessionFilter::default(),
         };
         SourceReader::new(source.clone(), query, position, 3, budget)
+    }
+
+    fn upstream_kind(failure: &SourceFailure) -> Option<UpstreamErrorKind> {
+        match failure {
+            SourceFailure::Upstream(e) => Some(e.kind),
+            SourceFailure::OverBudget { .. } => None,
+        }
     }
 
     fn scripted(answers: Vec<Result<Page, UpstreamErrorKind>>) -> Arc<Scripted> {
@@ -635,7 +742,8 @@ mod tests {
         let mut answers = vec![page(&["a"], Some("t"))];
         answers.extend((0..20).map(|_| page(&[], Some("t"))));
         let source = scripted(answers);
-        // With a session in hand: return it, "maybe more".
+        // With a session in hand: return it, "maybe more", and say which
+        // source ran out.
         let mut r = reader(&source, SourcePosition::Start, 5);
         let w = read_window(std::slice::from_mut(&mut r), 3, true)
             .await
@@ -643,12 +751,65 @@ mod tests {
         assert_eq!(ids(&w), ["a"]);
         assert_eq!(w.has_next_page, Some(true));
         assert_eq!(w.calls, 5);
-        // With nothing in hand: an error, not an empty page that claims more.
-        let mut r = reader(&source, SourcePosition::Start, 5);
         assert!(matches!(
-            read_window(std::slice::from_mut(&mut r), 3, true).await,
-            Err(PagingError::CallBudgetExhausted(_))
+            w.failures.as_slice(),
+            [(0, SourceFailure::OverBudget { limit: 5 })]
         ));
+        // With nothing in hand: an empty window, the failure, and where to
+        // resume (past the empty pages already read).
+        let mut r = reader(&source, SourcePosition::Start, 5);
+        let w = read_window(std::slice::from_mut(&mut r), 3, true)
+            .await
+            .unwrap();
+        assert!(w.items.is_empty());
+        assert_eq!(w.failures.len(), 1);
+        assert_eq!(w.has_next_page, Some(true));
+        assert!(matches!(
+            &w.positions[0],
+            SourcePosition::InPage { token: Some(t), .. } if t == "t"
+        ));
+    }
+
+    #[tokio::test]
+    async fn windows_of_one_request_share_a_sources_budget() {
+        let pages = (0..10).map(|i| page(&["x"], Some(if i < 9 { "t" } else { "u" })));
+        let source = scripted(pages.collect());
+        let shared = SourceBudget::new(4);
+        // Two windows (two aliases, say) on one source: 4 calls in all.
+        let mut first = reader_with(&source, SourcePosition::Start, shared.clone());
+        let w = read_window(std::slice::from_mut(&mut first), 3, false)
+            .await
+            .unwrap();
+        assert_eq!(w.items.len(), 3);
+        let mut second = reader_with(&source, SourcePosition::Start, shared.clone());
+        let w = read_window(std::slice::from_mut(&mut second), 3, false)
+            .await
+            .unwrap();
+        assert_eq!(w.items.len(), 1, "one call left for the second window");
+        assert!(matches!(
+            w.failures.as_slice(),
+            [(0, SourceFailure::OverBudget { .. })]
+        ));
+        assert_eq!(shared.used(), 4);
+        assert_eq!(source.requests.lock().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_request_budget_is_per_source() {
+        use crate::model::{AccountId, Region};
+        let key = |r: &str| SourceKey {
+            account: AccountId::parse("111122223333").unwrap(),
+            region: Region::parse(r).unwrap(),
+        };
+        let budget = RequestBudget::new(2);
+        assert!(budget.for_source(&key("us-east-1")).try_spend());
+        assert!(budget.for_source(&key("us-east-1")).try_spend());
+        assert!(!budget.for_source(&key("us-east-1")).try_spend());
+        assert!(budget.for_source(&key("eu-west-1")).try_spend());
+        assert_eq!(
+            budget.spent(),
+            [(key("eu-west-1"), 1), (key("us-east-1"), 2)]
+        );
     }
 
     #[tokio::test]
@@ -678,7 +839,10 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&w), ["a"]);
         assert_eq!(w.failures.len(), 1);
-        assert_eq!(w.failures[0].1.kind, UpstreamErrorKind::InvalidToken);
+        assert_eq!(
+            upstream_kind(&w.failures[0].1),
+            Some(UpstreamErrorKind::InvalidToken)
+        );
         assert_eq!(w.has_next_page, Some(true));
         assert_eq!(
             w.items[0].after[0],
@@ -826,12 +990,5 @@ mod tests {
             read_window(&mut readers, 5, true).await,
             Err(PagingError::Upstream(e)) if e.kind == UpstreamErrorKind::AccessDenied
         ));
-    }
-
-    #[test]
-    fn the_budget_grows_with_the_pages_a_window_needs() {
-        assert_eq!(call_budget(0, 200), 16);
-        assert_eq!(call_budget(50, 200), 20);
-        assert_eq!(call_budget(1000, 1), 4016);
     }
 }

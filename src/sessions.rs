@@ -22,7 +22,7 @@ use crate::auth::{Principal, Scope};
 use crate::cursor::{Cursor, CursorCodec, Fingerprint, PAGE_SIZE_RANGE, SourcePosition};
 use crate::error::ApiError;
 use crate::model::{self, AccountId, Region, SessionFilter, SessionId, SessionState, SourceKey};
-use crate::paging::{ListQuery, SourceReader, call_budget, read_window};
+use crate::paging::{ListQuery, RequestBudget, SourceFailure, SourceReader, read_window};
 use crate::settings::Limits;
 use crate::upstream::UpstreamError;
 
@@ -135,7 +135,10 @@ pub struct Listing {
     /// `None` when not asked for.
     pub has_next_page: Option<bool>,
     /// Sources left out of the window, each with why (reported per source).
-    pub failures: Vec<(Source, UpstreamError)>,
+    pub failures: Vec<(Source, SourceFailure)>,
+    /// When a budget stopped the window before its first session: where
+    /// to resume (`pageInfo.endCursor` of the empty page), so paging goes on.
+    pub resume: Option<Cursor>,
 }
 
 impl SessionService {
@@ -145,6 +148,11 @@ impl SessionService {
             cursors,
             limits,
         }
+    }
+
+    /// The configured accounts and their sources.
+    pub fn registry(&self) -> &Arc<AccountRegistry> {
+        &self.registry
     }
 
     /// The configured accounts `caller` may read, in configuration order.
@@ -180,7 +188,12 @@ impl SessionService {
         skip_all,
         fields(state = ?args.state, first = args.first, page_size = args.page_size, resumed = args.after.is_some(), sources)
     )]
-    pub async fn list(&self, caller: &Caller, args: ListArgs) -> Result<Listing, ApiError> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        args: ListArgs,
+        budget: &RequestBudget,
+    ) -> Result<Listing, ApiError> {
         self.require_read(caller)?;
         if args.backward {
             return Err(ApiError::BadUserInput(
@@ -210,7 +223,6 @@ impl SessionService {
             }
         };
 
-        let budget = call_budget(first, page_size);
         let mut readers: Vec<SourceReader> = sources
             .iter()
             .zip(positions)
@@ -220,7 +232,7 @@ impl SessionService {
                     query.clone(),
                     position,
                     page_size,
-                    budget,
+                    budget.for_source(&source.key),
                 )
             })
             .collect();
@@ -233,6 +245,14 @@ impl SessionService {
             failed = window.failures.len(),
             "window read"
         );
+        let stopped_by_budget = window
+            .failures
+            .iter()
+            .any(|(_, f)| matches!(f, SourceFailure::OverBudget { .. }));
+        let resume = (window.items.is_empty() && stopped_by_budget).then(|| Cursor {
+            fingerprint,
+            sources: window.positions.clone(),
+        });
         let edges = window
             .items
             .into_iter()
@@ -260,6 +280,7 @@ impl SessionService {
             edges,
             has_next_page: window.has_next_page,
             failures,
+            resume,
         })
     }
 
@@ -273,6 +294,7 @@ impl SessionService {
         account: &str,
         region: &str,
         session_id: &str,
+        budget: &RequestBudget,
     ) -> Result<Option<Located>, ApiError> {
         self.require_read(caller)?;
         let session_id = SessionId::parse(session_id)?;
@@ -301,7 +323,7 @@ impl SessionService {
                 query,
                 SourcePosition::Start,
                 page_size,
-                call_budget(1, page_size),
+                budget.for_source(&source.key),
             )];
             let window = read_window(&mut reader, 1, false).await;
             caller
@@ -315,8 +337,8 @@ impl SessionService {
                     region,
                 }));
             }
-            if let Some((_, e)) = window.failures.into_iter().next() {
-                return Err(e.into());
+            if let Some((_, failure)) = window.failures.into_iter().next() {
+                return Err(failure_error(failure, &source));
             }
         }
         Ok(None)
@@ -408,6 +430,18 @@ impl SessionService {
                     ))
                 }),
         }
+    }
+}
+
+/// The client's error for one failed source.
+pub fn failure_error(failure: SourceFailure, source: &Source) -> ApiError {
+    match failure {
+        SourceFailure::Upstream(e) => e.into(),
+        SourceFailure::OverBudget { limit } => ApiError::CostLimitExceeded {
+            account: source.key.account.to_string(),
+            region: source.key.region.to_string(),
+            limit,
+        },
     }
 }
 

@@ -174,6 +174,16 @@ pub struct AwsSettings {
     /// Longest retry backoff, in milliseconds, at least `initial_backoff_ms`.
     /// Default 5000. Env `SSM_GATEWAY_AWS__MAX_BACKOFF_MS`.
     pub max_backoff_ms: u64,
+    /// Upstream calls per second to any one (account, region), shared by
+    /// all callers, SDK retries included (every attempt waits its turn), 1
+    /// to 100; bursts of as many. Keeps one noisy caller from making SSM
+    /// throttle an account for everyone. Default 5, well under SSM's own
+    /// quotas. Env `SSM_GATEWAY_AWS__MAX_CALLS_PER_SECOND`.
+    pub max_calls_per_second: u32,
+    /// How long a call may wait for its turn, in milliseconds, 0 to 10000;
+    /// longer and it fails `UPSTREAM_THROTTLED` without reaching SSM.
+    /// Default 1000. Env `SSM_GATEWAY_AWS__MAX_CALL_WAIT_MS`.
+    pub max_call_wait_ms: u64,
 }
 
 /// The SDK's retry modes.
@@ -196,6 +206,8 @@ impl Default for AwsSettings {
             retry_mode: RetryMode::Adaptive,
             initial_backoff_ms: 200,
             max_backoff_ms: 5000,
+            max_calls_per_second: 5,
+            max_call_wait_ms: 1000,
         }
     }
 }
@@ -402,6 +414,24 @@ pub struct Limits {
     /// sessions, so full pages cost the fewest calls per session. 1 to 200.
     /// Env `SSM_GATEWAY_LIMITS__DEFAULT_PAGE_SIZE`.
     pub default_page_size: u8,
+    /// Most upstream calls one request may cost any one (account, region)
+    /// source, 1 to 1000. A request whose estimate (every page counted as a
+    /// miss) exceeds it is refused before it runs (`COST_LIMIT_EXCEEDED`);
+    /// while it runs, a window that reaches it stops there and says so. A
+    /// one-page query over every source costs each source one or two calls,
+    /// so it is allowed however many sources there are. Default 10: SSM's
+    /// rate limits are per account and region and shared with everything
+    /// else there. Env `SSM_GATEWAY_LIMITS__MAX_UPSTREAM_CALLS_PER_SOURCE`.
+    pub max_upstream_calls_per_source: u32,
+    /// Most fields at the root of one operation (aliases and fragments
+    /// counted), 1 to 1000. Default 20. Env
+    /// `SSM_GATEWAY_LIMITS__MAX_ROOT_FIELDS`.
+    pub max_root_fields: u32,
+    /// Most complexity one operation may have (async-graphql's measure:
+    /// each field 1, a connection its `first` times its selection), at
+    /// least 100. Default 25000 (a 1000-session page of every field fits).
+    /// Env `SSM_GATEWAY_LIMITS__MAX_COMPLEXITY`.
+    pub max_complexity: u32,
 }
 
 impl Default for Limits {
@@ -410,6 +440,9 @@ impl Default for Limits {
             default_first: 50,
             max_first: 1000,
             default_page_size: MAX_PAGE_SIZE,
+            max_upstream_calls_per_source: 10,
+            max_root_fields: 20,
+            max_complexity: 25_000,
         }
     }
 }
@@ -446,6 +479,22 @@ pub struct HttpSettings {
     /// to each user, never to the page.
     #[serde(skip)]
     pub graphiql_default_headers: Vec<(String, String)>,
+    /// Deadline of one GraphQL request, in seconds, 1 to 300: past it the
+    /// request is answered `TIMEOUT` rather than left hanging. Default 30.
+    /// Env `SSM_GATEWAY_HTTP__REQUEST_TIMEOUT_SECS`.
+    pub request_timeout_secs: u64,
+    /// Most GraphQL requests executing at once, 1 to 100000; beyond it a
+    /// request is answered 503 `OVERLOADED` with `Retry-After` at once.
+    /// Default 512. Env `SSM_GATEWAY_HTTP__MAX_IN_FLIGHT`.
+    pub max_in_flight: usize,
+    /// Largest response body, in bytes, at least 64 KiB: a larger one is
+    /// answered `RESPONSE_TOO_LARGE` instead. Default 2 MiB. Env
+    /// `SSM_GATEWAY_HTTP__MAX_RESPONSE_BYTES`.
+    pub max_response_bytes: usize,
+    /// How long a client may take to send a request body, in seconds, 1 to
+    /// 300 (slower: 408). Default 10. Env
+    /// `SSM_GATEWAY_HTTP__BODY_READ_TIMEOUT_SECS`.
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -456,6 +505,10 @@ impl Default for HttpSettings {
             cors_allowed_origins: Vec::new(),
             introspection: true,
             graphiql_default_headers: Vec::new(),
+            request_timeout_secs: 30,
+            max_in_flight: 512,
+            max_response_bytes: 2 * 1024 * 1024,
+            body_read_timeout_secs: 10,
         }
     }
 }
@@ -608,10 +661,17 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("limits.default_first", EnvKind::Scalar),
     ("limits.max_first", EnvKind::Scalar),
     ("limits.default_page_size", EnvKind::Scalar),
+    ("limits.max_upstream_calls_per_source", EnvKind::Scalar),
+    ("limits.max_root_fields", EnvKind::Scalar),
+    ("limits.max_complexity", EnvKind::Scalar),
     ("http.body_limit_bytes", EnvKind::Scalar),
     ("http.max_query_depth", EnvKind::Scalar),
     ("http.cors_allowed_origins", EnvKind::List),
     ("http.introspection", EnvKind::Scalar),
+    ("http.request_timeout_secs", EnvKind::Scalar),
+    ("http.max_in_flight", EnvKind::Scalar),
+    ("http.max_response_bytes", EnvKind::Scalar),
+    ("http.body_read_timeout_secs", EnvKind::Scalar),
     ("aws.region", EnvKind::String),
     ("aws.endpoint_url", EnvKind::String),
     ("aws.max_attempts", EnvKind::Scalar),
@@ -620,6 +680,8 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("aws.retry_mode", EnvKind::String),
     ("aws.initial_backoff_ms", EnvKind::Scalar),
     ("aws.max_backoff_ms", EnvKind::Scalar),
+    ("aws.max_calls_per_second", EnvKind::Scalar),
+    ("aws.max_call_wait_ms", EnvKind::Scalar),
     ("cache.active_ttl_secs", EnvKind::Scalar),
     ("cache.history_ttl_secs", EnvKind::Scalar),
     ("cache.stale_if_error_secs", EnvKind::Scalar),
@@ -816,6 +878,22 @@ impl Limits {
                 ),
             ));
         }
+        for (key, value, range) in [
+            (
+                "limits.max_upstream_calls_per_source",
+                self.max_upstream_calls_per_source,
+                1..=1000,
+            ),
+            ("limits.max_root_fields", self.max_root_fields, 1..=1000),
+            ("limits.max_complexity", self.max_complexity, 100..=u32::MAX),
+        ] {
+            if !range.contains(&value) {
+                return Err(SettingsError::new(
+                    key,
+                    format!("must be {} to {} (got {value})", range.start(), range.end()),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -841,6 +919,32 @@ impl HttpSettings {
         for (i, origin) in self.cors_allowed_origins.iter().enumerate() {
             check_origin(origin)
                 .map_err(|r| SettingsError::new(format!("http.cors_allowed_origins[{i}]"), r))?;
+        }
+        for (key, value, range) in [
+            (
+                "http.request_timeout_secs",
+                self.request_timeout_secs,
+                1..=300,
+            ),
+            (
+                "http.body_read_timeout_secs",
+                self.body_read_timeout_secs,
+                1..=300,
+            ),
+            ("http.max_in_flight", self.max_in_flight as u64, 1..=100_000),
+        ] {
+            if !range.contains(&value) {
+                return Err(SettingsError::new(
+                    key,
+                    format!("must be {} to {} (got {value})", range.start(), range.end()),
+                ));
+            }
+        }
+        if self.max_response_bytes < 64 * 1024 {
+            return Err(SettingsError::new(
+                "http.max_response_bytes",
+                format!("must be at least 65536 (got {})", self.max_response_bytes),
+            ));
         }
         Ok(())
     }
@@ -905,6 +1009,18 @@ impl AwsSettings {
                     "must be at least aws.initial_backoff_ms ({}) (got {})",
                     self.initial_backoff_ms, self.max_backoff_ms
                 ),
+            ));
+        }
+        if !(1..=100).contains(&self.max_calls_per_second) {
+            return Err(SettingsError::new(
+                "aws.max_calls_per_second",
+                format!("must be 1 to 100 (got {})", self.max_calls_per_second),
+            ));
+        }
+        if self.max_call_wait_ms > 10_000 {
+            return Err(SettingsError::new(
+                "aws.max_call_wait_ms",
+                format!("must be 0 to 10000 (got {})", self.max_call_wait_ms),
             ));
         }
         Ok(())

@@ -14,6 +14,18 @@ impl ErrorExtensions for ApiError {
             tracing::error!(cause = format!("{cause:#}"), "internal error");
         }
         let code = self.code();
-        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| ext.set("code", code))
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", code);
+            if let Self::CostLimitExceeded {
+                account,
+                region,
+                limit,
+            } = self
+            {
+                ext.set("account", account.as_str());
+                ext.set("region", region.as_str());
+                ext.set("limit", *limit as u64);
+            }
+        })
     }
 }

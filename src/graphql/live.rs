@@ -18,6 +18,7 @@ use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::live::{EventKind, LiveHub, LiveItem};
 use crate::model::{SessionFilter, SourceKey};
+use crate::paging::RequestBudget;
 use crate::sessions::{Located, SessionService, TerminateTarget};
 use crate::upstream::UpstreamError;
 
@@ -219,6 +220,7 @@ impl TerminateSessionPayload {
                 self.target.key.account.as_str(),
                 self.target.key.region.as_str(),
                 self.target.session_id.as_str(),
+                ctx.data::<RequestBudget>()?,
             )
             .await
             .map_err(|e| e.extend())?;

@@ -5,6 +5,7 @@
 //! read the [`SessionService`] from the schema data and turn its answers into
 //! the types of [`types`]; they never see the pager or the SDK.
 
+mod cost;
 mod error;
 mod live;
 mod query;
@@ -29,7 +30,8 @@ use crate::error::code;
 use crate::live::LiveHub;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
-use crate::settings::HttpSettings;
+use crate::settings::{HttpSettings, Limits};
+use cost::{CostGuard, CostModel};
 
 /// The schema type served.
 pub type GatewaySchema = Schema<Query, Mutation, Subscription>;
@@ -38,6 +40,14 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(Query, Mutation, Subscription).register_output_type::<types::Node>()
 }
 
+/// Deepest nesting of lists and objects in one input value (async-graphql's
+/// recursive-depth limit), and most directives on one field.
+const MAX_RECURSIVE_DEPTH: usize = 32;
+const MAX_DIRECTIVES_PER_FIELD: usize = 4;
+
+/// How long the node DataLoader gathers keys before one batch call.
+const NODE_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The schema with its data and limits, ready to execute requests.
 pub fn schema(
     service: Arc<SessionService>,
@@ -45,17 +55,27 @@ pub fn schema(
     hub: Arc<LiveHub>,
     options: LiveOptions,
     http: &HttpSettings,
+    limits: &Limits,
 ) -> GatewaySchema {
+    let cost = CostModel::new(service.registry().clone(), limits.clone());
     // One DataLoader for the schema: it batches the node keys resolvers ask
     // for within its delay (a page of sessions, or concurrent requests);
     // the cache is the loader's own, shared by all requests to this process.
-    let nodes = DataLoader::new(nodes, tokio::spawn);
+    // The delay is the batching window: long enough that a page's keys,
+    // registered while its items resolve, land in one batch even on a busy
+    // machine (async-graphql's 1 ms default split a page of 50 into several
+    // calls under load), short beside a DescribeInstanceInformation call.
+    let nodes = DataLoader::new(nodes, tokio::spawn).delay(NODE_BATCH_WINDOW);
     let builder = builder()
         .data(service)
         .data(nodes)
         .data(hub)
         .data(options)
         .limit_depth(http.max_query_depth)
+        .limit_complexity(limits.max_complexity as usize)
+        .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
+        .limit_directives(MAX_DIRECTIVES_PER_FIELD)
+        .extension(CostGuard(Arc::new(cost)))
         .extension(ErrorCodes);
     if http.introspection {
         builder.finish()

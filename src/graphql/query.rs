@@ -14,8 +14,8 @@ use super::types::{
 use crate::accounts::Source;
 use crate::error::ApiError;
 use crate::model::SessionFilter;
-use crate::sessions::{Caller, ListArgs, SessionService};
-use crate::upstream::UpstreamError;
+use crate::paging::{RequestBudget, SourceFailure};
+use crate::sessions::{Caller, ListArgs, SessionService, failure_error};
 
 /// The query root.
 pub struct Query;
@@ -60,6 +60,7 @@ impl Query {
     /// where it stopped, so paging on retries it (its sessions may then come
     /// later than newer ones already shown); or query that source alone.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "connection_complexity(first, child_complexity)")]
     async fn sessions(
         &self,
         ctx: &Context<'_>,
@@ -108,7 +109,7 @@ impl Query {
                 .exists(),
         };
         let listing = service
-            .list(caller(ctx)?, args)
+            .list(caller(ctx)?, args, ctx.data::<RequestBudget>()?)
             .await
             .map_err(|e| e.extend())?;
         for (source, error) in listing.failures {
@@ -125,11 +126,15 @@ impl Query {
                 },
             })
             .collect();
+        let resume = listing.resume.map(|cursor| LazyCursor {
+            codec: Arc::clone(service.cursors()),
+            cursor,
+        });
         let page_info = PageInfo {
             has_previous_page,
             has_next_page: listing.has_next_page,
             start: edges.first().map(|e| e.cursor.clone()),
-            end: edges.last().map(|e| e.cursor.clone()),
+            end: edges.last().map(|e| e.cursor.clone()).or(resume),
         };
         let connection = SessionConnection { edges, page_info };
         Ok(connection)
@@ -146,7 +151,13 @@ impl Query {
     ) -> async_graphql::Result<Option<Session>> {
         let service = ctx.data::<Arc<SessionService>>()?;
         let found = service
-            .find(caller(ctx)?, &account.0, &region, &session_id)
+            .find(
+                caller(ctx)?,
+                &account.0,
+                &region,
+                &session_id,
+                ctx.data::<RequestBudget>()?,
+            )
             .await
             .map_err(|e| e.extend())?;
         Ok(found.map(Session::from))
@@ -160,12 +171,16 @@ impl Query {
         let caller = caller(ctx)?;
         let found = async {
             let (account, region, session_id) = node_id::decode(&id.0)?;
+            let budget = ctx.data::<RequestBudget>().map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("no request budget: {}", e.message))
+            })?;
             service
                 .find(
                     caller,
                     account.as_str(),
                     region.as_str(),
                     session_id.as_str(),
+                    budget,
                 )
                 .await
         }
@@ -182,11 +197,24 @@ pub(super) fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller>
         .map_err(|_| ApiError::Internal(anyhow::anyhow!("no caller in the request data")).extend())
 }
 
+/// A connection's complexity: its selection once per session it may return
+/// (negative `first` is refused by the resolver, so it counts as 0).
+fn connection_complexity(first: Option<i32>, child_complexity: usize) -> usize {
+    let first = first.map_or(
+        crate::settings::Limits::default().default_first as usize,
+        |n| usize::try_from(n).unwrap_or(0),
+    );
+    first
+        .max(1)
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
+}
+
 /// The `errors` entry for one failed source: its code, account and region.
 fn source_error(
     ctx: &Context<'_>,
     source: &Source,
-    error: UpstreamError,
+    failure: SourceFailure,
 ) -> async_graphql::ServerError {
     // The conversion logs the cause; the span puts the source on that line.
     let api = tracing::warn_span!(
@@ -194,7 +222,8 @@ fn source_error(
         account = %source.key.account,
         region = %source.key.region
     )
-    .in_scope(|| ApiError::from(error));
+    .in_scope(|| failure_error(failure, source));
+    let names_its_source = matches!(api, ApiError::CostLimitExceeded { .. });
     let mut err = api
         .extend_with(|_, ext| {
             ext.set("account", source.key.account.as_str());
@@ -202,8 +231,15 @@ fn source_error(
         })
         .into_server_error(ctx.item.pos);
     err.message = format!(
-        "{} (account {}, region {}); its sessions are missing from this page",
-        err.message, source.key.account, source.key.region
+        "{}; its sessions are missing from this page",
+        if names_its_source {
+            err.message.clone()
+        } else {
+            format!(
+                "{} (account {}, region {})",
+                err.message, source.key.account, source.key.region
+            )
+        }
     );
     err.path = ctx
         .path_node

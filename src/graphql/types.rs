@@ -480,8 +480,10 @@ impl PageInfo {
         self.start.as_ref().map(LazyCursor::encode).transpose()
     }
 
-    /// The cursor of the last edge; null when there are no edges. Pass it as
-    /// `after` for the next page.
+    /// The cursor of the last edge; null when there are no edges, except
+    /// when a `COST_LIMIT_EXCEEDED` stopped the window before its first
+    /// session: then it resumes past the upstream pages already read. Pass
+    /// it as `after` for the next page.
     async fn end_cursor(&self) -> async_graphql::Result<Option<String>> {
         self.end.as_ref().map(LazyCursor::encode).transpose()
     }

@@ -50,7 +50,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 mod negotiate;
@@ -67,8 +69,9 @@ use crate::cache::Freshness;
 use crate::error::code;
 use crate::graphiql::{self, Graphiql};
 use crate::graphql::GatewaySchema;
+use crate::paging::RequestBudget;
 use crate::sessions::Caller;
-use crate::settings::{HttpSettings, LiveSettings};
+use crate::settings::{HttpSettings, Limits, LiveSettings};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -85,6 +88,31 @@ pub struct HttpState {
     pub sockets: Sockets,
     /// WebSocket timeouts, pings and limits.
     pub live: LiveSettings,
+    /// What one request may take: upstream calls, time, response size, and
+    /// room among the requests in flight.
+    pub limits: RequestLimits,
+}
+
+/// The bounds every GraphQL request runs within.
+#[derive(Clone)]
+pub struct RequestLimits {
+    /// Upstream calls per source per request (`RequestBudget`).
+    calls_per_source: usize,
+    timeout: Duration,
+    max_response_bytes: usize,
+    /// One permit per request executing; none left: 503.
+    in_flight: Arc<Semaphore>,
+}
+
+impl RequestLimits {
+    pub fn new(http: &HttpSettings, limits: &Limits) -> Self {
+        Self {
+            calls_per_source: limits.max_upstream_calls_per_source as usize,
+            timeout: Duration::from_secs(http.request_timeout_secs),
+            max_response_bytes: http.max_response_bytes,
+            in_flight: Arc::new(Semaphore::new(http.max_in_flight)),
+        }
+    }
 }
 
 /// Where GraphQL is served (and GraphiQL, for a browser).
@@ -97,6 +125,11 @@ pub fn router(state: HttpState, http: &HttpSettings) -> Router {
         .route("/healthz", get(healthz))
         .merge(graphiql::routes())
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        // A client that trickles its body is cut off (408), so slow clients
+        // cannot hold connections and memory.
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            http.body_read_timeout_secs,
+        )))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
     match cors(&http.cors_allowed_origins) {
@@ -444,12 +477,42 @@ async fn execute(
         audit(&caller, operation.as_deref(), "cache_hit", 200, started);
         return graphql_response(StatusCode::OK, media, "HIT", body);
     }
+    // Beyond the in-flight cap, refuse at once: queueing would only make
+    // every caller wait longer.
+    let Ok(_permit) = state.limits.in_flight.clone().try_acquire_owned() else {
+        let mut response = http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::OVERLOADED,
+            "the gateway is at its limit of requests in flight; retry shortly",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     let cacheable_operation = !is_mutation(&parts.query, parts.operation_name.as_deref());
-    let request = build_request(parts).data(Arc::clone(&caller));
-    let (mut response, freshness) = Freshness::collect(state.schema.execute(request)).await;
+    let request = build_request(parts)
+        .data(Arc::clone(&caller))
+        .data(RequestBudget::new(state.limits.calls_per_source));
+    let executed = tokio::time::timeout(
+        state.limits.timeout,
+        Freshness::collect(state.schema.execute(request)),
+    )
+    .await;
     if !cacheable_operation && let Some(cache) = &state.responses {
         cache.invalidate_all();
     }
+    let Ok((mut response, freshness)) = executed else {
+        return http_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            code::TIMEOUT,
+            &format!(
+                "the request did not finish within {} s; ask for less (fewer sessions, \
+                 sources or fields) or retry",
+                state.limits.timeout.as_secs()
+            ),
+        );
+    };
     let stale = freshness.stale();
     if !stale.is_empty() {
         let notes: Vec<serde_json::Value> = stale
@@ -494,6 +557,19 @@ async fn execute(
         started,
     );
     let body = match body {
+        Ok(body) if body.len() > state.limits.max_response_bytes => {
+            let message = format!(
+                "the response would be {} bytes, over the limit of {}; ask for fewer \
+                 sessions or fields",
+                body.len(),
+                state.limits.max_response_bytes
+            );
+            let body = serde_json::json!({
+                "data": null,
+                "errors": [{ "message": message, "extensions": { "code": code::RESPONSE_TOO_LARGE } }]
+            });
+            return graphql_response(StatusCode::OK, media, "MISS", Bytes::from(body.to_string()));
+        }
         Ok(body) => Bytes::from(body),
         Err(e) => {
             tracing::error!(error = %e, "could not serialize a GraphQL response");

@@ -9,6 +9,7 @@
 //! ([`UpstreamErrorKind`]); the SDK error stays attached as the source, so the
 //! log keeps the whole chain while the client sees only the kind.
 
+pub mod limit;
 pub mod nodes;
 pub mod sdk;
 

@@ -12,6 +12,7 @@ use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types as sdk;
 use chrono::{DateTime, Utc};
 
+use super::limit::LocalThrottle;
 use super::nodes::{MAX_IDS_PER_CALL, NodeSource};
 use super::{
     Page, PageRequest, SessionSource, SessionTerminator, UpstreamError, UpstreamErrorKind,
@@ -99,10 +100,24 @@ pub async fn sdk_config(settings: &ClientSettings) -> aws_config::SdkConfig {
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
     }
+    // The SDK's default HTTPS client, set explicitly so that each source's
+    // client can wrap it (`limit::LimitedHttpClient`) and share its pool.
+    loader = loader.http_client(base_http_client());
     if let Some(credentials) = &settings.static_credentials {
         loader = loader.credentials_provider(credentials.clone());
     }
     loader.load().await
+}
+
+/// The HTTPS client the SDK would pick by default (hyper 1 with rustls on
+/// aws-lc), built once per [`sdk_config`].
+fn base_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::{Builder, tls};
+    Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .build_https()
 }
 
 /// [`SessionSource`] over one SDK client (one account and region).
@@ -286,11 +301,15 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let kind = match &err {
+        // Our own per-source rate limit refused to send it.
+        SdkError::DispatchFailure(_) if cause::<LocalThrottle>(&err).is_some() => {
+            UpstreamErrorKind::Throttled
+        }
         // Resolving the account's credentials (an STS AssumeRole) fails
         // before anything is sent: a refused role is access denied, not an
         // outage.
         SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => {
-            match credentials_error(&err) {
+            match cause::<CredentialsError>(&err) {
                 Some(CredentialsError::ProviderTimedOut(_)) => UpstreamErrorKind::Unavailable,
                 Some(_) => UpstreamErrorKind::AccessDenied,
                 None if matches!(err, SdkError::DispatchFailure(_)) => {
@@ -306,16 +325,16 @@ where
     UpstreamError::new(kind, anyhow::Error::new(err))
 }
 
-/// The credentials failure somewhere in `err`'s chain of causes, if any.
-fn credentials_error<'a>(
+/// The first error of type `T` in `err`'s chain of causes, if any.
+fn cause<'a, T: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a CredentialsError> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cause {
-        if let Some(found) = e.downcast_ref::<CredentialsError>() {
+) -> Option<&'a T> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
             return Some(found);
         }
-        cause = e.source();
+        next = e.source();
     }
     None
 }

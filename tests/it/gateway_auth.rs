@@ -264,6 +264,9 @@ async fn the_authorization_matrix_leaks_nothing() {
         // Keep responses, so the matrix can probe the response cache.
         s.cache.active_ttl_secs = 60;
         s.cache.history_ttl_secs = 60;
+        // A whole account's History with its nodes in one page: more calls
+        // than the default per-source budget.
+        s.limits.max_upstream_calls_per_source = 20;
     })
     .await;
 

@@ -6,7 +6,9 @@ use ssm_emulator::{
     AccessType, DEMO_ACCOUNT_ID, DEMO_REGION, Dataset, SessionRecord, SessionState, SessionStatus,
 };
 
-use crate::support::{TestApp, dataset, emulator_config, spawn_app};
+use ssm_session_gateway::settings::Settings;
+
+use crate::support::{TestApp, dataset, emulator_config, spawn_app_with};
 
 const Q: &str = r#"
 query($state: SessionState!, $filter: SessionFilter) {
@@ -73,7 +75,9 @@ fn iso(t: DateTime<Utc>) -> String {
 #[tokio::test]
 async fn each_filter_key_selects_what_the_data_says() {
     let data = dataset(21, 60, 400);
-    let app = spawn_app(emulator_config(data.clone())).await;
+    // 1000 sessions in pages of 37 walk the whole dataset in one request:
+    // more upstream calls than the default per-source budget allows.
+    let app = spawn_app_with(emulator_config(data.clone()), generous_budget()).await;
     let h = SessionState::History;
     let all = data.sessions(DEMO_ACCOUNT_ID, DEMO_REGION);
     // A boundary on an existing start date: `InvokedAfter` includes it,
@@ -163,4 +167,11 @@ async fn each_filter_key_selects_what_the_data_says() {
         ids(&app, "ACTIVE", json!({ "status": "CONNECTED" })).await,
         want
     );
+}
+
+/// Settings whose per-source call budget fits a walk of the whole dataset.
+pub fn generous_budget() -> Settings {
+    let mut settings = Settings::default();
+    settings.limits.max_upstream_calls_per_source = 100;
+    settings
 }

@@ -8,7 +8,8 @@ use ssm_emulator::{
 use ssm_session_gateway::demo::emulator_client_settings;
 use ssm_session_gateway::upstream::sdk::ssm_client;
 
-use crate::support::{TestApp, dataset, emulator_config, error_codes, spawn_app};
+use crate::gateway_filters::generous_budget;
+use crate::support::{TestApp, dataset, emulator_config, error_codes, spawn_app, spawn_app_with};
 
 const PAGE: &str = r#"
 query Page($state: SessionState!, $first: Int, $after: String, $pageSize: Int, $filter: SessionFilter) {
@@ -123,7 +124,9 @@ async fn check_walks(short_pages: bool) {
     if short_pages {
         config.short_pages = Some(9);
     }
-    let app = spawn_app(config).await;
+    // Short and empty pages need more calls per window than the default
+    // budget; the budget itself is tested in gateway_cost.rs.
+    let app = spawn_app_with(config, generous_budget()).await;
     for (first, page_size) in [(50, 200), (7, 3), (3, 7), (100, 30), (200, 200), (64, 16)] {
         let pages = direct_pages(&app, page_size as i32).await;
         let before = app.describe_calls();

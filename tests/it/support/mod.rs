@@ -29,7 +29,7 @@ use ssm_session_gateway::accounts::{Account, AccountRegistry};
 use ssm_session_gateway::app::{Application, BaseCredentials};
 use ssm_session_gateway::demo::{DEMO_ADMIN_KEY, demo_auth, demo_base_credentials, demo_settings};
 use ssm_session_gateway::model::{AccountId, Region, SourceKey};
-use ssm_session_gateway::settings::{AccountSettings, Secret, Settings};
+use ssm_session_gateway::settings::{AccountSettings, AwsSettings, Secret, Settings};
 use ssm_session_gateway::upstream::SessionSource;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -132,14 +132,22 @@ pub async fn spawn_app(config: EmulatorConfig) -> TestApp {
 /// [`spawn_app`] with `settings` for everything but the account, the
 /// endpoint and the address. These tests count upstream calls, so the page
 /// cache keeps nothing (TTLs and failure back-off 0) and the SDK makes one
-/// attempt: configuration, not a different wiring.
+/// attempt (unless `settings` asks for another number): configuration, not
+/// a different wiring.
 pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> TestApp {
     let emulator = Emulator::new(config);
     let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
     settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.aws.region = Some(DEMO_REGION.to_owned());
     settings.aws.endpoint_url = Some(format!("http://{emulator_addr}"));
-    settings.aws.max_attempts = 1;
+    if settings.aws.max_attempts == AwsSettings::default().max_attempts {
+        // One attempt, unless the test asks for retries.
+        settings.aws.max_attempts = 1;
+    }
+    if settings.aws.max_calls_per_second == AwsSettings::default().max_calls_per_second {
+        // Tests make calls in bursts; the rate limit has tests of its own.
+        settings.aws.max_calls_per_second = 100;
+    }
     settings.cache.active_ttl_secs = 0;
     settings.cache.history_ttl_secs = 0;
     settings.cache.failure_backoff_ms = 0;
@@ -224,8 +232,10 @@ pub async fn spawn_multi_with(
     let emulator = Emulator::new(config);
     let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
     let mut settings = demo_settings(SocketAddr::from(([127, 0, 0, 1], 0)), emulator_addr);
-    // Tests count upstream calls: a retry would blur the count.
+    // Tests count upstream calls: a retry would blur the count. They make
+    // calls in bursts; the rate limit has tests of its own.
     settings.aws.max_attempts = 1;
+    settings.aws.max_calls_per_second = 100;
     adjust(&mut settings);
     let app = Application::build(&settings, BaseCredentials::Static(demo_base_credentials()))
         .await
