@@ -30,6 +30,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use crate::cache::{CachedSource, PageCache};
 use crate::model::{AccountId, InvalidInput, Region, SourceKey};
 use crate::settings::{AccountSettings, Settings};
+use crate::shared::Shared;
 use crate::upstream::limit::{LimitedHttpClient, UpstreamLimiter};
 use crate::upstream::nodes::NodeSource;
 use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
@@ -103,6 +104,9 @@ pub struct AccountRegistry {
     /// The page cache every source built from settings reads through, so a
     /// write can drop what it made stale.
     page_cache: Option<Arc<PageCache>>,
+    /// What the replicas share (`[redis]`), for the node cache and the
+    /// live hub above.
+    shared: Option<Shared>,
 }
 
 impl AccountRegistry {
@@ -118,6 +122,7 @@ impl AccountRegistry {
             node_sources: BTreeMap::new(),
             terminators: BTreeMap::new(),
             page_cache: None,
+            shared: None,
         }
     }
 
@@ -146,6 +151,17 @@ impl AccountRegistry {
         settings: &Settings,
         base_credentials: Option<Credentials>,
     ) -> anyhow::Result<Self> {
+        Self::from_settings_shared(settings, base_credentials, None).await
+    }
+
+    /// [`AccountRegistry::from_settings`] with the page cache's second
+    /// level and the upstream limiters shared by the replicas through
+    /// `shared` (`[redis]`).
+    pub async fn from_settings_shared(
+        settings: &Settings,
+        base_credentials: Option<Credentials>,
+        shared: Option<Shared>,
+    ) -> anyhow::Result<Self> {
         if settings.accounts.is_empty() {
             anyhow::bail!("no accounts configured: add [[accounts]] to the settings file");
         }
@@ -169,7 +185,7 @@ impl AccountRegistry {
             .http_client()
             .context("the base SDK config has no HTTP client")?;
         // One page cache for all sources: one memory bound, keys per source.
-        let page_cache = Arc::new(PageCache::new(&settings.cache));
+        let page_cache = Arc::new(PageCache::new(&settings.cache).with_shared(shared.clone()));
 
         let mut accounts = Vec::new();
         let mut sources: Vec<(SourceKey, Arc<dyn SessionSource>)> = Vec::new();
@@ -216,15 +232,17 @@ impl AccountRegistry {
                 aws_sdk_ssm::Client::from_conf(config.build())
             };
             for region in &regions {
-                let limiter = UpstreamLimiter::new(
-                    settings.aws.max_calls_per_second,
-                    Duration::from_millis(settings.aws.max_call_wait_ms),
-                );
-                let client = client_for(region, credentials.as_ref(), &limiter);
                 let key = SourceKey {
                     account: id.clone(),
                     region: region.clone(),
                 };
+                let limiter = UpstreamLimiter::shared(
+                    settings.aws.max_calls_per_second,
+                    Duration::from_millis(settings.aws.max_call_wait_ms),
+                    shared.as_ref(),
+                    &key,
+                );
+                let client = client_for(region, credentials.as_ref(), &limiter);
                 // Terminations are never cached; with a terminate role they
                 // get a client of their own, so the reader stays read-only.
                 let terminator = match &terminate_credentials {
@@ -258,7 +276,13 @@ impl AccountRegistry {
             .with_node_sources(node_sources)
             .with_terminators(terminators);
         registry.page_cache = Some(page_cache);
+        registry.shared = shared;
         Ok(registry)
+    }
+
+    /// What the replicas share, when `[redis]` is configured.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
     }
 
     /// The terminator of one (account, region).
@@ -266,8 +290,16 @@ impl AccountRegistry {
         self.terminators.get(key).cloned()
     }
 
-    /// Drops the cached pages of `key` (after a write there).
-    pub fn invalidate(&self, key: &SourceKey) {
+    /// Drops the cached pages of `key` (after a write there), in every
+    /// replica when they share Redis.
+    pub async fn invalidate(&self, key: &SourceKey) {
+        if let Some(cache) = &self.page_cache {
+            cache.invalidate_everywhere(key).await;
+        }
+    }
+
+    /// Drops this replica's cached pages of `key` (another replica wrote).
+    pub fn invalidate_here(&self, key: &SourceKey) {
         if let Some(cache) = &self.page_cache {
             cache.invalidate_source(key);
         }

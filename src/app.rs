@@ -29,6 +29,7 @@ use crate::live::LiveHub;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
 use crate::settings::Settings;
+use crate::shared::Shared;
 
 /// Where the gateway's own AWS credentials come from; every account's role
 /// is assumed from them.
@@ -63,7 +64,11 @@ impl Application {
             BaseCredentials::DefaultChain => None,
             BaseCredentials::Static(credentials) => Some(credentials),
         };
-        let registry = AccountRegistry::from_settings(settings, base).await?;
+        let shared = match &settings.redis {
+            Some(redis) => Some(Shared::connect(redis).await?),
+            None => None,
+        };
+        let registry = AccountRegistry::from_settings_shared(settings, base, shared).await?;
         Self::with_registry(settings, Arc::new(registry)).await
     }
 

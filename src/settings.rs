@@ -43,9 +43,11 @@ use crate::cursor::{MAX_CURSOR_LEN, MIN_KEY_LEN};
 use crate::model::{AccountId, MAX_PAGE_SIZE, Region};
 
 mod auth;
+mod redis;
 
 pub use auth::{ApiKeySettings, AuthSettings, GrantSettings, JwtSettings};
 pub(crate) use auth::{KeyUniqueness, KnownAccounts, parse_sha256_hex, validate_api_keys};
+pub use redis::RedisSettings;
 
 /// A value that must not reach logs or error messages. `Debug` and
 /// `Display` print `[redacted]`; [`Secret::expose`] is the only way in.
@@ -138,6 +140,11 @@ pub struct Settings {
     /// `auth.jwt.claim_grants` are set in the file only.
     #[serde(default)]
     pub auth: AuthSettings,
+    /// A Redis shared by the replicas (`[redis]`): see [`RedisSettings`].
+    /// Default none: caches, single-flight, limits and pollers stay in
+    /// process. Env `SSM_GATEWAY_REDIS__URL` and the other `redis.*` keys.
+    #[serde(default)]
+    pub redis: Option<RedisSettings>,
 }
 
 /// How the gateway reaches AWS.
@@ -394,6 +401,7 @@ impl Default for Settings {
             default_regions: Vec::new(),
             accounts: Vec::new(),
             auth: AuthSettings::default(),
+            redis: None,
         }
     }
 }
@@ -705,6 +713,13 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("live.init_timeout_ms", EnvKind::Scalar),
     ("live.max_subscriptions_per_connection", EnvKind::Scalar),
     ("live.shutdown_grace_ms", EnvKind::Scalar),
+    ("redis.url", EnvKind::String),
+    ("redis.key_prefix", EnvKind::String),
+    ("redis.command_timeout_ms", EnvKind::Scalar),
+    ("redis.connect_timeout_ms", EnvKind::Scalar),
+    ("redis.max_backoff_ms", EnvKind::Scalar),
+    ("redis.lease_ms", EnvKind::Scalar),
+    ("redis.lease_wait_ms", EnvKind::Scalar),
 ];
 
 /// Keys set in the file only: lists of tables (accounts, keys, grants) that
@@ -801,6 +816,9 @@ impl Settings {
         self.aws.validate()?;
         self.cache.validate()?;
         self.live.validate()?;
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
+        }
         check_regions("default_regions", &self.default_regions)?;
 
         let mut ids = HashSet::new();
@@ -1466,6 +1484,43 @@ mod tests {
     }
 
     #[test]
+    fn redis_is_off_by_default_and_its_url_alone_turns_it_on() {
+        let settings = Settings::from_sources(None, "", Vec::<(&str, &str)>::new()).expect("valid");
+        assert_eq!(settings.redis, None);
+        let env = [(
+            "SSM_GATEWAY_REDIS__URL",
+            "rediss://:pw@redis.internal:6380/2",
+        )];
+        let settings = Settings::from_sources(None, "", env).expect("valid");
+        let redis = settings.redis.expect("on");
+        assert_eq!(redis.url.expose(), "rediss://:pw@redis.internal:6380/2");
+        assert_eq!(
+            redis,
+            RedisSettings::new("rediss://:pw@redis.internal:6380/2")
+        );
+        let text = "[redis]\nurl = \"redis://127.0.0.1\"\nlease_wait_ms = 500\n";
+        let settings =
+            Settings::from_sources(None, text, Vec::<(&str, &str)>::new()).expect("valid");
+        assert_eq!(settings.redis.expect("on").lease_wait_ms, 500);
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_refused_without_showing_it() {
+        for url in ["http://:hunter2@redis:6379", "redis://", "hunter2"] {
+            let e = Settings::from_sources(None, "", [("SSM_GATEWAY_REDIS__URL", url)])
+                .expect_err("bad url");
+            assert_eq!(e.key, "redis.url (SSM_GATEWAY_REDIS__URL)", "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        let e = Settings::from_sources(None, "[redis]\nlease_ms = 5\n", Vec::<(&str, &str)>::new())
+            .expect_err("no url");
+        assert!(e.to_string().contains("url"), "{e}");
+        let text = "[redis]\nurl = \"redis://h\"\nkey_prefix = \"a b\"\n";
+        let e = Settings::from_sources(None, text, Vec::<(&str, &str)>::new()).expect_err("prefix");
+        assert_eq!(e.key, "redis.key_prefix");
+    }
+
+    #[test]
     fn an_unknown_env_variable_is_named() {
         let e = Settings::from_sources(None, "", [("SSM_GATEWAY_LIMITS__MAX_FRIST", "5")])
             .expect_err("typo");
@@ -1512,6 +1567,7 @@ mod tests {
                 }),
                 ..AuthSettings::default()
             },
+            redis: Some(RedisSettings::new("redis://127.0.0.1:6379")),
             ..Settings::default()
         };
         let toml::Value::Table(table) = toml::Value::try_from(&full).expect("serializes") else {

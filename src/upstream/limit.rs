@@ -10,6 +10,11 @@
 //! would wait longer than the allowed time fails at once with
 //! [`LocalThrottle`], which the adapter reports as `UPSTREAM_THROTTLED`
 //! without reaching SSM.
+//!
+//! With `[redis]`, the bucket is shared by every replica: a GCRA script in
+//! Redis (one key per source, Redis's own clock) decides, so the limit
+//! holds in total, not per replica. While Redis is unavailable each replica
+//! falls back to its own bucket (the limit then holds per replica).
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -26,11 +31,17 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use crate::model::SourceKey;
+use crate::shared::Shared;
+
 /// One source's bucket: `per_second` calls a second, in bursts of as many.
 pub struct UpstreamLimiter {
     bucket: DefaultDirectRateLimiter,
     clock: DefaultClock,
     max_wait: Duration,
+    per_second: u32,
+    /// The bucket shared by the replicas, and its key.
+    shared: Option<(Shared, String)>,
 }
 
 impl fmt::Debug for UpstreamLimiter {
@@ -56,13 +67,46 @@ impl UpstreamLimiter {
             bucket: RateLimiter::direct_with_clock(Quota::per_second(rate), clock.clone()),
             clock,
             max_wait,
+            per_second: rate.get(),
+            shared: None,
         })
+    }
+
+    /// [`UpstreamLimiter::new`], with the bucket of `source` shared by
+    /// every replica through `shared` (when given).
+    pub fn shared(
+        per_second: u32,
+        max_wait: Duration,
+        shared: Option<&Shared>,
+        source: &SourceKey,
+    ) -> Arc<Self> {
+        let mut limiter = Self::new(per_second, max_wait);
+        if let (Some(shared), Some(this)) = (shared, Arc::get_mut(&mut limiter)) {
+            this.shared = Some((shared.clone(), shared.source_key("rate", source, "")));
+        }
+        limiter
     }
 
     /// Waits for this source's turn; fails when that would take longer than
     /// the allowed wait (counted from the first try).
     pub async fn acquire(&self) -> Result<(), LocalThrottle> {
         let started = Instant::now();
+        if let Some((shared, key)) = &self.shared {
+            loop {
+                match shared.store().rate(key, self.per_second).await {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(wait)) => {
+                        let waited = started.elapsed();
+                        if waited + wait > self.max_wait {
+                            return Err(LocalThrottle { waited });
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                    // Redis unavailable: this replica's own bucket.
+                    Err(_) => break,
+                }
+            }
+        }
         loop {
             match self.bucket.check() {
                 Ok(()) => return Ok(()),

@@ -24,6 +24,7 @@ const LAYERS: &[&str] = &[
     "paging",
     "cache",
     "upstream",
+    "shared",
     "settings",
     "cursor",
     "model",

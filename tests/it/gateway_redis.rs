@@ -1,0 +1,343 @@
+//! Several replicas sharing one Redis (`[redis]`): the emulator, one
+//! `redis-server` of the test's own, and three gateways built by
+//! `Application::build` from the same settings, sharing nothing but Redis
+//! and the emulator. Upstream calls are counted by the emulator.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use ssm_emulator::{DataSpec, Dataset, EmulatorConfig, demo_credentials, demo_roles};
+use ssm_session_gateway::settings::{RedisSettings, Settings};
+
+use crate::support::redis::RedisServer;
+use crate::support::ws::WsClient;
+use crate::support::{TestApp, anchor, error_codes, replica_of, spawn_replicas};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config() -> EmulatorConfig {
+    let mut config = EmulatorConfig::new(
+        Dataset::generate(&DataSpec::demo(anchor())),
+        demo_credentials(),
+    );
+    config.roles = demo_roles();
+    config
+}
+
+/// Redis settings for tests: quick to notice an outage and to come back.
+fn redis(url: &str) -> RedisSettings {
+    let mut redis = RedisSettings::new(url);
+    redis.command_timeout_ms = 200;
+    redis.max_backoff_ms = 200;
+    redis
+}
+
+/// 120 History sessions of one source, in pages of 50: three upstream pages.
+const HISTORY: &str = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: HISTORY, first: 120, pageSize: 50) { nodes { sessionId } } }"#;
+
+fn ok(answer: &Value) -> bool {
+    error_codes(answer).is_empty() && answer["data"].is_object()
+}
+
+/// The calls one query costs SSM on a gateway of its own (no Redis, cold).
+async fn calls_alone(first: &TestApp, settings: &Settings, query: &str) -> u64 {
+    let mut alone = settings.clone();
+    alone.redis = None;
+    let app = replica_of(first, &alone).await;
+    let before = first.describe_calls();
+    assert!(ok(&app.graphql(query, json!({})).await));
+    first.describe_calls() - before
+}
+
+/// `n` copies of `query`, at once, spread over `apps` in turn.
+async fn spread(apps: &[TestApp], n: usize, query: &str) -> Vec<Value> {
+    join_all((0..n).map(|i| apps[i % apps.len()].graphql(query, json!({})))).await
+}
+
+fn settings_with(
+    redis_url: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> impl FnOnce(&mut Settings) {
+    let redis = redis(redis_url);
+    move |s: &mut Settings| {
+        s.redis = Some(redis);
+        // Responses are cached per replica: off, so that every query reaches
+        // the page cache, which is what is shared.
+        s.cache.responses = false;
+        adjust(s);
+    }
+}
+
+#[tokio::test]
+async fn three_replicas_make_one_upstream_call_per_page() {
+    let server = RedisServer::start();
+    let mut settings = None;
+    let apps = spawn_replicas(
+        config(),
+        3,
+        settings_with(&server.url(), |s| settings = Some(s.clone())),
+    )
+    .await;
+    let settings = settings.unwrap();
+    let pages = calls_alone(&apps[0], &settings, HISTORY).await;
+    assert_eq!(pages, 3, "120 sessions in pages of 50");
+
+    let before = apps[0].describe_calls();
+    let answers = spread(&apps, 300, HISTORY).await;
+    assert!(
+        answers.iter().all(ok),
+        "{:?}",
+        answers.iter().find(|a| !ok(a))
+    );
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "every replica answers the same"
+    );
+    assert_eq!(
+        apps[0].describe_calls() - before,
+        pages,
+        "300 cold queries over three replicas: one call per page"
+    );
+    // Warm: none at all, on any replica.
+    let answers = spread(&apps, 30, HISTORY).await;
+    assert!(answers.iter().all(ok));
+    assert_eq!(apps[0].describe_calls() - before, pages);
+}
+
+#[tokio::test]
+async fn a_node_one_replica_looked_up_is_not_looked_up_by_another() {
+    let server = RedisServer::start();
+    let apps = spawn_replicas(config(), 3, settings_with(&server.url(), |_| {})).await;
+    let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE, first: 30) { nodes { sessionId managedNode { instanceId computerName } } } }"#;
+    let first = apps[0].graphql(query, json!({})).await;
+    assert!(ok(&first), "{first}");
+    let lookups = apps[0].emulator.calls("DescribeInstanceInformation");
+    assert!(lookups >= 1);
+    for app in &apps[1..] {
+        let answer = app.graphql(query, json!({})).await;
+        assert_eq!(answer, first);
+    }
+    assert_eq!(
+        apps[0].emulator.calls("DescribeInstanceInformation"),
+        lookups,
+        "the other replicas found the nodes in Redis"
+    );
+}
+
+#[tokio::test]
+async fn the_upstream_limit_holds_across_replicas_in_total() {
+    let server = RedisServer::start();
+    let apps = spawn_replicas(
+        config(),
+        3,
+        settings_with(&server.url(), |s| {
+            s.aws.max_calls_per_second = 5;
+            s.aws.max_call_wait_ms = 0;
+            // Nothing cached: every query is a call, or a local refusal.
+            s.cache.active_ttl_secs = 0;
+            s.cache.history_ttl_secs = 0;
+            s.cache.failure_backoff_ms = 0;
+        }),
+    )
+    .await;
+    let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE, first: 5) { nodes { sessionId } } }"#;
+    let started = Instant::now();
+    let before = apps[0].describe_calls();
+    let answers = spread(&apps, 45, query).await;
+    let elapsed = started.elapsed();
+    let calls = apps[0].describe_calls() - before;
+    let throttled = answers
+        .iter()
+        .filter(|a| error_codes(a).iter().any(|c| c == "UPSTREAM_THROTTLED"))
+        .count();
+    // A burst of 5, then 5 a second, for all three replicas together (per
+    // replica it would be 15 at once).
+    let bound = 5 + (5.0 * elapsed.as_secs_f64()).ceil() as u64;
+    assert!(
+        calls <= bound,
+        "{calls} calls in {elapsed:?}, bound {bound}"
+    );
+    assert!(calls >= 5, "{calls}");
+    assert_eq!(
+        calls as usize + throttled,
+        45,
+        "every other query was refused locally"
+    );
+}
+
+const EVENTS: &str = r#"subscription { sessionEvents(accounts: ["platform"], regions: ["us-east-1"], includeExisting: true) { kind session { id sessionId } } }"#;
+
+#[tokio::test]
+async fn one_poller_for_all_replicas_and_a_termination_reaches_every_one() {
+    let server = RedisServer::start();
+    let apps = spawn_replicas(
+        config(),
+        3,
+        settings_with(&server.url(), |s| {
+            s.cache.active_ttl_secs = 1;
+            s.live.min_poll_interval_ms = 200;
+            s.live.terminate_enabled = true;
+        }),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for app in &apps {
+        let mut client = WsClient::ready(&app.ws_url()).await;
+        client.subscribe("1", EVENTS, json!({})).await;
+        clients.push(client);
+    }
+    // Every replica's subscriber gets the 36 existing sessions.
+    let mut existing = Vec::new();
+    for client in &mut clients {
+        let mut seen = Vec::new();
+        while seen.len() < 36 {
+            seen.extend(client.events_until(WAIT, |_| true).await);
+        }
+        existing.push(seen);
+    }
+    // Polled by one replica: one read of the list (one page) per second
+    // (the Active TTL) for the three, not three.
+    let before = apps[0].describe_calls();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let polled = apps[0].describe_calls() - before;
+    assert!(
+        (2..=5).contains(&polled),
+        "{polled} calls in 3 s for three replicas' subscribers"
+    );
+
+    // Terminated through replica B: a subscriber of replica A sees it end.
+    let victim = existing[0][0]["session"].clone();
+    let answer = apps[1]
+        .graphql(
+            "mutation($id: ID!) { terminateSession(input: { id: $id }) { sessionId } }",
+            json!({ "id": victim["id"] }),
+        )
+        .await;
+    assert!(ok(&answer), "{answer}");
+    let started = Instant::now();
+    for client in &mut clients {
+        let events = client
+            .events_until(WAIT, |e| {
+                e["kind"] == "ENDED" && e["session"]["sessionId"] == victim["sessionId"]
+            })
+            .await;
+        assert!(!events.is_empty());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // And no replica serves the list it had before: the pages were invalidated everywhere.
+    let active = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE) { nodes { sessionId } } }"#;
+    for app in &apps {
+        let list = app.graphql(active, json!({})).await;
+        let ids: Vec<&Value> = list["data"]["sessions"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| &n["sessionId"])
+            .collect();
+        assert!(!ids.contains(&&victim["sessionId"]), "{list}");
+    }
+}
+
+#[tokio::test]
+async fn polling_clients_over_three_replicas_cost_what_one_replica_costs() {
+    let server = RedisServer::start();
+    let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE, first: 50) { nodes { sessionId status } } }"#;
+    let mut counts = Vec::new();
+    for (replicas, shared) in [(1, true), (3, true), (3, false)] {
+        let url = server.url();
+        let apps = spawn_replicas(config(), replicas, |s| {
+            if shared {
+                s.redis = Some(redis(&url));
+                s.redis.as_mut().unwrap().key_prefix = format!("poll{replicas}:");
+            }
+            s.cache.active_ttl_secs = 1;
+            s.cache.responses = false;
+        })
+        .await;
+        // 30 clients, each polling every 200 ms for 3 s, spread over the replicas.
+        let started = Instant::now();
+        let clients = (0..30).map(|i| {
+            let app = &apps[i % apps.len()];
+            async move {
+                let mut failed = 0;
+                while started.elapsed() < Duration::from_secs(3) {
+                    if !ok(&app.graphql(query, json!({})).await) {
+                        failed += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                failed
+            }
+        });
+        let failed: usize = join_all(clients).await.into_iter().sum();
+        assert_eq!(failed, 0);
+        counts.push(apps[0].describe_calls());
+    }
+    let [one, three_shared, three_alone] = counts[..] else {
+        unreachable!()
+    };
+    assert!(
+        three_shared <= one + 1,
+        "one replica {one}, three with Redis {three_shared}"
+    );
+    assert!(
+        three_alone >= 2 * one,
+        "three without Redis {three_alone}, one {one}"
+    );
+}
+
+#[tokio::test]
+async fn redis_stopping_mid_load_fails_no_query_and_sharing_resumes() {
+    let mut server = RedisServer::start();
+    let apps = spawn_replicas(
+        config(),
+        3,
+        settings_with(&server.url(), |s| {
+            s.cache.active_ttl_secs = 1;
+        }),
+    )
+    .await;
+    let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE, first: 50) { nodes { sessionId } } }"#;
+    let started = Instant::now();
+    let load = {
+        let apps = &apps;
+        join_all((0..30).map(move |i| async move {
+            let app = &apps[i % apps.len()];
+            let (mut answered, mut failed) = (0, 0);
+            while started.elapsed() < Duration::from_secs(4) {
+                if ok(&app.graphql(query, json!({})).await) {
+                    answered += 1;
+                } else {
+                    failed += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (answered, failed)
+        }))
+    };
+    let chaos = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        server.stop();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        server.restart();
+    };
+    let (results, ()) = tokio::join!(load, chaos);
+    let answered: usize = results.iter().map(|r| r.0).sum();
+    let failed: usize = results.iter().map(|r| r.1).sum();
+    assert_eq!(failed, 0, "{answered} answered");
+    assert!(answered > 300, "{answered}");
+
+    // Back: once every replica has reconnected, cold queries spread over
+    // the three cost one call per page again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cold = r#"{ sessions(accounts: ["payments"], regions: ["us-east-1"], state: HISTORY, first: 120, pageSize: 50) { nodes { sessionId } } }"#;
+    let before = apps[0].describe_calls();
+    let answers = spread(&apps, 90, cold).await;
+    assert!(answers.iter().all(ok));
+    assert_eq!(apps[0].describe_calls() - before, 3, "sharing resumed");
+}
