@@ -165,6 +165,7 @@ fn assemble(
     registry: Arc<AccountRegistry>,
     auth: Arc<Authenticator>,
 ) -> anyhow::Result<(Router, Sockets)> {
+    let shared = registry.shared().cloned();
     let nodes = NodeLoader::new(registry.clone(), &settings.cache);
     // Pollers read once per Active TTL (through the page cache, so they
     // share pages with HTTP readers), and no more often than the floor.
@@ -195,7 +196,13 @@ fn assemble(
     let sockets = Sockets::default();
     let state = http::HttpState {
         schema,
-        responses: ResponseCache::new(&settings.cache).map(Arc::new),
+        responses: ResponseCache::new(&settings.cache).map(|cache| {
+            let cache = Arc::new(cache);
+            if let Some(shared) = &shared {
+                cache.follow_invalidations(shared);
+            }
+            cache
+        }),
         limits: http::RequestLimits::new(&settings.http, &settings.limits),
         auth,
         graphiql: Arc::new(Graphiql::new(

@@ -51,6 +51,7 @@ use tokio::sync::{Notify, broadcast};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Account, AccountRegistry, Source};
+use crate::cache::INVALIDATE;
 use crate::error::ApiError;
 use crate::model::{AccountId, Region, Session, SessionFilter, SessionId, SessionState, SourceKey};
 use crate::shared::{Message, Shared, decode, encode, now_ms};
@@ -60,8 +61,6 @@ use crate::upstream::{PageRequest, UpstreamError, UpstreamErrorKind};
 const SNAPSHOT_VERSION: u8 = 1;
 /// Channel and key kind of published snapshots.
 const LIVE: &str = "live";
-/// Channel kind of invalidations (as `crate::cache` publishes them).
-const INVALIDATE: &str = "invalidate";
 
 /// Pages of one Active list a poller follows before giving up on a read.
 const MAX_PAGES_PER_POLL: usize = 50;

@@ -341,3 +341,201 @@ async fn redis_stopping_mid_load_fails_no_query_and_sharing_resumes() {
     assert!(answers.iter().all(ok));
     assert_eq!(apps[0].describe_calls() - before, 3, "sharing resumed");
 }
+
+#[tokio::test]
+async fn after_a_termination_no_replica_answers_from_what_it_had_cached() {
+    let server = RedisServer::start();
+    let apps = spawn_replicas(
+        config(),
+        3,
+        settings_with(&server.url(), |s| {
+            // Long enough that only an invalidation explains a fresh answer.
+            s.cache.active_ttl_secs = 30;
+            s.cache.responses = true;
+            s.live.terminate_enabled = true;
+        }),
+    )
+    .await;
+    let active = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE) { nodes { id sessionId } } }"#;
+    let ids = |list: &Value| -> Vec<Value> {
+        list["data"]["sessions"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["sessionId"].clone())
+            .collect()
+    };
+    let mut lists = Vec::new();
+    for app in &apps {
+        // Twice: the second answer comes from the response cache.
+        app.graphql(active, json!({})).await;
+        let answer = app.graphql_answer(active, json!({}), &[]).await;
+        assert_eq!(answer.cache_status(), "HIT");
+        lists.push(answer.json());
+    }
+    let victim = lists[0]["data"]["sessions"]["nodes"][0].clone();
+    let answer = apps[1]
+        .graphql(
+            "mutation($id: ID!) { terminateSession(input: { id: $id }) { sessionId } }",
+            json!({ "id": victim["id"] }),
+        )
+        .await;
+    assert!(ok(&answer), "{answer}");
+    // The invalidation travels over pub/sub: allow it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for app in &apps {
+        let list = app.graphql(active, json!({})).await;
+        assert!(!ids(&list).contains(&victim["sessionId"]), "{list}");
+        assert_eq!(ids(&list).len(), ids(&lists[0]).len() - 1);
+    }
+}
+
+#[tokio::test]
+async fn a_stored_value_that_does_not_decode_is_a_miss() {
+    let server = RedisServer::start();
+    let apps = spawn_replicas(config(), 2, settings_with(&server.url(), |_| {})).await;
+    assert!(ok(&apps[0].graphql(HISTORY, json!({})).await));
+    let before = apps[0].describe_calls();
+    // Every stored page replaced by garbage (another version, say).
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*page:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for key in &keys {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(b"\x01\xff\xff\xff garbage".as_slice())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let answer = apps[1].graphql(HISTORY, json!({})).await;
+    assert!(ok(&answer), "{answer}");
+    assert_eq!(apps[0].describe_calls() - before, 3, "read again from SSM");
+    // The first page is stored again in the current version. (The later
+    // pages are read with the new first page's NextTokens, which SSM mints
+    // anew on every call: other keys.)
+    let mut rewritten = 0;
+    for key in &keys {
+        let value: Vec<u8> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if !value.ends_with(b"garbage") {
+            assert_eq!(value.first(), Some(&1), "version 1");
+            rewritten += 1;
+        }
+    }
+    assert_eq!(rewritten, 1);
+}
+
+/// The store itself, against a real Redis: leases, the shared bucket, and
+/// what an outage looks like to its callers.
+mod store {
+    use std::sync::Arc;
+
+    use ssm_session_gateway::shared::{RedisStore, Shared, Store, StoreState, Unavailable};
+
+    use super::*;
+
+    async fn store(server: &RedisServer) -> RedisStore {
+        RedisStore::connect(&redis(&server.url())).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lease_has_one_holder_and_a_dead_holders_lease_expires() {
+        let server = RedisServer::start();
+        let store = store(&server).await;
+        let ttl = Duration::from_millis(300);
+        assert!(store.lease("l", "a", ttl).await.unwrap());
+        assert!(!store.lease("l", "b", ttl).await.unwrap(), "held by a");
+        assert!(store.lease("l", "a", ttl).await.unwrap(), "a renews");
+        store.release("l", "b").await.unwrap();
+        assert!(
+            !store.lease("l", "b", ttl).await.unwrap(),
+            "b cannot release a's"
+        );
+        // a dies without releasing: its lease expires.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(store.lease("l", "b", ttl).await.unwrap());
+        store.release("l", "b").await.unwrap();
+        assert!(store.lease("l", "c", ttl).await.unwrap(), "released");
+    }
+
+    #[tokio::test]
+    async fn the_bucket_is_one_for_every_client() {
+        let server = RedisServer::start();
+        let (a, b) = (store(&server).await, store(&server).await);
+        let mut allowed = 0;
+        for i in 0..10 {
+            let s = if i % 2 == 0 { &a } else { &b };
+            if s.rate("bucket", 5).await.unwrap().is_none() {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 5, "a burst of 5 for both together");
+        let wait = a.rate("bucket", 5).await.unwrap().expect("must wait");
+        assert!(wait <= Duration::from_millis(200), "{wait:?}");
+        tokio::time::sleep(wait).await;
+        assert_eq!(b.rate("bucket", 5).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn while_redis_is_down_calls_fail_fast_and_it_comes_back() {
+        let mut server = RedisServer::start();
+        let store = store(&server).await;
+        store.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(store.state(), StoreState::Up);
+        server.stop();
+        // The first call notices (within the command timeout) ...
+        let started = Instant::now();
+        assert_eq!(store.get_many(&["k".to_owned()]).await, Err(Unavailable));
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(store.state(), StoreState::Down);
+        // ... and the next ones fail at once, without the network.
+        let started = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(store.incr("n").await, Err(Unavailable));
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "{:?}",
+            started.elapsed()
+        );
+        server.restart();
+        let deadline = Instant::now() + WAIT;
+        while store.state() == StoreState::Down {
+            assert!(Instant::now() < deadline, "never came back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            store.incr("n").await,
+            Ok(1),
+            "an empty Redis (no persistence)"
+        );
+        // Messages flow again on the re-made subscriber connection.
+        let shared = Shared::new(Arc::new(store.clone()), &redis(&server.url()));
+        let mut messages = shared.store().messages();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            store.publish("ssm-gateway:test", b"hello").await.unwrap();
+            if let Ok(Ok(m)) =
+                tokio::time::timeout(Duration::from_millis(100), messages.recv()).await
+            {
+                assert_eq!(m.channel, "ssm-gateway:test");
+                assert_eq!(&*m.payload, b"hello");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no message after the restart");
+        }
+    }
+}

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod architecture;
+mod bench_replicas;
 mod gateway_accounts;
 mod gateway_auth;
 mod gateway_cache;
