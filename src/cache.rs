@@ -24,7 +24,8 @@
 //!   total, not per level); a miss there takes the page's lease (`SET NX
 //!   PX`) and the holder alone calls SSM and stores the page; the other
 //!   replicas poll for it every [`LEASE_POLL`] up to `redis.lease_wait_ms`,
-//!   then call SSM themselves. Pages live in Redis their TTL plus the
+//!   then call SSM themselves; when the lease is gone without a page (the
+//!   holder failed, or died and its lease expired), the next one takes it. Pages live in Redis their TTL plus the
 //!   stale window, and an expired one is served under the same
 //!   stale-if-error rule. Each source has a generation counter, read with
 //!   the page in one `MGET`; [`PageCache::invalidate_everywhere`] bumps it,
@@ -203,6 +204,8 @@ enum Second {
     Miss {
         stale: Option<Arc<Entry>>,
         generation: i64,
+        /// Whether the page's lease is held (when asked).
+        leased: bool,
     },
     /// Redis is unavailable: do without.
     Unavailable,
@@ -445,53 +448,68 @@ impl PageCache {
         let digest = request_digest(request);
         let page_key = shared.source_key("page", source, &format!(":{digest}"));
         let gen_key = shared.source_key("gen", source, "");
-        let (mut stale, generation) = match self.second(shared, &page_key, &gen_key, ttl).await {
-            Second::Fresh(entry) => return Ok(entry),
-            Second::Miss { stale, generation } => (stale, Some(generation)),
-            Second::Unavailable => (None, None),
-        };
         let lease_key = shared.source_key("lease", source, &format!(":{digest}"));
+        let (mut stale, mut generation) =
+            match self.second(shared, &page_key, &gen_key, None, ttl).await {
+                Second::Fresh(entry) => return Ok(entry),
+                Second::Miss {
+                    stale, generation, ..
+                } => (stale, Some(generation)),
+                Second::Unavailable => (None, None),
+            };
         let store = shared.store();
         let holder = shared.replica();
-        let mut generation = generation;
-        if generation.is_some() {
+        let deadline = Instant::now() + shared.lease_wait;
+        'lease: while let Some(current) = generation {
             match store.lease(&lease_key, holder, shared.lease).await {
                 Ok(true) => {
                     let fetched = fetch(inner, request, ttl).await;
-                    if let (Ok(entry), Some(generation)) = (&fetched, generation) {
-                        self.publish(shared, &page_key, generation, entry, ttl)
-                            .await;
+                    if let Ok(entry) = &fetched {
+                        self.publish(shared, &page_key, current, entry, ttl).await;
                     }
                     let _ = store.release(&lease_key, holder).await;
                     return fetched.map_err(|error| LoadError { error, stale });
                 }
-                Ok(false) => {
-                    // Another replica is asking SSM: wait for its page.
-                    let deadline = Instant::now() + shared.lease_wait;
-                    while Instant::now() < deadline {
-                        tokio::time::sleep(LEASE_POLL).await;
-                        match self.second(shared, &page_key, &gen_key, ttl).await {
-                            Second::Fresh(entry) => return Ok(entry),
-                            Second::Miss {
-                                stale: s,
-                                generation: g,
-                            } => {
-                                stale = s.or(stale);
-                                generation = Some(g);
-                            }
-                            Second::Unavailable => {
-                                generation = None;
-                                break;
-                            }
-                        }
-                    }
+                Ok(false) => {}
+                Err(_) => {
+                    generation = None;
+                    break;
+                }
+            }
+            // Another replica is asking SSM: wait for its page while its
+            // lease lasts (gone without a page: it failed or died; take
+            // the lease), up to the bound.
+            loop {
+                if Instant::now() >= deadline {
                     tracing::debug!(
                         account = %source.account,
                         region = %source.region,
                         "no page from the lease holder in time: asking SSM"
                     );
+                    break 'lease;
                 }
-                Err(_) => generation = None,
+                tokio::time::sleep(LEASE_POLL).await;
+                match self
+                    .second(shared, &page_key, &gen_key, Some(&lease_key), ttl)
+                    .await
+                {
+                    Second::Fresh(entry) => return Ok(entry),
+                    Second::Miss {
+                        stale: s,
+                        generation: g,
+                        leased,
+                    } => {
+                        stale = s.or(stale);
+                        generation = Some(g);
+                        if !leased {
+                            continue 'lease;
+                        }
+                    }
+                    Second::Unavailable => {
+                        generation = None;
+                        break 'lease;
+                    }
+                }
             }
         }
         let fetched = fetch(inner, request, ttl).await;
@@ -503,22 +521,24 @@ impl PageCache {
     }
 
     /// The second level's answer for one page.
+    /// With `lease_key`, also whether that lease is held now.
     async fn second(
         &self,
         shared: &Shared,
         page_key: &str,
         gen_key: &str,
+        lease_key: Option<&str>,
         ttl: Duration,
     ) -> Second {
-        let Ok(values) = shared
-            .store()
-            .get_many(&[page_key.to_owned(), gen_key.to_owned()])
-            .await
-        else {
+        let mut keys = vec![page_key.to_owned(), gen_key.to_owned()];
+        keys.extend(lease_key.map(str::to_owned));
+        let Ok(values) = shared.store().get_many(&keys).await else {
             return Second::Unavailable;
         };
         let mut values = values.into_iter();
         let (stored, generation) = (values.next().flatten(), values.next().flatten());
+        // Without a lease key, "held" (nothing to act on).
+        let leased = lease_key.is_none() || values.next().flatten().is_some();
         // An unreadable generation (not ours) counts as 0, like an absent one.
         let generation = generation
             .and_then(|g| std::str::from_utf8(&g).ok()?.parse::<i64>().ok())
@@ -527,12 +547,14 @@ impl PageCache {
             return Second::Miss {
                 stale: None,
                 generation,
+                leased,
             };
         };
         if stored.generation != generation {
             return Second::Miss {
                 stale: None,
                 generation,
+                leased,
             };
         }
         let age = Duration::from_millis(now_ms().saturating_sub(stored.fetched_at_ms));
@@ -547,6 +569,7 @@ impl PageCache {
             Second::Miss {
                 stale: Some(entry),
                 generation,
+                leased,
             }
         }
     }

@@ -30,6 +30,8 @@ fn redis(url: &str) -> RedisSettings {
     let mut redis = RedisSettings::new(url);
     redis.command_timeout_ms = 200;
     redis.max_backoff_ms = 200;
+    // Generous: a loaded CI machine must not turn a wait into a second call.
+    redis.lease_wait_ms = 10_000;
     redis
 }
 
@@ -291,8 +293,19 @@ async fn polling_clients_over_three_replicas_cost_what_one_replica_costs() {
     );
 }
 
-#[tokio::test]
-async fn redis_stopping_mid_load_fails_no_query_and_sharing_resumes() {
+/// How Redis misbehaves in a fault test.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Killed, then started again (empty).
+    Stopped,
+    /// Frozen (SIGSTOP): every command times out; then thawed.
+    Hanging,
+}
+
+/// A load of 30 clients over three replicas for 4 s, Redis failing from
+/// the 1st to the 3rd second: no query fails, none waits long, and once
+/// Redis is back, cold queries over the three cost one call per page again.
+async fn load_through(fault: Fault) {
     let mut server = RedisServer::start();
     let apps = spawn_replicas(
         config(),
@@ -308,38 +321,74 @@ async fn redis_stopping_mid_load_fails_no_query_and_sharing_resumes() {
         let apps = &apps;
         join_all((0..30).map(move |i| async move {
             let app = &apps[i % apps.len()];
-            let (mut answered, mut failed) = (0, 0);
+            let (mut answered, mut failed, mut slowest) = (0, 0, Duration::ZERO);
             while started.elapsed() < Duration::from_secs(4) {
+                let sent = Instant::now();
                 if ok(&app.graphql(query, json!({})).await) {
                     answered += 1;
                 } else {
                     failed += 1;
                 }
+                slowest = slowest.max(sent.elapsed());
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            (answered, failed)
+            (answered, failed, slowest)
         }))
     };
     let chaos = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        server.stop();
+        match fault {
+            Fault::Stopped => server.stop(),
+            Fault::Hanging => server.pause(),
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        server.restart();
+        match fault {
+            Fault::Stopped => server.restart(),
+            Fault::Hanging => server.resume(),
+        }
     };
     let (results, ()) = tokio::join!(load, chaos);
     let answered: usize = results.iter().map(|r| r.0).sum();
     let failed: usize = results.iter().map(|r| r.1).sum();
-    assert_eq!(failed, 0, "{answered} answered");
-    assert!(answered > 300, "{answered}");
+    let slowest = results.iter().map(|r| r.2).max().unwrap();
+    assert_eq!(failed, 0, "{fault:?}: {answered} answered");
+    assert!(answered > 300, "{fault:?}: {answered}");
+    // Commands are bounded (200 ms here); a query makes a few in a row.
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "{fault:?}: {slowest:?}"
+    );
 
-    // Back: once every replica has reconnected, cold queries spread over
-    // the three cost one call per page again.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let cold = r#"{ sessions(accounts: ["payments"], regions: ["us-east-1"], state: HISTORY, first: 120, pageSize: 50) { nodes { sessionId } } }"#;
-    let before = apps[0].describe_calls();
-    let answers = spread(&apps, 90, cold).await;
-    assert!(answers.iter().all(ok));
-    assert_eq!(apps[0].describe_calls() - before, 3, "sharing resumed");
+    // Back: once every replica has reconnected (each on its own probe;
+    // a replica may also time out once more while Redis works off what
+    // queued up), cold queries spread over the three cost one call per
+    // page again. Each try reads pages no one has read yet.
+    let mut tries = Vec::new();
+    for page_size in [50, 40, 30, 24] {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cold = format!(
+            r#"{{ sessions(accounts: ["payments"], regions: ["us-east-1"], state: HISTORY, first: 120, pageSize: {page_size}) {{ nodes {{ sessionId }} }} }}"#
+        );
+        let before = apps[0].describe_calls();
+        let answers = spread(&apps, 90, &cold).await;
+        assert!(answers.iter().all(ok));
+        let calls = apps[0].describe_calls() - before;
+        tries.push(calls);
+        if calls == 120_u64.div_ceil(page_size) {
+            return;
+        }
+    }
+    panic!("{fault:?}: sharing did not resume: calls per try {tries:?}");
+}
+
+#[tokio::test]
+async fn redis_stopping_mid_load_fails_no_query_and_sharing_resumes() {
+    load_through(Fault::Stopped).await;
+}
+
+#[tokio::test]
+async fn redis_hanging_mid_load_fails_no_query_and_sharing_resumes() {
+    load_through(Fault::Hanging).await;
 }
 
 #[tokio::test]
@@ -538,4 +587,47 @@ mod store {
             assert!(Instant::now() < deadline, "no message after the restart");
         }
     }
+}
+
+#[tokio::test]
+async fn a_dead_lease_holder_delays_others_only_until_its_lease_expires() {
+    let server = RedisServer::start();
+    let apps = spawn_replicas(config(), 2, settings_with(&server.url(), |_| {})).await;
+    let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: HISTORY, first: 10, pageSize: 50) { nodes { sessionId } } }"#;
+    assert!(ok(&apps[0].graphql(query, json!({})).await));
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*page:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let [page_key] = &keys[..] else {
+        panic!("{keys:?}")
+    };
+    // The page is gone, and a replica that took its lease died mid-call.
+    let lease_key = page_key.replacen("page:", "lease:", 1);
+    let _: () = redis::cmd("DEL")
+        .arg(page_key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&lease_key)
+        .arg("a-dead-replica")
+        .arg("PX")
+        .arg(600)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let before = apps[0].describe_calls();
+    let started = Instant::now();
+    assert!(ok(&apps[1].graphql(query, json!({})).await));
+    let waited = started.elapsed();
+    assert_eq!(apps[0].describe_calls() - before, 1);
+    // It waited for the lease to expire (600 ms), not for lease_wait_ms (2 s).
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
 }

@@ -33,9 +33,33 @@ impl RedisServer {
     /// Kills it (as a crash would: no goodbye to its clients).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused one must be able to die.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes it (`SIGSTOP`): connections stay open, nothing answers, as
+    /// with a Redis that is overloaded or behind a stalled network.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws it (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// Starts it again on the same port (empty: nothing was persisted).
