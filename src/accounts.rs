@@ -28,9 +28,12 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::cache::{CachedSource, PageCache};
+use crate::instruments::Metrics;
 use crate::model::{AccountId, InvalidInput, Region, SourceKey};
 use crate::settings::Settings;
 use crate::upstream::SessionSource;
+use crate::upstream::attempts::AttemptObserver;
+use crate::upstream::credentials::{CredentialState, CredentialStatus, TrackedCredentials};
 use crate::upstream::nodes::NodeSource;
 use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
 
@@ -72,6 +75,9 @@ pub struct AccountRegistry {
     /// Managed-node lookups per (account, region), with the same credentials
     /// as that key's session source.
     node_sources: BTreeMap<SourceKey, Arc<dyn NodeSource>>,
+    /// How each account's credentials last resolved (registries built from
+    /// settings; empty for ready-made sources).
+    credentials: Vec<(Arc<Account>, Arc<CredentialStatus>)>,
 }
 
 impl AccountRegistry {
@@ -85,6 +91,7 @@ impl AccountRegistry {
             accounts: accounts.into_iter().map(Arc::new).collect(),
             sources: sources.into_iter().collect(),
             node_sources: BTreeMap::new(),
+            credentials: Vec::new(),
         }
     }
 
@@ -103,6 +110,16 @@ impl AccountRegistry {
     pub async fn from_settings(
         settings: &Settings,
         base_credentials: Option<Credentials>,
+    ) -> anyhow::Result<Self> {
+        Self::build(settings, base_credentials, &Metrics::new()).await
+    }
+
+    /// [`AccountRegistry::from_settings`], recording upstream calls, SDK
+    /// attempts, credential resolutions and page-cache events in `metrics`.
+    pub(crate) async fn build(
+        settings: &Settings,
+        base_credentials: Option<Credentials>,
+        metrics: &Metrics,
     ) -> anyhow::Result<Self> {
         if settings.accounts.is_empty() {
             anyhow::bail!("no accounts configured: add [[accounts]] to the settings file");
@@ -124,7 +141,8 @@ impl AccountRegistry {
         client_settings.static_credentials = base_credentials;
         let base = sdk_config(&client_settings).await;
         // One page cache for all sources: one memory bound, keys per source.
-        let page_cache = Arc::new(PageCache::new(&settings.cache));
+        let page_cache = Arc::new(PageCache::new(&settings.cache, metrics.clone()));
+        let mut statuses = Vec::new();
 
         let mut accounts = Vec::new();
         let mut sources: Vec<(SourceKey, Arc<dyn SessionSource>)> = Vec::new();
@@ -156,8 +174,19 @@ impl AccountRegistry {
                             .profile_name(profile)
                             .build(),
                     )),
-                    (None, None) => None,
+                    // The base credentials, wrapped per account below like
+                    // the others (so each account reports its own status).
+                    (None, None) => base.credentials_provider(),
                 };
+            let status = Arc::new(CredentialStatus::default());
+            let credentials = credentials.map(|inner| {
+                SharedCredentialsProvider::new(TrackedCredentials::new(
+                    inner,
+                    id.as_str(),
+                    status.clone(),
+                    metrics.clone(),
+                ))
+            });
             let regions = configured
                 .effective_regions(&defaults)
                 .iter()
@@ -166,7 +195,12 @@ impl AccountRegistry {
                 .map_err(|e| anyhow::anyhow!("accounts ({}): {e}", configured.id))?;
             for region in &regions {
                 let mut config = aws_sdk_ssm::config::Builder::from(&base)
-                    .region(aws_config::Region::new(region.to_string()));
+                    .region(aws_config::Region::new(region.to_string()))
+                    .interceptor(AttemptObserver::new(
+                        id.as_str(),
+                        region.as_str(),
+                        metrics.clone(),
+                    ));
                 if let Some(credentials) = &credentials {
                     // The same provider (one identity-cache partition) for
                     // all of the account's regions: one STS call serves them.
@@ -182,24 +216,46 @@ impl AccountRegistry {
                 // Nodes are read with the same client (same credentials).
                 node_sources.push((
                     key.clone(),
-                    Arc::new(SdkSessionSource::new(client.clone(), &id, region)),
+                    Arc::new(
+                        SdkSessionSource::new(client.clone(), &id, region)
+                            .with_metrics(metrics.clone()),
+                    ),
                 ));
                 sources.push((
                     key.clone(),
                     Arc::new(CachedSource::new(
                         key.clone(),
-                        Arc::new(SdkSessionSource::new(client, &id, region)),
+                        Arc::new(
+                            SdkSessionSource::new(client, &id, region)
+                                .with_metrics(metrics.clone()),
+                        ),
                         page_cache.clone(),
                     )),
                 ));
             }
-            accounts.push(Account {
+            let account = Account {
                 id,
                 alias: configured.alias.clone(),
                 regions,
-            });
+            };
+            statuses.push((account.clone(), status));
+            accounts.push(account);
         }
-        Ok(Self::new(accounts, sources).with_node_sources(node_sources))
+        let mut registry = Self::new(accounts, sources).with_node_sources(node_sources);
+        registry.credentials = statuses
+            .into_iter()
+            .map(|(account, status)| (Arc::new(account), status))
+            .collect();
+        Ok(registry)
+    }
+
+    /// Each account built from settings, with how its credentials last
+    /// resolved (for `/readyz?verbose`).
+    pub fn credential_report(&self) -> Vec<(Arc<Account>, CredentialState)> {
+        self.credentials
+            .iter()
+            .map(|(account, status)| (account.clone(), status.get()))
+            .collect()
     }
 
     /// The configured accounts, in configuration order.

@@ -1,25 +1,42 @@
 //! The composition root: settings in, a running gateway out.
 //!
-//! [`Application::build`] is the one place a gateway is assembled: the
-//! account registry (credentials and one SSM client per source, each behind
-//! the page cache), the node loader, the sessions service, the schema, the
-//! response cache and the HTTP router. `serve`, `demo` and the tests all go
-//! through it; they differ only in settings (endpoint, TTLs) and in the base
-//! credentials.
+//! [`Application::build`] is the one place a gateway is assembled: its
+//! metrics, the account registry (credentials and one SSM client per source,
+//! each behind the page cache), the node loader, the sessions service, the
+//! schema, the response cache, the HTTP router and the admin listener.
+//! `serve`, `demo` and the tests all go through it; they differ only in
+//! settings (endpoint, TTLs, ports) and in the base credentials.
+//!
+//! Each application owns its metrics recorder (see `instruments`): two
+//! applications in one process, as in the tests, never count into each
+//! other's `/metrics`.
+//!
+//! # Shutdown
+//!
+//! [`Application::run_until_stopped`] serves until its `shutdown` future
+//! resolves (SIGTERM or Ctrl-C in `main`), then: `/readyz` answers 503 at
+//! once; new connections are still accepted for `shutdown_delay_secs` (load
+//! balancers notice the 503 and stop sending); then the port closes and
+//! requests in flight get `shutdown_grace_secs` to finish; then it returns
+//! `Ok`, and the process exits 0. The admin listener serves throughout.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_credential_types::Credentials;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::accounts::AccountRegistry;
+use crate::admin::{self, AdminState, Health, Phase, StatusCheck};
 use crate::cursor::{CursorCodec, MIN_KEY_LEN};
 use crate::graphql;
 use crate::http::{self, ResponseCache};
+use crate::instruments::Metrics;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
 use crate::settings::Settings;
@@ -36,22 +53,30 @@ pub enum BaseCredentials {
     Static(Credentials),
 }
 
-/// A gateway bound to its port, not yet serving.
+/// A gateway bound to its ports, not yet serving.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// The admin listener, when `admin_listen` is set.
+    admin: Option<TcpListener>,
+    admin_state: AdminState,
+    health: Arc<Health>,
+    shutdown_delay: Duration,
+    shutdown_grace: Duration,
 }
 
 impl Application {
     /// Builds the whole gateway from `settings` and binds `settings.listen`
-    /// (port 0 picks a free port; see [`Application::local_addr`]).
+    /// and `settings.admin_listen` (port 0 picks a free port; see
+    /// [`Application::local_addr`] and [`Application::admin_addr`]).
     pub async fn build(settings: &Settings, credentials: BaseCredentials) -> anyhow::Result<Self> {
         let base = match credentials {
             BaseCredentials::DefaultChain => None,
             BaseCredentials::Static(credentials) => Some(credentials),
         };
-        let registry = AccountRegistry::from_settings(settings, base).await?;
-        Self::with_registry(settings, Arc::new(registry)).await
+        let metrics = Metrics::new();
+        let registry = AccountRegistry::build(settings, base, &metrics).await?;
+        Self::assemble(settings, Arc::new(registry), metrics).await
     }
 
     /// [`Application::build`] over a registry made elsewhere: sources
@@ -61,11 +86,48 @@ impl Application {
         settings: &Settings,
         registry: Arc<AccountRegistry>,
     ) -> anyhow::Result<Self> {
-        let router = router(settings, registry)?;
+        Self::assemble(settings, registry, Metrics::new()).await
+    }
+
+    async fn assemble(
+        settings: &Settings,
+        registry: Arc<AccountRegistry>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let router = router_with(settings, registry.clone(), metrics.clone())?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        Ok(Self { listener, router })
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (admin_listen)"))?,
+            ),
+            None => None,
+        };
+        let health = Arc::new(Health::default());
+        Ok(Self {
+            listener,
+            router,
+            admin,
+            admin_state: AdminState {
+                health: health.clone(),
+                metrics,
+                registry,
+                checks: Vec::new(),
+            },
+            health,
+            shutdown_delay: Duration::from_secs(settings.shutdown_delay_secs),
+            shutdown_grace: Duration::from_secs(settings.shutdown_grace_secs),
+        })
+    }
+
+    /// Adds a dependency's status to `/readyz?verbose` (the JWKS fetcher's,
+    /// once JWT authentication exists).
+    pub fn with_status_check(mut self, check: Arc<dyn StatusCheck>) -> Self {
+        self.admin_state.checks.push(check);
+        self
     }
 
     /// Adds routes beside the gateway's (the demo's benchmark baseline).
@@ -82,21 +144,99 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves, then drains as the module doc says:
+    /// `/readyz` 503 at once, new connections for `shutdown_delay_secs`,
+    /// requests in flight for `shutdown_grace_secs` more.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let metrics = self.admin_state.metrics.clone();
+        let admin = self.admin.map(|listener| {
+            let (stop, stopped) = oneshot::channel::<()>();
+            let routes = admin::router(self.admin_state.clone());
+            let task = tokio::spawn(async move {
+                axum::serve(listener, routes)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            });
+            (stop, task)
+        });
+        // Histogram samples are drained into buckets at each scrape; this
+        // bounds them when nobody scrapes.
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        });
+
+        let health = self.health.clone();
+        let (delay, grace) = (self.shutdown_delay, self.shutdown_grace);
+        let (closed, grace_starts) = oneshot::channel::<()>();
+        let stop_accepting = async move {
+            shutdown.await;
+            health.set(Phase::Draining);
+            tracing::info!(
+                delay_secs = delay.as_secs(),
+                "draining: /readyz answers 503; still accepting connections for shutdown_delay_secs"
+            );
+            tokio::time::sleep(delay).await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "no longer accepting connections; requests in flight have shutdown_grace_secs"
+            );
+            let _ = closed.send(());
+        };
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop_accepting)
+            .into_future();
+        self.health.set(Phase::Ready);
+        let result = tokio::select! {
+            result = server => result,
+            () = async {
+                match grace_starts.await {
+                    Ok(()) => tokio::time::sleep(grace).await,
+                    Err(_) => std::future::pending().await,
+                }
+            } => {
+                tracing::warn!("requests still in flight after shutdown_grace_secs; stopping anyway");
+                Ok(())
+            }
+        };
+        upkeep.abort();
+        if let Some((stop, task)) = admin {
+            let _ = stop.send(());
+            match task.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),
+                Err(e) => tracing::error!(error = %e, "the admin listener panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        result
     }
 }
 
 /// The whole HTTP surface over `registry`, without binding a port (for
 /// in-process tests through `tower::ServiceExt::oneshot`).
 pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Result<Router> {
-    let nodes = NodeLoader::new(registry.clone(), &settings.cache);
+    router_with(settings, registry, Metrics::new())
+}
+
+fn router_with(
+    settings: &Settings,
+    registry: Arc<AccountRegistry>,
+    metrics: Metrics,
+) -> anyhow::Result<Router> {
+    let nodes = NodeLoader::new(registry.clone(), &settings.cache, metrics.clone());
     let service = Arc::new(SessionService::new(
         registry,
         Arc::new(cursor_codec(settings)?),
@@ -106,6 +246,7 @@ pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Re
     let state = http::HttpState {
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
+        metrics,
     };
     Ok(http::router(state, &settings.http))
 }

@@ -50,6 +50,10 @@ pub fn schema(
         .data(service)
         .data(nodes)
         .limit_depth(http.max_query_depth)
+        // Spans: `request` (the operation) > `parse`, `validation`,
+        // `execute` > `field` for each non-leaf field (`sessions`, …), in
+        // which the upstream calls' spans nest.
+        .extension(async_graphql::extensions::Tracing)
         .extension(ErrorCodes)
         .finish()
 }

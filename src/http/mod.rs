@@ -14,21 +14,30 @@
 //!
 //! The handlers do no GraphQL work of their own beyond that negotiation: the
 //! schema executes, and error codes come from [`crate::graphql`].
+//!
+//! Every request is counted (route, method, status, duration, in flight)
+//! and traced: its `http.request` span continues the caller's trace when a
+//! W3C `traceparent` header comes with it, and is the root of the GraphQL
+//! operation's spans below.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Value, Variables};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use tower_http::trace::TraceLayer;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 mod negotiate;
 mod response_cache;
@@ -39,6 +48,7 @@ use response_cache::ResponseKey;
 
 use crate::cache::Freshness;
 use crate::graphql::GatewaySchema;
+use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::settings::HttpSettings;
 
 /// What the handlers share.
@@ -47,16 +57,75 @@ pub struct HttpState {
     pub schema: GatewaySchema,
     /// Whole responses of identical reads; `None` when turned off.
     pub responses: Option<Arc<ResponseCache>>,
+    /// The application's metrics.
+    pub metrics: Metrics,
 }
 
-/// The gateway's routes.
+/// The gateway's routes, each counted and traced (see [`track`] and
+/// [`request_span`]).
 pub fn router(state: HttpState, http: &HttpSettings) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(metrics, track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(|response: &Response, _latency: Duration, span: &Span| {
+                    span.record("http.response.status_code", response.status().as_u16());
+                }),
+        )
         .with_state(state)
+}
+
+/// The route a request matched, as a bounded label.
+fn route_of(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+}
+
+/// Counts a request: in flight while it runs, then by route, method and
+/// status, with its duration.
+async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = route_of(&request).to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let in_flight = metrics.in_flight();
+    let response = next.run(request).await;
+    drop(in_flight);
+    metrics.http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The root span of a request, a child of the caller's span when the
+/// request carries a W3C `traceparent` (read by the propagator
+/// `telemetry::init` installs; without it, a new trace).
+fn request_span(request: &Request) -> Span {
+    let route = route_of(request);
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+    });
+    // Fails only when no OpenTelemetry layer is installed: nothing to link.
+    let _ = span.set_parent(parent);
+    span
 }
 
 const APPLICATION_JSON: &str = "application/json";
@@ -309,10 +378,17 @@ async fn execute(
             parts.variables.as_ref(),
         )
     });
-    if let (Some(cache), Some(key)) = (&state.responses, &key)
-        && let Some(body) = cache.get(key).await
-    {
-        return graphql_response(StatusCode::OK, media, "HIT", body);
+    if let (Some(cache), Some(key)) = (&state.responses, &key) {
+        if let Some(body) = cache.get(key).await {
+            state.metrics.cache(CacheKind::Response, CacheEvent::Hit, 1);
+            state
+                .metrics
+                .graphql_operation("cached", std::iter::empty());
+            return graphql_response(StatusCode::OK, media, "HIT", body);
+        }
+        state
+            .metrics
+            .cache(CacheKind::Response, CacheEvent::Miss, 1);
     }
     let cacheable_operation = !is_mutation(&parts.query, parts.operation_name.as_deref());
     let (mut response, freshness) =
@@ -338,6 +414,7 @@ async fn execute(
     let request_error = response.data == Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
+    record_operation(&state.metrics, &response);
     let (status, body) = if media == MediaType::GraphQlResponse && request_error {
         // The spec's request error: no `data` entry at all.
         let mut value = serde_json::to_value(&response).unwrap_or_default();
@@ -367,6 +444,30 @@ async fn execute(
         cache.put(key, body.clone(), freshness.lifetime()).await;
     }
     graphql_response(status, media, "MISS", body)
+}
+
+/// Counts one executed operation by outcome, and its errors by code.
+fn record_operation(metrics: &Metrics, response: &async_graphql::Response) {
+    let outcome = match (response.errors.is_empty(), response.data == Value::Null) {
+        (true, _) => "ok",
+        (false, false) => "partial",
+        (false, true) => "error",
+    };
+    let codes: Vec<String> = response
+        .errors
+        .iter()
+        .map(|e| {
+            e.extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    metrics.graphql_operation(outcome, codes.iter().map(String::as_str));
 }
 
 async fn healthz() -> impl IntoResponse {
