@@ -26,6 +26,8 @@ use ssm_session_gateway::upstream::SessionSource;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod process;
+
 /// A fixed "now" for seeded data, so expected answers never drift.
 pub fn anchor() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)
@@ -96,6 +98,8 @@ pub fn single_registry(source: Arc<dyn SessionSource>) -> AccountRegistry {
 /// A gateway and the emulator behind it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener, when the settings asked for one.
+    pub admin_addr: Option<SocketAddr>,
     pub emulator: Emulator,
     pub emulator_addr: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -150,12 +154,14 @@ fn start(
     emulator_stop: oneshot::Sender<()>,
 ) -> TestApp {
     let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
+        admin_addr,
         emulator,
         emulator_addr,
         client: Client::builder(TokioExecutor::new()).build_http(),
@@ -243,22 +249,26 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> HttpAnswer {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(Full::new(body.into())).expect("request");
-        let res = self.client.request(req).await.expect("gateway answers");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let body = res.into_body().collect().await.expect("body").to_bytes();
-        HttpAnswer {
-            status,
-            headers,
-            body,
-        }
+        self.request_to(self.addr, method, path, headers, body)
+            .await
+    }
+
+    /// `GET path` on the admin listener (which the settings must have asked for).
+    pub async fn admin(&self, path: &str) -> HttpAnswer {
+        let addr = self.admin_addr.expect("spawned with admin_listen");
+        self.request_to(addr, Method::GET, path, &[], Bytes::new())
+            .await
+    }
+
+    async fn request_to(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> HttpAnswer {
+        send(&self.client, addr, method, path, headers, body.into()).await
     }
 
     /// POSTs a GraphQL request as application/json; the parsed response.
@@ -290,6 +300,38 @@ impl TestApp {
     pub fn describe_calls(&self) -> u64 {
         self.emulator.calls("DescribeSessions")
     }
+}
+
+/// One HTTP request to `addr` through `client`.
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> HttpAnswer {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Full::new(body)).expect("request");
+    let res = client.request(req).await.expect("the server answers");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A plain HTTP/1 client for [`send`].
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// The `extensions.code` of each error in a response.
