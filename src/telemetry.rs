@@ -16,7 +16,8 @@
 //! default 2048; beyond it spans are dropped) and exported from the
 //! processor's own thread, every `OTEL_BSP_SCHEDULE_DELAY` (5 s). The export
 //! itself runs on the tokio runtime ([`OtlpClient`]: the hyper client that
-//! is already in the tree, with rustls for `https://`), bounded by a timeout.
+//! is already in the tree, with rustls for `https://`), bounded by a timeout
+//! (`OTEL_EXPORTER_OTLP_TIMEOUT`, default 10 s).
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -116,7 +117,11 @@ pub fn init(log_format: LogFormat, otlp: &OtlpSettings) -> Telemetry {
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .try_init()
     };
     if installed.is_err() {
@@ -175,8 +180,17 @@ fn exporter(otlp: &OtlpSettings) -> anyhow::Result<Option<SdkTracerProvider>> {
     ))
 }
 
-/// Bound on one export request, connection included.
+/// Bound on one export request, connection included, unless
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT`
+/// (milliseconds) says otherwise.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn export_timeout() -> Duration {
+    env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT"))
+        .and_then(|ms| ms.trim().parse().ok())
+        .map_or(EXPORT_TIMEOUT, Duration::from_millis)
+}
 
 /// The OTLP exporter's HTTP client: hyper (with rustls for `https://`), run
 /// on the tokio runtime. The batch processor exports from a thread of its
@@ -186,6 +200,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct OtlpClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     runtime: tokio::runtime::Handle,
+    timeout: Duration,
     /// Whether the last export failed, so a down collector is logged once
     /// when it goes down and once when it is back, not every batch.
     failing: Arc<AtomicBool>,
@@ -204,6 +219,7 @@ impl OtlpClient {
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(https),
             runtime,
+            timeout: export_timeout(),
             failing: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -234,9 +250,10 @@ impl HttpClient for OtlpClient {
             let body = body.collect().await?.to_bytes();
             Ok::<_, HttpError>(Response::from_parts(parts, body))
         };
+        let timeout = self.timeout;
         let task = self
             .runtime
-            .spawn(async move { tokio::time::timeout(EXPORT_TIMEOUT, send).await });
+            .spawn(async move { tokio::time::timeout(timeout, send).await });
         let result = match task.await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err("the export timed out".into()),
