@@ -3,16 +3,17 @@
 //! port's limits and routes, and the public port exposes none of this.
 //!
 //! - `/livez`: 200 while the process runs.
-//! - `/readyz`: 200 while serving; 503 while starting (built, not yet
-//!   serving) and while draining (from SIGTERM on). `?verbose` adds each
+//! - `/readyz`: 200 while serving; 503 while starting (from the first
+//!   moment of `Application::build`, while credentials and clients are
+//!   built, until it serves) and while draining (from SIGTERM on). `?verbose` adds each
 //!   account's credential status and every [`StatusCheck`] (JWKS, once
 //!   JWT authentication exists), as JSON; neither changes the status code:
 //!   one account whose role cannot be assumed must not take the whole
 //!   gateway out of rotation (its sources fail alone, see `paging`).
 //! - `/metrics`: the application's metrics in the Prometheus text format.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -81,13 +82,25 @@ pub trait StatusCheck: Send + Sync {
     fn status(&self) -> serde_json::Value;
 }
 
-/// What the admin routes read.
-#[derive(Clone)]
+/// What the admin routes read. The listener serves from the start of
+/// `Application::build`, before the registry exists: it is filled in once
+/// built, and so are the status checks added later.
+#[derive(Clone, Default)]
 pub struct AdminState {
     pub health: Arc<Health>,
     pub metrics: Metrics,
-    pub registry: Arc<AccountRegistry>,
-    pub checks: Vec<Arc<dyn StatusCheck>>,
+    pub registry: Arc<OnceLock<Arc<AccountRegistry>>>,
+    pub checks: Arc<RwLock<Vec<Arc<dyn StatusCheck>>>>,
+}
+
+impl AdminState {
+    /// Adds a check to `/readyz?verbose`.
+    pub fn add_check(&self, check: Arc<dyn StatusCheck>) {
+        self.checks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(check);
+    }
 }
 
 /// The admin routes.
@@ -120,7 +133,9 @@ async fn readyz(State(state): State<AdminState>, Query(params): Query<ReadyParam
     }
     let accounts: Vec<serde_json::Value> = state
         .registry
-        .credential_report()
+        .get()
+        .map(|r| r.credential_report())
+        .unwrap_or_default()
         .into_iter()
         .map(|(account, credentials)| {
             let (credentials, at, error) = match credentials {
@@ -139,6 +154,8 @@ async fn readyz(State(state): State<AdminState>, Query(params): Query<ReadyParam
         .collect();
     let checks: serde_json::Map<String, serde_json::Value> = state
         .checks
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .map(|c| (c.name().to_owned(), c.status()))
         .collect();

@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::accounts::AccountRegistry;
-use crate::admin::{self, AdminState, Health, Phase, StatusCheck};
+use crate::admin::{self, AdminState, Phase, StatusCheck};
 use crate::cursor::{CursorCodec, MIN_KEY_LEN};
 use crate::graphql;
 use crate::http::{self, ResponseCache};
@@ -53,30 +53,70 @@ pub enum BaseCredentials {
     Static(Credentials),
 }
 
-/// A gateway bound to its ports, not yet serving.
+/// A gateway bound to its ports, not yet serving (its admin listener, if
+/// any, already answers: `/readyz` says `starting`).
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    /// The admin listener, when `admin_listen` is set.
-    admin: Option<TcpListener>,
+    /// The admin listener's server, when `admin_listen` is set.
+    admin: Option<AdminServer>,
     admin_state: AdminState,
-    health: Arc<Health>,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
+}
+
+/// The admin listener, serving in a task of its own until told to stop
+/// (or until the [`Application`] is dropped).
+struct AdminServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    async fn start(addr: SocketAddr, state: AdminState) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (admin_listen)"))?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, admin::router(state))
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Self { addr, stop, task })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),
+            Err(e) => tracing::error!(error = %e, "the admin listener panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
 }
 
 impl Application {
     /// Builds the whole gateway from `settings` and binds `settings.listen`
     /// and `settings.admin_listen` (port 0 picks a free port; see
-    /// [`Application::local_addr`] and [`Application::admin_addr`]).
+    /// [`Application::local_addr`] and [`Application::admin_addr`]). The
+    /// admin listener is bound first and answers while the rest is built.
     pub async fn build(settings: &Settings, credentials: BaseCredentials) -> anyhow::Result<Self> {
         let base = match credentials {
             BaseCredentials::DefaultChain => None,
             BaseCredentials::Static(credentials) => Some(credentials),
         };
-        let metrics = Metrics::new();
-        let registry = AccountRegistry::build(settings, base, &metrics).await?;
-        Self::assemble(settings, Arc::new(registry), metrics).await
+        let state = AdminState::default();
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(AdminServer::start(addr, state.clone()).await?),
+            None => None,
+        };
+        let registry = AccountRegistry::build(settings, base, &state.metrics).await?;
+        Self::assemble(settings, Arc::new(registry), state, admin).await
     }
 
     /// [`Application::build`] over a registry made elsewhere: sources
@@ -86,38 +126,30 @@ impl Application {
         settings: &Settings,
         registry: Arc<AccountRegistry>,
     ) -> anyhow::Result<Self> {
-        Self::assemble(settings, registry, Metrics::new()).await
+        let state = AdminState::default();
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(AdminServer::start(addr, state.clone()).await?),
+            None => None,
+        };
+        Self::assemble(settings, registry, state, admin).await
     }
 
     async fn assemble(
         settings: &Settings,
         registry: Arc<AccountRegistry>,
-        metrics: Metrics,
+        admin_state: AdminState,
+        admin: Option<AdminServer>,
     ) -> anyhow::Result<Self> {
-        let router = router_with(settings, registry.clone(), metrics.clone())?;
+        let router = router_with(settings, registry.clone(), admin_state.metrics.clone())?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let admin = match settings.admin_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (admin_listen)"))?,
-            ),
-            None => None,
-        };
-        let health = Arc::new(Health::default());
+        let _ = admin_state.registry.set(registry);
         Ok(Self {
             listener,
             router,
             admin,
-            admin_state: AdminState {
-                health: health.clone(),
-                metrics,
-                registry,
-                checks: Vec::new(),
-            },
-            health,
+            admin_state,
             shutdown_delay: Duration::from_secs(settings.shutdown_delay_secs),
             shutdown_grace: Duration::from_secs(settings.shutdown_grace_secs),
         })
@@ -125,8 +157,8 @@ impl Application {
 
     /// Adds a dependency's status to `/readyz?verbose` (the JWKS fetcher's,
     /// once JWT authentication exists).
-    pub fn with_status_check(mut self, check: Arc<dyn StatusCheck>) -> Self {
-        self.admin_state.checks.push(check);
+    pub fn with_status_check(self, check: Arc<dyn StatusCheck>) -> Self {
+        self.admin_state.add_check(check);
         self
     }
 
@@ -146,7 +178,7 @@ impl Application {
 
     /// The admin listener's address, when there is one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     /// Serves until `shutdown` resolves, then drains as the module doc says:
@@ -157,18 +189,6 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let metrics = self.admin_state.metrics.clone();
-        let admin = self.admin.map(|listener| {
-            let (stop, stopped) = oneshot::channel::<()>();
-            let routes = admin::router(self.admin_state.clone());
-            let task = tokio::spawn(async move {
-                axum::serve(listener, routes)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            });
-            (stop, task)
-        });
         // Histogram samples are drained into buckets at each scrape; this
         // bounds them when nobody scrapes.
         let upkeep = tokio::spawn(async move {
@@ -179,7 +199,7 @@ impl Application {
             }
         });
 
-        let health = self.health.clone();
+        let health = self.admin_state.health.clone();
         let (delay, grace) = (self.shutdown_delay, self.shutdown_grace);
         let (closed, grace_starts) = oneshot::channel::<()>();
         let stop_accepting = async move {
@@ -199,7 +219,7 @@ impl Application {
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(stop_accepting)
             .into_future();
-        self.health.set(Phase::Ready);
+        self.admin_state.health.set(Phase::Ready);
         let result = tokio::select! {
             result = server => result,
             () = async {
@@ -213,13 +233,8 @@ impl Application {
             }
         };
         upkeep.abort();
-        if let Some((stop, task)) = admin {
-            let _ = stop.send(());
-            match task.await {
-                Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),
-                Err(e) => tracing::error!(error = %e, "the admin listener panicked"),
-                Ok(Ok(())) => {}
-            }
+        if let Some(admin) = self.admin {
+            admin.stop().await;
         }
         result
     }

@@ -24,8 +24,18 @@ async fn sigterm_drains_readiness_first_then_finishes_requests_in_flight() {
     );
     let admin = demo.admin_addr.expect("admin address printed");
     let http = client();
-    let ready = send(&http, admin, Method::GET, "/readyz", &[], Bytes::new()).await;
-    assert_eq!(ready.status, 200, "ready before SIGTERM");
+    // The admin port answers from the start of the build: `starting` (503)
+    // until the gateway serves, then 200.
+    let waiting = Instant::now();
+    loop {
+        let ready = send(&http, admin, Method::GET, "/readyz", &[], Bytes::new()).await;
+        if ready.status == 200 {
+            break;
+        }
+        assert_eq!(&ready.body[..], b"starting\n");
+        assert!(waiting.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A query that takes about 1.5 s upstream.
     let query = json!({
