@@ -426,19 +426,40 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_make_one_call() {
-        let cache = Arc::new(PageCache::new(&settings(), Metrics::new()));
+        let metrics = Metrics::new();
+        let cache = Arc::new(PageCache::new(&settings(), metrics.clone()));
         let inner = Counting::new("a");
         let source = Arc::new(cached("111111111111", &inner, &cache));
         let req = request(SessionState::History);
-        let calls = (0..200).map(|_| {
-            let source = source.clone();
-            let req = req.clone();
-            tokio::spawn(async move { source.describe_sessions(&req).await })
-        });
+        // Collected first: a lazy `map` would spawn each call only after
+        // the previous one was awaited, and nothing would be concurrent.
+        let calls: Vec<_> = (0..200)
+            .map(|_| {
+                let source = source.clone();
+                let req = req.clone();
+                tokio::spawn(async move { source.describe_sessions(&req).await })
+            })
+            .collect();
         for call in calls {
             assert!(call.await.unwrap().is_ok());
         }
         assert_eq!(inner.calls(), 1);
+        // One caller went upstream; the others joined its call (or, if they
+        // came after it ended, hit its page).
+        let count = |event: &str| {
+            let line = format!("gateway_cache_events_total{{layer=\"page\",event=\"{event}\"}} ");
+            metrics
+                .render()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(line.as_str())
+                        .map(|v| v.parse::<u64>().unwrap())
+                })
+                .unwrap_or(0)
+        };
+        assert_eq!(count("miss"), 1);
+        assert_eq!(count("join") + count("hit"), 199);
+        assert!(count("join") > 0);
     }
 
     #[tokio::test]
