@@ -35,6 +35,7 @@ use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::AccountRegistry;
+use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::model::{InstanceId, ManagedNode, SourceKey};
 use crate::settings::{CacheLayer, CacheSettings};
 use crate::shared::{Shared, decode, encode, now_ms};
@@ -92,6 +93,8 @@ pub struct NodeLoader {
     cache: Option<Cache<NodeKey, Entry>>,
     /// The second level (`[redis]`); only with a first level.
     shared: Option<Shared>,
+    /// Batch sizes and node-cache hits and misses.
+    metrics: Metrics,
 }
 
 impl NodeLoader {
@@ -101,7 +104,7 @@ impl NodeLoader {
     }
 
     /// A loader over `registry`'s node sources, caching per `settings`.
-    pub fn new(registry: Arc<AccountRegistry>, settings: &CacheSettings) -> Self {
+    pub fn new(registry: Arc<AccountRegistry>, settings: &CacheSettings, metrics: Metrics) -> Self {
         let cache = (settings.node_ttl_secs > 0).then(|| {
             Cache::builder()
                 .expire_after(UntilDeadline)
@@ -115,6 +118,7 @@ impl NodeLoader {
             ttl: Duration::from_secs(settings.node_ttl_secs),
             cache,
             shared,
+            metrics,
         }
     }
 
@@ -159,6 +163,14 @@ impl NodeLoader {
                 _ => rest.push(id),
             }
         }
+        let misses = rest.len() as u64;
+        self.metrics
+            .cache(CacheKind::NodeRedis, CacheEvent::Miss, misses);
+        self.metrics.cache(
+            CacheKind::NodeRedis,
+            CacheEvent::Hit,
+            keys.len() as u64 - misses,
+        );
         rest
     }
 
@@ -277,11 +289,16 @@ impl Loader<NodeKey> for NodeLoader {
                 }
             }
         }
-        tracing::debug!(
-            hits = keys.len() - missing.values().map(BTreeSet::len).sum::<usize>(),
-            sources = missing.len(),
-            "node cache"
-        );
+        let misses = missing.values().map(BTreeSet::len).sum::<usize>();
+        let hits = keys.len() - misses;
+        self.metrics.dataloader_batch(keys.len());
+        if self.cache.is_some() {
+            self.metrics
+                .cache(CacheKind::Node, CacheEvent::Hit, hits as u64);
+            self.metrics
+                .cache(CacheKind::Node, CacheEvent::Miss, misses as u64);
+        }
+        tracing::debug!(hits, sources = missing.len(), "node cache");
         let mut still = BTreeMap::new();
         for (source, ids) in missing {
             let rest = self
@@ -436,7 +453,7 @@ mod tests {
             node_ttl_secs: ttl_secs,
             ..CacheSettings::default()
         };
-        NodeLoader::new(Arc::new(registry), &settings)
+        NodeLoader::new(Arc::new(registry), &settings, Metrics::new())
     }
 
     fn name(answers: &HashMap<NodeKey, NodeLookup>, key: &NodeKey) -> Option<String> {

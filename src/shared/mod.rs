@@ -40,6 +40,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
+use crate::instruments::Metrics;
 use crate::model::SourceKey;
 use crate::settings::RedisSettings;
 
@@ -116,8 +117,8 @@ impl Shared {
     /// Connects to the Redis `settings` names (lazily: a Redis that is down
     /// at start-up is retried in the background, and the replica runs on
     /// its own meanwhile).
-    pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Self> {
-        let store = RedisStore::connect(settings).await?;
+    pub async fn connect(settings: &RedisSettings, metrics: &Metrics) -> anyhow::Result<Self> {
+        let store = RedisStore::connect_observed(settings, Some(metrics.clone())).await?;
         Ok(Self::new(Arc::new(store), settings))
     }
 

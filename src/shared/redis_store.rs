@@ -22,6 +22,7 @@ use redis::{AsyncCommands as _, RedisError, Script};
 use tokio::sync::broadcast;
 
 use super::{Message, Store, StoreState, Unavailable};
+use crate::instruments::Metrics;
 use crate::settings::RedisSettings;
 
 /// Messages a slow consumer may fall behind before it misses some.
@@ -81,6 +82,8 @@ struct Inner {
     lease: Script,
     release: Script,
     gcra: Script,
+    /// `gateway_redis_up` and `gateway_redis_fallbacks_total`.
+    metrics: Option<Metrics>,
 }
 
 /// The Redis-backed [`Store`].
@@ -93,6 +96,15 @@ impl RedisStore {
     /// A store over the Redis `settings` names. Fails only on a URL the
     /// client refuses; an unreachable Redis starts the store `Down`.
     pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Self> {
+        Self::connect_observed(settings, None).await
+    }
+
+    /// [`RedisStore::connect`], recording its state and fallbacks in
+    /// `metrics`.
+    pub async fn connect_observed(
+        settings: &RedisSettings,
+        metrics: Option<Metrics>,
+    ) -> anyhow::Result<Self> {
         let client = redis::Client::open(settings.url.expose().as_str())
             .context("redis.url cannot be used")?;
         let timeout = Duration::from_millis(settings.command_timeout_ms);
@@ -115,16 +127,19 @@ impl RedisStore {
             lease: Script::new(LEASE),
             release: Script::new(RELEASE),
             gcra: Script::new(GCRA),
+            metrics,
         });
         let first = ping(&inner, connect_timeout).await;
         match first {
             Ok(()) => {
                 inner.up.store(true, Ordering::SeqCst);
+                inner.observe_up(true);
                 tracing::info!(
                     "redis reachable: caches, single-flight, limits and pollers are shared"
                 );
             }
             Err(e) => {
+                inner.observe_up(false);
                 tracing::warn!(error = %e, "redis unreachable at start-up: running on this replica's own caches and limits until it answers");
             }
         }
@@ -148,6 +163,7 @@ impl RedisStore {
     {
         let inner = &self.inner;
         if !inner.up.load(Ordering::SeqCst) {
+            inner.fallback("down");
             return Err(Unavailable);
         }
         match tokio::time::timeout(inner.timeout, command).await {
@@ -161,13 +177,16 @@ impl RedisStore {
                 // Redis answered, with an error: our bug (a script, a
                 // type), not an outage. Do without for this call.
                 tracing::warn!(error = %e, "redis refused a command");
+                inner.fallback("error");
                 Err(Unavailable)
             }
             Ok(Err(e)) => {
+                inner.fallback("error");
                 mark_down(inner, &e.to_string());
                 Err(Unavailable)
             }
             Err(_) => {
+                inner.fallback("timeout");
                 mark_down(inner, "command timed out");
                 Err(Unavailable)
             }
@@ -175,8 +194,23 @@ impl RedisStore {
     }
 }
 
+impl Inner {
+    fn observe_up(&self, up: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.redis_up(up);
+        }
+    }
+
+    fn fallback(&self, reason: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.redis_fallback(reason);
+        }
+    }
+}
+
 fn mark_down(inner: &Inner, why: &str) {
     if inner.up.swap(false, Ordering::SeqCst) {
+        inner.observe_up(false);
         tracing::warn!(
             error = why,
             "redis unreachable: falling back to this replica's own caches, limits and pollers"
@@ -234,6 +268,7 @@ async fn probe(inner: Weak<Inner>, max_backoff: Duration) {
             let timeout = strong.timeout.max(Duration::from_millis(500));
             if ping(&strong, timeout).await.is_ok() {
                 if !strong.up.swap(true, Ordering::SeqCst) {
+                    strong.observe_up(true);
                     tracing::info!("redis reachable again: sharing resumes");
                 }
                 break;

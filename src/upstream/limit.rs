@@ -31,6 +31,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use crate::instruments::{Metrics, SourceLabels};
 use crate::model::SourceKey;
 use crate::shared::Shared;
 
@@ -42,6 +43,8 @@ pub struct UpstreamLimiter {
     per_second: u32,
     /// The bucket shared by the replicas, and its key.
     shared: Option<(Shared, String)>,
+    /// Where each acquisition is counted (`gateway_upstream_limiter_total`).
+    metrics: Option<(Metrics, SourceLabels)>,
 }
 
 impl fmt::Debug for UpstreamLimiter {
@@ -61,6 +64,25 @@ pub struct LocalThrottle {
 
 impl UpstreamLimiter {
     pub fn new(per_second: u32, max_wait: Duration) -> Arc<Self> {
+        Self::build(per_second, max_wait, None)
+    }
+
+    /// [`UpstreamLimiter::new`], counting each acquisition (immediate,
+    /// after a wait, or refused) for `source` in `metrics`.
+    pub fn observed(
+        per_second: u32,
+        max_wait: Duration,
+        metrics: Metrics,
+        source: SourceLabels,
+    ) -> Arc<Self> {
+        Self::build(per_second, max_wait, Some((metrics, source)))
+    }
+
+    fn build(
+        per_second: u32,
+        max_wait: Duration,
+        metrics: Option<(Metrics, SourceLabels)>,
+    ) -> Arc<Self> {
         let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         let clock = DefaultClock::default();
         Arc::new(Self {
@@ -69,37 +91,48 @@ impl UpstreamLimiter {
             max_wait,
             per_second: rate.get(),
             shared: None,
+            metrics,
         })
     }
 
-    /// [`UpstreamLimiter::new`], with the bucket of `source` shared by
-    /// every replica through `shared` (when given).
-    pub fn shared(
-        per_second: u32,
-        max_wait: Duration,
+    /// This limiter, with the bucket of `source` shared by every replica
+    /// through `shared` (when given; `self` must not be shared yet).
+    pub fn shared_by(
+        mut self: Arc<Self>,
         shared: Option<&Shared>,
         source: &SourceKey,
     ) -> Arc<Self> {
-        let mut limiter = Self::new(per_second, max_wait);
-        if let (Some(shared), Some(this)) = (shared, Arc::get_mut(&mut limiter)) {
+        if let (Some(shared), Some(this)) = (shared, Arc::get_mut(&mut self)) {
             this.shared = Some((shared.clone(), shared.source_key("rate", source, "")));
         }
-        limiter
+        self
+    }
+
+    fn count(&self, outcome: &'static str) {
+        if let Some((metrics, source)) = &self.metrics {
+            metrics.upstream_limiter(source, outcome);
+        }
     }
 
     /// Waits for this source's turn; fails when that would take longer than
     /// the allowed wait (counted from the first try).
     pub async fn acquire(&self) -> Result<(), LocalThrottle> {
         let started = Instant::now();
+        let mut waits = false;
         if let Some((shared, key)) = &self.shared {
             loop {
                 match shared.store().rate(key, self.per_second).await {
-                    Ok(None) => return Ok(()),
+                    Ok(None) => {
+                        self.count(if waits { "waited" } else { "immediate" });
+                        return Ok(());
+                    }
                     Ok(Some(wait)) => {
                         let waited = started.elapsed();
                         if waited + wait > self.max_wait {
+                            self.count("refused");
                             return Err(LocalThrottle { waited });
                         }
+                        waits = true;
                         tokio::time::sleep(wait).await;
                     }
                     // Redis unavailable: this replica's own bucket.
@@ -109,13 +142,18 @@ impl UpstreamLimiter {
         }
         loop {
             match self.bucket.check() {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.count(if waits { "waited" } else { "immediate" });
+                    return Ok(());
+                }
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(self.clock.now());
                     let waited = started.elapsed();
                     if waited + wait > self.max_wait {
+                        self.count("refused");
                         return Err(LocalThrottle { waited });
                     }
+                    waits = true;
                     tokio::time::sleep(wait).await;
                 }
             }

@@ -318,6 +318,7 @@ async fn load_through(fault: Fault) {
             if let Some(redis) = &mut s.redis {
                 redis.command_timeout_ms = 200;
             }
+            s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         }),
     )
     .await;
@@ -365,6 +366,15 @@ async fn load_through(fault: Fault) {
         "{fault:?}: {slowest:?}"
     );
 
+    // The outage is on /metrics: Redis operations done without.
+    let metrics = String::from_utf8(apps[0].admin("/metrics").await.body.to_vec()).unwrap();
+    let fallbacks: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("gateway_redis_fallbacks_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(fallbacks > 0.0, "{fault:?}: {metrics}");
+
     // Back: once every replica has reconnected (each on its own probe;
     // a replica may also time out once more while Redis works off what
     // queued up), cold queries spread over the three cost one call per
@@ -381,6 +391,13 @@ async fn load_through(fault: Fault) {
         let calls = apps[0].describe_calls() - before;
         tries.push(calls);
         if calls == 120_u64.div_ceil(page_size) {
+            for app in &apps {
+                let metrics = String::from_utf8(app.admin("/metrics").await.body.to_vec()).unwrap();
+                assert!(
+                    metrics.lines().any(|l| l == "gateway_redis_up 1"),
+                    "{metrics}"
+                );
+            }
             return;
         }
     }
