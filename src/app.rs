@@ -166,6 +166,9 @@ impl Application {
         if let Some(jwt) = auth.jwt() {
             admin_state.add_check(Arc::new(JwksCheck(jwt.clone())));
         }
+        if let Some(shared) = registry.shared() {
+            admin_state.add_check(Arc::new(RedisCheck(shared.clone())));
+        }
         let (router, sockets) = assemble(
             settings,
             registry.clone(),
@@ -312,6 +315,21 @@ fn authenticator(settings: &Settings) -> Result<Arc<Authenticator>, AuthSetupErr
     Authenticator::from_settings(settings)
         .map(Arc::new)
         .map_err(AuthSetupError)
+}
+
+/// Redis's state, for `/readyz?verbose`. Never a reason to be unready:
+/// without Redis the replica serves on its own.
+struct RedisCheck(Shared);
+
+impl StatusCheck for RedisCheck {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let up = self.0.store().state() == crate::shared::StoreState::Up;
+        serde_json::json!({ "ok": up, "state": if up { "up" } else { "down" } })
+    }
 }
 
 /// The JWKS fetcher's state, for `/readyz?verbose`.

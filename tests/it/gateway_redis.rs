@@ -397,6 +397,9 @@ async fn load_through(fault: Fault) {
                     metrics.lines().any(|l| l == "gateway_redis_up 1"),
                     "{metrics}"
                 );
+                let ready = app.admin("/readyz?verbose").await;
+                assert_eq!(ready.status, 200);
+                assert_eq!(ready.json()["checks"]["redis"]["state"], "up");
             }
             return;
         }
