@@ -25,7 +25,7 @@ BENCH_OUT="$SECTION" cargo test --locked --test it bench_replicas -- --ignored -
 {
   echo "## Several replicas (bench/replicas.sh)"
   echo
-  echo "Run on $(nproc) cores, $(date -u +%Y-%m-%d), $(redis-server --version | cut -d' ' -f3), test binary in the dev profile (dependencies at opt-level 1, the gateway unoptimised: latencies are upper bounds)."
+  echo "Run on $(nproc) cores, $(date -u +%Y-%m-%d), $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/Redis \1/p'), test binary in the dev profile (dependencies at opt-level 1, the gateway unoptimised: latencies are upper bounds; the machine is shared with other builds, so compare the rows of one run, not runs)."
   echo
   cat "$SECTION"
 } >"$SECTION.md"
