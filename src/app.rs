@@ -52,6 +52,8 @@ pub struct Application {
     sockets: Sockets,
     /// How long they get to close.
     shutdown_grace: std::time::Duration,
+    /// How long a client may take to send a request's head.
+    header_read_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -86,6 +88,9 @@ impl Application {
             _auth_tasks: auth_tasks,
             sockets,
             shutdown_grace: std::time::Duration::from_millis(settings.live.shutdown_grace_ms),
+            header_read_timeout: std::time::Duration::from_secs(
+                settings.http.header_read_timeout_secs,
+            ),
         })
     }
 
@@ -122,12 +127,16 @@ impl Application {
                 );
             }
         });
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
+        let served = http::serve(
+            self.listener,
+            self.router,
+            self.header_read_timeout,
+            async move {
                 shutdown.await;
                 let _ = stopping.send(());
-            })
-            .await;
+            },
+        )
+        .await;
         let _ = closer.await;
         served
     }
@@ -192,6 +201,7 @@ fn assemble(
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
         limits: http::RequestLimits::new(&settings.http, &settings.limits),
+        rates: Arc::new(http::CallerLimits::new(&settings.rate_limits)),
         auth,
         graphiql: Arc::new(Graphiql::new(
             http::GRAPHQL_PATH,

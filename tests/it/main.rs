@@ -16,6 +16,7 @@ mod gateway_http;
 mod gateway_live;
 mod gateway_nodes;
 mod gateway_paging;
+mod gateway_rate;
 mod graphiql;
 mod schema_contract;
 mod settings_file;
