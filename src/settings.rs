@@ -1415,15 +1415,29 @@ mod tests {
             ["https://console.example.com"]
         );
         assert!(settings.http.introspection);
+        assert_eq!(
+            settings.rate_limits.principals["api_key:dashboard"],
+            PrincipalRate {
+                requests_per_second: 50,
+                burst: 100
+            }
+        );
         // The commented-out keys are valid too, once uncommented.
         let uncommented = text
             .replace("allow_anonymous = false", "allow_anonymous = true")
             .replace("# anonymous_grants", "anonymous_grants")
-            .replace("# api_keys_file", "api_keys_file");
+            .replace("# api_keys_file", "api_keys_file")
+            .replace("# \"jwt:ci-bot", "\"jwt:ci-bot")
+            .replace("# header_read_timeout_secs", "header_read_timeout_secs")
+            .replace("# enabled = true", "enabled = true")
+            .replace("# requests_per_second = 20", "requests_per_second = 20")
+            .replace("# burst = 40", "burst = 40");
         let settings =
             Settings::from_sources(None, &uncommented, NO_ENV).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(settings.auth.anonymous_grants.len(), 1);
         assert!(settings.auth.api_keys_file.is_some());
+        assert_eq!(settings.rate_limits.principals.len(), 2);
+        assert_eq!(settings.http.header_read_timeout_secs, 10);
         // The commented-out profile account is valid too, once uncommented.
         let uncommented = text.replace("# [[accounts]]", "[[accounts]]").replace(
             "# id = \"444444444444\"\n# alias = \"sandbox\"\n# profile = \"sandbox-readonly\"\n# regions",
