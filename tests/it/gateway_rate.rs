@@ -74,6 +74,7 @@ async fn a_flood_from_one_key_gets_429_while_another_caller_is_served() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let served = statuses.iter().filter(|s| **s == 200).count();
+    eprintln!("12 requests from one key in {elapsed:.2} s at 1/s, burst 5: {statuses:?}");
     // The burst, plus what one a second refilled meanwhile.
     assert!(
         (5..=5 + 1 + elapsed as usize).contains(&served),
@@ -311,6 +312,10 @@ async fn a_client_that_stalls_in_its_headers_is_cut_off_and_others_are_served() 
         answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
         "{answer:?}"
     );
+    eprintln!(
+        "half a request line, then nothing: {:?}",
+        answer.lines().next().unwrap_or("closed without an answer")
+    );
     assert!(read_until_closed(&mut silent, within).await.is_some());
     let answer = read_until_closed(&mut keep_alive, within)
         .await
@@ -320,6 +325,7 @@ async fn a_client_that_stalls_in_its_headers_is_cut_off_and_others_are_served() 
         "the first request was served, the stalled one not: {answer:?}"
     );
     let elapsed = started.elapsed();
+    eprintln!("header read timeout 1 s: the three stalled connections closed within {elapsed:?}");
     assert!(
         elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(4),
         "{elapsed:?}"
