@@ -75,6 +75,10 @@ pub fn schema(
         .limit_complexity(limits.max_complexity as usize)
         .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
         .limit_directives(MAX_DIRECTIVES_PER_FIELD)
+        // Spans: `request` (the operation) > `parse`, `validation`,
+        // `execute` > `field` for each non-leaf field (`sessions`, …), in
+        // which the upstream calls' spans nest.
+        .extension(async_graphql::extensions::Tracing)
         .extension(CostGuard(Arc::new(cost)))
         .extension(ErrorCodes);
     if http.introspection {

@@ -41,6 +41,11 @@
 //!
 //! The handlers do no GraphQL work of their own beyond that negotiation: the
 //! schema executes, and error codes come from [`crate::graphql`].
+//!
+//! Every request is counted (route, method, status, duration, in flight)
+//! and traced: its `http.request` span continues the caller's trace when a
+//! W3C `traceparent` header comes with it, and is the root of the GraphQL
+//! operation's spans below.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,8 +57,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -61,6 +67,8 @@ use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 mod negotiate;
 mod rate;
@@ -81,6 +89,7 @@ use crate::cache::Freshness;
 use crate::error::code;
 use crate::graphiql::{self, Graphiql};
 use crate::graphql::GatewaySchema;
+use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::paging::RequestBudget;
 use crate::sessions::Caller;
 use crate::settings::{HttpSettings, Limits, LiveSettings};
@@ -105,6 +114,8 @@ pub struct HttpState {
     pub limits: RequestLimits,
     /// Requests per caller (`[rate_limits]`), HTTP and WebSocket alike.
     pub rates: Arc<CallerLimits>,
+    /// The application's metrics.
+    pub metrics: Metrics,
 }
 
 /// The bounds every GraphQL request runs within.
@@ -132,8 +143,10 @@ impl RequestLimits {
 /// Where GraphQL is served (and GraphiQL, for a browser).
 pub const GRAPHQL_PATH: &str = "/graphql";
 
-/// The gateway's routes.
+/// The gateway's routes, each counted and traced (see [`track`] and
+/// [`request_span`]).
 pub fn router(state: HttpState, http: &HttpSettings) -> Router {
+    let metrics = state.metrics.clone();
     let router = Router::new()
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
@@ -144,7 +157,14 @@ pub fn router(state: HttpState, http: &HttpSettings) -> Router {
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             http.body_read_timeout_secs,
         )))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(metrics, track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(|response: &Response, _latency: Duration, span: &Span| {
+                    span.record("http.response.status_code", response.status().as_u16());
+                }),
+        )
         .with_state(state);
     match cors(&http.cors_allowed_origins) {
         // Outermost: a preflight is answered before any route or handler.
@@ -251,6 +271,54 @@ fn unauthenticated(e: &AuthError) -> Response {
         HeaderValue::from_static(challenge),
     );
     response
+}
+
+/// The route a request matched, as a bounded label.
+fn route_of(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+}
+
+/// Counts a request: in flight while it runs, then by route, method and
+/// status, with its duration.
+async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = route_of(&request).to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let in_flight = metrics.in_flight();
+    let response = next.run(request).await;
+    drop(in_flight);
+    metrics.http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The root span of a request, a child of the caller's span when the
+/// request carries a W3C `traceparent` (read by the propagator
+/// `telemetry::init` installs; without it, a new trace).
+fn request_span(request: &Request) -> Span {
+    let route = route_of(request);
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+    });
+    // Fails only when no OpenTelemetry layer is installed: nothing to link.
+    let _ = span.set_parent(parent);
+    span
 }
 
 const APPLICATION_JSON: &str = "application/json";
@@ -526,11 +594,18 @@ async fn execute(
             parts.variables.as_ref(),
         )
     });
-    if let (Some(cache), Some(key)) = (&state.responses, &key)
-        && let Some(body) = cache.get(key).await
-    {
-        audit(&caller, operation.as_deref(), "cache_hit", 200, started);
-        return graphql_response(StatusCode::OK, media, "HIT", body);
+    if let (Some(cache), Some(key)) = (&state.responses, &key) {
+        if let Some(body) = cache.get(key).await {
+            state.metrics.cache(CacheKind::Response, CacheEvent::Hit, 1);
+            state
+                .metrics
+                .graphql_operation("cached", std::iter::empty());
+            audit(&caller, operation.as_deref(), "cache_hit", 200, started);
+            return graphql_response(StatusCode::OK, media, "HIT", body);
+        }
+        state
+            .metrics
+            .cache(CacheKind::Response, CacheEvent::Miss, 1);
     }
     // Beyond the in-flight cap, refuse at once: queueing would only make
     // every caller wait longer.
@@ -589,6 +664,7 @@ async fn execute(
     let request_error = response.data == Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
+    record_operation(&state.metrics, &response);
     let (status, body) = if media == MediaType::GraphQlResponse && request_error {
         // The spec's request error: no `data` entry at all.
         let mut value = serde_json::to_value(&response).unwrap_or_default();
@@ -643,6 +719,23 @@ async fn execute(
         cache.put(key, body.clone(), freshness.lifetime()).await;
     }
     graphql_response(status, media, "MISS", body)
+}
+
+/// Counts one executed operation by outcome, and its errors by code.
+fn record_operation(metrics: &Metrics, response: &async_graphql::Response) {
+    let outcome = match (response.errors.is_empty(), response.data == Value::Null) {
+        (true, _) => "ok",
+        (false, false) => "partial",
+        (false, true) => "error",
+    };
+    let codes =
+        response.errors.iter().map(
+            |e| match e.extensions.as_ref().and_then(|x| x.get("code")) {
+                Some(Value::String(s)) => code::bounded(s),
+                _ => code::bounded(""),
+            },
+        );
+    metrics.graphql_operation(outcome, codes);
 }
 
 async fn healthz() -> impl IntoResponse {
