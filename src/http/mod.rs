@@ -89,7 +89,7 @@ use crate::cache::Freshness;
 use crate::error::code;
 use crate::graphiql::{self, Graphiql};
 use crate::graphql::GatewaySchema;
-use crate::instruments::{CacheEvent, CacheKind, Metrics};
+use crate::instruments::{CacheEvent, CacheKind, Metrics, Transport};
 use crate::paging::RequestBudget;
 use crate::sessions::Caller;
 use crate::settings::{HttpSettings, Limits, LiveSettings};
@@ -235,6 +235,7 @@ fn admit(state: &HttpState, principal: &Principal, started: Instant) -> Result<(
                 duration_ms = started.elapsed().as_millis() as u64,
                 "request refused"
             );
+            state.metrics.rate_limited(Transport::Http);
             rate_limited(limited)
         })
 }

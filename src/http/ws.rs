@@ -48,6 +48,7 @@ use tokio_util::task::TaskTracker;
 use super::HttpState;
 use crate::error::code;
 use crate::graphql::SubscriptionSlots;
+use crate::instruments::Transport;
 use crate::sessions::Caller;
 
 /// The subprotocols spoken, in order of preference.
@@ -356,6 +357,7 @@ fn over_rate(
     }
     let limited = state.rates.check(&caller.principal.to_string()).err()?;
     let secs = limited.retry_after_secs();
+    state.metrics.rate_limited(Transport::WebSocket);
     tracing::info!(
         target: "audit",
         principal = %caller.principal,

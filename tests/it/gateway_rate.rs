@@ -31,9 +31,24 @@ fn config() -> EmulatorConfig {
     config
 }
 
-/// The demo's three accounts and both its keys, with `rate_limits`.
+/// The demo's three accounts and both its keys, with `rate_limits`, and
+/// the admin listener (for `/metrics`).
 async fn spawn_limited(rate_limits: RateLimitSettings) -> TestApp {
-    spawn_multi_with(config(), move |s| s.rate_limits = rate_limits).await
+    spawn_multi_with(config(), move |s| {
+        s.rate_limits = rate_limits;
+        s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await
+}
+
+/// `gateway_rate_limited_total{transport}` on the admin listener's `/metrics`.
+async fn refusals_counted(app: &TestApp, transport: &str) -> u64 {
+    let answer = app.admin("/metrics").await;
+    let text = String::from_utf8_lossy(&answer.body);
+    let series = format!("gateway_rate_limited_total{{transport=\"{transport}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
 }
 
 fn retry_after(answer: &HttpAnswer) -> Option<u64> {
@@ -131,6 +146,11 @@ async fn a_flood_from_one_key_gets_429_while_another_caller_is_served() {
         )
         .await;
     assert_rate_limited(&answer);
+
+    // Every refusal is counted, by transport only (never by caller).
+    let refused = statuses.iter().filter(|s| **s == 429).count() as u64 + 3;
+    assert_eq!(refusals_counted(&app, "http").await, refused);
+    assert_eq!(refusals_counted(&app, "websocket").await, 0);
 
     // Unauthenticated requests are refused by auth first (401, not 429).
     let stranger = app.graphql_as(Some("Bearer nope"), CHEAP, json!({})).await;
@@ -260,6 +280,8 @@ async fn a_subscription_over_the_rate_gets_an_error_and_the_socket_stays_open() 
         refused["payload"]["extensions"]["code"], "RATE_LIMITED",
         "{refused}"
     );
+    assert_eq!(refusals_counted(&app, "websocket").await, 2);
+    assert_eq!(refusals_counted(&app, "http").await, 1);
 }
 
 // ------------------------------------------------------ the server loop
