@@ -54,6 +54,12 @@ pub const CREDENTIALS: &str = "gateway_credential_resolutions_total";
 pub const CACHE_EVENTS: &str = "gateway_cache_events_total";
 /// `gateway_dataloader_batch_size`.
 pub const DATALOADER_BATCH: &str = "gateway_dataloader_batch_size";
+/// `gateway_websockets_open`.
+pub const WEBSOCKETS_OPEN: &str = "gateway_websockets_open";
+/// `gateway_websocket_connections_total{outcome}`.
+pub const WEBSOCKET_CONNECTIONS: &str = "gateway_websocket_connections_total";
+/// `gateway_subscriptions_active`.
+pub const SUBSCRIPTIONS_ACTIVE: &str = "gateway_subscriptions_active";
 /// `gateway_build_info{version}`.
 pub const BUILD_INFO: &str = "gateway_build_info";
 
@@ -181,13 +187,15 @@ impl Metrics {
                 vec![Label::new("version", env!("CARGO_PKG_VERSION"))],
             )
             .set(1.0);
-        metrics.gauge(HTTP_IN_FLIGHT, Vec::new()).set(0.0);
+        for gauge in [HTTP_IN_FLIGHT, WEBSOCKETS_OPEN, SUBSCRIPTIONS_ACTIVE] {
+            metrics.gauge(gauge, Vec::new()).set(0.0);
+        }
         metrics
     }
 
     fn describe(&self) {
         let r = &self.inner.recorder;
-        let counters: [(&'static str, &'static str); 9] = [
+        let counters: [(&'static str, &'static str); 11] = [
             (
                 HTTP_REQUESTS,
                 "HTTP requests answered, by route, method and status.",
@@ -224,6 +232,14 @@ impl Metrics {
                 CACHE_EVENTS,
                 "Cache lookups by layer (page, node, response) and event (hit, miss, join, stale).",
             ),
+            (
+                UPSTREAM_LIMITER,
+                "SDK attempts through the per-(account, region) rate limiter, by outcome: immediate, waited, refused.",
+            ),
+            (
+                WEBSOCKET_CONNECTIONS,
+                "WebSocket connections by how connection_init ended: accepted, refused, init_timeout, bad_request, closed, shutdown.",
+            ),
         ];
         for (name, help) in counters {
             r.describe_counter(name.into(), None, SharedString::const_str(help));
@@ -249,6 +265,16 @@ impl Metrics {
             HTTP_IN_FLIGHT.into(),
             None,
             SharedString::const_str("HTTP requests being answered now."),
+        );
+        r.describe_gauge(
+            WEBSOCKETS_OPEN.into(),
+            None,
+            SharedString::const_str("WebSockets open now (past connection_init)."),
+        );
+        r.describe_gauge(
+            SUBSCRIPTIONS_ACTIVE.into(),
+            None,
+            SharedString::const_str("GraphQL subscriptions running now."),
         );
         r.describe_gauge(
             BUILD_INFO.into(),
@@ -303,12 +329,34 @@ impl Metrics {
 
     /// Counts a request in flight until the guard drops.
     pub fn in_flight(&self) -> InFlight {
-        let gauge = self.gauge(HTTP_IN_FLIGHT, Vec::new());
+        self.up_while_held(HTTP_IN_FLIGHT)
+    }
+
+    /// Counts an open WebSocket (past `connection_init`) until the guard
+    /// drops.
+    pub fn websocket_open(&self) -> InFlight {
+        self.up_while_held(WEBSOCKETS_OPEN)
+    }
+
+    /// Counts a running subscription until the guard drops.
+    pub fn subscription_active(&self) -> InFlight {
+        self.up_while_held(SUBSCRIPTIONS_ACTIVE)
+    }
+
+    /// How a WebSocket's `connection_init` ended: `accepted`, `refused`
+    /// (4403), `init_timeout` (4408), `bad_request` (4400), `closed`
+    /// (the peer left first) or `shutdown`.
+    pub fn websocket_connection(&self, outcome: &'static str) {
+        self.counter(WEBSOCKET_CONNECTIONS, vec![Label::new("outcome", outcome)])
+            .increment(1);
+    }
+
+    fn up_while_held(&self, name: &'static str) -> InFlight {
+        let gauge = self.gauge(name, Vec::new());
         gauge.increment(1.0);
         InFlight(gauge)
     }
 
-    /// One GraphQL operation's outcome and the codes of its errors.
     /// One executed operation by outcome, and its errors by code (codes
     /// already bounded by the caller: `error::code::bounded`).
     pub fn graphql_operation(
@@ -433,7 +481,8 @@ impl SourceLabels {
     }
 }
 
-/// Decrements the in-flight gauge on drop.
+/// Decrements its gauge on drop (requests in flight, open sockets, running
+/// subscriptions).
 pub struct InFlight(metrics::Gauge);
 
 impl Drop for InFlight {
