@@ -592,7 +592,9 @@ pub struct HttpSettings {
     /// this is also how long a keep-alive connection may sit idle between
     /// requests (hyper uses one timer for both), so behind a proxy that
     /// reuses connections (ingress-nginx, an ALB) keep the proxy's upstream
-    /// keep-alive timeout below it. Default 10. Env
+    /// keep-alive timeout below it. Default 65: above the 60 s idle timeout
+    /// of an ALB and ingress-nginx's upstream keep-alive, so the gateway is
+    /// never the side that drops a pooled connection. Env
     /// `SSM_GATEWAY_HTTP__HEADER_READ_TIMEOUT_SECS`.
     pub header_read_timeout_secs: u64,
 }
@@ -609,7 +611,7 @@ impl Default for HttpSettings {
             max_in_flight: 512,
             max_response_bytes: 2 * 1024 * 1024,
             body_read_timeout_secs: 10,
-            header_read_timeout_secs: 10,
+            header_read_timeout_secs: 65,
         }
     }
 }
@@ -1577,7 +1579,7 @@ mod tests {
         assert_eq!(settings.auth.anonymous_grants.len(), 1);
         assert!(settings.auth.api_keys_file.is_some());
         assert_eq!(settings.rate_limits.principals.len(), 2);
-        assert_eq!(settings.http.header_read_timeout_secs, 10);
+        assert_eq!(settings.http.header_read_timeout_secs, 65);
         // The commented-out profile account is valid too, once uncommented.
         let uncommented = text.replace("# [[accounts]]", "[[accounts]]").replace(
             "# id = \"444444444444\"\n# alias = \"sandbox\"\n# profile = \"sandbox-readonly\"\n# regions",
