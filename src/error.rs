@@ -14,7 +14,8 @@
 //!   a code too. An error that reaches a client without a code is our bug:
 //!   it reads `INTERNAL`.
 //! - Errors before any GraphQL work (media types, body limits, missing or
-//!   bad credentials: `UNAUTHENTICATED`) are answered by `crate::http` with
+//!   bad credentials: `UNAUTHENTICATED`, a caller over its rate:
+//!   `RATE_LIMITED`) are answered by `crate::http` with
 //!   an HTTP status and the same body shape.
 
 use std::sync::Arc;
@@ -58,8 +59,8 @@ pub mod code {
     pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
     /// Too many requests in flight: retry after the `Retry-After` delay.
     pub const OVERLOADED: &str = "OVERLOADED";
-    /// The caller sent more requests than its rate limit allows: HTTP 429
-    /// with `Retry-After`.
+    /// The caller is over its request rate (`[rate_limits]`): HTTP 429 with
+    /// `Retry-After`, or an error on the subscription it tried to start.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
 
     /// Every code above (a unit test keeps it complete).

@@ -89,10 +89,15 @@ pub trait Store: Send + Sync {
     async fn release(&self, key: &str, holder: &str) -> Result<(), Unavailable>;
     /// Publishes `payload` on `channel`.
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), Unavailable>;
-    /// One call of the rate limit `key` (`per_second`, bursts of as many),
+    /// One call of the rate limit `key` (`per_second`, bursts of `burst`),
     /// atomically for every replica: `None` when it may go now, else how
     /// long until it may.
-    async fn rate(&self, key: &str, per_second: u32) -> Result<Option<Duration>, Unavailable>;
+    async fn rate(
+        &self,
+        key: &str,
+        per_second: u32,
+        burst: u32,
+    ) -> Result<Option<Duration>, Unavailable>;
     /// Messages on the channels under the key prefix, as this replica's one
     /// subscriber connection receives them, fanned out in process.
     fn messages(&self) -> broadcast::Receiver<Message>;

@@ -398,7 +398,12 @@ impl Store for RedisStore {
             .await
     }
 
-    async fn rate(&self, key: &str, per_second: u32) -> Result<Option<Duration>, Unavailable> {
+    async fn rate(
+        &self,
+        key: &str,
+        per_second: u32,
+        burst: u32,
+    ) -> Result<Option<Duration>, Unavailable> {
         let mut c = self.inner.connection.clone();
         let interval_us = 1_000_000 / u64::from(per_second.max(1));
         let script = &self.inner.gcra;
@@ -407,7 +412,7 @@ impl Store for RedisStore {
                 script
                     .key(key)
                     .arg(interval_us)
-                    .arg(per_second.max(1))
+                    .arg(burst.max(1))
                     .invoke_async(&mut c)
                     .await
             })

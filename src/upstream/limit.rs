@@ -121,7 +121,11 @@ impl UpstreamLimiter {
         let mut waits = false;
         if let Some((shared, key)) = &self.shared {
             loop {
-                match shared.store().rate(key, self.per_second).await {
+                match shared
+                    .store()
+                    .rate(key, self.per_second, self.per_second)
+                    .await
+                {
                     Ok(None) => {
                         self.count(if waits { "waited" } else { "immediate" });
                         return Ok(());

@@ -551,15 +551,15 @@ mod store {
         let mut allowed = 0;
         for i in 0..10 {
             let s = if i % 2 == 0 { &a } else { &b };
-            if s.rate("bucket", 5).await.unwrap().is_none() {
+            if s.rate("bucket", 5, 5).await.unwrap().is_none() {
                 allowed += 1;
             }
         }
         assert_eq!(allowed, 5, "a burst of 5 for both together");
-        let wait = a.rate("bucket", 5).await.unwrap().expect("must wait");
+        let wait = a.rate("bucket", 5, 5).await.unwrap().expect("must wait");
         assert!(wait <= Duration::from_millis(200), "{wait:?}");
         tokio::time::sleep(wait).await;
-        assert_eq!(b.rate("bucket", 5).await.unwrap(), None);
+        assert_eq!(b.rate("bucket", 5, 5).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -658,4 +658,37 @@ async fn a_dead_lease_holder_delays_others_only_until_its_lease_expires() {
         waited >= Duration::from_millis(500) && waited < Duration::from_millis(1500),
         "{waited:?}"
     );
+}
+
+#[tokio::test]
+async fn a_callers_rate_limit_holds_across_replicas_in_total() {
+    let server = RedisServer::start();
+    let apps = spawn_replicas(
+        config(),
+        3,
+        settings_with(&server.url(), |s| {
+            s.rate_limits.requests_per_second = 1;
+            s.rate_limits.burst = 5;
+        }),
+    )
+    .await;
+    let query = "{ accounts { id } }";
+    let started = Instant::now();
+    let answers = join_all(
+        (0..15).map(|i| apps[i % 3].graphql_as(Some(crate::support::ADMIN), query, json!({}))),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let passed = answers.iter().filter(|a| a.status == 200).count();
+    let refused = answers.iter().filter(|a| a.status == 429).count();
+    assert_eq!(passed + refused, 15);
+    // A burst of 5 for the caller on all three replicas together (per
+    // replica it would be 15), plus 1 a second.
+    let bound = 5 + elapsed.as_secs() as usize + 1;
+    assert!(
+        (5..=bound).contains(&passed),
+        "{passed} passed in {elapsed:?}"
+    );
+    let refusal = answers.iter().find(|a| a.status == 429).unwrap();
+    assert!(refusal.headers.contains_key("retry-after"));
 }

@@ -30,7 +30,9 @@ use ssm_session_gateway::accounts::{Account, AccountRegistry};
 use ssm_session_gateway::app::{Application, BaseCredentials};
 use ssm_session_gateway::demo::{DEMO_ADMIN_KEY, demo_auth, demo_base_credentials, demo_settings};
 use ssm_session_gateway::model::{AccountId, Region, SourceKey};
-use ssm_session_gateway::settings::{AccountSettings, AwsSettings, Secret, Settings};
+use ssm_session_gateway::settings::{
+    AccountSettings, AwsSettings, RateLimitSettings, Secret, Settings,
+};
 use ssm_session_gateway::upstream::SessionSource;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -152,6 +154,7 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
         // Tests make calls in bursts; the rate limit has tests of its own.
         settings.aws.max_calls_per_second = 100;
     }
+    unlimited_callers(&mut settings);
     settings.cache.active_ttl_secs = 0;
     settings.cache.history_ttl_secs = 0;
     settings.cache.failure_backoff_ms = 0;
@@ -196,6 +199,7 @@ pub async fn spawn_replicas(
     settings.aws.max_attempts = 1;
     settings.aws.max_calls_per_second = 100;
     adjust(&mut settings);
+    unlimited_callers(&mut settings);
     let mut apps = Vec::new();
     let mut emulator_stop = Some(emulator_stop);
     for _ in 0..n {
@@ -233,6 +237,16 @@ async fn replica(
         emulator_addr,
         client: Client::builder(TokioExecutor::new()).build_http(),
         _stops: emulator_stop.into_iter().chain([stop]).collect(),
+    }
+}
+
+/// Tests send bursts as one caller: unless a test set `[rate_limits]`
+/// itself, the per-caller limit is raised out of the way (still on, so
+/// every request passes through it). It has tests of its own.
+fn unlimited_callers(settings: &mut Settings) {
+    if settings.rate_limits == RateLimitSettings::default() {
+        settings.rate_limits.requests_per_second = 1_000_000;
+        settings.rate_limits.burst = 1_000_000;
     }
 }
 
@@ -300,6 +314,7 @@ pub async fn spawn_multi_with(
     // calls in bursts; the rate limit has tests of its own.
     settings.aws.max_attempts = 1;
     settings.aws.max_calls_per_second = 100;
+    unlimited_callers(&mut settings);
     adjust(&mut settings);
     let app = Application::build(&settings, BaseCredentials::Static(demo_base_credentials()))
         .await
