@@ -133,7 +133,8 @@ struct PageKey {
 /// A page and when it was fetched.
 #[derive(Debug)]
 struct Entry {
-    page: Page,
+    /// Shared with readers: a hit copies no session.
+    page: Arc<Page>,
     fetched_at: Instant,
     ttl: Duration,
 }
@@ -266,10 +267,10 @@ impl PageCache {
         source: &SourceKey,
         inner: &Arc<dyn SessionSource>,
         request: &PageRequest,
-    ) -> Result<Page, UpstreamError> {
+    ) -> Result<Arc<Page>, UpstreamError> {
         let ttl = self.ttl(request.state);
         if ttl.is_zero() {
-            return inner.describe_sessions(request).await;
+            return inner.describe_sessions_shared(request).await;
         }
         let key = PageKey {
             source: source.clone(),
@@ -277,13 +278,13 @@ impl PageCache {
         };
         if let Some(entry) = self.fresh.get(&key).await {
             Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
-            return Ok(entry.page.clone());
+            return Ok(Arc::clone(&entry.page));
         }
         let error = match self.failures.get(&key).await {
             Some(recent) => recent,
             None => {
                 let load = async {
-                    match inner.describe_sessions(request).await {
+                    match inner.describe_sessions_shared(request).await {
                         Ok(page) => {
                             let entry = Arc::new(Entry {
                                 page,
@@ -304,7 +305,7 @@ impl PageCache {
                 match self.fresh.try_get_with(key.clone(), load).await {
                     Ok(entry) => {
                         Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
-                        return Ok(entry.page.clone());
+                        return Ok(Arc::clone(&entry.page));
                     }
                     Err(shared) => (*shared).clone(),
                 }
@@ -325,7 +326,7 @@ impl PageCache {
                     "serving a stale page"
                 );
                 Freshness::record_stale(source, age);
-                return Ok(entry.page.clone());
+                return Ok(Arc::clone(&entry.page));
             }
         }
         Err(error)
@@ -348,6 +349,16 @@ impl CachedSource {
 #[async_trait]
 impl SessionSource for CachedSource {
     async fn describe_sessions(&self, request: &PageRequest) -> Result<Page, UpstreamError> {
+        self.cache
+            .page(&self.key, &self.inner, request)
+            .await
+            .map(Arc::unwrap_or_clone)
+    }
+
+    async fn describe_sessions_shared(
+        &self,
+        request: &PageRequest,
+    ) -> Result<Arc<Page>, UpstreamError> {
         self.cache.page(&self.key, &self.inner, request).await
     }
 }
