@@ -191,6 +191,7 @@ fn assemble(
     let state = http::HttpState {
         schema,
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
+        persisted: Arc::new(http::PersistedQueries::new(&settings.persisted_queries)),
         limits: http::RequestLimits::new(&settings.http, &settings.limits),
         auth,
         graphiql: Arc::new(Graphiql::new(

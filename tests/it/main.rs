@@ -7,6 +7,7 @@
 
 mod architecture;
 mod gateway_accounts;
+mod gateway_apq;
 mod gateway_auth;
 mod gateway_cache;
 mod gateway_cost;
