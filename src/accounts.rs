@@ -28,8 +28,11 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
 use crate::cache::{CachedSource, PageCache};
+use crate::instruments::{Metrics, SourceLabels};
 use crate::model::{AccountId, InvalidInput, Region, SourceKey};
 use crate::settings::{AccountSettings, Settings};
+use crate::upstream::attempts::AttemptObserver;
+use crate::upstream::credentials::{CredentialState, CredentialStatus, TrackedCredentials};
 use crate::upstream::limit::{LimitedHttpClient, UpstreamLimiter};
 use crate::upstream::nodes::NodeSource;
 use crate::upstream::sdk::{ClientSettings, SdkSessionSource, sdk_config};
@@ -103,6 +106,9 @@ pub struct AccountRegistry {
     /// The page cache every source built from settings reads through, so a
     /// write can drop what it made stale.
     page_cache: Option<Arc<PageCache>>,
+    /// How each account's credentials last resolved (registries built from
+    /// settings; empty for ready-made sources).
+    credentials: Vec<(Arc<Account>, Arc<CredentialStatus>)>,
 }
 
 impl AccountRegistry {
@@ -118,6 +124,7 @@ impl AccountRegistry {
             node_sources: BTreeMap::new(),
             terminators: BTreeMap::new(),
             page_cache: None,
+            credentials: Vec::new(),
         }
     }
 
@@ -146,6 +153,16 @@ impl AccountRegistry {
         settings: &Settings,
         base_credentials: Option<Credentials>,
     ) -> anyhow::Result<Self> {
+        Self::build(settings, base_credentials, &Metrics::new()).await
+    }
+
+    /// [`AccountRegistry::from_settings`], recording upstream calls, SDK
+    /// attempts, credential resolutions and page-cache events in `metrics`.
+    pub(crate) async fn build(
+        settings: &Settings,
+        base_credentials: Option<Credentials>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
         if settings.accounts.is_empty() {
             anyhow::bail!("no accounts configured: add [[accounts]] to the settings file");
         }
@@ -169,7 +186,8 @@ impl AccountRegistry {
             .http_client()
             .context("the base SDK config has no HTTP client")?;
         // One page cache for all sources: one memory bound, keys per source.
-        let page_cache = Arc::new(PageCache::new(&settings.cache));
+        let page_cache = Arc::new(PageCache::new(&settings.cache, metrics.clone()));
+        let mut statuses = Vec::new();
 
         let mut accounts = Vec::new();
         let mut sources: Vec<(SourceKey, Arc<dyn SessionSource>)> = Vec::new();
@@ -186,8 +204,19 @@ impl AccountRegistry {
                             .profile_name(profile)
                             .build(),
                     )),
-                    (None, None) => None,
+                    // The base credentials, wrapped per account below like
+                    // the others (so each account reports its own status).
+                    (None, None) => base.credentials_provider(),
                 };
+            let status = Arc::new(CredentialStatus::default());
+            let credentials = credentials.map(|inner| {
+                SharedCredentialsProvider::new(TrackedCredentials::new(
+                    inner,
+                    id.as_str(),
+                    status.clone(),
+                    metrics.clone(),
+                ))
+            });
             let regions = configured
                 .effective_regions(&defaults)
                 .iter()
@@ -205,7 +234,12 @@ impl AccountRegistry {
                               limiter: &Arc<UpstreamLimiter>| {
                 let mut config = aws_sdk_ssm::config::Builder::from(&base)
                     .region(aws_config::Region::new(region.to_string()))
-                    .http_client(LimitedHttpClient::new(http.clone(), limiter.clone()));
+                    .http_client(LimitedHttpClient::new(http.clone(), limiter.clone()))
+                    .interceptor(AttemptObserver::new(
+                        id.as_str(),
+                        region.as_str(),
+                        metrics.clone(),
+                    ));
                 if let Some(credentials) = credentials {
                     // The same provider (one identity-cache partition) for
                     // all of the account's regions: one STS call serves them.
@@ -216,9 +250,11 @@ impl AccountRegistry {
                 aws_sdk_ssm::Client::from_conf(config.build())
             };
             for region in &regions {
-                let limiter = UpstreamLimiter::new(
+                let limiter = UpstreamLimiter::observed(
                     settings.aws.max_calls_per_second,
                     Duration::from_millis(settings.aws.max_call_wait_ms),
+                    metrics.clone(),
+                    SourceLabels::new(id.as_str(), region.as_str()),
                 );
                 let client = client_for(region, credentials.as_ref(), &limiter);
                 let key = SourceKey {
@@ -237,27 +273,39 @@ impl AccountRegistry {
                 // Nodes are read with the same client (same credentials).
                 node_sources.push((
                     key.clone(),
-                    Arc::new(SdkSessionSource::new(client.clone(), &id, region)),
+                    Arc::new(
+                        SdkSessionSource::new(client.clone(), &id, region)
+                            .with_metrics(metrics.clone()),
+                    ),
                 ));
                 sources.push((
                     key.clone(),
                     Arc::new(CachedSource::new(
                         key.clone(),
-                        Arc::new(SdkSessionSource::new(client, &id, region)),
+                        Arc::new(
+                            SdkSessionSource::new(client, &id, region)
+                                .with_metrics(metrics.clone()),
+                        ),
                         page_cache.clone(),
                     )),
                 ));
             }
-            accounts.push(Account {
+            let account = Account {
                 id,
                 alias: configured.alias.clone(),
                 regions,
-            });
+            };
+            statuses.push((account.clone(), status));
+            accounts.push(account);
         }
         let mut registry = Self::new(accounts, sources)
             .with_node_sources(node_sources)
             .with_terminators(terminators);
         registry.page_cache = Some(page_cache);
+        registry.credentials = statuses
+            .into_iter()
+            .map(|(account, status)| (Arc::new(account), status))
+            .collect();
         Ok(registry)
     }
 
@@ -271,6 +319,15 @@ impl AccountRegistry {
         if let Some(cache) = &self.page_cache {
             cache.invalidate_source(key);
         }
+    }
+
+    /// Each account built from settings, with how its credentials last
+    /// resolved (for `/readyz?verbose`).
+    pub fn credential_report(&self) -> Vec<(Arc<Account>, CredentialState)> {
+        self.credentials
+            .iter()
+            .map(|(account, status)| (account.clone(), status.get()))
+            .collect()
     }
 
     /// The configured accounts, in configuration order.

@@ -1,30 +1,49 @@
 //! The composition root: settings in, a running gateway out.
 //!
-//! [`Application::build`] is the one place a gateway is assembled: the
-//! account registry (credentials and one SSM client per source, each behind
-//! the page cache), the authenticator (API keys, JWT; its background JWKS
-//! refresh and SIGHUP reload live as long as the application), the node
-//! loader, the live hub (subscription pollers), the sessions service, the
-//! schema, the response cache, the WebSocket tracker and the HTTP router.
-//! `serve`, `demo` and the tests all go
-//! through it; they differ only in settings (endpoint, TTLs) and in the base
-//! credentials.
+//! [`Application::build`] is the one place a gateway is assembled: its
+//! metrics, the account registry (credentials and one SSM client per source,
+//! each behind the page cache), the authenticator (API keys, JWT; its
+//! background JWKS refresh and SIGHUP reload live as long as the
+//! application), the node loader, the live hub (subscription pollers), the
+//! sessions service, the schema, the response cache, the WebSocket tracker,
+//! the HTTP router and the admin listener. `serve`, `demo` and the tests all
+//! go through it; they differ only in settings (endpoint, TTLs, ports) and in
+//! the base credentials.
+//!
+//! Each application owns its metrics recorder (see `instruments`): two
+//! applications in one process, as in the tests, never count into each
+//! other's `/metrics`.
+//!
+//! # Shutdown
+//!
+//! [`Application::run_until_stopped`] serves until its `shutdown` future
+//! resolves (SIGTERM or Ctrl-C in `main`), then: `/readyz` answers 503 at
+//! once; new connections are still accepted for `shutdown_delay_secs` (load
+//! balancers notice the 503 and stop sending); then the port closes, every
+//! WebSocket is closed with 1001 (going away; clients reconnect elsewhere)
+//! within `live.shutdown_grace_ms`, and HTTP requests in flight get
+//! `shutdown_grace_secs` to finish; then it returns `Ok`, and the process
+//! exits 0. The admin listener serves throughout.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_credential_types::Credentials;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::accounts::AccountRegistry;
-use crate::auth::{AuthTasks, Authenticator};
+use crate::admin::{self, AdminState, Phase, StatusCheck};
+use crate::auth::{AuthTasks, Authenticator, JwtVerifier};
 use crate::cursor::{CursorCodec, MIN_KEY_LEN};
 use crate::graphiql::{Graphiql, GraphiqlOptions};
 use crate::graphql::{self, LiveOptions};
 use crate::http::{self, ResponseCache, Sockets};
+use crate::instruments::Metrics;
 use crate::live::LiveHub;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
@@ -42,7 +61,8 @@ pub enum BaseCredentials {
     Static(Credentials),
 }
 
-/// A gateway bound to its port, not yet serving.
+/// A gateway bound to its ports, not yet serving (its admin listener, if
+/// any, already answers: `/readyz` says `starting`).
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -50,21 +70,69 @@ pub struct Application {
     _auth_tasks: AuthTasks,
     /// Open WebSockets: closed with 1001 on shutdown.
     sockets: Sockets,
-    /// How long they get to close.
-    shutdown_grace: std::time::Duration,
+    /// How long they get to close (`live.shutdown_grace_ms`).
+    ws_close_grace: Duration,
+    /// The admin listener's server, when `admin_listen` is set.
+    admin: Option<AdminServer>,
+    admin_state: AdminState,
+    shutdown_delay: Duration,
+    shutdown_grace: Duration,
+}
+
+/// The admin listener, serving in a task of its own until told to stop
+/// (or until the [`Application`] is dropped).
+struct AdminServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    async fn start(addr: SocketAddr, state: AdminState) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (admin_listen)"))?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, admin::router(state))
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Self { addr, stop, task })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the admin listener failed"),
+            Err(e) => tracing::error!(error = %e, "the admin listener panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
 }
 
 impl Application {
     /// Builds the whole gateway from `settings` and binds `settings.listen`
-    /// (port 0 picks a free port; see [`Application::local_addr`]). Fails
-    /// when the keys file cannot be read or is invalid.
+    /// and `settings.admin_listen` (port 0 picks a free port; see
+    /// [`Application::local_addr`] and [`Application::admin_addr`]). The
+    /// admin listener is bound first and answers while the rest is built.
+    /// Fails when the keys file cannot be read or is invalid
+    /// ([`AuthSetupError`]).
     pub async fn build(settings: &Settings, credentials: BaseCredentials) -> anyhow::Result<Self> {
         let base = match credentials {
             BaseCredentials::DefaultChain => None,
             BaseCredentials::Static(credentials) => Some(credentials),
         };
-        let registry = AccountRegistry::from_settings(settings, base).await?;
-        Self::with_registry(settings, Arc::new(registry)).await
+        let state = AdminState::default();
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(AdminServer::start(addr, state.clone()).await?),
+            None => None,
+        };
+        let registry = AccountRegistry::build(settings, base, &state.metrics).await?;
+        Self::assemble(settings, Arc::new(registry), state, admin).await
     }
 
     /// [`Application::build`] over a registry made elsewhere: sources
@@ -74,19 +142,53 @@ impl Application {
         settings: &Settings,
         registry: Arc<AccountRegistry>,
     ) -> anyhow::Result<Self> {
+        let state = AdminState::default();
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(AdminServer::start(addr, state.clone()).await?),
+            None => None,
+        };
+        Self::assemble(settings, registry, state, admin).await
+    }
+
+    async fn assemble(
+        settings: &Settings,
+        registry: Arc<AccountRegistry>,
+        admin_state: AdminState,
+        admin: Option<AdminServer>,
+    ) -> anyhow::Result<Self> {
         let auth = authenticator(settings)?;
         let auth_tasks = auth.start()?;
-        let (router, sockets) = assemble(settings, registry, auth)?;
+        if let Some(jwt) = auth.jwt() {
+            admin_state.add_check(Arc::new(JwksCheck(jwt.clone())));
+        }
+        let (router, sockets) = assemble(
+            settings,
+            registry.clone(),
+            auth,
+            admin_state.metrics.clone(),
+        )?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let _ = admin_state.registry.set(registry);
         Ok(Self {
             listener,
             router,
+            admin,
+            admin_state,
             _auth_tasks: auth_tasks,
             sockets,
-            shutdown_grace: std::time::Duration::from_millis(settings.live.shutdown_grace_ms),
+            ws_close_grace: Duration::from_millis(settings.live.shutdown_grace_ms),
+            shutdown_delay: Duration::from_secs(settings.shutdown_delay_secs),
+            shutdown_grace: Duration::from_secs(settings.shutdown_grace_secs),
         })
+    }
+
+    /// Adds a dependency's status to `/readyz?verbose` (the JWKS fetcher's
+    /// is added by `build` when JWT authentication is configured).
+    pub fn with_status_check(self, check: Arc<dyn StatusCheck>) -> Self {
+        self.admin_state.add_check(check);
+        self
     }
 
     /// Adds routes beside the gateway's (the demo's benchmark baseline).
@@ -103,33 +205,83 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests
-    /// finish and closes every WebSocket with 1001 (going away), waiting up
-    /// to `live.shutdown_grace_ms` for them. (axum's graceful shutdown
-    /// waits for HTTP requests only: an upgraded connection has left it.)
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// Serves until `shutdown` resolves, then drains as the module doc says:
+    /// `/readyz` 503 at once, new connections for `shutdown_delay_secs`,
+    /// then WebSockets closed with 1001 and requests in flight given
+    /// `shutdown_grace_secs`. (axum's graceful shutdown waits for HTTP
+    /// requests only: an upgraded connection has left it, hence the
+    /// separate close of the WebSockets.)
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let metrics = self.admin_state.metrics.clone();
+        // Histogram samples are drained into buckets at each scrape; this
+        // bounds them when nobody scrapes.
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        });
+
+        let health = self.admin_state.health.clone();
+        let (delay, grace) = (self.shutdown_delay, self.shutdown_grace);
+        let (closed, grace_starts) = oneshot::channel::<()>();
+        let (stopping, stopped) = oneshot::channel::<()>();
         let sockets = self.sockets.clone();
-        let grace = self.shutdown_grace;
-        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let ws_grace = self.ws_close_grace;
         let closer = tokio::spawn(async move {
-            if stopped.await.is_ok() && !sockets.close_all(grace).await {
+            if stopped.await.is_ok() && !sockets.close_all(ws_grace).await {
                 tracing::warn!(
                     open = sockets.open(),
-                    "WebSockets still open after the shutdown grace period"
+                    "WebSockets still open after live.shutdown_grace_ms"
                 );
             }
         });
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stopping.send(());
-            })
-            .await;
+        let stop_accepting = async move {
+            shutdown.await;
+            health.set(Phase::Draining);
+            tracing::info!(
+                delay_secs = delay.as_secs(),
+                "draining: /readyz answers 503; still accepting connections for shutdown_delay_secs"
+            );
+            tokio::time::sleep(delay).await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "no longer accepting connections; requests in flight have shutdown_grace_secs"
+            );
+            let _ = closed.send(());
+            let _ = stopping.send(());
+        };
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop_accepting)
+            .into_future();
+        self.admin_state.health.set(Phase::Ready);
+        let result = tokio::select! {
+            result = server => result,
+            () = async {
+                match grace_starts.await {
+                    Ok(()) => tokio::time::sleep(grace).await,
+                    Err(_) => std::future::pending().await,
+                }
+            } => {
+                tracing::warn!("requests still in flight after shutdown_grace_secs; stopping anyway");
+                Ok(())
+            }
+        };
+        upkeep.abort();
         let _ = closer.await;
-        served
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
+        result
     }
 }
 
@@ -138,7 +290,9 @@ impl Application {
 /// as configured, but without background work: no JWKS refresh on a timer
 /// (an unknown `kid` still fetches) and no reload on SIGHUP.
 pub fn router(settings: &Settings, registry: Arc<AccountRegistry>) -> anyhow::Result<Router> {
-    assemble(settings, registry, authenticator(settings)?).map(|(router, _)| router)
+    let metrics = Metrics::new();
+    let (router, _) = assemble(settings, registry, authenticator(settings)?, metrics)?;
+    Ok(router)
 }
 
 /// The `[auth]` settings cannot be used (an unreadable or invalid
@@ -155,17 +309,30 @@ fn authenticator(settings: &Settings) -> Result<Arc<Authenticator>, AuthSetupErr
         .map_err(AuthSetupError)
 }
 
+/// The JWKS fetcher's state, for `/readyz?verbose`.
+struct JwksCheck(Arc<JwtVerifier>);
+
+impl StatusCheck for JwksCheck {
+    fn name(&self) -> &'static str {
+        "jwks"
+    }
+
+    fn status(&self) -> serde_json::Value {
+        self.0.status()
+    }
+}
+
 fn assemble(
     settings: &Settings,
     registry: Arc<AccountRegistry>,
     auth: Arc<Authenticator>,
+    metrics: Metrics,
 ) -> anyhow::Result<(Router, Sockets)> {
-    let nodes = NodeLoader::new(registry.clone(), &settings.cache);
+    let nodes = NodeLoader::new(registry.clone(), &settings.cache, metrics.clone());
     // Pollers read once per Active TTL (through the page cache, so they
     // share pages with HTTP readers), and no more often than the floor.
-    let poll_interval = std::time::Duration::from_secs(settings.cache.active_ttl_secs).max(
-        std::time::Duration::from_millis(settings.live.min_poll_interval_ms),
-    );
+    let poll_interval = Duration::from_secs(settings.cache.active_ttl_secs)
+        .max(Duration::from_millis(settings.live.min_poll_interval_ms));
     let hub = Arc::new(LiveHub::new(
         registry.clone(),
         poll_interval,
@@ -186,6 +353,7 @@ fn assemble(
         options,
         &settings.http,
         &settings.limits,
+        metrics.clone(),
     );
     let sockets = Sockets::default();
     let state = http::HttpState {
@@ -208,6 +376,7 @@ fn assemble(
         )),
         sockets: sockets.clone(),
         live: settings.live.clone(),
+        metrics,
     };
     Ok((http::router(state, &settings.http), sockets))
 }

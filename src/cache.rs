@@ -31,6 +31,7 @@ use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
 
+use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::model::{Session, SessionState, SourceKey};
 use crate::settings::{CacheLayer, CacheSettings};
 use crate::upstream::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
@@ -164,6 +165,8 @@ pub struct PageCache {
     active_ttl: Duration,
     history_ttl: Duration,
     stale_window: Duration,
+    /// Hits, misses, single-flight joins and stale serves.
+    metrics: Metrics,
 }
 
 /// Approximate bytes a page takes, for the caches' weighers.
@@ -194,7 +197,7 @@ fn weigh(page: &Page) -> u32 {
 
 impl PageCache {
     /// Caches sized and timed by `settings` (see [`CacheSettings::bytes_for`]).
-    pub fn new(settings: &CacheSettings) -> Self {
+    pub fn new(settings: &CacheSettings, metrics: Metrics) -> Self {
         let stale_window = Duration::from_secs(settings.stale_if_error_secs);
         Self {
             fresh: Cache::builder()
@@ -219,6 +222,7 @@ impl PageCache {
             active_ttl: Duration::from_secs(settings.active_ttl_secs),
             history_ttl: Duration::from_secs(settings.history_ttl_secs),
             stale_window,
+            metrics,
         }
     }
 
@@ -255,6 +259,10 @@ impl PageCache {
         }
     }
 
+    fn count(&self, event: CacheEvent) {
+        self.metrics.cache(CacheKind::Page, event, 1);
+    }
+
     fn ttl(&self, state: SessionState) -> Duration {
         match state {
             SessionState::Active => self.active_ttl,
@@ -277,13 +285,22 @@ impl PageCache {
             request: request.clone(),
         };
         if let Some(entry) = self.fresh.get(&key).await {
+            self.count(CacheEvent::Hit);
             Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
             return Ok(Arc::clone(&entry.page));
         }
+        // Whether this caller's load ran: if not, another caller's call in
+        // flight answered it (a single-flight join).
+        let loaded = std::sync::atomic::AtomicBool::new(false);
         let error = match self.failures.get(&key).await {
-            Some(recent) => recent,
+            Some(recent) => {
+                // The shared failure of a call made moments ago.
+                self.count(CacheEvent::Join);
+                recent
+            }
             None => {
                 let load = async {
+                    loaded.store(true, std::sync::atomic::Ordering::Relaxed);
                     match inner.describe_sessions_shared(request).await {
                         Ok(page) => {
                             let entry = Arc::new(Entry {
@@ -302,7 +319,13 @@ impl PageCache {
                         }
                     }
                 };
-                match self.fresh.try_get_with(key.clone(), load).await {
+                let outcome = self.fresh.try_get_with(key.clone(), load).await;
+                self.count(if loaded.load(std::sync::atomic::Ordering::Relaxed) {
+                    CacheEvent::Miss
+                } else {
+                    CacheEvent::Join
+                });
+                match outcome {
                     Ok(entry) => {
                         Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
                         return Ok(Arc::clone(&entry.page));
@@ -326,6 +349,7 @@ impl PageCache {
                     "serving a stale page"
                 );
                 Freshness::record_stale(source, age);
+                self.count(CacheEvent::Stale);
                 return Ok(Arc::clone(&entry.page));
             }
         }
@@ -449,24 +473,45 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_make_one_call() {
-        let cache = Arc::new(PageCache::new(&settings()));
+        let metrics = Metrics::new();
+        let cache = Arc::new(PageCache::new(&settings(), metrics.clone()));
         let inner = Counting::new("a");
         let source = Arc::new(cached("111111111111", &inner, &cache));
         let req = request(SessionState::History);
-        let calls = (0..200).map(|_| {
-            let source = source.clone();
-            let req = req.clone();
-            tokio::spawn(async move { source.describe_sessions(&req).await })
-        });
+        // Collected first: a lazy `map` would spawn each call only after
+        // the previous one was awaited, and nothing would be concurrent.
+        let calls: Vec<_> = (0..200)
+            .map(|_| {
+                let source = source.clone();
+                let req = req.clone();
+                tokio::spawn(async move { source.describe_sessions(&req).await })
+            })
+            .collect();
         for call in calls {
             assert!(call.await.unwrap().is_ok());
         }
         assert_eq!(inner.calls(), 1);
+        // One caller went upstream; the others joined its call (or, if they
+        // came after it ended, hit its page).
+        let count = |event: &str| {
+            let line = format!("gateway_cache_events_total{{layer=\"page\",event=\"{event}\"}} ");
+            metrics
+                .render()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(line.as_str())
+                        .map(|v| v.parse::<u64>().unwrap())
+                })
+                .unwrap_or(0)
+        };
+        assert_eq!(count("miss"), 1);
+        assert_eq!(count("join") + count("hit"), 199);
+        assert!(count("join") > 0);
     }
 
     #[tokio::test]
     async fn pages_are_kept_apart_by_source_and_request() {
-        let cache = Arc::new(PageCache::new(&settings()));
+        let cache = Arc::new(PageCache::new(&settings(), Metrics::new()));
         let (a, b) = (Counting::new("a"), Counting::new("b"));
         let sa = cached("111111111111", &a, &cache);
         let sb = cached("222222222222", &b, &cache);
@@ -482,7 +527,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_after_their_ttl_and_report_what_is_left() {
-        let cache = Arc::new(PageCache::new(&settings()));
+        let cache = Arc::new(PageCache::new(&settings(), Metrics::new()));
         let inner = Counting::new("a");
         let source = cached("111111111111", &inner, &cache);
         let req = request(SessionState::Active);
@@ -501,7 +546,7 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_shared_briefly_but_never_cached_as_data() {
-        let cache = Arc::new(PageCache::new(&settings()));
+        let cache = Arc::new(PageCache::new(&settings(), Metrics::new()));
         let inner = Counting::new("a");
         let source = cached("111111111111", &inner, &cache);
         let req = request(SessionState::History);
@@ -518,7 +563,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_page_is_served_stale_when_upstream_fails() {
-        let cache = Arc::new(PageCache::new(&settings()));
+        let cache = Arc::new(PageCache::new(&settings(), Metrics::new()));
         let inner = Counting::new("a");
         let source = cached("111111111111", &inner, &cache);
         let req = request(SessionState::Active);
@@ -533,7 +578,7 @@ mod tests {
         assert!(stale[0].age >= Duration::from_secs(1));
         assert_eq!(used.lifetime(), Some(Duration::ZERO));
         // Access denied is not an outage: no stale data for it.
-        let cache = Arc::new(PageCache::new(&settings()));
+        let cache = Arc::new(PageCache::new(&settings(), Metrics::new()));
         let inner = Counting::new("a");
         let source = cached("111111111111", &inner, &cache);
         source.describe_sessions(&req).await.unwrap();
@@ -544,7 +589,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalidating_a_source_drops_its_pages_only() {
-        let cache = Arc::new(PageCache::new(&settings()));
+        let cache = Arc::new(PageCache::new(&settings(), Metrics::new()));
         let (a, b) = (Counting::new("a"), Counting::new("b"));
         let sa = cached("111111111111", &a, &cache);
         let sb = cached("222222222222", &b, &cache);
@@ -562,10 +607,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_zero_ttl_turns_caching_off() {
-        let cache = Arc::new(PageCache::new(&CacheSettings {
-            active_ttl_secs: 0,
-            ..settings()
-        }));
+        let cache = Arc::new(PageCache::new(
+            &CacheSettings {
+                active_ttl_secs: 0,
+                ..settings()
+            },
+            Metrics::new(),
+        ));
         let inner = Counting::new("a");
         let source = cached("111111111111", &inner, &cache);
         let req = request(SessionState::Active);

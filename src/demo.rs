@@ -32,6 +32,8 @@ pub struct DemoOptions {
     pub emulator: EmulatorConfig,
     /// Serve the benchmark baseline route (see [`bench_routes`]).
     pub bench_routes: bool,
+    /// The admin listener's address; `None`: no admin listener.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// `PUT /_bench/prebuilt` stores a body; `GET` or `POST` return it as
@@ -196,16 +198,24 @@ pub async fn run(
         }
     });
 
-    let settings = demo_settings(options.listen, emulator_addr);
+    let mut settings = demo_settings(options.listen, emulator_addr);
+    settings.admin_listen = options.admin_listen;
+    // No load balancer to tell: on Ctrl-C or SIGTERM, stop accepting at once
+    // (requests in flight still finish).
+    settings.shutdown_delay_secs = 0;
     let mut app =
         Application::build(&settings, BaseCredentials::Static(demo_base_credentials())).await?;
     if options.bench_routes {
         app = app.merge(bench_routes());
     }
     let addr = app.local_addr();
+    let admin_line = app
+        .admin_addr()
+        .map(|a| format!("  Admin:     http://{a} (/livez, /readyz, /metrics)\n"))
+        .unwrap_or_default();
     println!(
         "\nssm-session-gateway demo\n\
-         \n  GraphiQL:  http://{addr}/graphql\n  Subscriptions (graphql-transport-ws):  ws://{addr}/graphql\n  Emulator:  http://{emulator_addr} \
+         \n  GraphiQL:  http://{addr}/graphql\n  Subscriptions (graphql-transport-ws):  ws://{addr}/graphql\n{admin_line}  Emulator:  http://{emulator_addr} \
          (base key {key} / {secret}, account {account}; roles per account, see README)\n\
          \nAccounts: platform (111122223333), payments (444455556666), sandbox (777788889999),\n\
          each read in us-east-1 and eu-west-1 through its own assumed role.\n\

@@ -65,6 +65,40 @@ pub mod code {
     pub const PERSISTED_QUERY_HASH_MISMATCH: &str = "PERSISTED_QUERY_HASH_MISMATCH";
     /// Persisted queries are off, or the request's version is not 1.
     pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
+    /// The caller sent more requests than its rate limit allows: HTTP 429
+    /// with `Retry-After`.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
+
+    /// Every code above (a unit test keeps it complete).
+    pub const ALL: &[&str] = &[
+        BAD_USER_INPUT,
+        INVALID_CURSOR,
+        ACCOUNT_NOT_FOUND,
+        TOO_MANY_SUBSCRIPTIONS,
+        UPSTREAM_THROTTLED,
+        UPSTREAM_UNAVAILABLE,
+        UPSTREAM_ACCESS_DENIED,
+        INTERNAL,
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        GRAPHQL_PARSE_FAILED,
+        GRAPHQL_VALIDATION_FAILED,
+        OPERATION_RESOLUTION_FAILURE,
+        COST_LIMIT_EXCEEDED,
+        TIMEOUT,
+        RESPONSE_TOO_LARGE,
+        OVERLOADED,
+        RATE_LIMITED,
+        PERSISTED_QUERY_NOT_FOUND,
+        PERSISTED_QUERY_HASH_MISMATCH,
+        PERSISTED_QUERY_NOT_SUPPORTED,
+    ];
+
+    /// `code` if it is one of ours, else `OTHER`: a metric label never
+    /// takes a value a client could make up.
+    pub fn bounded(code: &str) -> &'static str {
+        ALL.iter().find(|k| **k == code).copied().unwrap_or("OTHER")
+    }
 }
 
 /// An error the service or a resolver returns to the client.
@@ -194,5 +228,32 @@ impl From<PagingError> for ApiError {
                 limit,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code;
+
+    #[test]
+    fn every_code_is_listed_once_and_others_are_bounded() {
+        let source = include_str!("error.rs");
+        let module = &source[source.find("pub mod code {").unwrap()..];
+        let module = &module[..module.find("\n}\n").unwrap()];
+        let declared: Vec<&str> = module
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter(|l| l.contains(": &str = \""))
+            .map(|l| l.split('"').nth(1).unwrap())
+            .collect();
+        let mut listed = code::ALL.to_vec();
+        listed.sort_unstable();
+        listed.dedup();
+        assert_eq!(listed.len(), code::ALL.len(), "a code listed twice");
+        let mut declared_sorted = declared.clone();
+        declared_sorted.sort_unstable();
+        assert_eq!(declared_sorted, listed, "code::ALL misses a code");
+        assert_eq!(code::bounded("INVALID_CURSOR"), "INVALID_CURSOR");
+        assert_eq!(code::bounded("something a client made up"), "OTHER");
     }
 }

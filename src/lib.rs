@@ -7,7 +7,9 @@
 //! (`tests/it/architecture.rs`) fails on any import cycle between modules.
 //!
 //! # Layout
-//! - [`app`]: the composition root; builds the whole gateway from settings.
+//! - [`app`]: the composition root; builds the whole gateway from settings,
+//!   and serves it until a graceful, visible shutdown.
+//! - `admin`: the admin listener: `/livez`, `/readyz`, `/metrics`.
 //! - `http`: axum routes: GraphQL over HTTP (POST and GET) and over
 //!   WebSocket (subscriptions), content negotiation, the response cache,
 //!   GraphiQL, `/healthz`.
@@ -32,14 +34,17 @@
 //! - [`upstream`]: the `SessionSource` and `NodeSource` traits every AWS
 //!   call goes through, and their `aws-sdk-ssm` implementation.
 //! - [`model`]: sessions, filters and ids as the gateway understands them.
+//! - `instruments`: the metrics (names, labels, one recorder per
+//!   application), rendered by the admin listener's `/metrics`.
 //! - [`settings`]: typed settings and the `Secret` wrapper.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logs (text or JSON lines) and OpenTelemetry traces.
 //! - [`demo`] (feature `demo`): the gateway over the `ssm-emulator` crate, in
 //!   one process.
 //!
 //! Modules are private unless the binary or the integration tests need them.
 
 pub mod accounts;
+mod admin;
 pub mod app;
 pub mod auth;
 mod cache;
@@ -50,6 +55,7 @@ mod error;
 mod graphiql;
 pub mod graphql;
 mod http;
+mod instruments;
 mod live;
 pub mod model;
 mod nodes;

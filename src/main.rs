@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use ssm_session_gateway::app::{Application, AuthSetupError, BaseCredentials};
 #[cfg(feature = "demo")]
 use ssm_session_gateway::demo::{self, DemoOptions};
+#[cfg(feature = "demo")]
+use ssm_session_gateway::settings::LogFormat;
 use ssm_session_gateway::settings::{CONFIG_ENV, Settings, SettingsError};
 use ssm_session_gateway::{graphql, telemetry};
 
@@ -37,6 +39,14 @@ enum Command {
         /// PUT to it: the baseline of `bench/run.sh`.
         #[arg(long)]
         bench_routes: bool,
+        /// Serve /livez, /readyz and /metrics on this address (port 0: any
+        /// free port; the address is printed). Default: no admin listener.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Log format on stderr: auto (text on a terminal, else JSON), text
+        /// or json. Traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+        #[arg(long, default_value = "auto")]
+        log_format: LogFormat,
     },
     /// Print the GraphQL schema (SDL), as checked in at schema.graphql.
     Schema,
@@ -60,7 +70,6 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", graphql::sdl());
         return Ok(());
     }
-    telemetry::init();
     match cli.command {
         Command::Schema => Ok(()),
         #[cfg(feature = "demo")]
@@ -69,14 +78,20 @@ async fn main() -> anyhow::Result<()> {
             emulator_listen,
             data,
             bench_routes,
+            admin_listen,
+            log_format,
         } => {
+            let telemetry = telemetry::init(log_format, &Default::default());
             let options = DemoOptions {
                 listen,
                 emulator_listen,
                 emulator: data.config(),
                 bench_routes,
+                admin_listen,
             };
-            demo::run(options, shutdown_signal()).await
+            let result = demo::run(options, shutdown_signal()).await;
+            telemetry.shutdown().await;
+            result
         }
         Command::Serve { config, listen } => {
             let loaded = Settings::load(config.as_deref()).and_then(|s| {
@@ -99,19 +114,31 @@ async fn main() -> anyhow::Result<()> {
             if let Some(listen) = listen {
                 settings.listen = listen;
             }
-            let app = match Application::build(&settings, BaseCredentials::DefaultChain).await {
-                Ok(app) => app,
-                Err(e) if e.downcast_ref::<AuthSetupError>().is_some() => {
-                    eprintln!("error: {e:#}");
-                    std::process::exit(2);
-                }
-                Err(e) => return Err(e),
-            };
-            tracing::info!(addr = %app.local_addr(), "gateway listening; GraphQL at /graphql");
-            app.run_until_stopped(shutdown_signal()).await?;
-            Ok(())
+            let telemetry = telemetry::init(settings.log_format, &settings.otlp);
+            let result = serve(&settings).await;
+            telemetry.shutdown().await;
+            result
         }
     }
+}
+
+async fn serve(settings: &Settings) -> anyhow::Result<()> {
+    let app = match Application::build(settings, BaseCredentials::DefaultChain).await {
+        Ok(app) => app,
+        Err(e) if e.downcast_ref::<AuthSetupError>().is_some() => {
+            // An unreadable key file or JWKS: a usage error, like bad settings.
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::info!(addr = %app.local_addr(), "gateway listening; GraphQL at /graphql");
+    if let Some(admin) = app.admin_addr() {
+        tracing::info!(addr = %admin, "admin listening: /livez, /readyz, /metrics");
+    }
+    app.run_until_stopped(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

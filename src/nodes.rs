@@ -28,6 +28,7 @@ use futures_util::future::join_all;
 use moka::future::Cache;
 
 use crate::accounts::AccountRegistry;
+use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::model::{InstanceId, ManagedNode, SourceKey};
 use crate::settings::{CacheLayer, CacheSettings};
 use crate::upstream::UpstreamError;
@@ -56,6 +57,8 @@ pub struct NodeLoader {
     ttl: Duration,
     /// `None` when `node_ttl_secs` is 0: every lookup goes upstream.
     cache: Option<Cache<NodeKey, Cached>>,
+    /// Batch sizes and node-cache hits and misses.
+    metrics: Metrics,
 }
 
 impl NodeLoader {
@@ -65,7 +68,7 @@ impl NodeLoader {
     }
 
     /// A loader over `registry`'s node sources, caching per `settings`.
-    pub fn new(registry: Arc<AccountRegistry>, settings: &CacheSettings) -> Self {
+    pub fn new(registry: Arc<AccountRegistry>, settings: &CacheSettings, metrics: Metrics) -> Self {
         let cache = (settings.node_ttl_secs > 0).then(|| {
             Cache::builder()
                 .time_to_live(Duration::from_secs(settings.node_ttl_secs))
@@ -77,6 +80,7 @@ impl NodeLoader {
             registry,
             ttl: Duration::from_secs(settings.node_ttl_secs),
             cache,
+            metrics,
         }
     }
 
@@ -168,11 +172,16 @@ impl Loader<NodeKey> for NodeLoader {
                 }
             }
         }
-        tracing::debug!(
-            hits = keys.len() - missing.values().map(BTreeSet::len).sum::<usize>(),
-            sources = missing.len(),
-            "node cache"
-        );
+        let misses = missing.values().map(BTreeSet::len).sum::<usize>();
+        let hits = keys.len() - misses;
+        self.metrics.dataloader_batch(keys.len());
+        if self.cache.is_some() {
+            self.metrics
+                .cache(CacheKind::Node, CacheEvent::Hit, hits as u64);
+            self.metrics
+                .cache(CacheKind::Node, CacheEvent::Miss, misses as u64);
+        }
+        tracing::debug!(hits, sources = missing.len(), "node cache");
         let loaded = join_all(
             missing
                 .into_iter()
@@ -318,7 +327,7 @@ mod tests {
             node_ttl_secs: ttl_secs,
             ..CacheSettings::default()
         };
-        NodeLoader::new(Arc::new(registry), &settings)
+        NodeLoader::new(Arc::new(registry), &settings, Metrics::new())
     }
 
     fn name(answers: &HashMap<NodeKey, NodeLookup>, key: &NodeKey) -> Option<String> {

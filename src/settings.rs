@@ -95,6 +95,33 @@ pub struct Settings {
     /// `SSM_GATEWAY_LISTEN`; `serve --listen` overrides both.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Address of the admin listener: `/livez`, `/readyz` and `/metrics`,
+    /// apart from the public port, e.g. `0.0.0.0:9090`. Default unset (no
+    /// admin listener). Env `SSM_GATEWAY_ADMIN_LISTEN`.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// On SIGTERM, how long the gateway keeps accepting new connections
+    /// while `/readyz` already answers 503, so load balancers stop sending
+    /// before the port closes, in seconds, 0 to 300. Default 5. Env
+    /// `SSM_GATEWAY_SHUTDOWN_DELAY_SECS`.
+    #[serde(default = "default_shutdown_delay_secs")]
+    pub shutdown_delay_secs: u64,
+    /// After that, how long requests in flight get to finish before the
+    /// gateway exits anyway, in seconds, 0 to 3600. Default 25 (with the
+    /// delay, within Kubernetes' default 30 s grace period). Env
+    /// `SSM_GATEWAY_SHUTDOWN_GRACE_SECS`.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+    /// Log line format on stderr: `text` (for people), `json` (one object
+    /// per line, with `trace_id` and `span_id` inside a traced request), or
+    /// `auto`: text when stderr is a terminal, JSON otherwise (a container).
+    /// Default `auto`. Env `SSM_GATEWAY_LOG_FORMAT`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// OpenTelemetry trace export (`[otlp]`); each field states its default
+    /// and env variable.
+    #[serde(default)]
+    pub otlp: OtlpSettings,
     /// Key that signs cursors (HMAC-SHA256), at least 32 bytes. Every replica
     /// behind one load balancer must share it, so any replica resumes any
     /// cursor. Unset: a random key per process, with a warning at start-up
@@ -187,6 +214,51 @@ impl PersistedQuerySettings {
         }
         Ok(())
     }
+}
+
+/// The format of log lines.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("must be auto, text or json (got {s:?})")),
+        }
+    }
+}
+
+/// OpenTelemetry traces over OTLP/HTTP (protobuf). Export is on when
+/// `endpoint` is set here, or when the standard `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) variable is; the other standard
+/// variables (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
+/// `OTEL_BSP_*`, `OTEL_RESOURCE_ATTRIBUTES`) apply as usual.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpSettings {
+    /// The collector's base URL, e.g. `http://otel-collector:4318` (spans go
+    /// to `/v1/traces` under it), `http://` or `https://`. Default unset:
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else no export. Env
+    /// `SSM_GATEWAY_OTLP__ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// The `service.name` of exported spans. Default unset:
+    /// `OTEL_SERVICE_NAME`, else `ssm-session-gateway`. Env
+    /// `SSM_GATEWAY_OTLP__SERVICE_NAME`.
+    pub service_name: Option<String>,
 }
 
 /// How the gateway reaches AWS.
@@ -430,10 +502,23 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+fn default_shutdown_delay_secs() -> u64 {
+    5
+}
+
+fn default_shutdown_grace_secs() -> u64 {
+    25
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            admin_listen: None,
+            shutdown_delay_secs: default_shutdown_delay_secs(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+            log_format: LogFormat::default(),
+            otlp: OtlpSettings::default(),
             cursor_key: None,
             limits: Limits::default(),
             http: HttpSettings::default(),
@@ -706,6 +791,12 @@ enum EnvKind {
 /// here on purpose; a test checks that every other leaf of [`Settings`] is.
 const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("listen", EnvKind::String),
+    ("admin_listen", EnvKind::String),
+    ("shutdown_delay_secs", EnvKind::Scalar),
+    ("shutdown_grace_secs", EnvKind::Scalar),
+    ("log_format", EnvKind::String),
+    ("otlp.endpoint", EnvKind::String),
+    ("otlp.service_name", EnvKind::String),
     ("cursor_key", EnvKind::String),
     ("default_regions", EnvKind::List),
     ("limits.default_first", EnvKind::Scalar),
@@ -848,6 +939,18 @@ impl Settings {
                 ));
             }
         }
+        for (key, value, max) in [
+            ("shutdown_delay_secs", self.shutdown_delay_secs, 300),
+            ("shutdown_grace_secs", self.shutdown_grace_secs, 3600),
+        ] {
+            if value > max {
+                return Err(SettingsError::new(
+                    key,
+                    format!("must be 0 to {max} (got {value})"),
+                ));
+            }
+        }
+        self.otlp.validate()?;
         self.limits.validate()?;
         self.http.validate()?;
         self.aws.validate()?;
@@ -1019,21 +1122,43 @@ fn check_origin(origin: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(shape) }
 }
 
+impl OtlpSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(url) = &self.endpoint {
+            check_url("otlp.endpoint", url)?;
+        }
+        if self
+            .service_name
+            .as_ref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            return Err(SettingsError::new("otlp.service_name", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// An `http://` or `https://` URL with something after the scheme.
+fn check_url(key: &str, url: &str) -> Result<(), SettingsError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    if rest.is_none_or(str::is_empty) {
+        return Err(SettingsError::new(
+            key,
+            format!("must be an http:// or https:// URL (got {url:?})"),
+        ));
+    }
+    Ok(())
+}
+
 impl AwsSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         if let Some(region) = &self.region {
             check_region("aws.region", region)?;
         }
         if let Some(url) = &self.endpoint_url {
-            let rest = url
-                .strip_prefix("https://")
-                .or_else(|| url.strip_prefix("http://"));
-            if rest.is_none_or(str::is_empty) {
-                return Err(SettingsError::new(
-                    "aws.endpoint_url",
-                    format!("must be an http:// or https:// URL (got {url:?})"),
-                ));
-            }
+            check_url("aws.endpoint_url", url)?;
         }
         if !(1..=10).contains(&self.max_attempts) {
             return Err(SettingsError::new(
@@ -1422,6 +1547,21 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let aliases: Vec<&str> = settings.accounts.iter().map(|a| a.alias.as_str()).collect();
         assert_eq!(aliases, ["prod", "staging", "shared-services"]);
+        assert_eq!(settings.admin_listen.map(|a| a.port()), Some(9090));
+        assert_eq!(
+            (settings.shutdown_delay_secs, settings.shutdown_grace_secs),
+            (5, 25)
+        );
+        assert_eq!(settings.log_format, LogFormat::Json);
+        // The commented-out trace export is valid too, once uncommented.
+        let exporting = text
+            .replace("# endpoint = ", "endpoint = ")
+            .replace("# service_name = ", "service_name = ");
+        let otlp = Settings::from_sources(None, &exporting, NO_ENV)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .otlp;
+        assert_eq!(otlp.endpoint.as_deref(), Some("http://otel-collector:4318"));
+        assert_eq!(otlp.service_name.as_deref(), Some("ssm-session-gateway"));
         assert!(settings.accounts[0].external_id.is_some());
         assert_eq!(
             settings.accounts[1].effective_regions(&settings.default_regions),
@@ -1543,6 +1683,11 @@ mod tests {
     #[test]
     fn every_settings_key_but_the_file_only_ones_has_an_env_variable() {
         let full = Settings {
+            admin_listen: Some(default_listen()),
+            otlp: OtlpSettings {
+                endpoint: Some("http://localhost:4318".to_owned()),
+                service_name: Some("gateway".to_owned()),
+            },
             cursor_key: Some(Secret::new("k".repeat(32))),
             default_regions: vec!["eu-west-1".to_owned()],
             aws: AwsSettings {
@@ -1681,6 +1826,28 @@ mod tests {
                 "http.cors_allowed_origins[0]",
             );
         }
+    }
+
+    #[test]
+    fn observability_settings_are_in_range() {
+        error_for("shutdown_delay_secs = 301\n", "shutdown_delay_secs");
+        error_for("shutdown_grace_secs = 3601\n", "shutdown_grace_secs");
+        error_for("log_format = \"xml\"\n", "log_format");
+        error_for("[otlp]\nendpoint = \"collector:4318\"\n", "otlp.endpoint");
+        error_for("[otlp]\nservice_name = \" \"\n", "otlp.service_name");
+        let env = [
+            ("SSM_GATEWAY_ADMIN_LISTEN", "0.0.0.0:9090"),
+            ("SSM_GATEWAY_SHUTDOWN_DELAY_SECS", "7"),
+            ("SSM_GATEWAY_SHUTDOWN_GRACE_SECS", "20"),
+            ("SSM_GATEWAY_LOG_FORMAT", "json"),
+        ];
+        let settings = Settings::from_sources(None, "", env).expect("valid");
+        assert_eq!(settings.admin_listen.map(|a| a.port()), Some(9090));
+        assert_eq!(
+            (settings.shutdown_delay_secs, settings.shutdown_grace_secs),
+            (7, 20)
+        );
+        assert_eq!(settings.log_format, LogFormat::Json);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //!   `leeway_secs` of clock skew on the times.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -255,6 +255,17 @@ pub struct JwtVerifier {
     /// that concurrent callers with unknown `kid`s wait for one fetch
     /// rather than each starting their own.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// How the fetches went, for `/readyz?verbose`. A std mutex: held only
+    /// to copy a few fields, never across an await.
+    fetches: std::sync::Mutex<FetchLog>,
+}
+
+/// The outcome of the last JWKS fetches.
+#[derive(Default)]
+struct FetchLog {
+    last_success: Option<std::time::SystemTime>,
+    last_error: Option<(std::time::SystemTime, String)>,
+    keys: usize,
 }
 
 impl JwtVerifier {
@@ -277,6 +288,7 @@ impl JwtVerifier {
             source,
             keys: ArcSwapOption::empty(),
             last_fetch: tokio::sync::Mutex::new(None),
+            fetches: std::sync::Mutex::default(),
         }
     }
 
@@ -319,15 +331,21 @@ impl JwtVerifier {
         };
         match result {
             Ok(set) => {
-                tracing::debug!(
-                    keys = set.by_kid.len() + set.without_kid.len(),
-                    "JWKS fetched"
-                );
+                let keys = set.by_kid.len() + set.without_kid.len();
+                tracing::debug!(keys, "JWKS fetched");
+                let mut log = self.fetches.lock().unwrap_or_else(PoisonError::into_inner);
+                log.last_success = Some(std::time::SystemTime::now());
+                log.keys = keys;
+                drop(log);
                 self.keys.store(Some(Arc::new(set)));
                 true
             }
             Err(e) => {
                 let kept = self.keys.load().is_some();
+                self.fetches
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .last_error = Some((std::time::SystemTime::now(), format!("{e:#}")));
                 tracing::warn!(
                     error = format!("{e:#}"),
                     last_good_keys_kept = kept,
@@ -336,6 +354,23 @@ impl JwtVerifier {
                 false
             }
         }
+    }
+
+    /// The fetcher's state as JSON (`/readyz?verbose`): whether keys are
+    /// loaded, how many, and when the last fetch succeeded or failed.
+    pub fn status(&self) -> serde_json::Value {
+        let log = self.fetches.lock().unwrap_or_else(PoisonError::into_inner);
+        let rfc3339 =
+            |t: std::time::SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
+        serde_json::json!({
+            "ok": self.has_keys(),
+            "keys": log.keys,
+            "last_success": log.last_success.map(rfc3339),
+            "last_error": log.last_error.as_ref().map(|(at, e)| serde_json::json!({
+                "at": rfc3339(*at),
+                "error": e,
+            })),
+        })
     }
 
     /// Whether a good key set has been fetched.

@@ -24,6 +24,11 @@
 //! nothing twice). Field errors, which come from execution, never cause a
 //! second run.
 //!
+//! Traces keep their shape: the executor opens the operation's `request`
+//! span and the root resolvers their `field` span ([`FastPath`] in the
+//! request data tells them to), so upstream calls nest as on the full
+//! schema; fields below the root get no span of their own.
+//!
 //! Documents are parsed once: [`Documents`] keeps parsed documents by their
 //! text (bounded; the least used go first), and the HTTP layer asks it
 //! whether an operation is a mutation from the same parse.
@@ -32,10 +37,12 @@ use std::sync::Arc;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{Request, Response, ServerError, Value};
+use tracing::Instrument as _;
 
 use super::GatewaySchema;
 use super::cost::CostModel;
 use crate::error::code;
+use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::sessions::Caller;
 
 /// Memory bound of the parsed documents kept (each weighed at four times
@@ -45,11 +52,15 @@ const PARSED_DOCUMENTS_BYTES: u64 = 16 * 1024 * 1024;
 /// Parsed documents by their text.
 pub struct Documents {
     parsed: moka::future::Cache<Arc<str>, Arc<ExecutableDocument>>,
+    /// Counts hits and misses (`gateway_cache_events_total{layer="document"}`).
+    metrics: Metrics,
 }
 
-impl Default for Documents {
-    fn default() -> Self {
+impl Documents {
+    /// Empty, counting into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
         Self {
+            metrics,
             parsed: moka::future::Cache::builder()
                 .max_capacity(PARSED_DOCUMENTS_BYTES)
                 .weigher(|text: &Arc<str>, _| {
@@ -65,8 +76,10 @@ impl Documents {
     /// then says why).
     pub async fn parse(&self, query: &str) -> Option<Arc<ExecutableDocument>> {
         if let Some(document) = self.parsed.get(query).await {
+            self.metrics.cache(CacheKind::Document, CacheEvent::Hit, 1);
             return Some(document);
         }
+        self.metrics.cache(CacheKind::Document, CacheEvent::Miss, 1);
         let document = Arc::new(async_graphql::parser::parse_query(query).ok()?);
         self.parsed
             .insert(Arc::from(query), Arc::clone(&document))
@@ -91,6 +104,10 @@ pub fn operation_type(
     }
 }
 
+/// In the data of a request the fast schema runs: its root resolvers then
+/// open the `field` spans the full schema's `Tracing` extension would.
+pub struct FastPath;
+
 /// Runs HTTP requests: the fast schema when it can, the full one otherwise.
 pub struct Executor {
     fast: GatewaySchema,
@@ -100,12 +117,17 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub(super) fn new(fast: GatewaySchema, full: GatewaySchema, cost: Arc<CostModel>) -> Self {
+    pub(super) fn new(
+        fast: GatewaySchema,
+        full: GatewaySchema,
+        cost: Arc<CostModel>,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             fast,
             full,
             cost,
-            documents: Documents::default(),
+            documents: Documents::new(metrics),
         }
     }
 
@@ -120,11 +142,17 @@ impl Executor {
     }
 
     /// Executes the request `request` builds (with its data: the caller and
-    /// its budget) for `caller`; `request` is called a second time only
-    /// when the full schema must answer after all.
-    pub async fn execute(&self, caller: &Caller, request: impl Fn() -> Request) -> Response {
+    /// its budget) for `caller`; `document` is its query parsed by
+    /// [`Executor::documents`] (`None`: it does not parse). `request` is
+    /// called a second time only when the full schema must answer after all.
+    pub async fn execute(
+        &self,
+        caller: &Caller,
+        document: Option<Arc<ExecutableDocument>>,
+        request: impl Fn() -> Request,
+    ) -> Response {
         let mut first = request();
-        let Some(document) = self.documents.parse(&first.query).await else {
+        let Some(document) = document else {
             return self.full.execute(first).await;
         };
         let visible = |account: &crate::accounts::Account| caller.can_read(account);
@@ -138,7 +166,13 @@ impl Executor {
             return self.full.execute(first).await;
         }
         first.set_parsed_query((*document).clone());
-        let mut response = self.fast.execute(first).await;
+        // The operation's span, as the full schema's `Tracing` names it.
+        let span = tracing::info_span!(target: "async_graphql::graphql", "request");
+        let mut response = self
+            .fast
+            .execute(first.data(FastPath))
+            .instrument(span)
+            .await;
         let request_error = response.data == Value::Null
             && !response.errors.is_empty()
             && response.errors.iter().all(|e| e.path.is_empty());

@@ -16,6 +16,7 @@ use super::types::{Session, SessionFilterInput, node_id};
 use crate::accounts::Account;
 use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::instruments::{InFlight, Metrics};
 use crate::live::{EventKind, LiveHub, LiveItem};
 use crate::model::{SessionFilter, SourceKey};
 use crate::paging::RequestBudget;
@@ -36,22 +37,27 @@ pub struct LiveOptions {
 pub struct SubscriptionSlots {
     semaphore: Arc<Semaphore>,
     max: u32,
+    metrics: Metrics,
 }
 
 impl SubscriptionSlots {
-    pub fn new(max: u32) -> Self {
+    pub fn new(max: u32, metrics: Metrics) -> Self {
         Self {
             semaphore: Arc::new(Semaphore::new(max as usize)),
             max,
+            metrics,
         }
     }
 
-    /// A slot, held for as long as the subscription's stream lives.
-    fn take(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.semaphore
+    /// A slot, held for as long as the subscription's stream lives (and
+    /// counted in `gateway_subscriptions_active` as long).
+    fn take(&self) -> Result<(OwnedSemaphorePermit, InFlight), ApiError> {
+        let permit = self
+            .semaphore
             .clone()
             .try_acquire_owned()
-            .map_err(|_| ApiError::TooManySubscriptions(self.max))
+            .map_err(|_| ApiError::TooManySubscriptions(self.max))?;
+        Ok((permit, self.metrics.subscription_active()))
     }
 }
 

@@ -29,6 +29,7 @@ pub use live::{LiveOptions, Mutation, Subscription, SubscriptionSlots};
 pub use query::Query;
 
 use crate::error::code;
+use crate::instruments::Metrics;
 use crate::live::LiveHub;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
@@ -59,6 +60,7 @@ pub fn schema(
     options: LiveOptions,
     http: &HttpSettings,
     limits: &Limits,
+    metrics: Metrics,
 ) -> Arc<Executor> {
     let cost = Arc::new(CostModel::new(service.registry().clone(), limits.clone()));
     // One DataLoader for the process: it batches the node keys resolvers ask
@@ -87,13 +89,19 @@ pub fn schema(
             builder.disable_introspection().finish()
         }
     };
+    // Spans: `request` (the operation) > `parse`, `validation`,
+    // `execute` > `field` for each non-leaf field (`sessions`, …), in
+    // which the upstream calls' spans nest. The fast schema has no
+    // extension: its executor opens `request` and the root fields open
+    // their own `field` spans (see `executor`).
     let full = finish(
         build()
+            .extension(async_graphql::extensions::Tracing)
             .extension(CostGuard(Arc::clone(&cost)))
             .extension(ErrorCodes),
     );
     let fast = finish(build());
-    Arc::new(Executor::new(fast, full, cost))
+    Arc::new(Executor::new(fast, full, cost, metrics))
 }
 
 /// The schema in SDL, as checked in at `schema.graphql`.

@@ -34,19 +34,25 @@
 //!
 //! The handlers do no GraphQL work of their own beyond that negotiation: the
 //! schema executes, and error codes come from [`crate::graphql`].
+//!
+//! Every request is counted (route, method, status, duration, in flight)
+//! and traced: its `http.request` span continues the caller's trace when a
+//! W3C `traceparent` header comes with it, and is the root of the GraphQL
+//! operation's spans below.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::parser::types::OperationType;
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Value, Variables};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -54,6 +60,8 @@ use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 mod negotiate;
 mod persisted;
@@ -71,7 +79,8 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::cache::Freshness;
 use crate::error::code;
 use crate::graphiql::{self, Graphiql};
-use crate::graphql::{Documents, Executor, operation_type};
+use crate::graphql::{Executor, operation_type};
+use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::paging::RequestBudget;
 use crate::sessions::Caller;
 use crate::settings::{HttpSettings, Limits, LiveSettings};
@@ -97,6 +106,8 @@ pub struct HttpState {
     /// What one request may take: upstream calls, time, response size, and
     /// room among the requests in flight.
     pub limits: RequestLimits,
+    /// The application's metrics.
+    pub metrics: Metrics,
 }
 
 /// The bounds every GraphQL request runs within.
@@ -124,8 +135,10 @@ impl RequestLimits {
 /// Where GraphQL is served (and GraphiQL, for a browser).
 pub const GRAPHQL_PATH: &str = "/graphql";
 
-/// The gateway's routes.
+/// The gateway's routes, each counted and traced (see [`track`] and
+/// [`request_span`]).
 pub fn router(state: HttpState, http: &HttpSettings) -> Router {
+    let metrics = state.metrics.clone();
     let router = Router::new()
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
@@ -136,7 +149,14 @@ pub fn router(state: HttpState, http: &HttpSettings) -> Router {
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             http.body_read_timeout_secs,
         )))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(metrics, track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(|response: &Response, _latency: Duration, span: &Span| {
+                    span.record("http.response.status_code", response.status().as_u16());
+                }),
+        )
         .with_state(state);
     match cors(&http.cors_allowed_origins) {
         // Outermost: a preflight is answered before any route or handler.
@@ -208,6 +228,54 @@ fn unauthenticated(e: &AuthError) -> Response {
         HeaderValue::from_static(challenge),
     );
     response
+}
+
+/// The route a request matched, as a bounded label.
+fn route_of(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+}
+
+/// Counts a request: in flight while it runs, then by route, method and
+/// status, with its duration.
+async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = route_of(&request).to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let in_flight = metrics.in_flight();
+    let response = next.run(request).await;
+    drop(in_flight);
+    metrics.http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The root span of a request, a child of the caller's span when the
+/// request carries a W3C `traceparent` (read by the propagator
+/// `telemetry::init` installs; without it, a new trace).
+fn request_span(request: &Request) -> Span {
+    let route = route_of(request);
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+    });
+    // Fails only when no OpenTelemetry layer is installed: nothing to link.
+    let _ = span.set_parent(parent);
+    span
 }
 
 const APPLICATION_JSON: &str = "application/json";
@@ -309,11 +377,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
             );
         }
     };
-    let query = match state
-        .persisted
-        .resolve(body.query, body.extensions.as_ref())
-        .await
-    {
+    let query = match resolve_document(&state, body.query, body.extensions.as_ref()).await {
         Ok(Some(query)) => query,
         Ok(None) => {
             return http_error(
@@ -327,11 +391,40 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
     };
     let parts = RequestParts {
         query,
+        document: None,
         operation_name: body.operation_name,
         variables: body.variables,
         extensions: body.extensions,
     };
     execute(&state, parts, principal, media, started).await
+}
+
+/// The document a request runs (see [`PersistedQueries::resolve`]),
+/// counting persisted queries sent by hash alone: found or not.
+async fn resolve_document(
+    state: &HttpState,
+    query: Option<String>,
+    extensions: Option<&JsonObject>,
+) -> Result<Option<String>, PersistedQueryError> {
+    let by_hash = query.as_deref().is_none_or(str::is_empty)
+        && extensions.is_some_and(|e| e.contains_key("persistedQuery"));
+    let resolved = state.persisted.resolve(query, extensions).await;
+    if by_hash {
+        match &resolved {
+            Ok(Some(_)) => {
+                state
+                    .metrics
+                    .cache(CacheKind::PersistedQuery, CacheEvent::Hit, 1);
+            }
+            Err(PersistedQueryError::NotFound) => {
+                state
+                    .metrics
+                    .cache(CacheKind::PersistedQuery, CacheEvent::Miss, 1);
+            }
+            _ => {}
+        }
+    }
+    resolved
 }
 
 /// The query string of a GraphQL-over-HTTP GET.
@@ -386,11 +479,7 @@ async fn graphql_get(
     };
     // A persisted query's document, which the rules below look at: a hash
     // must not smuggle a mutation into a GET.
-    let query = match state
-        .persisted
-        .resolve(params.query, extensions.as_ref())
-        .await
-    {
+    let query = match resolve_document(&state, params.query, extensions.as_ref()).await {
         Ok(Some(query)) => query,
         Ok(None) => {
             return http_error(
@@ -401,13 +490,8 @@ async fn graphql_get(
         }
         Err(e) => return persisted_query_error(&e, media),
     };
-    if is_mutation(
-        state.schema.documents(),
-        &query,
-        params.operation_name.as_deref(),
-    )
-    .await
-    {
+    let document = state.schema.documents().parse(&query).await;
+    if is_mutation(document.as_deref(), params.operation_name.as_deref()) {
         let mut response = http_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
@@ -424,6 +508,7 @@ async fn graphql_get(
     };
     let parts = RequestParts {
         query,
+        document,
         operation_name: params.operation_name,
         variables,
         extensions,
@@ -447,17 +532,20 @@ fn parse_json_object(raw: Option<&str>, name: &str) -> Result<Option<JsonObject>
     })
 }
 
-/// Whether the operation a GET would run is a mutation. A document that
-/// does not parse is left to the executor, which reports it properly.
-async fn is_mutation(documents: &Documents, query: &str, operation_name: Option<&str>) -> bool {
-    documents.parse(query).await.is_some_and(|document| {
-        operation_type(&document, operation_name) == Some(OperationType::Mutation)
+/// Whether the operation a request would run is a mutation. A document
+/// that does not parse (`None`) is left to the executor, which reports it
+/// properly.
+fn is_mutation(document: Option<&ExecutableDocument>, operation_name: Option<&str>) -> bool {
+    document.is_some_and(|document| {
+        operation_type(document, operation_name) == Some(OperationType::Mutation)
     })
 }
 
 /// A GraphQL request as it came over HTTP.
 struct RequestParts {
     query: String,
+    /// `query` parsed, when a handler needed it already (GET's mutation check).
+    document: Option<Arc<ExecutableDocument>>,
     operation_name: Option<String>,
     variables: Option<JsonObject>,
     extensions: Option<JsonObject>,
@@ -539,11 +627,18 @@ async fn execute(
             parts.variables.as_ref(),
         )
     });
-    if let (Some(cache), Some(key)) = (&state.responses, &key)
-        && let Some(body) = cache.get(key).await
-    {
-        audit(&caller, operation.as_deref(), "cache_hit", 200, started);
-        return graphql_response(StatusCode::OK, media, "HIT", body);
+    if let (Some(cache), Some(key)) = (&state.responses, &key) {
+        if let Some(body) = cache.get(key).await {
+            state.metrics.cache(CacheKind::Response, CacheEvent::Hit, 1);
+            state
+                .metrics
+                .graphql_operation("cached", std::iter::empty());
+            audit(&caller, operation.as_deref(), "cache_hit", 200, started);
+            return graphql_response(StatusCode::OK, media, "HIT", body);
+        }
+        state
+            .metrics
+            .cache(CacheKind::Response, CacheEvent::Miss, 1);
     }
     // Beyond the in-flight cap, refuse at once: queueing would only make
     // every caller wait longer.
@@ -558,12 +653,11 @@ async fn execute(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let cacheable_operation = !is_mutation(
-        state.schema.documents(),
-        &parts.query,
-        parts.operation_name.as_deref(),
-    )
-    .await;
+    let document = match &parts.document {
+        Some(document) => Some(Arc::clone(document)),
+        None => state.schema.documents().parse(&parts.query).await,
+    };
+    let cacheable_operation = !is_mutation(document.as_deref(), parts.operation_name.as_deref());
     let request = || {
         build_request(&parts)
             .data(Arc::clone(&caller))
@@ -571,7 +665,7 @@ async fn execute(
     };
     let executed = tokio::time::timeout(
         state.limits.timeout,
-        Freshness::collect(state.schema.execute(&caller, request)),
+        Freshness::collect(state.schema.execute(&caller, document, request)),
     )
     .await;
     if !cacheable_operation && let Some(cache) = &state.responses {
@@ -609,6 +703,7 @@ async fn execute(
     let request_error = response.data == Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
+    record_operation(&state.metrics, &response);
     let (status, body) = if media == MediaType::GraphQlResponse && request_error {
         // The spec's request error: no `data` entry at all.
         let mut value = serde_json::to_value(&response).unwrap_or_default();
@@ -665,6 +760,23 @@ async fn execute(
     graphql_response(status, media, "MISS", body)
 }
 
+/// Counts one executed operation by outcome, and its errors by code.
+fn record_operation(metrics: &Metrics, response: &async_graphql::Response) {
+    let outcome = match (response.errors.is_empty(), response.data == Value::Null) {
+        (true, _) => "ok",
+        (false, false) => "partial",
+        (false, true) => "error",
+    };
+    let codes =
+        response.errors.iter().map(
+            |e| match e.extensions.as_ref().and_then(|x| x.get("code")) {
+                Some(Value::String(s)) => code::bounded(s),
+                _ => code::bounded(""),
+            },
+        );
+    metrics.graphql_operation(outcome, codes);
+}
+
 async fn healthz() -> impl IntoResponse {
     (
         [(
@@ -679,14 +791,17 @@ async fn healthz() -> impl IntoResponse {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn mutations_are_recognized_for_get() {
-        let docs = Documents::default();
-        assert!(is_mutation(&docs, "mutation { x }", None).await);
-        assert!(!is_mutation(&docs, "{ x }", None).await);
-        assert!(is_mutation(&docs, "query A { x } mutation B { y }", Some("B")).await);
-        assert!(!is_mutation(&docs, "query A { x } mutation B { y }", Some("A")).await);
-        assert!(is_mutation(&docs, "mutation B { y }", None).await);
-        assert!(!is_mutation(&docs, "not graphql", None).await);
+    #[test]
+    fn mutations_are_recognized_for_get() {
+        let check = |query: &str, name: Option<&str>| {
+            let document = async_graphql::parser::parse_query(query).ok();
+            is_mutation(document.as_ref(), name)
+        };
+        assert!(check("mutation { x }", None));
+        assert!(!check("{ x }", None));
+        assert!(check("query A { x } mutation B { y }", Some("B")));
+        assert!(!check("query A { x } mutation B { y }", Some("A")));
+        assert!(check("mutation B { y }", None));
+        assert!(!check("not graphql", None));
     }
 }

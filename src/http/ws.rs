@@ -195,17 +195,20 @@ async fn serve_socket(
 ) {
     let live = state.live.clone();
     let shutdown = state.sockets.shutdown.clone();
+    let metrics = state.metrics.clone();
 
     // 1. connection_init, within the timeout.
     let first = tokio::select! {
         first = tokio::time::timeout(Duration::from_millis(live.init_timeout_ms), next_text(&mut socket)) => first,
         () = shutdown.cancelled() => {
+            metrics.websocket_connection("shutdown");
             send_close(&mut socket, close::GOING_AWAY, "server shutting down").await;
             return;
         }
     };
     let init = match first {
         Err(_) => {
+            metrics.websocket_connection("init_timeout");
             send_close(
                 &mut socket,
                 close::INIT_TIMEOUT,
@@ -214,14 +217,19 @@ async fn serve_socket(
             .await;
             return;
         }
-        Ok(None) => return,
+        Ok(None) => {
+            metrics.websocket_connection("closed");
+            return;
+        }
         Ok(Some(text)) => text,
     };
     let Ok(message) = serde_json::from_str::<serde_json::Value>(&init) else {
+        metrics.websocket_connection("bad_request");
         send_close(&mut socket, close::BAD_REQUEST, "Invalid message").await;
         return;
     };
     if message["type"] != "connection_init" {
+        metrics.websocket_connection("refused");
         send_close(&mut socket, close::UNAUTHORIZED, "Unauthorized").await;
         return;
     }
@@ -232,11 +240,15 @@ async fn serve_socket(
     let auth = match authenticate_connection(&state, authorization).await {
         Ok(auth) => auth,
         Err(ConnectionRefused(reason)) => {
+            metrics.websocket_connection("refused");
             tracing::info!(reason, "WebSocket connection refused");
             send_close(&mut socket, close::FORBIDDEN, "Forbidden").await;
             return;
         }
     };
+
+    metrics.websocket_connection("accepted");
+    let _open = metrics.websocket_open();
 
     // 2. The protocol engine, fed by an inbox that starts with the init.
     let (inbox, rx) = mpsc::channel::<String>(INBOX);
@@ -245,7 +257,7 @@ async fn serve_socket(
     let incoming = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|message| (message, rx))
     });
-    let slots = SubscriptionSlots::new(live.max_subscriptions_per_connection);
+    let slots = SubscriptionSlots::new(live.max_subscriptions_per_connection, metrics.clone());
     let caller = auth.caller.clone();
     let engine =
         async_graphql::http::WebSocket::new(state.schema.schema().clone(), incoming, protocol)

@@ -26,11 +26,15 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use crate::instruments::{Metrics, SourceLabels};
+
 /// One source's bucket: `per_second` calls a second, in bursts of as many.
 pub struct UpstreamLimiter {
     bucket: DefaultDirectRateLimiter,
     clock: DefaultClock,
     max_wait: Duration,
+    /// Where each acquisition is counted (`gateway_upstream_limiter_total`).
+    metrics: Option<(Metrics, SourceLabels)>,
 }
 
 impl fmt::Debug for UpstreamLimiter {
@@ -50,28 +54,60 @@ pub struct LocalThrottle {
 
 impl UpstreamLimiter {
     pub fn new(per_second: u32, max_wait: Duration) -> Arc<Self> {
+        Self::build(per_second, max_wait, None)
+    }
+
+    /// [`UpstreamLimiter::new`], counting each acquisition (immediate,
+    /// after a wait, or refused) for `source` in `metrics`.
+    pub fn observed(
+        per_second: u32,
+        max_wait: Duration,
+        metrics: Metrics,
+        source: SourceLabels,
+    ) -> Arc<Self> {
+        Self::build(per_second, max_wait, Some((metrics, source)))
+    }
+
+    fn build(
+        per_second: u32,
+        max_wait: Duration,
+        metrics: Option<(Metrics, SourceLabels)>,
+    ) -> Arc<Self> {
         let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         let clock = DefaultClock::default();
         Arc::new(Self {
             bucket: RateLimiter::direct_with_clock(Quota::per_second(rate), clock.clone()),
             clock,
             max_wait,
+            metrics,
         })
+    }
+
+    fn count(&self, outcome: &'static str) {
+        if let Some((metrics, source)) = &self.metrics {
+            metrics.upstream_limiter(source, outcome);
+        }
     }
 
     /// Waits for this source's turn; fails when that would take longer than
     /// the allowed wait (counted from the first try).
     pub async fn acquire(&self) -> Result<(), LocalThrottle> {
         let started = Instant::now();
+        let mut waits = false;
         loop {
             match self.bucket.check() {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.count(if waits { "waited" } else { "immediate" });
+                    return Ok(());
+                }
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(self.clock.now());
                     let waited = started.elapsed();
                     if waited + wait > self.max_wait {
+                        self.count("refused");
                         return Err(LocalThrottle { waited });
                     }
+                    waits = true;
                     tokio::time::sleep(wait).await;
                 }
             }

@@ -9,6 +9,8 @@
 //! ([`UpstreamErrorKind`]); the SDK error stays attached as the source, so the
 //! log keeps the whole chain while the client sees only the kind.
 
+pub mod attempts;
+pub mod credentials;
 pub mod limit;
 pub mod nodes;
 pub mod sdk;
@@ -86,6 +88,18 @@ pub enum UpstreamErrorKind {
 }
 
 impl UpstreamErrorKind {
+    /// The kind as a metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::InvalidInput => "invalid_input",
+            Self::InvalidToken => "invalid_token",
+            Self::AccessDenied => "access_denied",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Self::Throttled => "throttled",

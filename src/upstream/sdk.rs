@@ -1,7 +1,7 @@
 //! The real [`SessionSource`]: `aws-sdk-ssm` over HTTP, to AWS or to the
 //! emulator (the same code path; only the endpoint differs).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_config::identity::IdentityCache;
@@ -17,6 +17,7 @@ use super::nodes::{MAX_IDS_PER_CALL, NodeSource};
 use super::{
     Page, PageRequest, SessionSource, SessionTerminator, UpstreamError, UpstreamErrorKind,
 };
+use crate::instruments::{Metrics, SourceLabels};
 use crate::model::{
     AccessType, AccountId, InstanceId, ManagedNode, OutputUrl, PingStatus, PlatformType,
     Region as ModelRegion, ResourceType, Session, SessionId, SessionState, SessionStatus,
@@ -124,19 +125,47 @@ fn base_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient 
 #[derive(Clone, Debug)]
 pub struct SdkSessionSource {
     client: aws_sdk_ssm::Client,
-    /// For logs: every span of an upstream call names its account and region.
+    /// For logs and traces: every span of an upstream call names its
+    /// account and region.
     account: String,
     region: String,
+    /// Every call is counted and timed, labelled with its source.
+    metrics: Metrics,
+    labels: SourceLabels,
 }
 
 impl SdkSessionSource {
-    /// A source whose logs name `account` and `region`.
+    /// A source whose logs and metrics name `account` and `region`. Its
+    /// metrics go nowhere until [`SdkSessionSource::with_metrics`].
     pub fn new(client: aws_sdk_ssm::Client, account: &AccountId, region: &ModelRegion) -> Self {
         Self {
             client,
             account: account.to_string(),
             region: region.to_string(),
+            labels: SourceLabels::new(account.as_str(), region.as_str()),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Records this source's calls in `metrics` (the application's).
+    pub(crate) fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts and times one call (its retries included).
+    fn record<T>(
+        &self,
+        operation: &'static str,
+        started: Instant,
+        result: &Result<T, UpstreamError>,
+    ) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.kind.label(),
+        };
+        self.metrics
+            .upstream_call(&self.labels, operation, outcome, started.elapsed());
     }
 }
 
@@ -148,12 +177,22 @@ impl SessionSource for SdkSessionSource {
         fields(
             account = %self.account,
             region = %self.region,
+            operation = "DescribeSessions",
             state = request.state.as_str(),
             page_size = request.page_size,
             resumed = request.token.is_some()
         )
     )]
     async fn describe_sessions(&self, request: &PageRequest) -> Result<Page, UpstreamError> {
+        let started = Instant::now();
+        let result = self.describe_sessions_once(request).await;
+        self.record("DescribeSessions", started, &result);
+        result
+    }
+}
+
+impl SdkSessionSource {
+    async fn describe_sessions_once(&self, request: &PageRequest) -> Result<Page, UpstreamError> {
         let state = match request.state {
             SessionState::Active => sdk::SessionState::Active,
             SessionState::History => sdk::SessionState::History,
@@ -243,7 +282,12 @@ impl NodeSource for SdkSessionSource {
     #[tracing::instrument(
         name = "ssm.describe_instance_information",
         skip_all,
-        fields(account = %self.account, region = %self.region, ids = ids.len())
+        fields(
+            account = %self.account,
+            region = %self.region,
+            operation = "DescribeInstanceInformation",
+            ids = ids.len()
+        )
     )]
     async fn describe_instances(
         &self,
@@ -268,7 +312,8 @@ impl NodeSource for SdkSessionSource {
                         ),
                     ));
                 }
-                let output = self
+                let started = Instant::now();
+                let result = self
                     .client
                     .describe_instance_information()
                     .filters(filter.clone())
@@ -276,7 +321,9 @@ impl NodeSource for SdkSessionSource {
                     .set_next_token(token.take())
                     .send()
                     .await
-                    .map_err(classify)?;
+                    .map_err(classify);
+                self.record("DescribeInstanceInformation", started, &result);
+                let output = result?;
                 nodes.extend(
                     output
                         .instance_information_list()
@@ -341,7 +388,7 @@ fn cause<'a, T: std::error::Error + 'static>(
 
 /// Error codes the SSM endpoint answers with, by kind. Codes not listed here
 /// are `Internal`: unknown, so worth a look in the log.
-fn kind_of_code(code: Option<&str>) -> UpstreamErrorKind {
+pub(super) fn kind_of_code(code: Option<&str>) -> UpstreamErrorKind {
     match code.unwrap_or_default() {
         "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" => {
             UpstreamErrorKind::Throttled

@@ -661,11 +661,25 @@ async fn raw_post(app: &TestApp, authorization: &[u8], query: &str) -> String {
 async fn jwks_down_or_garbage_is_a_clear_401_and_api_keys_still_work() {
     let jwks = Jwks::start(503, "down".to_owned()).await;
     let url = jwks.url.clone();
-    let app = spawn_multi_with(config(), move |s| s.auth.jwt = Some(jwt_settings(&url))).await;
+    let app = spawn_multi_with(config(), move |s| {
+        s.auth.jwt = Some(jwt_settings(&url));
+        s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let jwks_status = || async {
+        let verbose = app.admin("/readyz?verbose").await;
+        // A JWKS that is down does not make the gateway unready: API keys
+        // still work.
+        assert_eq!(verbose.status, StatusCode::OK);
+        verbose.json()["checks"]["jwks"].clone()
+    };
     let q = "{ accounts { alias } }";
     let token = jwt(&claims("carol", &["payments-team"]));
     let answer = app.graphql_as(Some(&bearer(&token)), q, json!({})).await;
     assert_unauthenticated(&answer, &token, "JWKS down");
+    let status = jwks_status().await;
+    assert_eq!(status["ok"], json!(false), "{status}");
+    assert!(status["last_error"]["error"].is_string(), "{status}");
     assert!(
         answer.json()["errors"][0]["message"]
             .as_str()
@@ -689,6 +703,10 @@ async fn jwks_down_or_garbage_is_a_clear_401_and_api_keys_still_work() {
         answer.json()["data"]["accounts"],
         json!([{ "alias": "payments" }])
     );
+    let status = jwks_status().await;
+    assert_eq!(status["ok"], json!(true), "{status}");
+    assert_eq!(status["keys"], json!(1), "{status}");
+    assert!(status["last_success"].is_string(), "{status}");
 }
 
 // ------------------------------------------------------------ rotation

@@ -590,3 +590,67 @@ async fn only_a_caller_with_the_terminate_scope_may_terminate() {
         "{answer}"
     );
 }
+
+/// The value of an unlabelled gauge or counter series in a scrape.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn open_sockets_and_running_subscriptions_are_gauged() {
+    let app = spawn_live(1, |s| {
+        s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let scrape = || async { String::from_utf8(app.admin("/metrics").await.body.to_vec()).unwrap() };
+    let mut client = WsClient::ready(&app.ws_url()).await;
+    client.subscribe("1", EVENTS, json!({})).await;
+    client.subscribe("2", EVENTS, json!({})).await;
+    // A refused connection is counted, not gauged.
+    let mut refused = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    refused
+        .send(json!({ "type": "connection_init", "payload": { "Authorization": "Bearer nope" } }))
+        .await;
+    assert!(matches!(
+        refused.next_message(WAIT).await,
+        Received::Closed(4403, _)
+    ));
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = scrape().await;
+        if metric(&text, "gateway_subscriptions_active") == 2.0 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(metric(&text, "gateway_websockets_open"), 1.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "gateway_websocket_connections_total{outcome=\"accepted\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "gateway_websocket_connections_total{outcome=\"refused\"}"
+        ),
+        1.0
+    );
+    drop(client);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = scrape().await;
+        if metric(&text, "gateway_subscriptions_active") == 0.0
+            && metric(&text, "gateway_websockets_open") == 0.0
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -45,6 +45,7 @@ pub fn admin_auth() -> ssm_session_gateway::settings::AuthSettings {
     auth.api_keys.retain(|k| k.name == DEMO_ADMIN_KEY);
     auth
 }
+pub mod process;
 
 /// A fixed "now" for seeded data, so expected answers never drift.
 pub fn anchor() -> DateTime<Utc> {
@@ -116,6 +117,8 @@ pub fn single_registry(source: Arc<dyn SessionSource>) -> AccountRegistry {
 /// A gateway and the emulator behind it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener, when the settings asked for one.
+    pub admin_addr: Option<SocketAddr>,
     pub emulator: Emulator,
     pub emulator_addr: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -151,6 +154,8 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
     settings.cache.active_ttl_secs = 0;
     settings.cache.history_ttl_secs = 0;
     settings.cache.failure_backoff_ms = 0;
+    // No load balancer to tell: stop accepting at once on shutdown.
+    settings.shutdown_delay_secs = 0;
     settings.accounts = vec![AccountSettings {
         id: DEMO_ACCOUNT_ID.to_owned(),
         alias: "demo".to_owned(),
@@ -182,12 +187,14 @@ fn start(
     emulator_stop: oneshot::Sender<()>,
 ) -> TestApp {
     let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
+        admin_addr,
         emulator,
         emulator_addr,
         client: Client::builder(TokioExecutor::new()).build_http(),
@@ -289,6 +296,12 @@ impl TestApp {
         self.request_as(auth, method, path, headers, body).await
     }
 
+    /// `GET path` on the admin listener (which the settings must have asked for).
+    pub async fn admin(&self, path: &str) -> HttpAnswer {
+        let addr = self.admin_addr.expect("spawned with admin_listen");
+        send(&self.client, addr, Method::GET, path, &[], Bytes::new()).await
+    }
+
     /// Sends any request with `authorization` (none at all when `None`)
     /// besides `headers`.
     pub async fn request_as(
@@ -299,25 +312,12 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> HttpAnswer {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
         if let Some(value) = authorization {
-            req = req.header("authorization", value);
+            all.push(("authorization", value));
         }
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(Full::new(body.into())).expect("request");
-        let res = self.client.request(req).await.expect("gateway answers");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let body = res.into_body().collect().await.expect("body").to_bytes();
-        HttpAnswer {
-            status,
-            headers,
-            body,
-        }
+        all.extend_from_slice(headers);
+        send(&self.client, self.addr, method, path, &all, body.into()).await
     }
 
     /// POSTs a GraphQL request as application/json; the parsed response.
@@ -402,6 +402,38 @@ impl TestApp {
     pub fn describe_calls(&self) -> u64 {
         self.emulator.calls("DescribeSessions")
     }
+}
+
+/// One HTTP request to `addr` through `client`.
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> HttpAnswer {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Full::new(body)).expect("request");
+    let res = client.request(req).await.expect("the server answers");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A plain HTTP/1 client for [`send`].
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// The `extensions.code` of each error in a response.

@@ -1,0 +1,485 @@
+//! The gateway's metrics: every name, its labels, and the recorder behind
+//! them, rendered as Prometheus text on the admin port's `/metrics`.
+//!
+//! **One recorder per [`crate::app::Application`], never a global one.** The
+//! `metrics` crate's macros report to a process-wide recorder, installed
+//! once; a test binary runs dozens of gateways at once, and they would all
+//! count into it. So nothing here is installed globally: each application
+//! owns a [`Metrics`] (a `PrometheusRecorder` and its handle, shared by
+//! `Arc`), hands clones to whatever records (the HTTP layer, the caches, the
+//! node loader, each SDK client's interceptor), and renders only its own
+//! counts. The `metrics` macros are not used anywhere; a library that used
+//! them would report to the (absent) global recorder, i.e. nowhere.
+//!
+//! **Labels stay bounded.** Every label value comes from a closed set (route,
+//! status, outcome, error code, cache layer and event) or from the
+//! configuration (account id, region, SDK operation name). Nothing a client
+//! sends (session ids, operation names, variables) becomes a label.
+//!
+//! The README's metrics table lists every name here; keep them in step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Key, Label, Level, Metadata, Recorder as _, SharedString, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+/// `gateway_http_requests_total{route, method, status}`.
+pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
+/// `gateway_http_request_duration_seconds{route}`.
+pub const HTTP_DURATION: &str = "gateway_http_request_duration_seconds";
+/// `gateway_http_requests_in_flight`.
+pub const HTTP_IN_FLIGHT: &str = "gateway_http_requests_in_flight";
+/// `gateway_graphql_operations_total{outcome}`.
+pub const GRAPHQL_OPERATIONS: &str = "gateway_graphql_operations_total";
+/// `gateway_graphql_errors_total{code}`.
+pub const GRAPHQL_ERRORS: &str = "gateway_graphql_errors_total";
+/// `gateway_upstream_calls_total{account, region, operation, outcome}`.
+pub const UPSTREAM_CALLS: &str = "gateway_upstream_calls_total";
+/// `gateway_upstream_call_duration_seconds{account, region, operation}`.
+pub const UPSTREAM_DURATION: &str = "gateway_upstream_call_duration_seconds";
+/// `gateway_upstream_retries_total{account, region, operation}`.
+pub const UPSTREAM_RETRIES: &str = "gateway_upstream_retries_total";
+/// `gateway_upstream_throttles_total{account, region, operation}`.
+pub const UPSTREAM_THROTTLES: &str = "gateway_upstream_throttles_total";
+/// `gateway_upstream_limiter_total{account, region, outcome}`.
+pub const UPSTREAM_LIMITER: &str = "gateway_upstream_limiter_total";
+/// `gateway_credential_resolutions_total{account, outcome}`.
+pub const CREDENTIALS: &str = "gateway_credential_resolutions_total";
+/// `gateway_cache_events_total{layer, event}`.
+pub const CACHE_EVENTS: &str = "gateway_cache_events_total";
+/// `gateway_dataloader_batch_size`.
+pub const DATALOADER_BATCH: &str = "gateway_dataloader_batch_size";
+/// `gateway_websockets_open`.
+pub const WEBSOCKETS_OPEN: &str = "gateway_websockets_open";
+/// `gateway_websocket_connections_total{outcome}`.
+pub const WEBSOCKET_CONNECTIONS: &str = "gateway_websocket_connections_total";
+/// `gateway_subscriptions_active`.
+pub const SUBSCRIPTIONS_ACTIVE: &str = "gateway_subscriptions_active";
+/// `gateway_build_info{version}`.
+pub const BUILD_INFO: &str = "gateway_build_info";
+
+/// Buckets of the latency histograms, in seconds: SSM answers in tens to
+/// hundreds of milliseconds; retries with backoff take seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets of the DataLoader batch sizes (keys per batch).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// A cache layer, for [`CACHE_EVENTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheKind {
+    /// Upstream `DescribeSessions` pages (`src/cache.rs`).
+    Page,
+    /// Managed nodes (`src/nodes.rs`).
+    Node,
+    /// Whole responses (`src/http/response_cache.rs`).
+    Response,
+    /// Parsed GraphQL documents, by their text (`src/graphql/executor.rs`).
+    Document,
+    /// Automatic persisted queries sent by hash alone
+    /// (`src/http/persisted.rs`): `hit` ran the document, `miss` answered
+    /// `PERSISTED_QUERY_NOT_FOUND`.
+    PersistedQuery,
+}
+
+impl CacheKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Page => "page",
+            Self::Node => "node",
+            Self::Response => "response",
+            Self::Document => "document",
+            Self::PersistedQuery => "persisted_query",
+        }
+    }
+}
+
+/// What happened in a cache, for [`CACHE_EVENTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// Answered from the cache.
+    Hit,
+    /// Not in the cache: this caller went upstream.
+    Miss,
+    /// Not in the cache, but another caller's call in flight answered it
+    /// (single-flight).
+    Join,
+    /// Expired, and served anyway because upstream failed (stale-if-error).
+    Stale,
+}
+
+impl CacheEvent {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Join => "join",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// One application's metrics. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A fresh recorder with every metric described and `gateway_build_info`
+    /// set.
+    pub fn new() -> Self {
+        let builder = PrometheusBuilder::new();
+        let builder = [HTTP_DURATION, UPSTREAM_DURATION]
+            .into_iter()
+            .fold(builder, |b, name| {
+                b.set_buckets_for_metric(Matcher::Full(name.to_owned()), LATENCY_BUCKETS)
+                    .expect("the latency buckets are not empty")
+            })
+            .set_buckets_for_metric(Matcher::Full(DATALOADER_BATCH.to_owned()), BATCH_BUCKETS)
+            .expect("the batch buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let metrics = Self {
+            inner: Arc::new(Inner { recorder, handle }),
+        };
+        metrics.describe();
+        metrics
+            .gauge(
+                BUILD_INFO,
+                vec![Label::new("version", env!("CARGO_PKG_VERSION"))],
+            )
+            .set(1.0);
+        for gauge in [HTTP_IN_FLIGHT, WEBSOCKETS_OPEN, SUBSCRIPTIONS_ACTIVE] {
+            metrics.gauge(gauge, Vec::new()).set(0.0);
+        }
+        metrics
+    }
+
+    fn describe(&self) {
+        let r = &self.inner.recorder;
+        let counters: [(&'static str, &'static str); 10] = [
+            (
+                HTTP_REQUESTS,
+                "HTTP requests answered, by route, method and status.",
+            ),
+            (
+                GRAPHQL_OPERATIONS,
+                "GraphQL operations, by outcome: ok, partial (data and errors), error, cached (answered by the response cache).",
+            ),
+            (
+                GRAPHQL_ERRORS,
+                "GraphQL errors returned, by extensions.code.",
+            ),
+            (
+                UPSTREAM_CALLS,
+                "Calls to SSM (retries included), by account, region, operation and outcome.",
+            ),
+            (
+                UPSTREAM_RETRIES,
+                "SDK attempts beyond the first of a call, by account, region and operation.",
+            ),
+            (
+                UPSTREAM_THROTTLES,
+                "SDK attempts answered with a throttling error, by account, region and operation.",
+            ),
+            (
+                CREDENTIALS,
+                "Resolutions of an account's credentials (STS AssumeRole, profile or base chain), by outcome.",
+            ),
+            (
+                CACHE_EVENTS,
+                "Cache lookups by layer (page, node, response) and event (hit, miss, join, stale).",
+            ),
+            (
+                UPSTREAM_LIMITER,
+                "SDK attempts through the per-(account, region) rate limiter, by outcome: immediate, waited, refused.",
+            ),
+            (
+                WEBSOCKET_CONNECTIONS,
+                "WebSocket connections by how connection_init ended: accepted, refused, init_timeout, bad_request, closed, shutdown.",
+            ),
+        ];
+        for (name, help) in counters {
+            r.describe_counter(name.into(), None, SharedString::const_str(help));
+        }
+        r.describe_histogram(
+            HTTP_DURATION.into(),
+            Some(Unit::Seconds),
+            SharedString::const_str("Time to answer an HTTP request, by route."),
+        );
+        r.describe_histogram(
+            UPSTREAM_DURATION.into(),
+            Some(Unit::Seconds),
+            SharedString::const_str(
+                "Time of one call to SSM, retries and backoff included, by account, region and operation.",
+            ),
+        );
+        r.describe_histogram(
+            DATALOADER_BATCH.into(),
+            None,
+            SharedString::const_str("Managed-node keys per DataLoader batch."),
+        );
+        r.describe_gauge(
+            HTTP_IN_FLIGHT.into(),
+            None,
+            SharedString::const_str("HTTP requests being answered now."),
+        );
+        r.describe_gauge(
+            WEBSOCKETS_OPEN.into(),
+            None,
+            SharedString::const_str("WebSockets open now (past connection_init)."),
+        );
+        r.describe_gauge(
+            SUBSCRIPTIONS_ACTIVE.into(),
+            None,
+            SharedString::const_str("GraphQL subscriptions running now."),
+        );
+        r.describe_gauge(
+            BUILD_INFO.into(),
+            None,
+            SharedString::const_str("Always 1; the version is in the labels."),
+        );
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.inner.handle.render()
+    }
+
+    /// Drains histogram samples into their buckets; the admin server calls
+    /// it periodically, so samples do not pile up between scrapes.
+    pub fn run_upkeep(&self) {
+        self.inner.handle.run_upkeep();
+    }
+
+    fn counter(&self, name: &'static str, labels: Vec<Label>) -> metrics::Counter {
+        self.inner
+            .recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str, labels: Vec<Label>) -> metrics::Gauge {
+        self.inner
+            .recorder
+            .register_gauge(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    fn histogram(&self, name: &'static str, labels: Vec<Label>) -> metrics::Histogram {
+        self.inner
+            .recorder
+            .register_histogram(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// One HTTP request answered. `route` is the matched route pattern.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.counter(
+            HTTP_REQUESTS,
+            vec![
+                Label::new("route", route.to_owned()),
+                Label::new("method", method.to_owned()),
+                Label::new("status", status.to_string()),
+            ],
+        )
+        .increment(1);
+        self.histogram(HTTP_DURATION, vec![Label::new("route", route.to_owned())])
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.up_while_held(HTTP_IN_FLIGHT)
+    }
+
+    /// Counts an open WebSocket (past `connection_init`) until the guard
+    /// drops.
+    pub fn websocket_open(&self) -> InFlight {
+        self.up_while_held(WEBSOCKETS_OPEN)
+    }
+
+    /// Counts a running subscription until the guard drops.
+    pub fn subscription_active(&self) -> InFlight {
+        self.up_while_held(SUBSCRIPTIONS_ACTIVE)
+    }
+
+    /// How a WebSocket's `connection_init` ended: `accepted`, `refused`
+    /// (4403), `init_timeout` (4408), `bad_request` (4400), `closed`
+    /// (the peer left first) or `shutdown`.
+    pub fn websocket_connection(&self, outcome: &'static str) {
+        self.counter(WEBSOCKET_CONNECTIONS, vec![Label::new("outcome", outcome)])
+            .increment(1);
+    }
+
+    fn up_while_held(&self, name: &'static str) -> InFlight {
+        let gauge = self.gauge(name, Vec::new());
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+
+    /// One executed operation by outcome, and its errors by code (codes
+    /// already bounded by the caller: `error::code::bounded`).
+    pub fn graphql_operation(
+        &self,
+        outcome: &'static str,
+        codes: impl IntoIterator<Item = &'static str>,
+    ) {
+        self.counter(GRAPHQL_OPERATIONS, vec![Label::new("outcome", outcome)])
+            .increment(1);
+        for code in codes {
+            self.counter(GRAPHQL_ERRORS, vec![Label::new("code", code)])
+                .increment(1);
+        }
+    }
+
+    /// One upstream call (retries included) and how long it took.
+    pub fn upstream_call(
+        &self,
+        source: &SourceLabels,
+        operation: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        let mut labels = source.labels(operation);
+        self.histogram(UPSTREAM_DURATION, labels.clone())
+            .record(elapsed.as_secs_f64());
+        labels.push(Label::new("outcome", outcome));
+        self.counter(UPSTREAM_CALLS, labels).increment(1);
+    }
+
+    /// An SDK attempt beyond a call's first.
+    pub fn upstream_retry(&self, source: &SourceLabels, operation: &str) {
+        self.counter(UPSTREAM_RETRIES, source.labels(operation))
+            .increment(1);
+    }
+
+    /// An SDK attempt answered with a throttling error.
+    pub fn upstream_throttle(&self, source: &SourceLabels, operation: &str) {
+        self.counter(UPSTREAM_THROTTLES, source.labels(operation))
+            .increment(1);
+    }
+
+    /// One attempt's turn at its source's rate limiter: `immediate`,
+    /// `waited` or `refused` (`UPSTREAM_THROTTLED`, nothing sent).
+    pub fn upstream_limiter(&self, source: &SourceLabels, outcome: &'static str) {
+        self.counter(
+            UPSTREAM_LIMITER,
+            vec![
+                Label::new("account", source.account.clone()),
+                Label::new("region", source.region.clone()),
+                Label::new("outcome", outcome),
+            ],
+        )
+        .increment(1);
+    }
+
+    /// One resolution of an account's credentials.
+    pub fn credentials(&self, account: &str, ok: bool) {
+        self.counter(
+            CREDENTIALS,
+            vec![
+                Label::new("account", account.to_owned()),
+                Label::new("outcome", if ok { "ok" } else { "error" }),
+            ],
+        )
+        .increment(1);
+    }
+
+    /// `n` cache events of one kind in one layer.
+    pub fn cache(&self, layer: CacheKind, event: CacheEvent, n: u64) {
+        if n > 0 {
+            self.counter(
+                CACHE_EVENTS,
+                vec![
+                    Label::new("layer", layer.as_str()),
+                    Label::new("event", event.as_str()),
+                ],
+            )
+            .increment(n);
+        }
+    }
+
+    /// The number of keys in one DataLoader batch.
+    pub fn dataloader_batch(&self, keys: usize) {
+        self.histogram(DATALOADER_BATCH, Vec::new())
+            .record(keys as f64);
+    }
+}
+
+/// The account and region labels of one upstream source, made once.
+#[derive(Clone, Debug)]
+pub struct SourceLabels {
+    account: SharedString,
+    region: SharedString,
+}
+
+impl SourceLabels {
+    pub fn new(account: &str, region: &str) -> Self {
+        Self {
+            account: SharedString::from(account.to_owned()),
+            region: SharedString::from(region.to_owned()),
+        }
+    }
+
+    fn labels(&self, operation: &str) -> Vec<Label> {
+        vec![
+            Label::new("account", self.account.clone()),
+            Label::new("region", self.region.clone()),
+            Label::new("operation", operation.to_owned()),
+        ]
+    }
+}
+
+/// Decrements its gauge on drop (requests in flight, open sockets, running
+/// subscriptions).
+pub struct InFlight(metrics::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_application_counts_alone() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.cache(CacheKind::Page, CacheEvent::Hit, 2);
+        assert!(
+            a.render()
+                .contains("gateway_cache_events_total{layer=\"page\",event=\"hit\"} 2"),
+            "{}",
+            a.render()
+        );
+        assert!(!b.render().contains("gateway_cache_events_total{"));
+    }
+
+    #[test]
+    fn unknown_codes_do_not_become_labels() {}
+}

@@ -1,0 +1,202 @@
+//! Traces over OTLP/HTTP: the real binary, told by the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` where to send, exports the spans of one
+//! query to a fake collector on loopback (an axum route decoding each
+//! protobuf `ExportTraceServiceRequest`), in the caller's trace (its
+//! `traceparent`), nested HTTP request > GraphQL operation > `sessions`
+//! field > upstream call > SDK attempt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use hyper::Method;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::support::process::DemoProcess;
+use crate::support::{ADMIN, client, send};
+
+type Received = Arc<Mutex<Vec<(String, Span)>>>;
+
+/// Records every span with its resource's `service.name`.
+async fn collect(State(received): State<Received>, body: Bytes) -> &'static str {
+    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf request");
+    let mut received = received.lock().unwrap();
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .as_ref()
+            .and_then(|r| attribute(&r.attributes, "service.name"))
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                received.push((service.clone(), span));
+            }
+        }
+    }
+    ""
+}
+
+/// A string or integer attribute, as text.
+fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    let value = attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?;
+    match value {
+        AnyValue {
+            value: Some(any_value::Value::StringValue(s)),
+        } => Some(s.clone()),
+        AnyValue {
+            value: Some(any_value::Value::IntValue(i)),
+        } => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn one_query_exports_nested_spans_in_the_callers_trace() {
+    let received = Received::default();
+    let collector = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_addr = collector.local_addr().unwrap();
+    let routes = axum::Router::new()
+        .route("/v1/traces", axum::routing::post(collect))
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(collector, routes).await });
+
+    let endpoint = format!("http://{collector_addr}");
+    let mut demo = DemoProcess::spawn(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", "gateway-under-test"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let trace_id = format!("{:032x}", rand::random::<u128>());
+    let caller_span = "00f067aa0ba902b7";
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    let query = json!({
+        "query": "{ sessions(state: HISTORY, first: 2, accounts: [\"platform\"], regions: [\"us-east-1\"]) { edges { node { sessionId } } } }"
+    })
+    .to_string();
+    let answer = send(
+        &client(),
+        demo.addr,
+        Method::POST,
+        "/graphql",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", ADMIN),
+            ("traceparent", &traceparent),
+        ],
+        Bytes::from(query),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.json()["errors"].is_null(), "{}", answer.json());
+
+    // Wait until the attempt span (the innermost) has arrived.
+    let started = Instant::now();
+    let spans: Vec<(String, Span)> = loop {
+        let spans: Vec<(String, Span)> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| hex(&s.trace_id) == trace_id)
+            .cloned()
+            .collect();
+        if spans.iter().any(|(_, s)| s.name == "ssm.attempt") {
+            break spans;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no attempt span within 20 s; got {:?}",
+            spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        spans
+            .iter()
+            .all(|(service, _)| service == "gateway-under-test")
+    );
+
+    let by_id: HashMap<String, &Span> = spans.iter().map(|(_, s)| (hex(&s.span_id), s)).collect();
+    // Each span's chain of ancestors, innermost first, by name (`field`
+    // spans by their path), up to the caller's span.
+    let chain = |span: &Span| -> Vec<String> {
+        let mut names = Vec::new();
+        let mut parent = hex(&span.parent_span_id);
+        while let Some(p) = by_id.get(&parent) {
+            names.push(match p.name.as_str() {
+                "field" => format!(
+                    "field {}",
+                    attribute(&p.attributes, "path").unwrap_or_default()
+                ),
+                other => other.to_owned(),
+            });
+            parent = hex(&p.parent_span_id);
+        }
+        names.push(format!("caller {parent}"));
+        names
+    };
+
+    let attempt = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "ssm.attempt")
+        .unwrap();
+    assert_eq!(
+        attribute(&attempt.attributes, "attempt").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        attribute(&attempt.attributes, "operation").as_deref(),
+        Some("DescribeSessions")
+    );
+    let chain = chain(attempt);
+    let position = |name: &str| {
+        chain
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("no {name} in {chain:?}"))
+    };
+    // Innermost first: call < sessions field < operation < HTTP request < caller.
+    let call = position("ssm.describe_sessions");
+    let field = position("field sessions");
+    let operation = position("request");
+    let http = position("POST /graphql");
+    let caller = position(&format!("caller {caller_span}"));
+    assert!(
+        call < field && field < operation && operation < http && http < caller,
+        "{chain:?}"
+    );
+    assert_eq!(caller, chain.len() - 1);
+
+    let call = by_id
+        .values()
+        .find(|s| s.name == "ssm.describe_sessions")
+        .unwrap();
+    assert_eq!(
+        attribute(&call.attributes, "account").as_deref(),
+        Some(ssm_emulator::DEMO_ACCOUNT_ID)
+    );
+    assert_eq!(
+        attribute(&call.attributes, "region").as_deref(),
+        Some("us-east-1")
+    );
+
+    demo.terminate();
+    let status = tokio::task::spawn_blocking(move || demo.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
