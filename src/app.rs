@@ -25,7 +25,7 @@
 //! `shutdown_grace_secs` to finish; then it returns `Ok`, and the process
 //! exits 0. The admin listener serves throughout.
 
-use std::future::{Future, IntoFuture as _};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,8 @@ pub struct Application {
     admin_state: AdminState,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
+    /// How long a client may take to send a request's head.
+    header_read_timeout: Duration,
 }
 
 /// The admin listener, serving in a task of its own until told to stop
@@ -181,6 +183,7 @@ impl Application {
             ws_close_grace: Duration::from_millis(settings.live.shutdown_grace_ms),
             shutdown_delay: Duration::from_secs(settings.shutdown_delay_secs),
             shutdown_grace: Duration::from_secs(settings.shutdown_grace_secs),
+            header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_secs),
         })
     }
 
@@ -260,9 +263,12 @@ impl Application {
             let _ = closed.send(());
             let _ = stopping.send(());
         };
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop_accepting)
-            .into_future();
+        let server = http::serve(
+            self.listener,
+            self.router,
+            self.header_read_timeout,
+            stop_accepting,
+        );
         self.admin_state.health.set(Phase::Ready);
         let result = tokio::select! {
             result = server => result,
@@ -361,6 +367,7 @@ fn assemble(
         responses: ResponseCache::new(&settings.cache).map(Arc::new),
         persisted: Arc::new(http::PersistedQueries::new(&settings.persisted_queries)),
         limits: http::RequestLimits::new(&settings.http, &settings.limits),
+        rates: Arc::new(http::CallerLimits::new(&settings.rate_limits)),
         auth,
         graphiql: Arc::new(Graphiql::new(
             http::GRAPHQL_PATH,

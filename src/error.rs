@@ -14,7 +14,8 @@
 //!   a code too. An error that reaches a client without a code is our bug:
 //!   it reads `INTERNAL`.
 //! - Errors before any GraphQL work (media types, body limits, missing or
-//!   bad credentials: `UNAUTHENTICATED`) are answered by `crate::http` with
+//!   bad credentials: `UNAUTHENTICATED`, a caller over its rate:
+//!   `RATE_LIMITED`) are answered by `crate::http` with
 //!   an HTTP status and the same body shape.
 
 use std::sync::Arc;
@@ -65,8 +66,8 @@ pub mod code {
     pub const PERSISTED_QUERY_HASH_MISMATCH: &str = "PERSISTED_QUERY_HASH_MISMATCH";
     /// Persisted queries are off, or the request's version is not 1.
     pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
-    /// The caller sent more requests than its rate limit allows: HTTP 429
-    /// with `Retry-After`.
+    /// The caller is over its request rate (`[rate_limits]`): HTTP 429 with
+    /// `Retry-After`, or an error on the subscription it tried to start.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
 
     /// Every code above (a unit test keeps it complete).

@@ -46,6 +46,8 @@ pub const UPSTREAM_RETRIES: &str = "gateway_upstream_retries_total";
 pub const UPSTREAM_THROTTLES: &str = "gateway_upstream_throttles_total";
 /// `gateway_upstream_limiter_total{account, region, outcome}`.
 pub const UPSTREAM_LIMITER: &str = "gateway_upstream_limiter_total";
+/// `gateway_rate_limited_total{transport}`.
+pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
 /// `gateway_credential_resolutions_total{account, outcome}`.
 pub const CREDENTIALS: &str = "gateway_credential_resolutions_total";
 /// `gateway_cache_events_total{layer, event}`.
@@ -126,6 +128,25 @@ impl CacheEvent {
     }
 }
 
+/// How a rate-limited request came, for [`RATE_LIMITED`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST` or `GET /graphql`: answered 429.
+    Http,
+    /// A subscription started over a WebSocket: answered with an `error`
+    /// message for that operation.
+    WebSocket,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::WebSocket => "websocket",
+        }
+    }
+}
+
 /// One application's metrics. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Metrics {
@@ -182,7 +203,7 @@ impl Metrics {
 
     fn describe(&self) {
         let r = &self.inner.recorder;
-        let counters: [(&'static str, &'static str); 10] = [
+        let counters: [(&'static str, &'static str); 11] = [
             (
                 HTTP_REQUESTS,
                 "HTTP requests answered, by route, method and status.",
@@ -206,6 +227,10 @@ impl Metrics {
             (
                 UPSTREAM_THROTTLES,
                 "SDK attempts answered with a throttling error, by account, region and operation.",
+            ),
+            (
+                RATE_LIMITED,
+                "Requests refused for their caller's rate ([rate_limits]), by transport: http (429) or websocket (a subscription start).",
             ),
             (
                 CREDENTIALS,
@@ -396,6 +421,17 @@ impl Metrics {
         .increment(1);
     }
 
+    /// One request refused for its caller's rate (`RATE_LIMITED`). Not by
+    /// principal: callers are unbounded (JWT subjects); the audit log names
+    /// them.
+    pub fn rate_limited(&self, transport: Transport) {
+        self.counter(
+            RATE_LIMITED,
+            vec![Label::new("transport", transport.as_str())],
+        )
+        .increment(1);
+    }
+
     /// One resolution of an account's credentials.
     pub fn credentials(&self, account: &str, ok: bool) {
         self.counter(
@@ -478,6 +514,23 @@ mod tests {
             a.render()
         );
         assert!(!b.render().contains("gateway_cache_events_total{"));
+    }
+
+    #[test]
+    fn rate_limit_refusals_are_counted_by_transport() {
+        let m = Metrics::new();
+        m.rate_limited(Transport::Http);
+        m.rate_limited(Transport::Http);
+        m.rate_limited(Transport::WebSocket);
+        let text = m.render();
+        assert!(
+            text.contains("gateway_rate_limited_total{transport=\"http\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway_rate_limited_total{transport=\"websocket\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

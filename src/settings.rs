@@ -25,9 +25,9 @@
 //! they parse as one, else taken as a string. An unknown `SSM_GATEWAY_*`
 //! variable is an error, so a typo never goes unnoticed; the one exception
 //! is `SSM_GATEWAY_CONFIG`, which names the file. `accounts`,
-//! `auth.api_keys`, `auth.anonymous_grants` and `auth.jwt.claim_grants` are
-//! set in the file only: env cannot add, remove or change an account, a key
-//! or a grant.
+//! `auth.api_keys`, `auth.anonymous_grants`, `auth.jwt.claim_grants` and
+//! `rate_limits.principals` are set in the file only: env cannot add,
+//! remove or change an account, a key, a grant or a caller's limit.
 //!
 //! The file is not required: without one the gateway runs on defaults and
 //! env, with no accounts.
@@ -43,9 +43,11 @@ use crate::cursor::{MAX_CURSOR_LEN, MIN_KEY_LEN};
 use crate::model::{AccountId, MAX_PAGE_SIZE, Region};
 
 mod auth;
+mod rate_limits;
 
 pub use auth::{ApiKeySettings, AuthSettings, GrantSettings, JwtSettings};
 pub(crate) use auth::{KeyUniqueness, KnownAccounts, parse_sha256_hex, validate_api_keys};
+pub use rate_limits::{PrincipalRate, RateLimitSettings};
 
 /// A value that must not reach logs or error messages. `Debug` and
 /// `Display` print `[redacted]`; [`Secret::expose`] is the only way in.
@@ -169,6 +171,10 @@ pub struct Settings {
     /// states its default and env variable.
     #[serde(default)]
     pub persisted_queries: PersistedQuerySettings,
+    /// Requests per caller (`[rate_limits]`): defaults and per-principal
+    /// overrides; each field states its default and env variable.
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
 }
 
 /// Automatic persisted queries (Apollo's protocol): clients send a
@@ -529,6 +535,7 @@ impl Default for Settings {
             accounts: Vec::new(),
             auth: AuthSettings::default(),
             persisted_queries: PersistedQuerySettings::default(),
+            rate_limits: RateLimitSettings::default(),
         }
     }
 }
@@ -630,6 +637,16 @@ pub struct HttpSettings {
     /// 300 (slower: 408). Default 10. Env
     /// `SSM_GATEWAY_HTTP__BODY_READ_TIMEOUT_SECS`.
     pub body_read_timeout_secs: u64,
+    /// How long a client may take to send a request's line and headers, in
+    /// seconds, 1 to 300; slower, the connection is closed. Over HTTP/1.1
+    /// this is also how long a keep-alive connection may sit idle between
+    /// requests (hyper uses one timer for both), so behind a proxy that
+    /// reuses connections (ingress-nginx, an ALB) keep the proxy's upstream
+    /// keep-alive timeout below it. Default 65: above the 60 s idle timeout
+    /// of an ALB and ingress-nginx's upstream keep-alive, so the gateway is
+    /// never the side that drops a pooled connection. Env
+    /// `SSM_GATEWAY_HTTP__HEADER_READ_TIMEOUT_SECS`.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -644,6 +661,7 @@ impl Default for HttpSettings {
             max_in_flight: 512,
             max_response_bytes: 2 * 1024 * 1024,
             body_read_timeout_secs: 10,
+            header_read_timeout_secs: 65,
         }
     }
 }
@@ -813,6 +831,7 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("http.max_in_flight", EnvKind::Scalar),
     ("http.max_response_bytes", EnvKind::Scalar),
     ("http.body_read_timeout_secs", EnvKind::Scalar),
+    ("http.header_read_timeout_secs", EnvKind::Scalar),
     ("aws.region", EnvKind::String),
     ("aws.endpoint_url", EnvKind::String),
     ("aws.max_attempts", EnvKind::Scalar),
@@ -848,6 +867,9 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("live.shutdown_grace_ms", EnvKind::Scalar),
     ("persisted_queries.enabled", EnvKind::Scalar),
     ("persisted_queries.max_bytes", EnvKind::Scalar),
+    ("rate_limits.enabled", EnvKind::Scalar),
+    ("rate_limits.requests_per_second", EnvKind::Scalar),
+    ("rate_limits.burst", EnvKind::Scalar),
 ];
 
 /// Keys set in the file only: lists of tables (accounts, keys, grants) that
@@ -857,6 +879,7 @@ const FILE_ONLY: &[&str] = &[
     "auth.api_keys",
     "auth.anonymous_grants",
     "auth.jwt.claim_grants",
+    "rate_limits.principals",
 ];
 
 impl Settings {
@@ -978,7 +1001,9 @@ impl Settings {
             }
         }
         // After the accounts: grants name them.
-        self.auth.validate(&self.accounts)
+        self.auth.validate(&self.accounts)?;
+        self.rate_limits
+            .validate(&self.auth.api_keys, self.auth.api_keys_file.is_some())
     }
 }
 
@@ -1085,6 +1110,11 @@ impl HttpSettings {
             (
                 "http.body_read_timeout_secs",
                 self.body_read_timeout_secs,
+                1..=300,
+            ),
+            (
+                "http.header_read_timeout_secs",
+                self.header_read_timeout_secs,
                 1..=300,
             ),
             ("http.max_in_flight", self.max_in_flight as u64, 1..=100_000),
@@ -1580,15 +1610,29 @@ mod tests {
             ["https://console.example.com"]
         );
         assert!(settings.http.introspection);
+        assert_eq!(
+            settings.rate_limits.principals["api_key:dashboard"],
+            PrincipalRate {
+                requests_per_second: 50,
+                burst: 100
+            }
+        );
         // The commented-out keys are valid too, once uncommented.
         let uncommented = text
             .replace("allow_anonymous = false", "allow_anonymous = true")
             .replace("# anonymous_grants", "anonymous_grants")
-            .replace("# api_keys_file", "api_keys_file");
+            .replace("# api_keys_file", "api_keys_file")
+            .replace("# \"jwt:ci-bot", "\"jwt:ci-bot")
+            .replace("# header_read_timeout_secs", "header_read_timeout_secs")
+            .replace("# enabled = true", "enabled = true")
+            .replace("# requests_per_second = 20", "requests_per_second = 20")
+            .replace("# burst = 40", "burst = 40");
         let settings =
             Settings::from_sources(None, &uncommented, NO_ENV).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(settings.auth.anonymous_grants.len(), 1);
         assert!(settings.auth.api_keys_file.is_some());
+        assert_eq!(settings.rate_limits.principals.len(), 2);
+        assert_eq!(settings.http.header_read_timeout_secs, 65);
         // The commented-out profile account is valid too, once uncommented.
         let uncommented = text.replace("# [[accounts]]", "[[accounts]]").replace(
             "# id = \"444444444444\"\n# alias = \"sandbox\"\n# profile = \"sandbox-readonly\"\n# regions",
@@ -1826,6 +1870,78 @@ mod tests {
                 "http.cors_allowed_origins[0]",
             );
         }
+    }
+
+    #[test]
+    fn the_header_read_timeout_is_in_range() {
+        error_for(
+            "[http]\nheader_read_timeout_secs = 0\n",
+            "http.header_read_timeout_secs",
+        );
+        let message = error_for(
+            "[http]\nheader_read_timeout_secs = 301\n",
+            "http.header_read_timeout_secs",
+        );
+        assert!(message.ends_with("must be 1 to 300 (got 301)"), "{message}");
+    }
+
+    #[test]
+    fn rate_limits_reject_nonsense_with_the_key_named() {
+        let message = error_for(
+            "[rate_limits]\nrequests_per_second = 0\n",
+            "rate_limits.requests_per_second",
+        );
+        assert!(
+            message.ends_with("must be 1 to 1000000 (got 0)"),
+            "{message}"
+        );
+        error_for("[rate_limits]\nburst = 0\n", "rate_limits.burst");
+        error_for(
+            "[rate_limits]\nrequests_per_second = -5\n",
+            "rate_limits.requests_per_second",
+        );
+        error_for("[rate_limits]\nper_minute = 5\n", "rate_limits.per_minute");
+        // Overrides: in range, complete, and naming a principal.
+        let key = "[[auth.api_keys]]\nname = \"dashboard\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\ngrants = [{ accounts = [\"*\"], scopes = [\"sessions:read\"] }]\n";
+        error_for(
+            &format!(
+                "{key}[rate_limits.principals]\n\"api_key:dashboard\" = {{ requests_per_second = 0, burst = 5 }}\n"
+            ),
+            "rate_limits.principals.\"api_key:dashboard\".requests_per_second",
+        );
+        error_for(
+            &format!(
+                "{key}[rate_limits.principals]\n\"api_key:dashboard\" = {{ requests_per_second = 5 }}\n"
+            ),
+            "rate_limits.principals.api_key:dashboard",
+        );
+        for principal in ["dashboard", "user:alice", "jwt:", "anonymous:bob"] {
+            let message = error_for(
+                &format!(
+                    "{key}[rate_limits.principals]\n{principal:?} = {{ requests_per_second = 5, burst = 5 }}\n"
+                ),
+                &format!("rate_limits.principals.{principal:?}"),
+            );
+            assert!(message.contains("as the audit log names it"), "{message}");
+        }
+        // A typo in a key's name is caught (there is no keys file).
+        let message = error_for(
+            &format!(
+                "{key}[rate_limits.principals]\n\"api_key:dashbaord\" = {{ requests_per_second = 5, burst = 5 }}\n"
+            ),
+            "rate_limits.principals.\"api_key:dashbaord\"",
+        );
+        assert!(message.contains("no API key is named"), "{message}");
+        // And the good ones load.
+        let settings = from_text(&format!(
+            "{key}[rate_limits]\nrequests_per_second = 2\nburst = 3\n[rate_limits.principals]\n\"api_key:dashboard\" = {{ requests_per_second = 50, burst = 100 }}\n\"jwt:alice@example.com\" = {{ requests_per_second = 1, burst = 1 }}\n\"anonymous:anonymous\" = {{ requests_per_second = 1, burst = 2 }}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.rate_limits.principals.len(), 3);
+        assert!(settings.rate_limits.enabled);
+        let off = Settings::from_sources(None, "", [("SSM_GATEWAY_RATE_LIMITS__ENABLED", "false")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!off.rate_limits.enabled);
     }
 
     #[test]

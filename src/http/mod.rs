@@ -24,6 +24,13 @@
 //! [`Caller`], which the sessions service authorizes by account; the
 //! response cache is keyed by the principal's identity, never the header.
 //!
+//! Right after authentication, each request takes one from its principal's
+//! rate limit ([`rate`], `[rate_limits]`): over it, HTTP 429 with
+//! `Retry-After` and `extensions.code` `RATE_LIMITED`, before content
+//! negotiation, the response cache or any GraphQL work. The server loop
+//! ([`serve`]) bounds how long a client may take to send a request's head
+//! (`http.header_read_timeout_secs`); the router bounds its body.
+//!
 //! Each GraphQL request logs one line at target `audit`: principal (never a
 //! credential), operation name, accounts read, upstream pages read, outcome
 //! and duration.
@@ -65,14 +72,19 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 mod negotiate;
 mod persisted;
+mod rate;
 mod response_cache;
+mod serve;
 mod ws;
 
 use negotiate::{MediaType, accepts_html, negotiate};
 use persisted::PersistedQueryError;
 pub use persisted::{DocumentStore, PersistedQueries};
+pub use rate::CallerLimits;
+use rate::RateLimited;
 pub use response_cache::ResponseCache;
 use response_cache::ResponseKey;
+pub use serve::serve;
 pub use ws::Sockets;
 
 use crate::auth::{AuthError, Authenticator, Principal};
@@ -80,7 +92,7 @@ use crate::cache::Freshness;
 use crate::error::code;
 use crate::graphiql::{self, Graphiql};
 use crate::graphql::{Executor, operation_type};
-use crate::instruments::{CacheEvent, CacheKind, Metrics};
+use crate::instruments::{CacheEvent, CacheKind, Metrics, Transport};
 use crate::paging::RequestBudget;
 use crate::sessions::Caller;
 use crate::settings::{HttpSettings, Limits, LiveSettings};
@@ -106,6 +118,8 @@ pub struct HttpState {
     /// What one request may take: upstream calls, time, response size, and
     /// room among the requests in flight.
     pub limits: RequestLimits,
+    /// Requests per caller (`[rate_limits]`), HTTP and WebSocket alike.
+    pub rates: Arc<CallerLimits>,
     /// The application's metrics.
     pub metrics: Metrics,
 }
@@ -208,6 +222,42 @@ async fn authenticate(
         );
         unauthenticated(&e)
     })
+}
+
+/// Takes one request from the caller's rate limit, or the 429 to answer
+/// (with its audit line).
+#[allow(clippy::result_large_err)]
+fn admit(state: &HttpState, principal: &Principal, started: Instant) -> Result<(), Response> {
+    state
+        .rates
+        .check(&principal.to_string())
+        .map_err(|limited| {
+            tracing::info!(
+                target: "audit",
+                principal = %principal,
+                outcome = "rate_limited",
+                status = 429,
+                retry_after_secs = limited.retry_after_secs(),
+                duration_ms = started.elapsed().as_millis() as u64,
+                "request refused"
+            );
+            state.metrics.rate_limited(Transport::Http);
+            rate_limited(limited)
+        })
+}
+
+/// HTTP 429 `RATE_LIMITED` with `Retry-After` (whole seconds, rounded up).
+fn rate_limited(limited: RateLimited) -> Response {
+    let secs = limited.retry_after_secs();
+    let mut response = http_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        code::RATE_LIMITED,
+        &format!("too many requests from this caller; retry in {secs} s"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
 }
 
 /// HTTP 401 for `e`: its message (which never holds the token) and a
@@ -352,6 +402,9 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         Ok(principal) => principal,
         Err(response) => return response,
     };
+    if let Err(response) = admit(&state, &principal, started) {
+        return response;
+    }
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
@@ -470,6 +523,9 @@ async fn graphql_get(
         Ok(principal) => principal,
         Err(response) => return response,
     };
+    if let Err(response) = admit(&state, &principal, started) {
+        return response;
+    }
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };

@@ -16,7 +16,15 @@
 //!   protocol ping (`{"type":"ping"}`; `{"type":"ka"}` on the legacy
 //!   protocol), so load balancers never see an idle connection.
 //! - **Limits**: each connection may hold `live.max_subscriptions_per_connection`
-//!   subscriptions ([`SubscriptionSlots`] in its data).
+//!   subscriptions ([`SubscriptionSlots`] in its data), and each
+//!   subscription it starts (`subscribe`; `start` on the legacy protocol)
+//!   takes one request from its principal's rate limit ([`super::rate`]),
+//!   the same bucket as its HTTP requests. Over the rate, that subscription
+//!   alone is refused with an `error` message (`RATE_LIMITED`, and
+//!   `retryAfterSeconds` in its extensions, since a message has no
+//!   `Retry-After` header); the socket and its other subscriptions carry
+//!   on. Closing the socket would punish what already runs for what was
+//!   refused.
 //! - **Shutdown**: every socket is tracked in [`Sockets`]; on shutdown each
 //!   is sent a 1001 (going away) close, and the server waits for them up to
 //!   `live.shutdown_grace_ms` (axum's graceful shutdown does not see
@@ -38,7 +46,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::HttpState;
+use crate::error::code;
 use crate::graphql::SubscriptionSlots;
+use crate::instruments::Transport;
 use crate::sessions::Caller;
 
 /// The subprotocols spoken, in order of preference.
@@ -281,13 +291,26 @@ async fn serve_socket(
         tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
+                    if let Some(refusal) = over_rate(&state, &auth.caller, protocol, text.as_str()) {
+                        if socket.send(Message::Text(refusal.into())).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     if inbox.try_send(text.as_str().to_owned()).is_err() {
                         send_close(&mut socket, close::POLICY, "Too many messages").await;
                         break;
                     }
                 }
                 Some(Ok(Message::Binary(bytes))) => {
-                    if inbox.try_send(String::from_utf8_lossy(&bytes).into_owned()).is_err() {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    if let Some(refusal) = over_rate(&state, &auth.caller, protocol, &text) {
+                        if socket.send(Message::Text(refusal.into())).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    if inbox.try_send(text).is_err() {
                         send_close(&mut socket, close::POLICY, "Too many messages").await;
                         break;
                     }
@@ -322,4 +345,53 @@ async fn serve_socket(
             }
         }
     }
+}
+
+/// The start of a subscription, as far as the rate limit cares.
+#[derive(serde::Deserialize)]
+struct Start<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    id: Option<String>,
+}
+
+/// When `text` starts a subscription and the caller is over its rate, the
+/// error message that answers it in the engine's stead; `None` otherwise
+/// (every other message, and anything unparsable, is the engine's).
+fn over_rate(
+    state: &HttpState,
+    caller: &Caller,
+    protocol: WebSocketProtocols,
+    text: &str,
+) -> Option<String> {
+    let start: Start = serde_json::from_str(text).ok()?;
+    if start.kind != "subscribe" && start.kind != "start" {
+        return None;
+    }
+    let limited = state.rates.check(&caller.principal.to_string()).err()?;
+    let secs = limited.retry_after_secs();
+    state.metrics.rate_limited(Transport::WebSocket);
+    tracing::info!(
+        target: "audit",
+        principal = %caller.principal,
+        outcome = "rate_limited",
+        subscription = start.id.as_deref().unwrap_or("-"),
+        retry_after_secs = secs,
+        "subscription refused"
+    );
+    Some(rate_limited_message(protocol, start.id.as_deref(), secs))
+}
+
+/// The protocol's `error` message for one operation: graphql-transport-ws
+/// sends a list of GraphQL errors, the legacy protocol one error.
+fn rate_limited_message(protocol: WebSocketProtocols, id: Option<&str>, secs: u64) -> String {
+    let error = serde_json::json!({
+        "message": format!("too many requests from this caller; retry in {secs} s"),
+        "extensions": { "code": code::RATE_LIMITED, "retryAfterSeconds": secs },
+    });
+    let payload = match protocol {
+        WebSocketProtocols::GraphQLWS => serde_json::json!([error]),
+        WebSocketProtocols::SubscriptionsTransportWS => error,
+    };
+    serde_json::json!({ "id": id, "type": "error", "payload": payload }).to_string()
 }

@@ -141,6 +141,65 @@ async fn the_expensive_requests_are_refused_before_any_upstream_call() {
     assert!(res["errors"].is_null(), "{res}");
 }
 
+/// The three requests of issue 9's table, as sent to `demo` (three
+/// accounts, two regions each), where they caused 629, 240 and 600
+/// `DescribeSessions` calls. Now none reaches SSM: with the default root
+/// field cap, and with the cap raised out of the way (the cost estimate
+/// refuses them then).
+#[tokio::test]
+async fn the_issues_three_requests_cost_ssm_nothing_on_the_demo() {
+    let demo = || {
+        let mut config = EmulatorConfig::new(
+            Dataset::generate(&DataSpec::demo(anchor())),
+            demo_credentials(),
+        );
+        config.roles = demo_roles();
+        config
+    };
+    let history = "{ sessions(state: HISTORY, first: 1000, pageSize: 1) { nodes { sessionId } } }";
+    let filtered = aliases(40, |i| {
+        format!(
+            "sessions(state: HISTORY, first: 200, pageSize: 5, filter: {{ owner: \"u{i}\" }}) {{ nodes {{ sessionId }} }}"
+        )
+    });
+    let lookups = aliases(300, |i| {
+        format!(
+            "session(account: \"platform\", region: \"{DEMO_REGION}\", sessionId: \"u-{i:017x}\") {{ sessionId }}"
+        )
+    });
+    for root_cap in [20, 1000] {
+        let app = spawn_multi_with(demo(), |s| s.limits.max_root_fields = root_cap).await;
+        let mut codes = Vec::new();
+        for query in [history, filtered.as_str(), lookups.as_str()] {
+            let (status, res) = post(&app, query, json!({})).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{res}");
+            assert!(res.get("data").is_none(), "{res}");
+            let mut all = error_codes(&res);
+            all.dedup();
+            let code = all.join(",");
+            let first = &res["errors"][0];
+            eprintln!(
+                "root cap {root_cap}: {} errors, {code}: {} (estimate {})",
+                res["errors"].as_array().map_or(0, Vec::len),
+                first["message"],
+                first["extensions"]["estimate"]
+            );
+            codes.push(code);
+        }
+        let expected = if root_cap == 20 {
+            [
+                "COST_LIMIT_EXCEEDED",
+                "GRAPHQL_VALIDATION_FAILED",
+                "GRAPHQL_VALIDATION_FAILED",
+            ]
+        } else {
+            ["COST_LIMIT_EXCEEDED"; 3]
+        };
+        assert_eq!(codes, expected);
+        assert_eq!(app.describe_calls(), 0, "nothing reached SSM");
+    }
+}
+
 const REGIONS: [&str; 20] = [
     "us-east-1",
     "us-east-2",
@@ -297,6 +356,13 @@ async fn upstream_calls_per_source_stay_under_the_rate_retries_included() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let calls = app.describe_calls() as f64;
+    eprintln!(
+        "64 requests from 8 callers: {calls} attempts reached the emulator in {elapsed:.2} s \
+         ({:.2}/s; the emulator throttled {}), {} answered UPSTREAM_THROTTLED",
+        calls / elapsed,
+        app.emulator.throttled(),
+        codes.len()
+    );
     // A burst of 4, then 4 a second.
     assert!(
         calls <= 4.0 + 4.0 * elapsed + 1.0,
@@ -357,6 +423,10 @@ async fn a_request_past_its_deadline_is_answered() {
         json!({}),
     )
     .await;
+    eprintln!(
+        "deadline 1 s, upstream 5 s: answered {status} in {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{res}");
     assert_eq!(error_codes(&res), ["TIMEOUT"]);
@@ -405,6 +475,7 @@ async fn the_in_flight_cap_sheds_a_flood_and_recovers() {
             other => panic!("unexpected {other}"),
         }
     }
+    eprintln!("10 at once, cap 2: {served} served, {shed} shed with 503 OVERLOADED");
     assert!(shed > 0 && served > 0, "shed {shed}, served {served}");
     // The flood is over: requests are served again.
     let res = app

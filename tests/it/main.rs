@@ -17,6 +17,7 @@ mod gateway_http;
 mod gateway_live;
 mod gateway_nodes;
 mod gateway_paging;
+mod gateway_rate;
 mod graphiql;
 mod metrics;
 mod schema_contract;

@@ -304,7 +304,10 @@ async fn sighup_reloads_the_keys_file_without_dropping_requests() {
             "listen = \"{addr}\"\ncursor_key = \"{cursor}\"\ndefault_regions = [\"{region}\"]\n\
              [aws]\nregion = \"{region}\"\nendpoint_url = \"http://{emulator_addr}\"\nmax_attempts = 1\n\
              [[accounts]]\nid = \"{account}\"\nalias = \"demo\"\n\
-             [auth]\napi_keys_file = \"{keys}\"\n",
+             [auth]\napi_keys_file = \"{keys}\"\n\
+             [rate_limits]\nrequests_per_second = 1000000\nburst = 1000000\n",
+            // (The caller below asks as fast as it can: its own flood is
+            // not what this test is about.)
             cursor = "k".repeat(32),
             region = ssm_emulator::DEMO_REGION,
             account = ssm_emulator::DEMO_ACCOUNT_ID,

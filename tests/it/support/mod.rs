@@ -29,7 +29,9 @@ use ssm_session_gateway::accounts::{Account, AccountRegistry};
 use ssm_session_gateway::app::{Application, BaseCredentials};
 use ssm_session_gateway::demo::{DEMO_ADMIN_KEY, demo_auth, demo_base_credentials, demo_settings};
 use ssm_session_gateway::model::{AccountId, Region, SourceKey};
-use ssm_session_gateway::settings::{AccountSettings, AwsSettings, Secret, Settings};
+use ssm_session_gateway::settings::{
+    AccountSettings, AwsSettings, RateLimitSettings, Secret, Settings,
+};
 use ssm_session_gateway::upstream::SessionSource;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -151,6 +153,7 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
         // Tests make calls in bursts; the rate limit has tests of its own.
         settings.aws.max_calls_per_second = 100;
     }
+    unlimited_callers(&mut settings);
     settings.cache.active_ttl_secs = 0;
     settings.cache.history_ttl_secs = 0;
     settings.cache.failure_backoff_ms = 0;
@@ -177,6 +180,16 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
         .await
         .expect("gateway builds");
     start(app, emulator, emulator_addr, emulator_stop)
+}
+
+/// Tests send bursts as one caller: unless a test set `[rate_limits]`
+/// itself, the per-caller limit is raised out of the way (still on, so
+/// every request passes through it). It has tests of its own.
+fn unlimited_callers(settings: &mut Settings) {
+    if settings.rate_limits == RateLimitSettings::default() {
+        settings.rate_limits.requests_per_second = 1_000_000;
+        settings.rate_limits.burst = 1_000_000;
+    }
 }
 
 /// Runs `app` and wraps it, with its emulator, as a [`TestApp`].
@@ -243,6 +256,7 @@ pub async fn spawn_multi_with(
     // calls in bursts; the rate limit has tests of its own.
     settings.aws.max_attempts = 1;
     settings.aws.max_calls_per_second = 100;
+    unlimited_callers(&mut settings);
     adjust(&mut settings);
     let app = Application::build(&settings, BaseCredentials::Static(demo_base_credentials()))
         .await
