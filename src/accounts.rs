@@ -31,6 +31,7 @@ use crate::cache::{CachedSource, PageCache};
 use crate::instruments::{Metrics, SourceLabels};
 use crate::model::{AccountId, InvalidInput, Region, SourceKey};
 use crate::settings::{AccountSettings, Settings};
+use crate::shared::Shared;
 use crate::upstream::attempts::AttemptObserver;
 use crate::upstream::credentials::{CredentialState, CredentialStatus, TrackedCredentials};
 use crate::upstream::limit::{LimitedHttpClient, UpstreamLimiter};
@@ -106,6 +107,9 @@ pub struct AccountRegistry {
     /// The page cache every source built from settings reads through, so a
     /// write can drop what it made stale.
     page_cache: Option<Arc<PageCache>>,
+    /// What the replicas share (`[redis]`), for the node cache and the
+    /// live hub above.
+    shared: Option<Shared>,
     /// How each account's credentials last resolved (registries built from
     /// settings; empty for ready-made sources).
     credentials: Vec<(Arc<Account>, Arc<CredentialStatus>)>,
@@ -124,6 +128,7 @@ impl AccountRegistry {
             node_sources: BTreeMap::new(),
             terminators: BTreeMap::new(),
             page_cache: None,
+            shared: None,
             credentials: Vec::new(),
         }
     }
@@ -153,15 +158,18 @@ impl AccountRegistry {
         settings: &Settings,
         base_credentials: Option<Credentials>,
     ) -> anyhow::Result<Self> {
-        Self::build(settings, base_credentials, &Metrics::new()).await
+        Self::build(settings, base_credentials, &Metrics::new(), None).await
     }
 
     /// [`AccountRegistry::from_settings`], recording upstream calls, SDK
-    /// attempts, credential resolutions and page-cache events in `metrics`.
+    /// attempts, credential resolutions and page-cache events in `metrics`,
+    /// with the page cache's second level and the upstream limiters shared
+    /// by the replicas through `shared` (`[redis]`).
     pub(crate) async fn build(
         settings: &Settings,
         base_credentials: Option<Credentials>,
         metrics: &Metrics,
+        shared: Option<Shared>,
     ) -> anyhow::Result<Self> {
         if settings.accounts.is_empty() {
             anyhow::bail!("no accounts configured: add [[accounts]] to the settings file");
@@ -186,7 +194,8 @@ impl AccountRegistry {
             .http_client()
             .context("the base SDK config has no HTTP client")?;
         // One page cache for all sources: one memory bound, keys per source.
-        let page_cache = Arc::new(PageCache::new(&settings.cache, metrics.clone()));
+        let page_cache =
+            Arc::new(PageCache::new(&settings.cache, metrics.clone()).with_shared(shared.clone()));
         let mut statuses = Vec::new();
 
         let mut accounts = Vec::new();
@@ -250,17 +259,18 @@ impl AccountRegistry {
                 aws_sdk_ssm::Client::from_conf(config.build())
             };
             for region in &regions {
+                let key = SourceKey {
+                    account: id.clone(),
+                    region: region.clone(),
+                };
                 let limiter = UpstreamLimiter::observed(
                     settings.aws.max_calls_per_second,
                     Duration::from_millis(settings.aws.max_call_wait_ms),
                     metrics.clone(),
                     SourceLabels::new(id.as_str(), region.as_str()),
-                );
+                )
+                .shared_by(shared.as_ref(), &key);
                 let client = client_for(region, credentials.as_ref(), &limiter);
-                let key = SourceKey {
-                    account: id.clone(),
-                    region: region.clone(),
-                };
                 // Terminations are never cached; with a terminate role they
                 // get a client of their own, so the reader stays read-only.
                 let terminator = match &terminate_credentials {
@@ -302,6 +312,7 @@ impl AccountRegistry {
             .with_node_sources(node_sources)
             .with_terminators(terminators);
         registry.page_cache = Some(page_cache);
+        registry.shared = shared;
         registry.credentials = statuses
             .into_iter()
             .map(|(account, status)| (Arc::new(account), status))
@@ -309,13 +320,26 @@ impl AccountRegistry {
         Ok(registry)
     }
 
+    /// What the replicas share, when `[redis]` is configured.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
+    }
+
     /// The terminator of one (account, region).
     pub fn terminator(&self, key: &SourceKey) -> Option<Arc<dyn SessionTerminator>> {
         self.terminators.get(key).cloned()
     }
 
-    /// Drops the cached pages of `key` (after a write there).
-    pub fn invalidate(&self, key: &SourceKey) {
+    /// Drops the cached pages of `key` (after a write there), in every
+    /// replica when they share Redis.
+    pub async fn invalidate(&self, key: &SourceKey) {
+        if let Some(cache) = &self.page_cache {
+            cache.invalidate_everywhere(key).await;
+        }
+    }
+
+    /// Drops this replica's cached pages of `key` (another replica wrote).
+    pub fn invalidate_here(&self, key: &SourceKey) {
         if let Some(cache) = &self.page_cache {
             cache.invalidate_source(key);
         }

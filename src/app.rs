@@ -48,6 +48,7 @@ use crate::live::LiveHub;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
 use crate::settings::Settings;
+use crate::shared::Shared;
 
 /// Where the gateway's own AWS credentials come from; every account's role
 /// is assumed from them.
@@ -133,7 +134,11 @@ impl Application {
             Some(addr) => Some(AdminServer::start(addr, state.clone()).await?),
             None => None,
         };
-        let registry = AccountRegistry::build(settings, base, &state.metrics).await?;
+        let shared = match &settings.redis {
+            Some(redis) => Some(Shared::connect(redis, &state.metrics).await?),
+            None => None,
+        };
+        let registry = AccountRegistry::build(settings, base, &state.metrics, shared).await?;
         Self::assemble(settings, Arc::new(registry), state, admin).await
     }
 
@@ -162,6 +167,9 @@ impl Application {
         let auth_tasks = auth.start()?;
         if let Some(jwt) = auth.jwt() {
             admin_state.add_check(Arc::new(JwksCheck(jwt.clone())));
+        }
+        if let Some(shared) = registry.shared() {
+            admin_state.add_check(Arc::new(RedisCheck(shared.clone())));
         }
         let (router, sockets) = assemble(
             settings,
@@ -315,6 +323,21 @@ fn authenticator(settings: &Settings) -> Result<Arc<Authenticator>, AuthSetupErr
         .map_err(AuthSetupError)
 }
 
+/// Redis's state, for `/readyz?verbose`. Never a reason to be unready:
+/// without Redis the replica serves on its own.
+struct RedisCheck(Shared);
+
+impl StatusCheck for RedisCheck {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let up = self.0.store().state() == crate::shared::StoreState::Up;
+        serde_json::json!({ "ok": up, "state": if up { "up" } else { "down" } })
+    }
+}
+
 /// The JWKS fetcher's state, for `/readyz?verbose`.
 struct JwksCheck(Arc<JwtVerifier>);
 
@@ -334,6 +357,7 @@ fn assemble(
     auth: Arc<Authenticator>,
     metrics: Metrics,
 ) -> anyhow::Result<(Router, Sockets)> {
+    let shared = registry.shared().cloned();
     let nodes = NodeLoader::new(registry.clone(), &settings.cache, metrics.clone());
     // Pollers read once per Active TTL (through the page cache, so they
     // share pages with HTTP readers), and no more often than the floor.
@@ -364,10 +388,16 @@ fn assemble(
     let sockets = Sockets::default();
     let state = http::HttpState {
         schema,
-        responses: ResponseCache::new(&settings.cache).map(Arc::new),
+        responses: ResponseCache::new(&settings.cache).map(|cache| {
+            let cache = Arc::new(cache);
+            if let Some(shared) = &shared {
+                cache.follow_invalidations(shared);
+            }
+            cache
+        }),
         persisted: Arc::new(http::PersistedQueries::new(&settings.persisted_queries)),
         limits: http::RequestLimits::new(&settings.http, &settings.limits),
-        rates: Arc::new(http::CallerLimits::new(&settings.rate_limits)),
+        rates: Arc::new(http::CallerLimits::new(&settings.rate_limits).shared_by(shared.clone())),
         auth,
         graphiql: Arc::new(Graphiql::new(
             http::GRAPHQL_PATH,

@@ -19,6 +19,20 @@
 //!   [`Freshness`] says so (the response then carries `extensions.stale`).
 //! - **Bounded in bytes:** entries are weighed by their approximate size.
 //!
+//! - **Second level (with `[redis]`):** a first-level miss asks Redis
+//!   (values [`encode`]d, with their fetch time, so a page lives its TTL in
+//!   total, not per level); a miss there takes the page's lease (`SET NX
+//!   PX`) and the holder alone calls SSM and stores the page; the other
+//!   replicas poll for it every [`LEASE_POLL`] up to `redis.lease_wait_ms`,
+//!   then call SSM themselves; when the lease is gone without a page (the
+//!   holder failed, or died and its lease expired), the next one takes it. Pages live in Redis their TTL plus the
+//!   stale window, and an expired one is served under the same
+//!   stale-if-error rule. Each source has a generation counter, read with
+//!   the page in one `MGET`; [`PageCache::invalidate_everywhere`] bumps it,
+//!   so every replica's next read misses, and publishes the invalidation so
+//!   that every replica drops its first level too. When Redis is
+//!   unavailable, all of this is skipped: first level, then SSM.
+//!
 //! What a request used is collected in a task-local [`Freshness`]: the
 //! shortest remaining lifetime of the pages it read (the response cache keeps
 //! a response no longer than that) and any stale pages it was served.
@@ -31,10 +45,22 @@ use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
 
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
 use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::model::{Session, SessionState, SourceKey};
 use crate::settings::{CacheLayer, CacheSettings};
+use crate::shared::{Shared, decode, encode, now_ms};
 use crate::upstream::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
+
+/// Version of a page stored in the second level (bump on any change of
+/// [`StoredPage`] or of the types in it).
+const PAGE_VERSION: u8 = 1;
+/// How often a replica waiting on another's lease looks for its page.
+pub const LEASE_POLL: Duration = Duration::from_millis(20);
+/// The channel kind of invalidations (payload: `account:region`).
+pub const INVALIDATE: &str = "invalidate";
 
 tokio::task_local! {
     static FRESHNESS: Arc<Freshness>;
@@ -153,8 +179,45 @@ impl Expiry<PageKey, Arc<Entry>> for Lifetime {
         value: &Arc<Entry>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl + self.stale_window)
+        // What is left of it: a page from the second level was fetched
+        // earlier, perhaps by another replica.
+        Some((value.ttl + self.stale_window).saturating_sub(value.fetched_at.elapsed()))
     }
+}
+
+/// A page as the second level holds it.
+#[derive(Serialize, Deserialize)]
+struct StoredPage<P> {
+    /// The source's generation when the read began: a page of an older
+    /// generation was read before a write and is a miss.
+    generation: i64,
+    /// When it was fetched, in ms since the epoch (the fetching replica's
+    /// clock).
+    fetched_at_ms: u64,
+    page: P,
+}
+
+/// What the second level said about a key.
+enum Second {
+    /// A page within its TTL.
+    Fresh(Arc<Entry>),
+    /// Nothing fresh; perhaps an expired page (for stale-if-error), and the
+    /// generation to store a new page under.
+    Miss {
+        stale: Option<Arc<Entry>>,
+        generation: i64,
+        /// Whether the page's lease is held (when asked).
+        leased: bool,
+    },
+    /// Redis is unavailable: do without.
+    Unavailable,
+}
+
+/// A failed load: the error, and any expired page the second level had.
+#[derive(Clone)]
+struct LoadError {
+    error: UpstreamError,
+    stale: Option<Arc<Entry>>,
 }
 
 /// The caches shared by every source of one gateway.
@@ -165,6 +228,8 @@ pub struct PageCache {
     active_ttl: Duration,
     history_ttl: Duration,
     stale_window: Duration,
+    /// The second level, when `[redis]` is configured.
+    shared: Option<Shared>,
     /// Hits, misses, single-flight joins and stale serves.
     metrics: Metrics,
 }
@@ -223,6 +288,41 @@ impl PageCache {
             history_ttl: Duration::from_secs(settings.history_ttl_secs),
             stale_window,
             metrics,
+            shared: None,
+        }
+    }
+
+    /// Adds the second level shared by the replicas.
+    pub fn with_shared(mut self, shared: Option<Shared>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Drops `source`'s pages here ([`PageCache::invalidate_source`]) and
+    /// in every replica: its generation moves on (the second level's pages
+    /// become misses) and every replica is told to drop its first level.
+    /// Without Redis, or while it is down, only this replica's.
+    pub async fn invalidate_everywhere(&self, source: &SourceKey) {
+        self.invalidate_source(source);
+        if let Some(shared) = &self.shared {
+            let bumped = shared
+                .store()
+                .incr(&shared.source_key("gen", source, ""))
+                .await;
+            let told = shared
+                .store()
+                .publish(
+                    &shared.key(INVALIDATE, ""),
+                    format!("{}:{}", source.account, source.region).as_bytes(),
+                )
+                .await;
+            if bumped.is_err() || told.is_err() {
+                tracing::warn!(
+                    account = %source.account,
+                    region = %source.region,
+                    "redis unavailable: other replicas keep this source's pages until they expire"
+                );
+            }
         }
     }
 
@@ -292,29 +392,24 @@ impl PageCache {
         // Whether this caller's load ran: if not, another caller's call in
         // flight answered it (a single-flight join).
         let loaded = std::sync::atomic::AtomicBool::new(false);
-        let error = match self.failures.get(&key).await {
+        let (error, second_stale) = match self.failures.get(&key).await {
             Some(recent) => {
                 // The shared failure of a call made moments ago.
                 self.count(CacheEvent::Join);
-                recent
+                (recent, None)
             }
             None => {
                 let load = async {
                     loaded.store(true, std::sync::atomic::Ordering::Relaxed);
-                    match inner.describe_sessions_shared(request).await {
-                        Ok(page) => {
-                            let entry = Arc::new(Entry {
-                                page,
-                                fetched_at: Instant::now(),
-                                ttl,
-                            });
+                    match self.load(source, inner, request, ttl).await {
+                        Ok(entry) => {
                             self.stale.insert(key.clone(), entry.clone()).await;
                             Ok(entry)
                         }
                         Err(e) => {
                             // Remembered briefly so that callers of this key
                             // share the failure instead of retrying it at once.
-                            self.failures.insert(key.clone(), e.clone()).await;
+                            self.failures.insert(key.clone(), e.error.clone()).await;
                             Err(e)
                         }
                     }
@@ -330,7 +425,7 @@ impl PageCache {
                         Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
                         return Ok(Arc::clone(&entry.page));
                     }
-                    Err(shared) => (*shared).clone(),
+                    Err(shared) => (shared.error.clone(), shared.stale.clone()),
                 }
             }
         };
@@ -338,7 +433,11 @@ impl PageCache {
             error.kind,
             UpstreamErrorKind::Throttled | UpstreamErrorKind::Unavailable
         );
-        if stale_allowed && let Some(entry) = self.stale.get(&key).await {
+        if !stale_allowed {
+            return Err(error);
+        }
+        let local = self.stale.get(&key).await;
+        for entry in local.into_iter().chain(second_stale) {
             let age = entry.fetched_at.elapsed();
             if age < entry.ttl + self.stale_window {
                 tracing::warn!(
@@ -355,6 +454,208 @@ impl PageCache {
         }
         Err(error)
     }
+
+    /// A first-level miss: the second level, else SSM (as the lease holder,
+    /// after waiting for one, or because Redis is unavailable).
+    async fn load(
+        &self,
+        source: &SourceKey,
+        inner: &Arc<dyn SessionSource>,
+        request: &PageRequest,
+        ttl: Duration,
+    ) -> Result<Arc<Entry>, LoadError> {
+        let Some(shared) = &self.shared else {
+            return fetch(inner, request, ttl)
+                .await
+                .map_err(|error| LoadError { error, stale: None });
+        };
+        let digest = request_digest(request);
+        let page_key = shared.source_key("page", source, &format!(":{digest}"));
+        let gen_key = shared.source_key("gen", source, "");
+        let lease_key = shared.source_key("lease", source, &format!(":{digest}"));
+        let (mut stale, mut generation) =
+            match self.second(shared, &page_key, &gen_key, None, ttl).await {
+                Second::Fresh(entry) => {
+                    self.metrics.cache(CacheKind::PageRedis, CacheEvent::Hit, 1);
+                    return Ok(entry);
+                }
+                Second::Miss {
+                    stale, generation, ..
+                } => {
+                    self.metrics
+                        .cache(CacheKind::PageRedis, CacheEvent::Miss, 1);
+                    (stale, Some(generation))
+                }
+                Second::Unavailable => (None, None),
+            };
+        let store = shared.store();
+        let holder = shared.replica();
+        let deadline = Instant::now() + shared.lease_wait;
+        'lease: while let Some(current) = generation {
+            match store.lease(&lease_key, holder, shared.lease).await {
+                Ok(true) => {
+                    let fetched = fetch(inner, request, ttl).await;
+                    if let Ok(entry) = &fetched {
+                        self.publish(shared, &page_key, current, entry, ttl).await;
+                    }
+                    let _ = store.release(&lease_key, holder).await;
+                    return fetched.map_err(|error| LoadError { error, stale });
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    generation = None;
+                    break;
+                }
+            }
+            // Another replica is asking SSM: wait for its page while its
+            // lease lasts (gone without a page: it failed or died; take
+            // the lease), up to the bound.
+            loop {
+                if Instant::now() >= deadline {
+                    tracing::debug!(
+                        account = %source.account,
+                        region = %source.region,
+                        "no page from the lease holder in time: asking SSM"
+                    );
+                    self.metrics.redis_lease_wait("timed_out");
+                    break 'lease;
+                }
+                tokio::time::sleep(LEASE_POLL).await;
+                match self
+                    .second(shared, &page_key, &gen_key, Some(&lease_key), ttl)
+                    .await
+                {
+                    Second::Fresh(entry) => {
+                        self.metrics.redis_lease_wait("published");
+                        return Ok(entry);
+                    }
+                    Second::Miss {
+                        stale: s,
+                        generation: g,
+                        leased,
+                    } => {
+                        stale = s.or(stale);
+                        generation = Some(g);
+                        if !leased {
+                            self.metrics.redis_lease_wait("took_over");
+                            continue 'lease;
+                        }
+                    }
+                    Second::Unavailable => {
+                        generation = None;
+                        break 'lease;
+                    }
+                }
+            }
+        }
+        let fetched = fetch(inner, request, ttl).await;
+        if let (Ok(entry), Some(generation)) = (&fetched, generation) {
+            self.publish(shared, &page_key, generation, entry, ttl)
+                .await;
+        }
+        fetched.map_err(|error| LoadError { error, stale })
+    }
+
+    /// The second level's answer for one page.
+    /// With `lease_key`, also whether that lease is held now.
+    async fn second(
+        &self,
+        shared: &Shared,
+        page_key: &str,
+        gen_key: &str,
+        lease_key: Option<&str>,
+        ttl: Duration,
+    ) -> Second {
+        let mut keys = vec![page_key.to_owned(), gen_key.to_owned()];
+        keys.extend(lease_key.map(str::to_owned));
+        let Ok(values) = shared.store().get_many(&keys).await else {
+            return Second::Unavailable;
+        };
+        let mut values = values.into_iter();
+        let (stored, generation) = (values.next().flatten(), values.next().flatten());
+        // Without a lease key, "held" (nothing to act on).
+        let leased = lease_key.is_none() || values.next().flatten().is_some();
+        // An unreadable generation (not ours) counts as 0, like an absent one.
+        let generation = generation
+            .and_then(|g| std::str::from_utf8(&g).ok()?.parse::<i64>().ok())
+            .unwrap_or(0);
+        let Some(stored) = stored.and_then(|b| decode::<StoredPage<Page>>(PAGE_VERSION, &b)) else {
+            return Second::Miss {
+                stale: None,
+                generation,
+                leased,
+            };
+        };
+        if stored.generation != generation {
+            return Second::Miss {
+                stale: None,
+                generation,
+                leased,
+            };
+        }
+        let age = Duration::from_millis(now_ms().saturating_sub(stored.fetched_at_ms));
+        let entry = Arc::new(Entry {
+            page: Arc::new(stored.page),
+            fetched_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+            ttl,
+        });
+        if age < ttl {
+            Second::Fresh(entry)
+        } else {
+            Second::Miss {
+                stale: Some(entry),
+                generation,
+                leased,
+            }
+        }
+    }
+
+    /// Stores a page SSM just gave in the second level, for its TTL plus
+    /// the stale window.
+    async fn publish(
+        &self,
+        shared: &Shared,
+        page_key: &str,
+        generation: i64,
+        entry: &Entry,
+        ttl: Duration,
+    ) {
+        let stored = StoredPage {
+            generation,
+            fetched_at_ms: now_ms()
+                .saturating_sub(u64::try_from(entry.fetched_at.elapsed().as_millis()).unwrap_or(0)),
+            page: entry.page.as_ref(),
+        };
+        if let Some(bytes) = encode(PAGE_VERSION, &stored) {
+            let _ = shared
+                .store()
+                .set(page_key, &bytes, ttl + self.stale_window)
+                .await;
+        }
+    }
+}
+
+/// One call to SSM, as a cache entry.
+async fn fetch(
+    inner: &Arc<dyn SessionSource>,
+    request: &PageRequest,
+    ttl: Duration,
+) -> Result<Arc<Entry>, UpstreamError> {
+    let page = inner.describe_sessions_shared(request).await?;
+    Ok(Arc::new(Entry {
+        page,
+        fetched_at: Instant::now(),
+        ttl,
+    }))
+}
+
+/// A short name for a request within its source (state, filter, page size,
+/// token), for second-level keys: SHA-256 of its debug form, 128 bits in
+/// hex. The form may change between versions; the page version is part of
+/// the key, and a changed form is only a miss.
+fn request_digest(request: &PageRequest) -> String {
+    let digest = Sha256::digest(format!("v{PAGE_VERSION}:{request:?}").as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A [`SessionSource`] that asks the [`PageCache`] first.

@@ -54,6 +54,12 @@ pub const CREDENTIALS: &str = "gateway_credential_resolutions_total";
 pub const CACHE_EVENTS: &str = "gateway_cache_events_total";
 /// `gateway_dataloader_batch_size`.
 pub const DATALOADER_BATCH: &str = "gateway_dataloader_batch_size";
+/// `gateway_redis_up`: 1 while the shared store answers, 0 while not.
+pub const REDIS_UP: &str = "gateway_redis_up";
+/// `gateway_redis_fallbacks_total{reason}`.
+pub const REDIS_FALLBACKS: &str = "gateway_redis_fallbacks_total";
+/// `gateway_redis_lease_waits_total{outcome}`.
+pub const REDIS_LEASE_WAITS: &str = "gateway_redis_lease_waits_total";
 /// `gateway_websockets_open`.
 pub const WEBSOCKETS_OPEN: &str = "gateway_websockets_open";
 /// `gateway_websocket_connections_total{outcome}`.
@@ -83,6 +89,10 @@ pub enum CacheKind {
     Node,
     /// Whole responses (`src/http/response_cache.rs`).
     Response,
+    /// Pages in Redis, the second level shared by replicas.
+    PageRedis,
+    /// Managed nodes in Redis.
+    NodeRedis,
     /// Parsed GraphQL documents, by their text (`src/graphql/executor.rs`).
     Document,
     /// Automatic persisted queries sent by hash alone
@@ -97,6 +107,8 @@ impl CacheKind {
             Self::Page => "page",
             Self::Node => "node",
             Self::Response => "response",
+            Self::PageRedis => "page_redis",
+            Self::NodeRedis => "node_redis",
             Self::Document => "document",
             Self::PersistedQuery => "persisted_query",
         }
@@ -203,7 +215,15 @@ impl Metrics {
 
     fn describe(&self) {
         let r = &self.inner.recorder;
-        let counters: [(&'static str, &'static str); 11] = [
+        let counters: [(&'static str, &'static str); 13] = [
+            (
+                REDIS_FALLBACKS,
+                "Redis operations done without (Redis down, too slow, or refusing), by reason: down, timeout, error.",
+            ),
+            (
+                REDIS_LEASE_WAITS,
+                "Waits on another replica's single-flight lease, by outcome: published (its page came), took_over (its lease ended without a page), timed_out (asked SSM after redis.lease_wait_ms).",
+            ),
             (
                 HTTP_REQUESTS,
                 "HTTP requests answered, by route, method and status.",
@@ -238,7 +258,7 @@ impl Metrics {
             ),
             (
                 CACHE_EVENTS,
-                "Cache lookups by layer (page, node, response) and event (hit, miss, join, stale).",
+                "Cache lookups by layer (page, node, response, and with Redis page_redis, node_redis) and event (hit, miss, join, stale).",
             ),
             (
                 UPSTREAM_LIMITER,
@@ -273,6 +293,11 @@ impl Metrics {
             HTTP_IN_FLIGHT.into(),
             None,
             SharedString::const_str("HTTP requests being answered now."),
+        );
+        r.describe_gauge(
+            REDIS_UP.into(),
+            None,
+            SharedString::const_str("1 while Redis (the store replicas share) answers, 0 while the replica runs without it."),
         );
         r.describe_gauge(
             WEBSOCKETS_OPEN.into(),
@@ -456,6 +481,25 @@ impl Metrics {
             )
             .increment(n);
         }
+    }
+
+    /// Whether Redis answers now.
+    pub fn redis_up(&self, up: bool) {
+        self.gauge(REDIS_UP, Vec::new())
+            .set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// One Redis operation done without: `down`, `timeout` or `error`.
+    pub fn redis_fallback(&self, reason: &'static str) {
+        self.counter(REDIS_FALLBACKS, vec![Label::new("reason", reason)])
+            .increment(1);
+    }
+
+    /// One wait on another replica's lease: `published`, `took_over` or
+    /// `timed_out`.
+    pub fn redis_lease_wait(&self, outcome: &'static str) {
+        self.counter(REDIS_LEASE_WAITS, vec![Label::new("outcome", outcome)])
+            .increment(1);
     }
 
     /// The number of keys in one DataLoader batch.

@@ -33,6 +33,9 @@
 //!   of every source, and what a request's data is worth (`Freshness`).
 //! - [`upstream`]: the `SessionSource` and `NodeSource` traits every AWS
 //!   call goes through, and their `aws-sdk-ssm` implementation.
+//! - [`shared`]: what replicas share through Redis (`[redis]`): the
+//!   second cache level, single-flight leases, the upstream rate limit,
+//!   live snapshots and invalidations; never a single point of failure.
 //! - [`model`]: sessions, filters and ids as the gateway understands them.
 //! - `instruments`: the metrics (names, labels, one recorder per
 //!   application), rendered by the admin listener's `/metrics`.
@@ -62,5 +65,6 @@ mod nodes;
 mod paging;
 mod sessions;
 pub mod settings;
+pub mod shared;
 pub mod telemetry;
 pub mod upstream;

@@ -24,10 +24,23 @@
 //! - [`LiveHub::poke`] makes a source's poller read at once (after a
 //!   `terminateSession`), instead of at its next tick.
 //!
+//! With `[redis]`, one replica polls each source for all of them: the
+//! poller that holds the source's lease in Redis (taken with `SET NX PX`,
+//! renewed every tick, for three intervals; a poller that stops gives it
+//! up, and a dead replica's expires) reads SSM and publishes each read (a
+//! versioned snapshot, or the failure's kind) on the source's channel and
+//! under a key. The pollers of other replicas read no SSM: they apply the
+//! snapshots their replica's one subscriber connection receives (or, when
+//! one was missed, the key), newer ones only, and diff them as their own
+//! reads, so their subscribers see the same events. Invalidations after a
+//! `terminateSession` on any replica arrive on the same connection: the
+//! replica drops that source's first-level pages and pokes its poller.
+//! When Redis is unavailable, every replica polls for itself.
+//!
 //! Locks here are std mutexes: nothing awaits while one is held.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -35,10 +48,19 @@ use futures_util::Stream;
 use futures_util::stream;
 use tokio::sync::{Notify, broadcast};
 
+use serde::{Deserialize, Serialize};
+
 use crate::accounts::{Account, AccountRegistry, Source};
+use crate::cache::INVALIDATE;
 use crate::error::ApiError;
-use crate::model::{Region, Session, SessionFilter, SessionId, SessionState, SourceKey};
+use crate::model::{AccountId, Region, Session, SessionFilter, SessionId, SessionState, SourceKey};
+use crate::shared::{Message, Shared, decode, encode, now_ms};
 use crate::upstream::{PageRequest, UpstreamError, UpstreamErrorKind};
+
+/// Version of a published snapshot.
+const SNAPSHOT_VERSION: u8 = 1;
+/// Channel and key kind of published snapshots.
+const LIVE: &str = "live";
 
 /// Pages of one Active list a poller follows before giving up on a read.
 const MAX_PAGES_PER_POLL: usize = 50;
@@ -103,7 +125,21 @@ enum Batch {
 struct PollerState {
     snapshot: Option<Arc<Vec<Session>>>,
     failing: Option<UpstreamError>,
+    /// The newest published read applied (followers).
+    seq: u64,
 }
+
+/// One read as published to the other replicas.
+#[derive(Serialize, Deserialize)]
+struct Published<S> {
+    /// When it was read (ms since the epoch): followers apply newer ones only.
+    seq: u64,
+    /// The sessions, or the failure's kind.
+    read: Result<S, u8>,
+}
+
+/// What a follower applies: a published read.
+type Received = (u64, Result<Vec<Session>, UpstreamError>);
 
 struct Poller {
     source: Source,
@@ -113,6 +149,8 @@ struct Poller {
     /// doubles a batch between its snapshot and its first event.
     state: Mutex<PollerState>,
     poke: Notify,
+    /// The newest snapshot received over pub/sub, not yet applied.
+    received: Mutex<Option<Received>>,
 }
 
 impl Poller {
@@ -138,17 +176,30 @@ pub struct LiveHub {
     interval: Duration,
     page_size: u8,
     pollers: Pollers,
+    shared: Option<Shared>,
 }
 
 impl LiveHub {
     /// A hub polling each source every `interval`, in pages of `page_size`
     /// (the `sessions` query's default, so both share cached pages).
+    /// With `[redis]` (the registry's shared store), it also listens to
+    /// its replica's subscriber connection.
     pub fn new(registry: Arc<AccountRegistry>, interval: Duration, page_size: u8) -> Self {
+        let shared = registry.shared().cloned();
+        let pollers: Pollers = Arc::default();
+        if let Some(shared) = &shared {
+            tokio::spawn(listen(
+                shared.clone(),
+                Arc::downgrade(&registry),
+                Arc::downgrade(&pollers),
+            ));
+        }
         Self {
             registry,
             interval,
             page_size,
-            pollers: Arc::default(),
+            pollers,
+            shared,
         }
     }
 
@@ -275,6 +326,7 @@ impl LiveHub {
                     tx,
                     state: Mutex::default(),
                     poke: Notify::new(),
+                    received: Mutex::default(),
                 });
                 tracing::debug!(account = %source.key.account, region = %source.key.region, "poller starts");
                 tokio::spawn(run(
@@ -282,6 +334,7 @@ impl LiveHub {
                     self.pollers.clone(),
                     self.interval,
                     self.page_size,
+                    self.shared.clone(),
                 ));
                 poller
             })
@@ -321,59 +374,256 @@ fn existing(
         .collect()
 }
 
-/// One poller: reads, diffs, broadcasts, sleeps; stops when nobody listens.
-async fn run(poller: Arc<Poller>, pollers: Pollers, interval: Duration, page_size: u8) {
+/// One poller: reads (or, as a follower, receives), diffs, broadcasts,
+/// sleeps; stops when nobody listens.
+async fn run(
+    poller: Arc<Poller>,
+    pollers: Pollers,
+    interval: Duration,
+    page_size: u8,
+    shared: Option<Shared>,
+) {
     let key = poller.source.key.clone();
+    // Renewed every tick: three ticks missed and another replica takes over.
+    let lease_ttl = interval * 3;
+    let lease_key = shared.as_ref().map(|s| s.source_key(LIVE, &key, ":lease"));
     loop {
-        {
+        let stopping = {
             let mut map = lock(&pollers);
-            if poller.tx.receiver_count() == 0 {
-                if map.get(&key).is_some_and(|p| Arc::ptr_eq(p, &poller)) {
-                    map.remove(&key);
+            let stopping = poller.tx.receiver_count() == 0;
+            if stopping && map.get(&key).is_some_and(|p| Arc::ptr_eq(p, &poller)) {
+                map.remove(&key);
+            }
+            stopping
+        };
+        {
+            if stopping {
+                if let (Some(shared), Some(lease_key)) = (&shared, &lease_key) {
+                    let _ = shared.store().release(lease_key, shared.replica()).await;
                 }
                 tracing::debug!(account = %key.account, region = %key.region, "poller stops");
                 return;
             }
         }
-        let read = read_active(&poller.source, page_size).await;
-        let at = Utc::now();
-        {
-            let mut state = poller.state();
-            match read {
-                Ok(sessions) => {
-                    let first = state.snapshot.is_none();
-                    let changes = state
-                        .snapshot
-                        .as_deref()
-                        .map(|old| diff(old, &sessions))
-                        .unwrap_or_default();
-                    let snapshot = Arc::new(sessions);
-                    state.snapshot = Some(snapshot.clone());
-                    state.failing = None;
-                    if first || !changes.is_empty() {
-                        // No receivers is not an error: the next tick stops.
-                        let _ = poller.tx.send(Arc::new(Batch::Read {
-                            first,
-                            snapshot,
-                            changes,
-                            at,
-                        }));
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(account = %key.account, region = %key.region, %error, "live poll failed");
-                    if state.failing.is_none() {
-                        let _ = poller.tx.send(Arc::new(Batch::Failed(error.clone())));
-                    }
-                    state.failing = Some(error);
-                }
+        let leader = match (&shared, &lease_key) {
+            (Some(shared), Some(lease_key)) => shared
+                .store()
+                .lease(lease_key, shared.replica(), lease_ttl)
+                .await
+                // Redis unavailable: poll for this replica.
+                .unwrap_or(true),
+            _ => true,
+        };
+        let read = if leader {
+            let read = read_active(&poller.source, page_size).await;
+            if let Some(shared) = &shared {
+                publish(shared, &key, &read, lease_ttl).await;
             }
+            Some(read)
+        } else {
+            follow(&poller, shared.as_ref(), &key).await
+        };
+        if let Some(read) = read {
+            apply(&poller, read);
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = poller.poke.notified() => {}
         }
     }
+}
+
+/// Diffs a read with the previous one and broadcasts the changes.
+fn apply(poller: &Poller, read: Result<Vec<Session>, UpstreamError>) {
+    let key = &poller.source.key;
+    let at = Utc::now();
+    let mut state = poller.state();
+    match read {
+        Ok(sessions) => {
+            let first = state.snapshot.is_none();
+            let changes = state
+                .snapshot
+                .as_deref()
+                .map(|old| diff(old, &sessions))
+                .unwrap_or_default();
+            let snapshot = Arc::new(sessions);
+            state.snapshot = Some(snapshot.clone());
+            state.failing = None;
+            if first || !changes.is_empty() {
+                // No receivers is not an error: the next tick stops.
+                let _ = poller.tx.send(Arc::new(Batch::Read {
+                    first,
+                    snapshot,
+                    changes,
+                    at,
+                }));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(account = %key.account, region = %key.region, %error, "live poll failed");
+            if state.failing.is_none() {
+                let _ = poller.tx.send(Arc::new(Batch::Failed(error.clone())));
+            }
+            state.failing = Some(error);
+        }
+    }
+}
+
+/// Publishes the leader's read to the other replicas: on the source's
+/// channel, and under a key for those that missed the message.
+async fn publish(
+    shared: &Shared,
+    key: &SourceKey,
+    read: &Result<Vec<Session>, UpstreamError>,
+    ttl: Duration,
+) {
+    let published = Published {
+        seq: now_ms(),
+        read: match read {
+            Ok(sessions) => Ok(sessions.as_slice()),
+            Err(e) => Err(kind_code(e.kind)),
+        },
+    };
+    let Some(bytes) = encode(SNAPSHOT_VERSION, &published) else {
+        return;
+    };
+    let store = shared.store();
+    let channel = shared.source_key(LIVE, key, "");
+    let _ = store.set(&format!("{channel}:snapshot"), &bytes, ttl).await;
+    let _ = store.publish(&channel, &bytes).await;
+}
+
+/// A follower's next read: the newest snapshot received, else the stored
+/// one; `None` when there is nothing newer than what it applied.
+async fn follow(
+    poller: &Poller,
+    shared: Option<&Shared>,
+    key: &SourceKey,
+) -> Option<Result<Vec<Session>, UpstreamError>> {
+    let received = poller
+        .received
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let received = match (received, shared) {
+        (Some(received), _) => Some(received),
+        (None, Some(shared)) => {
+            let snapshot_key = format!("{}:snapshot", shared.source_key(LIVE, key, ""));
+            let values = shared.store().get_many(&[snapshot_key]).await.ok()?;
+            values
+                .into_iter()
+                .next()
+                .flatten()
+                .and_then(|b| received_from(&b))
+        }
+        (None, None) => None,
+    }?;
+    let (seq, read) = received;
+    let mut state = poller.state();
+    if seq <= state.seq {
+        return None;
+    }
+    state.seq = seq;
+    Some(read)
+}
+
+/// A published read, decoded; `None` when it is not one.
+fn received_from(bytes: &[u8]) -> Option<Received> {
+    let published: Published<Vec<Session>> = decode(SNAPSHOT_VERSION, bytes)?;
+    let read = published.read.map_err(|code| {
+        UpstreamError::new(
+            kind_from_code(code),
+            anyhow::anyhow!("reported by the replica polling this source"),
+        )
+    });
+    Some((published.seq, read))
+}
+
+fn kind_code(kind: UpstreamErrorKind) -> u8 {
+    match kind {
+        UpstreamErrorKind::Throttled => 1,
+        UpstreamErrorKind::InvalidInput => 2,
+        UpstreamErrorKind::InvalidToken => 3,
+        UpstreamErrorKind::AccessDenied => 4,
+        UpstreamErrorKind::Unavailable => 5,
+        UpstreamErrorKind::Internal => 0,
+    }
+}
+
+fn kind_from_code(code: u8) -> UpstreamErrorKind {
+    match code {
+        1 => UpstreamErrorKind::Throttled,
+        2 => UpstreamErrorKind::InvalidInput,
+        3 => UpstreamErrorKind::InvalidToken,
+        4 => UpstreamErrorKind::AccessDenied,
+        5 => UpstreamErrorKind::Unavailable,
+        _ => UpstreamErrorKind::Internal,
+    }
+}
+
+/// This replica's share of its subscriber connection: snapshots for its
+/// pollers, invalidations for its page cache and pollers. Ends with the
+/// hub (weak references) or the store.
+async fn listen(
+    shared: Shared,
+    registry: Weak<AccountRegistry>,
+    pollers: Weak<Mutex<HashMap<SourceKey, Arc<Poller>>>>,
+) {
+    let mut messages = shared.store().messages();
+    loop {
+        let message: Message = match messages.recv().await {
+            Ok(message) => message,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                // Snapshots are also under a key; invalidations are lost
+                // (their pages expire by TTL).
+                tracing::warn!(missed, "this replica fell behind on redis messages");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let (Some(registry), Some(pollers)) = (registry.upgrade(), pollers.upgrade()) else {
+            return;
+        };
+        if shared.channel_kind(&message.channel, INVALIDATE).is_some() {
+            let Some(key) = std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(parse_source)
+            else {
+                continue;
+            };
+            registry.invalidate_here(&key);
+            if let Some(poller) = lock(&pollers).get(&key) {
+                poller.poke.notify_one();
+            }
+        } else if let Some(rest) = shared.channel_kind(&message.channel, LIVE) {
+            let Some(key) = rest
+                .strip_prefix('{')
+                .and_then(|r| r.strip_suffix('}'))
+                .and_then(parse_source)
+            else {
+                continue;
+            };
+            let Some(received) = received_from(&message.payload) else {
+                continue;
+            };
+            if let Some(poller) = lock(&pollers).get(&key) {
+                *poller
+                    .received
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(received);
+                poller.poke.notify_one();
+            }
+        }
+    }
+}
+
+/// `account:region` as a source key.
+fn parse_source(text: &str) -> Option<SourceKey> {
+    let (account, region) = text.split_once(':')?;
+    Some(SourceKey {
+        account: AccountId::parse(account).ok()?,
+        region: Region::parse(region).ok()?,
+    })
 }
 
 /// The whole Active list of one source, unfiltered, page by page.

@@ -31,7 +31,7 @@ impl SessionState {
 }
 
 /// A session's status, as the service reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SessionStatus {
     Connected,
     Connecting,
@@ -71,7 +71,7 @@ impl SessionStatus {
 }
 
 /// How a session was granted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AccessType {
     Standard,
     JustInTime,
@@ -95,7 +95,10 @@ impl AccessType {
 }
 
 /// A session id (`SessionId`, 1..=96 characters), e.g. `alice-0a1b2c3d4e5f67890`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct SessionId(String);
 
 impl SessionId {
@@ -111,6 +114,21 @@ impl SessionId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+// Through `parse`, so that a stored value (the shared cache) is checked
+// like any other input.
+impl TryFrom<String> for SessionId {
+    type Error = InvalidInput;
+    fn try_from(s: String) -> Result<Self, InvalidInput> {
+        Self::parse(s)
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> String {
+        id.0
     }
 }
 
@@ -204,7 +222,7 @@ pub struct SourceKey {
 pub const MAX_PAGE_SIZE: u8 = 200;
 
 /// One session, as `DescribeSessions` returns it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub session_id: SessionId,
     /// The managed node (`i-…`, `mi-…`) or other target the session connects to.
@@ -246,7 +264,7 @@ impl Session {
 }
 
 /// Where a session's output is kept (reserved by the service for future use).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutputUrl {
     pub s3_output_url: Option<String>,
     pub cloud_watch_output_url: Option<String>,
@@ -360,7 +378,10 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), Invalid
 /// A managed node id: `i-` and 8 or 17 word characters (an EC2 instance),
 /// or `mi-` and 17 (a hybrid node), as the SSM model's pattern
 /// `(^i-(\w{8}|\w{17})$)|(^mi-\w{17}$)` has it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct InstanceId(String);
 
 impl InstanceId {
@@ -391,6 +412,19 @@ impl InstanceId {
     }
 }
 
+impl TryFrom<String> for InstanceId {
+    type Error = InvalidInput;
+    fn try_from(s: String) -> Result<Self, InvalidInput> {
+        Self::parse(&s)
+    }
+}
+
+impl From<InstanceId> for String {
+    fn from(id: InstanceId) -> String {
+        id.0
+    }
+}
+
 impl fmt::Display for InstanceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -398,7 +432,7 @@ impl fmt::Display for InstanceId {
 }
 
 /// Connection status of a node's SSM Agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PingStatus {
     Online,
     ConnectionLost,
@@ -425,7 +459,7 @@ impl PingStatus {
 }
 
 /// A node's operating system family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PlatformType {
     Windows,
     Linux,
@@ -451,7 +485,7 @@ impl PlatformType {
 }
 
 /// What kind of machine a node is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ResourceType {
     Ec2Instance,
     ManagedInstance,
@@ -477,7 +511,7 @@ impl ResourceType {
 /// A managed node, as `DescribeInstanceInformation` describes it (the
 /// fields the gateway serves). Enums are `None` for values the model does
 /// not list; the rest are `None` where the service leaves them out.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ManagedNode {
     pub instance_id: InstanceId,
     pub computer_name: Option<String>,

@@ -17,20 +17,28 @@
 //!   fails (the loader's error type is [`Infallible`]), each key carries its
 //!   own outcome, so that DataLoader does not spread one source's error over
 //!   every key of a batch.
+//! - With `[redis]`, Redis is a second level under the same TTL: keys the
+//!   first level misses are read with one `MGET` per source before any
+//!   call, and what a call learns is stored there for the rest of the
+//!   replicas. A node from the second level lives in the first only what is
+//!   left of its TTL. Redis unavailable: first level, then AWS.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_graphql::dataloader::Loader;
 use futures_util::future::join_all;
+use moka::Expiry;
 use moka::future::Cache;
+use serde::{Deserialize, Serialize};
 
 use crate::accounts::AccountRegistry;
 use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::model::{InstanceId, ManagedNode, SourceKey};
 use crate::settings::{CacheLayer, CacheSettings};
+use crate::shared::{Shared, decode, encode, now_ms};
 use crate::upstream::UpstreamError;
 use crate::upstream::nodes::{MAX_IDS_PER_CALL, NodeSource};
 
@@ -48,6 +56,32 @@ pub type NodeLookup = Result<Arc<ManagedNode>, NodeError>;
 /// What the cache holds per key: a node, or the knowledge that there is none.
 type Cached = Option<Arc<ManagedNode>>;
 
+/// Version of a node stored in the second level.
+const NODE_VERSION: u8 = 1;
+
+/// A first-level entry and when it expires.
+#[derive(Clone)]
+struct Entry {
+    node: Cached,
+    expires: Instant,
+}
+
+/// Each entry lives until its own deadline.
+struct UntilDeadline;
+
+impl Expiry<NodeKey, Entry> for UntilDeadline {
+    fn expire_after_create(&self, _: &NodeKey, value: &Entry, _: Instant) -> Option<Duration> {
+        Some(value.expires.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// A node as the second level holds it.
+#[derive(Serialize, Deserialize)]
+struct StoredNode<N> {
+    fetched_at_ms: u64,
+    node: Option<N>,
+}
+
 /// Loads managed nodes for [`NodeKey`]s; global, shared by all requests
 /// (wrap it in a `DataLoader` for the batching).
 #[derive(Clone)]
@@ -56,7 +90,9 @@ pub struct NodeLoader {
     /// How long a loaded node may be reused (zero: not cached).
     ttl: Duration,
     /// `None` when `node_ttl_secs` is 0: every lookup goes upstream.
-    cache: Option<Cache<NodeKey, Cached>>,
+    cache: Option<Cache<NodeKey, Entry>>,
+    /// The second level (`[redis]`); only with a first level.
+    shared: Option<Shared>,
     /// Batch sizes and node-cache hits and misses.
     metrics: Metrics,
 }
@@ -71,17 +107,91 @@ impl NodeLoader {
     pub fn new(registry: Arc<AccountRegistry>, settings: &CacheSettings, metrics: Metrics) -> Self {
         let cache = (settings.node_ttl_secs > 0).then(|| {
             Cache::builder()
-                .time_to_live(Duration::from_secs(settings.node_ttl_secs))
+                .expire_after(UntilDeadline)
                 .max_capacity(settings.bytes_for(CacheLayer::Nodes))
-                .weigher(weigh)
+                .weigher(|k: &NodeKey, e: &Entry| weigh(k, &e.node))
                 .build()
         });
+        let shared = cache.as_ref().and(registry.shared().cloned());
         Self {
             registry,
             ttl: Duration::from_secs(settings.node_ttl_secs),
             cache,
+            shared,
             metrics,
         }
+    }
+
+    fn node_key(shared: &Shared, source: &SourceKey, id: &InstanceId) -> String {
+        shared.source_key("node", source, &format!(":v{NODE_VERSION}:{id}"))
+    }
+
+    /// The ids of `source` the second level knows (within their TTL),
+    /// copied into the first level; the rest still to load.
+    async fn read_second_level(
+        &self,
+        source: &SourceKey,
+        ids: Vec<InstanceId>,
+        answers: &mut HashMap<NodeKey, NodeLookup>,
+    ) -> Vec<InstanceId> {
+        let (Some(shared), Some(cache)) = (&self.shared, &self.cache) else {
+            return ids;
+        };
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| Self::node_key(shared, source, id))
+            .collect();
+        let Ok(values) = shared.store().get_many(&keys).await else {
+            return ids;
+        };
+        let mut rest = Vec::new();
+        for (id, value) in ids.into_iter().zip(values) {
+            let stored = value.and_then(|b| decode::<StoredNode<ManagedNode>>(NODE_VERSION, &b));
+            let age = stored
+                .as_ref()
+                .map(|s| Duration::from_millis(now_ms().saturating_sub(s.fetched_at_ms)));
+            match (stored, age) {
+                (Some(stored), Some(age)) if age < self.ttl => {
+                    let key = (source.clone(), id);
+                    let node = stored.node.map(Arc::new);
+                    if let Some(node) = &node {
+                        answers.insert(key.clone(), Ok(node.clone()));
+                    }
+                    let expires = Instant::now() + (self.ttl - age);
+                    cache.insert(key, Entry { node, expires }).await;
+                }
+                _ => rest.push(id),
+            }
+        }
+        let misses = rest.len() as u64;
+        self.metrics
+            .cache(CacheKind::NodeRedis, CacheEvent::Miss, misses);
+        self.metrics.cache(
+            CacheKind::NodeRedis,
+            CacheEvent::Hit,
+            keys.len() as u64 - misses,
+        );
+        rest
+    }
+
+    /// Stores what a call learned in the second level.
+    async fn write_second_level(&self, source: &SourceKey, learned: &[(InstanceId, Cached)]) {
+        let Some(shared) = &self.shared else { return };
+        let fetched_at_ms = now_ms();
+        let entries: Vec<(String, Vec<u8>)> = learned
+            .iter()
+            .filter_map(|(id, node)| {
+                let stored = StoredNode {
+                    fetched_at_ms,
+                    node: node.as_deref(),
+                };
+                Some((
+                    Self::node_key(shared, source, id),
+                    encode(NODE_VERSION, &stored)?,
+                ))
+            })
+            .collect();
+        let _ = shared.store().set_many(&entries, self.ttl).await;
     }
 
     /// Asks one source for `ids`, [`MAX_IDS_PER_CALL`] at a time, caching
@@ -106,14 +216,21 @@ impl NodeLoader {
         for (n, chunk) in ids.chunks(MAX_IDS_PER_CALL).enumerate() {
             match lookup(source.as_ref(), chunk).await {
                 Ok(mut found) => {
+                    let mut learned = Vec::with_capacity(chunk.len());
                     for id in chunk {
                         let node_key = (key.clone(), id.clone());
                         let cached = found.remove(id);
                         if let Some(cache) = &self.cache {
-                            cache.insert(node_key.clone(), cached.clone()).await;
+                            let entry = Entry {
+                                node: cached.clone(),
+                                expires: Instant::now() + self.ttl,
+                            };
+                            cache.insert(node_key.clone(), entry).await;
                         }
+                        learned.push((id.clone(), cached.clone()));
                         out.push((node_key, Ok(cached)));
                     }
+                    self.write_second_level(&key, &learned).await;
                 }
                 Err(e) => {
                     let e = Arc::new(e);
@@ -152,7 +269,7 @@ impl Loader<NodeKey> for NodeLoader {
         let mut missing: BTreeMap<SourceKey, BTreeSet<InstanceId>> = BTreeMap::new();
         for key in keys {
             match self.cache.as_ref() {
-                Some(cache) => match cache.get(key).await {
+                Some(cache) => match cache.get(key).await.map(|e| e.node) {
                     Some(Some(node)) => {
                         answers.insert(key.clone(), Ok(node));
                     }
@@ -182,10 +299,19 @@ impl Loader<NodeKey> for NodeLoader {
                 .cache(CacheKind::Node, CacheEvent::Miss, misses as u64);
         }
         tracing::debug!(hits, sources = missing.len(), "node cache");
+        let mut still = BTreeMap::new();
+        for (source, ids) in missing {
+            let rest = self
+                .read_second_level(&source, ids.into_iter().collect(), &mut answers)
+                .await;
+            if !rest.is_empty() {
+                still.insert(source, rest);
+            }
+        }
         let loaded = join_all(
-            missing
+            still
                 .into_iter()
-                .map(|(source, ids)| self.load_source(source, ids.into_iter().collect())),
+                .map(|(source, ids)| self.load_source(source, ids)),
         )
         .await;
         for (key, outcome) in loaded.into_iter().flatten() {

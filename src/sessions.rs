@@ -384,7 +384,7 @@ impl SessionService {
             )),
         };
         // Dropped whatever the outcome: a failed call may still have ended it.
-        self.registry.invalidate(&target.key);
+        self.registry.invalidate(&target.key).await;
         let result = outcome.map_err(ApiError::from);
         tracing::info!(
             target: "audit",

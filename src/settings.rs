@@ -44,10 +44,12 @@ use crate::model::{AccountId, MAX_PAGE_SIZE, Region};
 
 mod auth;
 mod rate_limits;
+mod redis;
 
 pub use auth::{ApiKeySettings, AuthSettings, GrantSettings, JwtSettings};
 pub(crate) use auth::{KeyUniqueness, KnownAccounts, parse_sha256_hex, validate_api_keys};
 pub use rate_limits::{PrincipalRate, RateLimitSettings};
+pub use redis::RedisSettings;
 
 /// A value that must not reach logs or error messages. `Debug` and
 /// `Display` print `[redacted]`; [`Secret::expose`] is the only way in.
@@ -171,6 +173,11 @@ pub struct Settings {
     /// states its default and env variable.
     #[serde(default)]
     pub persisted_queries: PersistedQuerySettings,
+    /// A Redis shared by the replicas (`[redis]`): see [`RedisSettings`].
+    /// Default none: caches, single-flight, limits and pollers stay in
+    /// process. Env `SSM_GATEWAY_REDIS__URL` and the other `redis.*` keys.
+    #[serde(default)]
+    pub redis: Option<RedisSettings>,
     /// Requests per caller (`[rate_limits]`): defaults and per-principal
     /// overrides; each field states its default and env variable.
     #[serde(default)]
@@ -535,6 +542,7 @@ impl Default for Settings {
             accounts: Vec::new(),
             auth: AuthSettings::default(),
             persisted_queries: PersistedQuerySettings::default(),
+            redis: None,
             rate_limits: RateLimitSettings::default(),
         }
     }
@@ -867,6 +875,13 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("live.shutdown_grace_ms", EnvKind::Scalar),
     ("persisted_queries.enabled", EnvKind::Scalar),
     ("persisted_queries.max_bytes", EnvKind::Scalar),
+    ("redis.url", EnvKind::String),
+    ("redis.key_prefix", EnvKind::String),
+    ("redis.command_timeout_ms", EnvKind::Scalar),
+    ("redis.connect_timeout_ms", EnvKind::Scalar),
+    ("redis.max_backoff_ms", EnvKind::Scalar),
+    ("redis.lease_ms", EnvKind::Scalar),
+    ("redis.lease_wait_ms", EnvKind::Scalar),
     ("rate_limits.enabled", EnvKind::Scalar),
     ("rate_limits.requests_per_second", EnvKind::Scalar),
     ("rate_limits.burst", EnvKind::Scalar),
@@ -980,6 +995,9 @@ impl Settings {
         self.cache.validate()?;
         self.live.validate()?;
         self.persisted_queries.validate()?;
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
+        }
         check_regions("default_regions", &self.default_regions)?;
 
         let mut ids = HashSet::new();
@@ -1703,6 +1721,43 @@ mod tests {
     }
 
     #[test]
+    fn redis_is_off_by_default_and_its_url_alone_turns_it_on() {
+        let settings = Settings::from_sources(None, "", Vec::<(&str, &str)>::new()).expect("valid");
+        assert_eq!(settings.redis, None);
+        let env = [(
+            "SSM_GATEWAY_REDIS__URL",
+            "rediss://:pw@redis.internal:6380/2",
+        )];
+        let settings = Settings::from_sources(None, "", env).expect("valid");
+        let redis = settings.redis.expect("on");
+        assert_eq!(redis.url.expose(), "rediss://:pw@redis.internal:6380/2");
+        assert_eq!(
+            redis,
+            RedisSettings::new("rediss://:pw@redis.internal:6380/2")
+        );
+        let text = "[redis]\nurl = \"redis://127.0.0.1\"\nlease_wait_ms = 500\n";
+        let settings =
+            Settings::from_sources(None, text, Vec::<(&str, &str)>::new()).expect("valid");
+        assert_eq!(settings.redis.expect("on").lease_wait_ms, 500);
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_refused_without_showing_it() {
+        for url in ["http://:hunter2@redis:6379", "redis://", "hunter2"] {
+            let e = Settings::from_sources(None, "", [("SSM_GATEWAY_REDIS__URL", url)])
+                .expect_err("bad url");
+            assert_eq!(e.key, "redis.url (SSM_GATEWAY_REDIS__URL)", "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        let e = Settings::from_sources(None, "[redis]\nlease_ms = 5\n", Vec::<(&str, &str)>::new())
+            .expect_err("no url");
+        assert!(e.to_string().contains("url"), "{e}");
+        let text = "[redis]\nurl = \"redis://h\"\nkey_prefix = \"a b\"\n";
+        let e = Settings::from_sources(None, text, Vec::<(&str, &str)>::new()).expect_err("prefix");
+        assert_eq!(e.key, "redis.key_prefix");
+    }
+
+    #[test]
     fn an_unknown_env_variable_is_named() {
         let e = Settings::from_sources(None, "", [("SSM_GATEWAY_LIMITS__MAX_FRIST", "5")])
             .expect_err("typo");
@@ -1754,6 +1809,7 @@ mod tests {
                 }),
                 ..AuthSettings::default()
             },
+            redis: Some(RedisSettings::new("redis://127.0.0.1:6379")),
             ..Settings::default()
         };
         let toml::Value::Table(table) = toml::Value::try_from(&full).expect("serializes") else {

@@ -17,6 +17,15 @@ if [ ! -x /usr/bin/chromium ]; then
   $sudo_ apt-get update
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y chromium
 fi
+# The multi-replica tests (tests/it/gateway_redis.rs) start their own
+# redis-server on a free loopback port (no persistence, killed when done).
+if ! command -v redis-server >/dev/null; then
+  echo "== installing redis-server (Debian package) for the multi-replica tests"
+  sudo_=""
+  [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y redis-server
+fi
 command -v node >/dev/null || { echo "error: node (20+) and npm are needed for tests/browser" >&2; exit 1; }
 # npm ci when node_modules is missing or older than the lock file (npm writes
 # node_modules/.package-lock.json on every install).

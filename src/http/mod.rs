@@ -227,10 +227,11 @@ async fn authenticate(
 /// Takes one request from the caller's rate limit, or the 429 to answer
 /// (with its audit line).
 #[allow(clippy::result_large_err)]
-fn admit(state: &HttpState, principal: &Principal, started: Instant) -> Result<(), Response> {
+async fn admit(state: &HttpState, principal: &Principal, started: Instant) -> Result<(), Response> {
     state
         .rates
-        .check(&principal.to_string())
+        .check_everywhere(&principal.to_string())
+        .await
         .map_err(|limited| {
             tracing::info!(
                 target: "audit",
@@ -402,7 +403,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         Ok(principal) => principal,
         Err(response) => return response,
     };
-    if let Err(response) = admit(&state, &principal, started) {
+    if let Err(response) = admit(&state, &principal, started).await {
         return response;
     }
     let Some(media) = negotiate(&headers) else {
@@ -523,7 +524,7 @@ async fn graphql_get(
         Ok(principal) => principal,
         Err(response) => return response,
     };
-    if let Err(response) = admit(&state, &principal, started) {
+    if let Err(response) = admit(&state, &principal, started).await {
         return response;
     }
     let Some(media) = negotiate(&headers) else {

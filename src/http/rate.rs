@@ -13,6 +13,13 @@
 //! made at start-up; everyone else shares one keyed limiter (governor's,
 //! over a `DashMap`) with the default quota.
 //!
+//! With `[redis]` the buckets are shared by every replica: the same GCRA
+//! script as the upstream limiter (`crate::shared`), one key per principal
+//! (a hash of its name), so a caller's limit holds in total however the
+//! load balancer spreads its requests. While Redis is unavailable each
+//! replica falls back to the buckets here (the limit then holds per
+//! replica).
+//!
 //! # Memory
 //! The keyed limiter holds one entry per principal seen. JWT subjects are
 //! not known in advance, so every [`SWEEP_EVERY`] checks drop the entries
@@ -32,7 +39,10 @@ use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use sha2::{Digest as _, Sha256};
+
 use crate::settings::{PrincipalRate, RateLimitSettings};
+use crate::shared::Shared;
 
 /// Checks between two sweeps of idle callers out of the keyed limiter.
 pub const SWEEP_EVERY: u64 = 1024;
@@ -45,6 +55,11 @@ type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Cl
 pub struct CallerLimits<C: Clock = DefaultClock> {
     /// `None` when `rate_limits.enabled` is false: every request passes.
     limits: Option<Limits<C>>,
+    /// The store replicas share the buckets in (`[redis]`).
+    shared: Option<Shared>,
+    /// The default rate and the overrides, for the shared buckets.
+    default_rate: PrincipalRate,
+    rates: HashMap<String, PrincipalRate>,
 }
 
 struct Limits<C: Clock> {
@@ -93,13 +108,19 @@ impl CallerLimits<DefaultClock> {
 
 impl<C: Clock + Clone> CallerLimits<C> {
     pub fn with_clock(settings: &RateLimitSettings, clock: C) -> Self {
-        if !settings.enabled {
-            return Self { limits: None };
-        }
-        let default = quota(PrincipalRate {
+        let default_rate = PrincipalRate {
             requests_per_second: settings.requests_per_second,
             burst: settings.burst,
-        });
+        };
+        if !settings.enabled {
+            return Self {
+                limits: None,
+                shared: None,
+                default_rate,
+                rates: HashMap::new(),
+            };
+        }
+        let default = quota(default_rate);
         let overrides = settings
             .principals
             .iter()
@@ -117,6 +138,47 @@ impl<C: Clock + Clone> CallerLimits<C> {
                 overrides,
                 checks: AtomicU64::new(0),
             }),
+            shared: None,
+            default_rate,
+            rates: settings.principals.clone().into_iter().collect(),
+        }
+    }
+
+    /// These limits, shared by every replica through `shared` (when given).
+    pub fn shared_by(mut self, shared: Option<Shared>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// [`CallerLimits::check`] across every replica (with `[redis]`): one
+    /// bucket per principal in Redis, this replica's own when Redis is
+    /// unavailable.
+    pub async fn check_everywhere(&self, principal: &str) -> Result<(), RateLimited> {
+        if self.limits.is_none() {
+            return Ok(());
+        }
+        let Some(shared) = &self.shared else {
+            return self.check(principal);
+        };
+        let rate = self
+            .rates
+            .get(principal)
+            .copied()
+            .unwrap_or(self.default_rate);
+        let digest = Sha256::digest(principal.as_bytes());
+        let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        match shared
+            .store()
+            .rate(
+                &shared.key("caller", &name),
+                rate.requests_per_second,
+                rate.burst,
+            )
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(RateLimited { retry_after: wait }),
+            Err(_) => self.check(principal),
         }
     }
 

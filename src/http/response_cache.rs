@@ -22,7 +22,11 @@ use moka::Expiry;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
+use tokio::sync::broadcast;
+
+use crate::cache::INVALIDATE;
 use crate::settings::{CacheLayer, CacheSettings};
+use crate::shared::Shared;
 
 /// A response cache key: a SHA-256 of the parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,6 +111,30 @@ impl ResponseCache {
     /// ones read the changed source is not known; they live seconds anyway.
     pub fn invalidate_all(&self) {
         self.entries.invalidate_all();
+    }
+
+    /// With Redis: drops every response whenever any replica publishes an
+    /// invalidation (a `terminateSession` there), as this replica's own
+    /// mutations do. Ends when the cache is dropped.
+    pub fn follow_invalidations(self: &std::sync::Arc<Self>, shared: &Shared) {
+        let cache = std::sync::Arc::downgrade(self);
+        let shared = shared.clone();
+        let mut messages = shared.store().messages();
+        tokio::spawn(async move {
+            loop {
+                let drop_all = match messages.recv().await {
+                    Ok(m) => shared.channel_kind(&m.channel, INVALIDATE).is_some(),
+                    // Some messages were missed: any may have been one.
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                match cache.upgrade() {
+                    Some(cache) if drop_all => cache.invalidate_all(),
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        });
     }
 
     /// Keeps `body` for the data's remaining lifetime (`None`: it used no

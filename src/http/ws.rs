@@ -291,7 +291,7 @@ async fn serve_socket(
         tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(refusal) = over_rate(&state, &auth.caller, protocol, text.as_str()) {
+                    if let Some(refusal) = over_rate(&state, &auth.caller, protocol, text.as_str()).await {
                         if socket.send(Message::Text(refusal.into())).await.is_err() {
                             break;
                         }
@@ -304,7 +304,7 @@ async fn serve_socket(
                 }
                 Some(Ok(Message::Binary(bytes))) => {
                     let text = String::from_utf8_lossy(&bytes).into_owned();
-                    if let Some(refusal) = over_rate(&state, &auth.caller, protocol, &text) {
+                    if let Some(refusal) = over_rate(&state, &auth.caller, protocol, &text).await {
                         if socket.send(Message::Text(refusal.into())).await.is_err() {
                             break;
                         }
@@ -358,7 +358,7 @@ struct Start<'a> {
 /// When `text` starts a subscription and the caller is over its rate, the
 /// error message that answers it in the engine's stead; `None` otherwise
 /// (every other message, and anything unparsable, is the engine's).
-fn over_rate(
+async fn over_rate(
     state: &HttpState,
     caller: &Caller,
     protocol: WebSocketProtocols,
@@ -368,7 +368,11 @@ fn over_rate(
     if start.kind != "subscribe" && start.kind != "start" {
         return None;
     }
-    let limited = state.rates.check(&caller.principal.to_string()).err()?;
+    let limited = state
+        .rates
+        .check_everywhere(&caller.principal.to_string())
+        .await
+        .err()?;
     let secs = limited.retry_after_secs();
     state.metrics.rate_limited(Transport::WebSocket);
     tracing::info!(

@@ -10,6 +10,11 @@
 //! would wait longer than the allowed time fails at once with
 //! [`LocalThrottle`], which the adapter reports as `UPSTREAM_THROTTLED`
 //! without reaching SSM.
+//!
+//! With `[redis]`, the bucket is shared by every replica: a GCRA script in
+//! Redis (one key per source, Redis's own clock) decides, so the limit
+//! holds in total, not per replica. While Redis is unavailable each replica
+//! falls back to its own bucket (the limit then holds per replica).
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -27,12 +32,17 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::instruments::{Metrics, SourceLabels};
+use crate::model::SourceKey;
+use crate::shared::Shared;
 
 /// One source's bucket: `per_second` calls a second, in bursts of as many.
 pub struct UpstreamLimiter {
     bucket: DefaultDirectRateLimiter,
     clock: DefaultClock,
     max_wait: Duration,
+    per_second: u32,
+    /// The bucket shared by the replicas, and its key.
+    shared: Option<(Shared, String)>,
     /// Where each acquisition is counted (`gateway_upstream_limiter_total`).
     metrics: Option<(Metrics, SourceLabels)>,
 }
@@ -79,8 +89,23 @@ impl UpstreamLimiter {
             bucket: RateLimiter::direct_with_clock(Quota::per_second(rate), clock.clone()),
             clock,
             max_wait,
+            per_second: rate.get(),
+            shared: None,
             metrics,
         })
+    }
+
+    /// This limiter, with the bucket of `source` shared by every replica
+    /// through `shared` (when given; `self` must not be shared yet).
+    pub fn shared_by(
+        mut self: Arc<Self>,
+        shared: Option<&Shared>,
+        source: &SourceKey,
+    ) -> Arc<Self> {
+        if let (Some(shared), Some(this)) = (shared, Arc::get_mut(&mut self)) {
+            this.shared = Some((shared.clone(), shared.source_key("rate", source, "")));
+        }
+        self
     }
 
     fn count(&self, outcome: &'static str) {
@@ -94,6 +119,31 @@ impl UpstreamLimiter {
     pub async fn acquire(&self) -> Result<(), LocalThrottle> {
         let started = Instant::now();
         let mut waits = false;
+        if let Some((shared, key)) = &self.shared {
+            loop {
+                match shared
+                    .store()
+                    .rate(key, self.per_second, self.per_second)
+                    .await
+                {
+                    Ok(None) => {
+                        self.count(if waits { "waited" } else { "immediate" });
+                        return Ok(());
+                    }
+                    Ok(Some(wait)) => {
+                        let waited = started.elapsed();
+                        if waited + wait > self.max_wait {
+                            self.count("refused");
+                            return Err(LocalThrottle { waited });
+                        }
+                        waits = true;
+                        tokio::time::sleep(wait).await;
+                    }
+                    // Redis unavailable: this replica's own bucket.
+                    Err(_) => break,
+                }
+            }
+        }
         loop {
             match self.bucket.check() {
                 Ok(()) => {

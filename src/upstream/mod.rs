@@ -35,7 +35,7 @@ pub struct PageRequest {
 
 /// One upstream page. It may hold fewer than `page_size` sessions, even none,
 /// while `next_token` is set: the service is allowed to answer that way.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Page {
     pub sessions: Vec<Session>,
     pub next_token: Option<String>,

@@ -25,6 +25,7 @@ const LAYERS: &[&str] = &[
     "paging",
     "cache",
     "upstream",
+    "shared",
     "instruments",
     "settings",
     "cursor",

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod architecture;
+mod bench_replicas;
 mod gateway_accounts;
 mod gateway_apq;
 mod gateway_auth;
@@ -18,6 +19,7 @@ mod gateway_live;
 mod gateway_nodes;
 mod gateway_paging;
 mod gateway_rate;
+mod gateway_redis;
 mod graphiql;
 mod metrics;
 mod schema_contract;

@@ -8,6 +8,7 @@
 //! sends `Authorization: Bearer demo-admin` unless the test passes its own
 //! `authorization` header or asks for none ([`TestApp::request_as`]).
 
+pub mod redis;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -180,6 +181,63 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
         .await
         .expect("gateway builds");
     start(app, emulator, emulator_addr, emulator_stop)
+}
+
+/// Spawns the emulator with `config` and `n` replicas of the gateway over
+/// it, each built by `Application::build` from the same settings: the
+/// demo's accounts (as [`spawn_multi_with`]), adjusted by `adjust` (which
+/// sets `[redis]` where they share one). The first replica owns the
+/// emulator: it stops when that one is dropped.
+pub async fn spawn_replicas(
+    config: EmulatorConfig,
+    n: usize,
+    adjust: impl FnOnce(&mut Settings),
+) -> Vec<TestApp> {
+    let emulator = Emulator::new(config);
+    let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
+    let mut settings = demo_settings(SocketAddr::from(([127, 0, 0, 1], 0)), emulator_addr);
+    settings.aws.max_attempts = 1;
+    settings.aws.max_calls_per_second = 100;
+    adjust(&mut settings);
+    unlimited_callers(&mut settings);
+    let mut apps = Vec::new();
+    let mut emulator_stop = Some(emulator_stop);
+    for _ in 0..n {
+        apps.push(replica(&settings, &emulator, emulator_addr, emulator_stop.take()).await);
+    }
+    apps
+}
+
+/// One more gateway with `settings` over `first`'s emulator.
+pub async fn replica_of(first: &TestApp, settings: &Settings) -> TestApp {
+    let mut settings = settings.clone();
+    settings.aws.endpoint_url = Some(format!("http://{}", first.emulator_addr));
+    replica(&settings, &first.emulator, first.emulator_addr, None).await
+}
+
+async fn replica(
+    settings: &Settings,
+    emulator: &Emulator,
+    emulator_addr: SocketAddr,
+    emulator_stop: Option<oneshot::Sender<()>>,
+) -> TestApp {
+    let app = Application::build(settings, BaseCredentials::Static(demo_base_credentials()))
+        .await
+        .expect("gateway");
+    let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        admin_addr,
+        emulator: emulator.clone(),
+        emulator_addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        _stops: emulator_stop.into_iter().chain([stop]).collect(),
+    }
 }
 
 /// Tests send bursts as one caller: unless a test set `[rate_limits]`
@@ -380,9 +438,8 @@ impl TestApp {
 
     /// Stops the gateway (as SIGTERM would), leaving the emulator running.
     pub fn stop_gateway(&mut self) {
-        if self._stops.len() == 2
-            && let Some(stop) = self._stops.pop()
-        {
+        // The gateway's is the last; a replica without the emulator has one.
+        if let Some(stop) = self._stops.pop() {
             let _ = stop.send(());
         }
     }
