@@ -303,6 +303,8 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 ratio() { awk -v g="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f", g / s; else print "-" }'; }
+# bench/replicas.sh writes its own section: keep it.
+REPLICAS=$( [ -f "$OUT" ] && awk '/^## Several replicas/ {keep = 1} keep' "$OUT" || true)
 {
   echo "# Benchmarks"
   echo
@@ -350,5 +352,6 @@ ratio() { awk -v g="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f", g / s; else
   echo
   echo "Peak RSS of the demo process (gateway and emulator): **$(mib "$THROUGHPUT_RSS_KB") MiB** after the"
   echo "throughput rows, **$(mib "$LATENCY_RSS_KB") MiB** after the latency and polling runs."
+  if [ -n "$REPLICAS" ]; then echo; echo "$REPLICAS"; fi
 } >"$OUT"
 echo "== wrote $OUT"
