@@ -1,79 +1,274 @@
 #!/usr/bin/env bash
-# The benchmark harness: builds release, starts the demo with a chosen
-# upstream latency, drives it over loopback HTTP with wrk, and writes the
-# figures to BENCHMARKS.md (machine, command, results).
+# The benchmark harness: builds release, starts the demo, drives it over
+# loopback HTTP, and writes the figures to BENCHMARKS.md (machine, command,
+# results, all from this one run).
 #
-#   bench/run.sh                  # full run, about 2.5 minutes after the build
-#   BENCH_SECS=5 POLL_SECS=20 bench/run.sh   # a quicker look
+#   bench/run.sh                  # full run, about 4 minutes after the build
+#   BENCH_SECS=5 POLL_SECS=20 CALLGRIND_REQS=100 bench/run.sh   # a quicker look
+#   SKIP_CALLGRIND=1 bench/run.sh # wrk rows only
+#   BENCH_BIN=path/to/ssm-session-gateway bench/run.sh   # another build, not rebuilt
+#   ONLY_CALLGRIND=1 bench/run.sh # instructions per request only (quiet machine not needed)
+#   BENCH_ROWS="hit cursor-miss" bench/run.sh   # some rows only
+#
+# Three demo processes, one after the other, each on free loopback ports
+# (BENCH_PORT pins the gateway's; the run stops, saying so, when it is taken):
+#
+# 1. Throughput (wrk, no upstream latency, the page cache warm): the same
+#    36 KB page of sessions as prebuilt bytes from a plain axum route, as a
+#    response-cache hit, and as response-cache misses: a distinct document per
+#    request (an alias that changes), a distinct `after` cursor per request
+#    with one document, and the same through automatic persisted queries.
+# 2. Instructions per request of the same rows, under valgrind's callgrind,
+#    for CALLGRIND_REQS requests each from a one-connection client
+#    (bench/client.py), so the figure is repeatable where wall-clock rates
+#    are not (shared cores; `perf stat` has no counters on these VMs).
+#    Every miss there uses a cursor no request used before.
+# 3. Latency and polling with LATENCY_MS of upstream latency: cold vs warm,
+#    and 100 clients polling one view.
 #
 # Every request goes to 127.0.0.1 only, bounded in count and time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BENCH_SECS=${BENCH_SECS:-10}       # each throughput run
+BENCH_SECS=${BENCH_SECS:-10}       # each throughput row
 POLL_SECS=${POLL_SECS:-60}         # the 100-client polling run
-LATENCY_MS=${LATENCY_MS:-50}       # added upstream latency
-GW=127.0.0.1:18080
-EMU=127.0.0.1:14566
+LATENCY_MS=${LATENCY_MS:-50}       # added upstream latency (part 3)
+CALLGRIND_REQS=${CALLGRIND_REQS:-200}
 OUT=${OUT:-BENCHMARKS.md}
+BENCH_DIR=target/bench             # callgrind dumps are kept here for callgrind_annotate
 
-if ! command -v wrk >/dev/null; then
-  echo "== installing wrk (Debian package)"
-  (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
+apt_install() { # package...
+  echo "== installing $* (Debian packages)"
+  (apt-get update -qq && apt-get install -y -qq "$@") >/dev/null ||
+    { echo "error: could not install $*; install it and run again" >&2; exit 1; }
+}
+command -v wrk >/dev/null || apt_install wrk
+command -v curl >/dev/null || apt_install curl
+command -v python3 >/dev/null || apt_install python3
+if [ -z "${SKIP_CALLGRIND:-}" ]; then
+  command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || apt_install valgrind
 fi
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 
-echo "== cargo build --release"
-cargo build --release --locked 2>&1 | tail -1
-BIN=target/release/ssm-session-gateway
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$BENCH_BIN                   # another build (a baseline kept aside)
+else
+  echo "== cargo build --release"
+  cargo build --release --locked 2>&1 | tail -1
+  BIN=target/release/ssm-session-gateway
+fi
+CLIENT="python3 bench/client.py"
+KEY=demo-admin                     # the demo's admin key: every account
+mkdir -p "$BENCH_DIR"
 
 WORK=$(mktemp -d)
-cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+PID= CG_PID=
+stop_demo() {
+  # Debian's valgrind is a shell script: its tool process is CG_PID.
+  if [ -n "$CG_PID" ]; then kill "$CG_PID" 2>/dev/null || true; CG_PID=; fi
+  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi
+}
+cleanup() { stop_demo; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-"$BIN" demo --listen "$GW" --emulator-listen "$EMU" --upstream-latency-ms "$LATENCY_MS" --bench-routes \
-  >"$WORK/demo.out" 2>"$WORK/demo.err" &
-PID=$!
-for _ in $(seq 100); do curl -sf "http://$GW/healthz" >/dev/null && break; sleep 0.1; done
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+port_taken() {
+  python3 -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try: s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError: sys.exit(0)
+sys.exit(1)' "$1"
+}
 
-# The warm query: sessions(first: 50) with every scalar field.
+# start_demo NAME WAIT_SECS [wrapper...] -- [demo flags...]: sets GW, EMU, PID.
+start_demo() {
+  local name=$1 wait=$2; shift 2
+  local wrapper=()
+  while [ "$1" != "--" ]; do wrapper+=("$1"); shift; done; shift
+  local port=${BENCH_PORT:-$(free_port)}
+  if port_taken "$port"; then
+    echo "error: port $port on 127.0.0.1 is taken; free it, set BENCH_PORT to a free port, or unset BENCH_PORT to pick one" >&2
+    exit 1
+  fi
+  GW=127.0.0.1:$port
+  EMU=127.0.0.1:$(free_port)
+  "${wrapper[@]}" "$BIN" demo --listen "$GW" --emulator-listen "$EMU" "$@" \
+    >"$WORK/$name.out" 2>"$WORK/$name.err" &
+  PID=$!
+  for _ in $(seq $((wait * 10))); do
+    curl -sf "http://$GW/healthz" >/dev/null && return 0
+    if ! kill -0 "$PID" 2>/dev/null; then
+      echo "error: the $name demo exited; its stderr:" >&2; tail -20 "$WORK/$name.err" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+  echo "error: the $name demo did not answer /healthz on $GW within ${wait}s" >&2; exit 1
+}
+
+# The warm query: sessions(first: 50) with every scalar field (bench/client.py
+# holds the same documents).
 FIELDS='id sessionId target status startDate endDate documentName owner ownerName reason details maxSessionDuration accessType durationSeconds region'
-QUERY="{ sessions(state: HISTORY, first: 50) { edges { cursor node { $FIELDS } } pageInfo { hasNextPage endCursor } } }"
+SELECTION="edges { cursor node { $FIELDS } } pageInfo { hasNextPage endCursor }"
+QUERY="{ sessions(state: HISTORY, first: 50) { $SELECTION } }"
+PAGE_QUERY="query Page(\$after: String) { sessions(state: HISTORY, first: 50, after: \$after) { $SELECTION } }"
+PAGE_HASH=$(printf '%s' "$PAGE_QUERY" | sha256sum | cut -d' ' -f1)
 BODY=$(printf '{"query":"%s"}' "$QUERY")
 printf '%s' "$BODY" >"$WORK/body.json"
-# The demo's admin key: every account, as the benchmark has always read.
-AUTH='Authorization: Bearer demo-admin'
+AUTH="Authorization: Bearer $KEY"
 post() { curl -s -o "$2" -w '%{time_total}' "http://$GW$1" -H 'content-type: application/json' -H "$AUTH" --data-binary @"$3"; }
 
-post /graphql "$WORK/response.json" "$WORK/body.json" >/dev/null
-post /graphql "$WORK/response.json" "$WORK/body.json" >/dev/null
-BYTES=$(wc -c <"$WORK/response.json")
-# The same bytes, prebuilt, from a plain axum route of the same binary.
-curl -sf -X PUT "http://$GW/_bench/prebuilt" --data-binary @"$WORK/response.json" >/dev/null
+# Warms the page and response caches and stores the prebuilt bytes.
+warm() {
+  post /graphql "$WORK/response.json" "$WORK/body.json" >/dev/null
+  post /graphql "$WORK/response.json" "$WORK/body.json" >/dev/null
+  BYTES=$(wc -c <"$WORK/response.json")
+  curl -sf -X PUT "http://$GW/_bench/prebuilt" --data-binary @"$WORK/response.json" >/dev/null
+}
 
-cat >"$WORK/post.lua" <<LUA
+# wrk scripts, one per row. The misses keep every request a response-cache
+# miss: a new alias each time; or a cursor from the collected pool (every
+# History edge of the demo with 50 sessions after it), in turn, plus a
+# variable `n` the document does not use, new each time, so that a cursor's
+# second turn is not a hit either (the gateway does the same work as for an
+# unseen cursor; the callgrind rows use each cursor once, with no `n`).
+lua_common() { # method
+  cat <<LUA
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer demo-admin"
-wrk.body = [[$BODY]]
+wrk.headers["authorization"] = "Bearer $KEY"
+local threads, id = {}, 0
+function setup(thread) id = id + 1; thread:set("tid", id) end
 LUA
+}
+write_lua() {
+  { lua_common; echo "wrk.body = [[$BODY]]"; } >"$WORK/same.lua"
+  { lua_common; cat <<LUA
+local n = 0
+local sel = [[$SELECTION]]
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, string.format('{"query":"{ t%s_%d: sessions(state: HISTORY, first: 50) { %s } }"}', tid, n, sel))
+end
+LUA
+  } >"$WORK/doc-miss.lua"
+  for row in cursor-miss apq-miss; do
+    { lua_common; cat <<LUA
+local cursors, n, i = {}, 0, 0
+for line in io.lines("$WORK/cursors.txt") do cursors[#cursors + 1] = line end
+local query = [[$PAGE_QUERY]]
+local hash = "$PAGE_HASH"
+function request()
+  n = n + 1
+  i = i % #cursors + 1
+  local vars = string.format('"variables":{"after":"%s","n":"%s_%d"}', cursors[i], tid, n)
+  if "$row" == "apq-miss" then
+    return wrk.format(nil, nil, nil, string.format('{%s,"extensions":{"persistedQuery":{"version":1,"sha256Hash":"%s"}}}', vars, hash))
+  end
+  return wrk.format(nil, nil, nil, string.format('{"query":"%s",%s}', query, vars))
+end
+LUA
+    } >"$WORK/$row.lua"
+  done
+}
 
-run_wrk() { # url connections seconds -> "rps p50 p99"
-  wrk -t2 -c"$2" -d"$3"s --latency -s "$WORK/post.lua" "$1" >"$WORK/wrk.txt"
+run_wrk() { # url connections seconds script -> "rps p50 p99"
+  wrk -t2 -c"$2" -d"$3"s --latency -s "$4" "$1" >"$WORK/wrk.txt"
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.txt")
   p50=$(awk '$1=="50%" {print $2}' "$WORK/wrk.txt")
   p99=$(awk '$1=="99%" {print $2}' "$WORK/wrk.txt")
+  if grep -q 'Non-2xx' "$WORK/wrk.txt"; then
+    echo "warning: $(grep 'Non-2xx' "$WORK/wrk.txt" | xargs) in $4" >&2
+  fi
   echo "$rps $p50 $p99"
 }
 
-echo "== warm sessions(first: 50) vs the same bytes prebuilt (${BENCH_SECS}s each, 32 connections)"
-read -r G_RPS G_P50 G_P99 < <(run_wrk "http://$GW/graphql" 32 "$BENCH_SECS")
-read -r S_RPS S_P50 S_P99 < <(run_wrk "http://$GW/_bench/prebuilt" 32 "$BENCH_SECS")
-RATIO=$(awk -v g="$G_RPS" -v s="$S_RPS" 'BEGIN { printf "%.2f", g / s }')
-echo "   graphql $G_RPS req/s, prebuilt $S_RPS req/s, ratio $RATIO"
+# Registers the paging document under its hash (automatic persisted queries).
+register_apq() {
+  printf '{"query":"%s","extensions":{"persistedQuery":{"version":1,"sha256Hash":"%s"}}}' \
+    "$PAGE_QUERY" "$PAGE_HASH" >"$WORK/register.json"
+  post /graphql "$WORK/registered.json" "$WORK/register.json" >/dev/null
+  if grep -q '"errors"' "$WORK/registered.json"; then
+    echo "   (this build does not take persisted queries: no APQ row)"
+    local row kept=()
+    for row in "${ROWS[@]}"; do [ "$row" = apq-miss ] || kept+=("$row"); done
+    ROWS=("${kept[@]}")
+  fi
+}
 
-echo "== cold vs warm latency with ${LATENCY_MS} ms upstream latency (20 each)"
+read -r -a ROWS <<<"${BENCH_ROWS:-prebuilt hit doc-miss cursor-miss apq-miss}"
+declare -A NAME=(
+  [prebuilt]="\`/_bench/prebuilt\` (same bytes, plain axum)"
+  [hit]="response-cache hit (the same request again)"
+  [doc-miss]="miss: a distinct document per request (new alias)"
+  [cursor-miss]="miss: a distinct \`after\` cursor per request, one document"
+  [apq-miss]="miss: as above, the document sent as its APQ hash"
+)
+declare -A RPS P50 P99 IR
+
+if [ -z "${ONLY_CALLGRIND:-}" ]; then
+echo "== 1. throughput: wrk, 2 threads, 32 connections, ${BENCH_SECS}s per row, no upstream latency"
+start_demo throughput 30 -- --bench-routes
+warm
+$CLIENT cursors "http://$GW" "$KEY" 500 "$WORK/cursors.txt"
+write_lua
+register_apq
+for row in "${ROWS[@]}"; do
+  case $row in
+    prebuilt) url="http://$GW/_bench/prebuilt" script="$WORK/same.lua" ;;
+    hit) url="http://$GW/graphql" script="$WORK/same.lua" ;;
+    *) url="http://$GW/graphql" script="$WORK/$row.lua" ;;
+  esac
+  read -r RPS[$row] P50[$row] P99[$row] < <(run_wrk "$url" 32 "$BENCH_SECS" "$script")
+  echo "   $row: ${RPS[$row]} req/s"
+done
+THROUGHPUT_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
+stop_demo
+fi
+
+if [ -z "${SKIP_CALLGRIND:-}" ]; then
+  echo "== 2. instructions per request: callgrind, ${CALLGRIND_REQS} requests per row, one connection"
+  start_demo callgrind 600 valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$BENCH_DIR/callgrind.out.%p" -- --bench-routes
+  CG_PID=$(callgrind_control 2>/dev/null | awk -v gw="--listen $GW " 'index($0 " ", gw) {sub(":", "", $2); print $2; exit}')
+  [ -n "$CG_PID" ] || { echo "error: callgrind_control does not see the demo under valgrind" >&2; exit 1; }
+  warm
+  # Distinct cursors for each row and its one unmeasured warm-up request:
+  # no cursor is ever used twice.
+  N=$CALLGRIND_REQS
+  $CLIENT cursors "http://$GW" "$KEY" $((2 * N + 2)) "$WORK/cg-cursors.txt"
+  sed -n "1p" "$WORK/cg-cursors.txt" >"$WORK/cg-warm-cursor-miss.txt"
+  sed -n "2,$((N + 1))p" "$WORK/cg-cursors.txt" >"$WORK/cg-cursor-miss.txt"
+  sed -n "$((N + 2))p" "$WORK/cg-cursors.txt" >"$WORK/cg-warm-apq-miss.txt"
+  sed -n "$((N + 3)),$((2 * N + 2))p" "$WORK/cg-cursors.txt" >"$WORK/cg-apq-miss.txt"
+  register_apq
+  callgrind_control -i on "$CG_PID" >/dev/null
+  for row in "${ROWS[@]}"; do
+    warm_cursors= cursors=
+    case $row in
+      cursor-miss | apq-miss) warm_cursors="$WORK/cg-warm-$row.txt" cursors="$WORK/cg-$row.txt" ;;
+    esac
+    # One unmeasured request first: what the first of a kind builds (a
+    # cached document, say) is not what each request costs.
+    $CLIENT run "http://$GW" "$KEY" "$row" 1 $warm_cursors
+    callgrind_control -z "$CG_PID" >/dev/null
+    $CLIENT run "http://$GW" "$KEY" "$row" "$N" $cursors
+    callgrind_control -d "$row" "$CG_PID" >/dev/null
+    dump=$(ls -t "$BENCH_DIR"/callgrind.out."$CG_PID".* | head -1)
+    cp "$dump" "$BENCH_DIR/callgrind.$row"
+    IR[$row]=$(awk -v n="$CALLGRIND_REQS" '/^(summary|totals):/ {printf "%d", $2 / n; exit}' "$dump")
+    echo "   $row: ${IR[$row]} instructions per request"
+  done
+  stop_demo
+  rm -f "$BENCH_DIR"/callgrind.out.*
+fi
+if [ -n "${ONLY_CALLGRIND:-}" ]; then
+  echo "== ONLY_CALLGRIND: instructions only, $OUT left as it is"
+  exit 0
+fi
+
+echo "== 3. latency: cold vs warm with ${LATENCY_MS} ms upstream latency (20 each)"
+start_demo latency 30 -- --upstream-latency-ms "$LATENCY_MS"
 COLD=() WARM=()
 for i in $(seq 20); do
   # A filter no earlier request used: misses both caches.
@@ -87,14 +282,9 @@ echo "   cold p50 ${COLD_MS} ms, warm p50 ${WARM_MS} ms"
 
 echo "== 100 clients polling one Active view for ${POLL_SECS}s"
 POLL_BODY='{"query":"{ sessions(state: ACTIVE, first: 20) { nodes { sessionId status } pageInfo { hasNextPage } } }"}'
-cat >"$WORK/post.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer demo-admin"
-wrk.body = [[$POLL_BODY]]
-LUA
+{ lua_common; echo "wrk.body = [[$POLL_BODY]]"; } >"$WORK/poll.lua"
 BEFORE=$(curl -sf "http://$EMU/_emulator/stats")
-read -r P_RPS _ _ < <(run_wrk "http://$GW/graphql" 100 "$POLL_SECS")
+read -r P_RPS _ _ < <(run_wrk "http://$GW/graphql" 100 "$POLL_SECS" "$WORK/poll.lua")
 AFTER=$(curl -sf "http://$EMU/_emulator/stats")
 CALLS=$(python3 -c '
 import json, sys
@@ -106,34 +296,41 @@ b, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(total(a) - total(b))' "$BEFORE" "$AFTER")
 REQS=$(awk -v r="$P_RPS" -v s="$POLL_SECS" 'BEGIN { printf "%d", r * s }')
 echo "   $REQS requests, $CALLS DescribeSessions calls (6 sources, Active TTL 5 s: about $((POLL_SECS / 5 * 6 + 6)) expected)"
-
-RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
-RSS_MB=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
-echo "== peak RSS ${RSS_MB} MiB"
+LATENCY_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
+stop_demo
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+ratio() { awk -v g="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f", g / s; else print "-" }'; }
+# bench/replicas.sh writes its own section: keep it.
+REPLICAS=$( [ -f "$OUT" ] && awk '/^## Several replicas/ {keep = 1} keep' "$OUT" || true)
 {
   echo "# Benchmarks"
   echo
   echo "Recorded by \`bench/run.sh\` (release build, the demo on loopback, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'))."
-  echo "Figures from one run; compare ratios, not lone timings: the machine is shared."
+  echo "Every figure below comes from this one run; compare ratios, not lone timings: the machine is shared."
   echo
   echo "- Date: $(date -u +%Y-%m-%d)"
   echo "- Machine: $(nproc) cores ($CPU), $MEM"
-  echo "- Command: \`BENCH_SECS=$BENCH_SECS POLL_SECS=$POLL_SECS LATENCY_MS=$LATENCY_MS bench/run.sh\`"
-  echo "- Demo: 3 accounts × 2 regions, upstream latency ${LATENCY_MS} ms per call, default cache settings"
+  echo "- Command: \`BENCH_SECS=$BENCH_SECS POLL_SECS=$POLL_SECS LATENCY_MS=$LATENCY_MS CALLGRIND_REQS=$CALLGRIND_REQS bench/run.sh\`"
+  echo "- Demo: 3 accounts × 2 regions, default cache settings"
   echo
-  echo "## Warm \`sessions(first: 50)\`, every scalar field (${BYTES} bytes)"
+  echo "## A page of sessions: hits and misses (${BYTES} bytes)"
   echo
-  echo "wrk, 2 threads, 32 connections, ${BENCH_SECS} s each, POST of the same body."
+  echo "\`sessions(state: HISTORY, first: 50)\` with every scalar field, the page cache warm, no"
+  echo "upstream latency. req/s: wrk, 2 threads, 32 connections, ${BENCH_SECS} s per row, on the same"
+  echo "2 cores as the gateway. Instructions per request: callgrind over the whole process,"
+  echo "${CALLGRIND_REQS} requests per row from one keep-alive connection (\`bench/client.py\`);"
+  echo "each miss there uses a cursor no request used before. The wrk cursor rows take"
+  echo "cursors in turn from all the demo's History edges (500) and add an unused variable"
+  echo "that changes per request, so a cursor's second turn misses too."
   echo
-  echo "| route | req/s | p50 | p99 |"
-  echo "| --- | --- | --- | --- |"
-  echo "| \`POST /graphql\` (response cache warm) | $G_RPS | $G_P50 | $G_P99 |"
-  echo "| \`/_bench/prebuilt\` (same bytes, plain axum) | $S_RPS | $S_P50 | $S_P99 |"
-  echo
-  echo "Ratio GraphQL / prebuilt: **$RATIO** (target ≥ 0.5)."
+  echo "| row | req/s | ratio to prebuilt | p50 | p99 | instructions / request |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  for row in "${ROWS[@]}"; do
+    echo "| ${NAME[$row]} | ${RPS[$row]} | $(ratio "${RPS[$row]}" "${RPS[prebuilt]}") | ${P50[$row]} | ${P99[$row]} | ${IR[$row]:--} |"
+  done
   echo
   echo "## Cold vs warm, ${LATENCY_MS} ms upstream latency"
   echo
@@ -146,13 +343,15 @@ MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
   echo
   echo "## 100 clients polling one view for ${POLL_SECS} s"
   echo
-  echo "\`sessions(state: ACTIVE, first: 20)\` over all 6 sources, Active TTL 5 s."
+  echo "\`sessions(state: ACTIVE, first: 20)\` over all 6 sources, Active TTL 5 s, ${LATENCY_MS} ms upstream latency."
   echo
   echo "- Requests served: $REQS ($P_RPS req/s)"
   echo "- \`DescribeSessions\` calls upstream: **$CALLS** (one page per source per TTL would be about $((POLL_SECS / 5 * 6 + 6)))"
   echo
   echo "## Memory"
   echo
-  echo "Peak RSS of the demo process (gateway and emulator) over the whole run: **${RSS_MB} MiB**."
+  echo "Peak RSS of the demo process (gateway and emulator): **$(mib "$THROUGHPUT_RSS_KB") MiB** after the"
+  echo "throughput rows, **$(mib "$LATENCY_RSS_KB") MiB** after the latency and polling runs."
+  if [ -n "$REPLICAS" ]; then echo; echo "$REPLICAS"; fi
 } >"$OUT"
 echo "== wrote $OUT"

@@ -383,6 +383,7 @@ fn assemble(
         options,
         &settings.http,
         &settings.limits,
+        metrics.clone(),
     );
     let sockets = Sockets::default();
     let state = http::HttpState {
@@ -394,6 +395,7 @@ fn assemble(
             }
             cache
         }),
+        persisted: Arc::new(http::PersistedQueries::new(&settings.persisted_queries)),
         limits: http::RequestLimits::new(&settings.http, &settings.limits),
         rates: Arc::new(http::CallerLimits::new(&settings.rate_limits).shared_by(shared.clone())),
         auth,

@@ -160,7 +160,8 @@ struct PageKey {
 /// A page and when it was fetched.
 #[derive(Debug)]
 struct Entry {
-    page: Page,
+    /// Shared with readers: a hit copies no session.
+    page: Arc<Page>,
     fetched_at: Instant,
     ttl: Duration,
 }
@@ -374,10 +375,10 @@ impl PageCache {
         source: &SourceKey,
         inner: &Arc<dyn SessionSource>,
         request: &PageRequest,
-    ) -> Result<Page, UpstreamError> {
+    ) -> Result<Arc<Page>, UpstreamError> {
         let ttl = self.ttl(request.state);
         if ttl.is_zero() {
-            return inner.describe_sessions(request).await;
+            return inner.describe_sessions_shared(request).await;
         }
         let key = PageKey {
             source: source.clone(),
@@ -386,7 +387,7 @@ impl PageCache {
         if let Some(entry) = self.fresh.get(&key).await {
             self.count(CacheEvent::Hit);
             Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
-            return Ok(entry.page.clone());
+            return Ok(Arc::clone(&entry.page));
         }
         // Whether this caller's load ran: if not, another caller's call in
         // flight answered it (a single-flight join).
@@ -422,7 +423,7 @@ impl PageCache {
                 match outcome {
                     Ok(entry) => {
                         Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
-                        return Ok(entry.page.clone());
+                        return Ok(Arc::clone(&entry.page));
                     }
                     Err(shared) => (shared.error.clone(), shared.stale.clone()),
                 }
@@ -448,7 +449,7 @@ impl PageCache {
                 );
                 Freshness::record_stale(source, age);
                 self.count(CacheEvent::Stale);
-                return Ok(entry.page.clone());
+                return Ok(Arc::clone(&entry.page));
             }
         }
         Err(error)
@@ -594,7 +595,7 @@ impl PageCache {
         }
         let age = Duration::from_millis(now_ms().saturating_sub(stored.fetched_at_ms));
         let entry = Arc::new(Entry {
-            page: stored.page,
+            page: Arc::new(stored.page),
             fetched_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
             ttl,
         });
@@ -623,7 +624,7 @@ impl PageCache {
             generation,
             fetched_at_ms: now_ms()
                 .saturating_sub(u64::try_from(entry.fetched_at.elapsed().as_millis()).unwrap_or(0)),
-            page: &entry.page,
+            page: entry.page.as_ref(),
         };
         if let Some(bytes) = encode(PAGE_VERSION, &stored) {
             let _ = shared
@@ -640,7 +641,7 @@ async fn fetch(
     request: &PageRequest,
     ttl: Duration,
 ) -> Result<Arc<Entry>, UpstreamError> {
-    let page = inner.describe_sessions(request).await?;
+    let page = inner.describe_sessions_shared(request).await?;
     Ok(Arc::new(Entry {
         page,
         fetched_at: Instant::now(),
@@ -673,6 +674,16 @@ impl CachedSource {
 #[async_trait]
 impl SessionSource for CachedSource {
     async fn describe_sessions(&self, request: &PageRequest) -> Result<Page, UpstreamError> {
+        self.cache
+            .page(&self.key, &self.inner, request)
+            .await
+            .map(Arc::unwrap_or_clone)
+    }
+
+    async fn describe_sessions_shared(
+        &self,
+        request: &PageRequest,
+    ) -> Result<Arc<Page>, UpstreamError> {
         self.cache.page(&self.key, &self.inner, request).await
     }
 }

@@ -59,6 +59,13 @@ pub mod code {
     pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
     /// Too many requests in flight: retry after the `Retry-After` delay.
     pub const OVERLOADED: &str = "OVERLOADED";
+    /// An automatic persisted query's hash the gateway does not hold: send
+    /// the document with it (Apollo's code).
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    /// A persisted query's hash that is not its document's SHA-256.
+    pub const PERSISTED_QUERY_HASH_MISMATCH: &str = "PERSISTED_QUERY_HASH_MISMATCH";
+    /// Persisted queries are off, or the request's version is not 1.
+    pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
     /// The caller is over its request rate (`[rate_limits]`): HTTP 429 with
     /// `Retry-After`, or an error on the subscription it tried to start.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
@@ -83,6 +90,9 @@ pub mod code {
         RESPONSE_TOO_LARGE,
         OVERLOADED,
         RATE_LIMITED,
+        PERSISTED_QUERY_NOT_FOUND,
+        PERSISTED_QUERY_HASH_MISMATCH,
+        PERSISTED_QUERY_NOT_SUPPORTED,
     ];
 
     /// `code` if it is one of ours, else `OTHER`: a metric label never

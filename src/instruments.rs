@@ -93,6 +93,12 @@ pub enum CacheKind {
     PageRedis,
     /// Managed nodes in Redis.
     NodeRedis,
+    /// Parsed GraphQL documents, by their text (`src/graphql/executor.rs`).
+    Document,
+    /// Automatic persisted queries sent by hash alone
+    /// (`src/http/persisted.rs`): `hit` ran the document, `miss` answered
+    /// `PERSISTED_QUERY_NOT_FOUND`.
+    PersistedQuery,
 }
 
 impl CacheKind {
@@ -103,6 +109,8 @@ impl CacheKind {
             Self::Response => "response",
             Self::PageRedis => "page_redis",
             Self::NodeRedis => "node_redis",
+            Self::Document => "document",
+            Self::PersistedQuery => "persisted_query",
         }
     }
 }

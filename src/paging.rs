@@ -175,7 +175,8 @@ enum State {
         page_size: u8,
         /// The token the page was fetched with.
         token: Option<String>,
-        sessions: Vec<Session>,
+        /// The page, shared with the page cache (never copied whole).
+        page: Arc<Page>,
         /// Index of the next session to hand out.
         next: usize,
         next_token: Option<String>,
@@ -255,12 +256,12 @@ impl SourceReader {
             match &mut self.state {
                 State::Exhausted => return Ok(None),
                 State::Loaded {
-                    sessions,
+                    page,
                     next,
                     next_token,
                     ..
                 } => {
-                    if *next < sessions.len() {
+                    if *next < page.sessions.len() {
                         break;
                     }
                     self.state = match next_token.take() {
@@ -285,7 +286,7 @@ impl SourceReader {
             }
         }
         match &self.state {
-            State::Loaded { sessions, next, .. } => Ok(sessions.get(*next)),
+            State::Loaded { page, next, .. } => Ok(page.sessions.get(*next)),
             _ => Ok(None),
         }
     }
@@ -293,10 +294,10 @@ impl SourceReader {
     /// Consumes the session [`peek`](Self::peek) returned; `None` when there
     /// is none (call `peek` first).
     pub fn take(&mut self) -> Option<Session> {
-        let State::Loaded { sessions, next, .. } = &mut self.state else {
+        let State::Loaded { page, next, .. } = &mut self.state else {
             return None;
         };
-        let session = sessions.get(*next)?.clone();
+        let session = page.sessions.get(*next)?.clone();
         *next += 1;
         self.last_taken = Some(session.session_id.as_str().to_owned());
         Some(session)
@@ -324,12 +325,12 @@ impl SourceReader {
             State::Loaded {
                 page_size,
                 token,
-                sessions,
+                page,
                 next,
                 next_token,
             } => {
                 let last_id = self.last_taken.clone().unwrap_or_default();
-                if *next < sessions.len() {
+                if *next < page.sessions.len() {
                     SourcePosition::InPage {
                         token: token.clone(),
                         page_size: *page_size,
@@ -373,30 +374,29 @@ impl SourceReader {
         self.calls += 1;
         Freshness::note_upstream_read();
         // On an error the state stays Pending: the position still names this page.
-        let Page {
-            sessions,
-            next_token,
-        } = match self.source.describe_sessions(&request).await {
+        let page = match self.source.describe_sessions_shared(&request).await {
             Ok(page) => page,
             Err(e) if from_cursor && e.kind == UpstreamErrorKind::InvalidToken => {
                 return Err(PagingError::StaleCursor(e));
             }
             Err(e) => return Err(e.into()),
         };
-        let next = match last_id
-            .and_then(|id| sessions.iter().position(|s| s.session_id.as_str() == id))
-        {
+        let next = match last_id.and_then(|id| {
+            page.sessions
+                .iter()
+                .position(|s| s.session_id.as_str() == id)
+        }) {
             Some(found) => found + 1,
             None => usize::try_from(skip)
                 .unwrap_or(usize::MAX)
-                .min(sessions.len()),
+                .min(page.sessions.len()),
         };
         self.state = State::Loaded {
             page_size: request.page_size,
             token: request.token,
-            sessions,
+            next_token: page.next_token.clone(),
+            page,
             next,
-            next_token,
         };
         Ok(())
     }

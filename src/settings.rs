@@ -169,6 +169,10 @@ pub struct Settings {
     /// `auth.jwt.claim_grants` are set in the file only.
     #[serde(default)]
     pub auth: AuthSettings,
+    /// Automatic persisted queries (`[persisted_queries]`); each field
+    /// states its default and env variable.
+    #[serde(default)]
+    pub persisted_queries: PersistedQuerySettings,
     /// A Redis shared by the replicas (`[redis]`): see [`RedisSettings`].
     /// Default none: caches, single-flight, limits and pollers stay in
     /// process. Env `SSM_GATEWAY_REDIS__URL` and the other `redis.*` keys.
@@ -178,6 +182,51 @@ pub struct Settings {
     /// overrides; each field states its default and env variable.
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
+}
+
+/// Automatic persisted queries (Apollo's protocol): clients send a
+/// document's SHA-256 instead of the document (see README, "Persisted
+/// queries").
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistedQuerySettings {
+    /// Accept `extensions.persistedQuery`. Off: such requests get
+    /// `PERSISTED_QUERY_NOT_SUPPORTED` (Apollo Client then sends documents).
+    /// Default true. Env `SSM_GATEWAY_PERSISTED_QUERIES__ENABLED`.
+    pub enabled: bool,
+    /// Memory bound of the documents kept, in bytes (each weighed by its
+    /// length), 1 KiB to 1 GiB; the least used go first, and their clients
+    /// simply send them again. Default 4 MiB (a few thousand documents).
+    /// Env `SSM_GATEWAY_PERSISTED_QUERIES__MAX_BYTES`.
+    pub max_bytes: u64,
+}
+
+impl Default for PersistedQuerySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl PersistedQuerySettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        const RANGE: std::ops::RangeInclusive<u64> = 1024..=1024 * 1024 * 1024;
+        if !RANGE.contains(&self.max_bytes) {
+            return Err(SettingsError::new(
+                "persisted_queries.max_bytes",
+                format!(
+                    "must be {} to {} (got {})",
+                    RANGE.start(),
+                    RANGE.end(),
+                    self.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The format of log lines.
@@ -492,6 +541,7 @@ impl Default for Settings {
             default_regions: Vec::new(),
             accounts: Vec::new(),
             auth: AuthSettings::default(),
+            persisted_queries: PersistedQuerySettings::default(),
             redis: None,
             rate_limits: RateLimitSettings::default(),
         }
@@ -823,6 +873,8 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("live.init_timeout_ms", EnvKind::Scalar),
     ("live.max_subscriptions_per_connection", EnvKind::Scalar),
     ("live.shutdown_grace_ms", EnvKind::Scalar),
+    ("persisted_queries.enabled", EnvKind::Scalar),
+    ("persisted_queries.max_bytes", EnvKind::Scalar),
     ("redis.url", EnvKind::String),
     ("redis.key_prefix", EnvKind::String),
     ("redis.command_timeout_ms", EnvKind::Scalar),
@@ -942,6 +994,7 @@ impl Settings {
         self.aws.validate()?;
         self.cache.validate()?;
         self.live.validate()?;
+        self.persisted_queries.validate()?;
         if let Some(redis) = &self.redis {
             redis.validate()?;
         }

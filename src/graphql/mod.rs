@@ -7,6 +7,7 @@
 
 mod cost;
 mod error;
+mod executor;
 mod live;
 mod query;
 mod types;
@@ -23,10 +24,12 @@ use async_graphql::{
     Response, Schema, SchemaBuilder, ServerError, ServerResult, ValidationResult, Value, Variables,
 };
 
+pub use executor::{Documents, Executor, operation_type};
 pub use live::{LiveOptions, Mutation, Subscription, SubscriptionSlots};
 pub use query::Query;
 
 use crate::error::code;
+use crate::instruments::Metrics;
 use crate::live::LiveHub;
 use crate::nodes::NodeLoader;
 use crate::sessions::SessionService;
@@ -48,7 +51,8 @@ const MAX_DIRECTIVES_PER_FIELD: usize = 4;
 /// How long the node DataLoader gathers keys before one batch call.
 const NODE_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// The schema with its data and limits, ready to execute requests.
+/// The schema with its data and limits, ready to execute requests: the
+/// full schema and its fast twin (see [`executor`]), over the same data.
 pub fn schema(
     service: Arc<SessionService>,
     nodes: NodeLoader,
@@ -56,36 +60,48 @@ pub fn schema(
     options: LiveOptions,
     http: &HttpSettings,
     limits: &Limits,
-) -> GatewaySchema {
-    let cost = CostModel::new(service.registry().clone(), limits.clone());
-    // One DataLoader for the schema: it batches the node keys resolvers ask
+    metrics: Metrics,
+) -> Arc<Executor> {
+    let cost = Arc::new(CostModel::new(service.registry().clone(), limits.clone()));
+    // One DataLoader for the process: it batches the node keys resolvers ask
     // for within its delay (a page of sessions, or concurrent requests);
     // the cache is the loader's own, shared by all requests to this process.
     // The delay is the batching window: long enough that a page's keys,
     // registered while its items resolve, land in one batch even on a busy
     // machine (async-graphql's 1 ms default split a page of 50 into several
     // calls under load), short beside a DescribeInstanceInformation call.
-    let nodes = DataLoader::new(nodes, tokio::spawn).delay(NODE_BATCH_WINDOW);
-    let builder = builder()
-        .data(service)
-        .data(nodes)
-        .data(hub)
-        .data(options)
-        .limit_depth(http.max_query_depth)
-        .limit_complexity(limits.max_complexity as usize)
-        .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
-        .limit_directives(MAX_DIRECTIVES_PER_FIELD)
-        // Spans: `request` (the operation) > `parse`, `validation`,
-        // `execute` > `field` for each non-leaf field (`sessions`, …), in
-        // which the upstream calls' spans nest.
-        .extension(async_graphql::extensions::Tracing)
-        .extension(CostGuard(Arc::new(cost)))
-        .extension(ErrorCodes);
-    if http.introspection {
-        builder.finish()
-    } else {
-        builder.disable_introspection().finish()
-    }
+    let nodes = Arc::new(DataLoader::new(nodes, tokio::spawn).delay(NODE_BATCH_WINDOW));
+    let build = || {
+        builder()
+            .data(Arc::clone(&service))
+            .data(Arc::clone(&nodes))
+            .data(Arc::clone(&hub))
+            .data(options.clone())
+            .limit_depth(http.max_query_depth)
+            .limit_complexity(limits.max_complexity as usize)
+            .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
+            .limit_directives(MAX_DIRECTIVES_PER_FIELD)
+    };
+    let finish = |builder: SchemaBuilder<Query, Mutation, Subscription>| {
+        if http.introspection {
+            builder.finish()
+        } else {
+            builder.disable_introspection().finish()
+        }
+    };
+    // Spans: `request` (the operation) > `parse`, `validation`,
+    // `execute` > `field` for each non-leaf field (`sessions`, …), in
+    // which the upstream calls' spans nest. The fast schema has no
+    // extension: its executor opens `request` and the root fields open
+    // their own `field` spans (see `executor`).
+    let full = finish(
+        build()
+            .extension(async_graphql::extensions::Tracing)
+            .extension(CostGuard(Arc::clone(&cost)))
+            .extension(ErrorCodes),
+    );
+    let fast = finish(build());
+    Arc::new(Executor::new(fast, full, cost, metrics))
 }
 
 /// The schema in SDL, as checked in at `schema.graphql`.

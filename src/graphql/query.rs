@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ErrorExtensions, ID, Object, PathSegment};
+use tracing::Instrument as _;
 
+use super::executor::FastPath;
 use super::types::{
     Account, LazyCursor, Node, PageInfo, Session, SessionConnection, SessionEdge,
     SessionFilterInput, SessionState, node_id,
@@ -110,6 +112,7 @@ impl Query {
         };
         let listing = service
             .list(caller(ctx)?, args, ctx.data::<RequestBudget>()?)
+            .instrument(root_field_span(ctx))
             .await
             .map_err(|e| e.extend())?;
         for (source, error) in listing.failures {
@@ -158,6 +161,7 @@ impl Query {
                 &session_id,
                 ctx.data::<RequestBudget>()?,
             )
+            .instrument(root_field_span(ctx))
             .await
             .map_err(|e| e.extend())?;
         Ok(found.map(Session::from))
@@ -184,10 +188,26 @@ impl Query {
                 )
                 .await
         }
+        .instrument(root_field_span(ctx))
         .await
         .map_err(|e: ApiError| e.extend())?;
         Ok(found.map(|located| Node::Session(Session::from(located))))
     }
+}
+
+/// The `field` span of a root field the fast schema runs (see
+/// [`super::executor`]), under which its upstream calls' spans nest; none
+/// on the full schema, whose `Tracing` extension opens its own.
+fn root_field_span(ctx: &Context<'_>) -> tracing::Span {
+    if ctx.data_opt::<FastPath>().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: "async_graphql::graphql",
+        "field",
+        path = %ctx.path_node.map(|p| p.to_string()).unwrap_or_default(),
+        parent_type = "Query",
+    )
 }
 
 /// The request's caller, put in the request data by `crate::http`.

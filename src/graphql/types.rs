@@ -246,7 +246,7 @@ impl Session {
         else {
             return Ok(None);
         };
-        let loader = ctx.data::<DataLoader<NodeLoader>>().map_err(|_| {
+        let loader = ctx.data::<Arc<DataLoader<NodeLoader>>>().map_err(|_| {
             ApiError::Internal(anyhow::anyhow!("no node loader in the schema data")).extend()
         })?;
         let source = model::SourceKey {

@@ -51,7 +51,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Value, Variables};
 use axum::Router;
 use axum::body::Bytes;
@@ -71,12 +71,15 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 mod negotiate;
+mod persisted;
 mod rate;
 mod response_cache;
 mod serve;
 mod ws;
 
 use negotiate::{MediaType, accepts_html, negotiate};
+use persisted::PersistedQueryError;
+pub use persisted::{DocumentStore, PersistedQueries};
 pub use rate::CallerLimits;
 use rate::RateLimited;
 pub use response_cache::ResponseCache;
@@ -88,7 +91,7 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::cache::Freshness;
 use crate::error::code;
 use crate::graphiql::{self, Graphiql};
-use crate::graphql::GatewaySchema;
+use crate::graphql::{Executor, operation_type};
 use crate::instruments::{CacheEvent, CacheKind, Metrics, Transport};
 use crate::paging::RequestBudget;
 use crate::sessions::Caller;
@@ -97,9 +100,12 @@ use crate::settings::{HttpSettings, Limits, LiveSettings};
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpState {
-    pub schema: GatewaySchema,
+    /// Runs GraphQL (and holds the schema WebSockets run on).
+    pub schema: Arc<Executor>,
     /// Whole responses of identical reads; `None` when turned off.
     pub responses: Option<Arc<ResponseCache>>,
+    /// Automatic persisted queries: documents by hash.
+    pub persisted: Arc<PersistedQueries>,
     /// Turns each request's `Authorization` header into a principal.
     pub auth: Arc<Authenticator>,
     /// The GraphiQL page a browser gets at `GET /graphql` (with the demo's
@@ -332,13 +338,40 @@ fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
     });
     (
         status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        )],
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(PRIVATE)),
+        ],
         body.to_string(),
     )
         .into_response()
+}
+
+/// `Cache-Control` of every GraphQL answer: it is for its caller alone
+/// (shared caches must not keep it, browsers need not either), GET
+/// included.
+const PRIVATE: &str = "private, no-store";
+
+/// The answer to a request whose persisted query cannot run. Not found is
+/// 200, as Apollo's router answers it (Apollo Client stops using persisted
+/// queries on a 400), with no `data` under `application/graphql-response+json`;
+/// not supported is a request error (400 there, 200 under
+/// `application/json`); a wrong hash or a malformed extension is 400.
+fn persisted_query_error(e: &PersistedQueryError, media: MediaType) -> Response {
+    let status = match e {
+        PersistedQueryError::NotFound => StatusCode::OK,
+        PersistedQueryError::NotSupported(_) if media == MediaType::Json => StatusCode::OK,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let error = serde_json::json!({ "message": e.message(), "extensions": { "code": e.code() } });
+    let body = match media {
+        MediaType::Json => serde_json::json!({ "data": null, "errors": [error] }),
+        MediaType::GraphQlResponse => serde_json::json!({ "errors": [error] }),
+    };
+    graphql_response(status, media, "MISS", Bytes::from(body.to_string()))
 }
 
 fn not_acceptable() -> Response {
@@ -353,7 +386,9 @@ fn not_acceptable() -> Response {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PostBody {
-    query: String,
+    /// Absent when the request names a persisted query by hash.
+    #[serde(default)]
+    query: Option<String>,
     #[serde(default)]
     operation_name: Option<String>,
     #[serde(default)]
@@ -396,13 +431,54 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
             );
         }
     };
+    let query = match resolve_document(&state, body.query, body.extensions.as_ref()).await {
+        Ok(Some(query)) => query,
+        Ok(None) => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "the body is not a GraphQL request: missing field `query` \
+                 (or `extensions.persistedQuery`)",
+            );
+        }
+        Err(e) => return persisted_query_error(&e, media),
+    };
     let parts = RequestParts {
-        query: body.query,
+        query,
+        document: None,
         operation_name: body.operation_name,
         variables: body.variables,
         extensions: body.extensions,
     };
     execute(&state, parts, principal, media, started).await
+}
+
+/// The document a request runs (see [`PersistedQueries::resolve`]),
+/// counting persisted queries sent by hash alone: found or not.
+async fn resolve_document(
+    state: &HttpState,
+    query: Option<String>,
+    extensions: Option<&JsonObject>,
+) -> Result<Option<String>, PersistedQueryError> {
+    let by_hash = query.as_deref().is_none_or(str::is_empty)
+        && extensions.is_some_and(|e| e.contains_key("persistedQuery"));
+    let resolved = state.persisted.resolve(query, extensions).await;
+    if by_hash {
+        match &resolved {
+            Ok(Some(_)) => {
+                state
+                    .metrics
+                    .cache(CacheKind::PersistedQuery, CacheEvent::Hit, 1);
+            }
+            Err(PersistedQueryError::NotFound) => {
+                state
+                    .metrics
+                    .cache(CacheKind::PersistedQuery, CacheEvent::Miss, 1);
+            }
+            _ => {}
+        }
+    }
+    resolved
 }
 
 /// The query string of a GraphQL-over-HTTP GET.
@@ -434,7 +510,7 @@ async fn graphql_get(
         );
     };
     let started = Instant::now();
-    let Some(query) = params.query else {
+    if params.query.is_none() && params.extensions.is_none() {
         if accepts_html(&headers) {
             return state.graphiql.page(&headers);
         }
@@ -443,7 +519,7 @@ async fn graphql_get(
             "BAD_REQUEST",
             "missing `query` parameter (open this URL in a browser for GraphiQL)",
         );
-    };
+    }
     let principal = match authenticate(&state, &headers, started).await {
         Ok(principal) => principal,
         Err(response) => return response,
@@ -454,7 +530,25 @@ async fn graphql_get(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    if is_mutation(&query, params.operation_name.as_deref()) {
+    let extensions = match parse_json_object(params.extensions.as_deref(), "extensions") {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    // A persisted query's document, which the rules below look at: a hash
+    // must not smuggle a mutation into a GET.
+    let query = match resolve_document(&state, params.query, extensions.as_ref()).await {
+        Ok(Some(query)) => query,
+        Ok(None) => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "missing `query` parameter (or `extensions` with a `persistedQuery`)",
+            );
+        }
+        Err(e) => return persisted_query_error(&e, media),
+    };
+    let document = state.schema.documents().parse(&query).await;
+    if is_mutation(document.as_deref(), params.operation_name.as_deref()) {
         let mut response = http_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
@@ -469,12 +563,9 @@ async fn graphql_get(
         Ok(v) => v,
         Err(response) => return response,
     };
-    let extensions = match parse_json_object(params.extensions.as_deref(), "extensions") {
-        Ok(v) => v,
-        Err(response) => return response,
-    };
     let parts = RequestParts {
         query,
+        document,
         operation_name: params.operation_name,
         variables,
         extensions,
@@ -498,43 +589,39 @@ fn parse_json_object(raw: Option<&str>, name: &str) -> Result<Option<JsonObject>
     })
 }
 
-/// Whether the operation a GET would run is a mutation. A document that
-/// does not parse is left to the executor, which reports it properly.
-fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
-        return false;
-    };
-    match (&document.operations, operation_name) {
-        (DocumentOperations::Single(op), _) => op.node.ty == OperationType::Mutation,
-        (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .get(name)
-            .is_some_and(|op| op.node.ty == OperationType::Mutation),
-        (DocumentOperations::Multiple(ops), None) => {
-            ops.len() == 1 && ops.values().any(|op| op.node.ty == OperationType::Mutation)
-        }
-    }
+/// Whether the operation a request would run is a mutation. A document
+/// that does not parse (`None`) is left to the executor, which reports it
+/// properly.
+fn is_mutation(document: Option<&ExecutableDocument>, operation_name: Option<&str>) -> bool {
+    document.is_some_and(|document| {
+        operation_type(document, operation_name) == Some(OperationType::Mutation)
+    })
 }
 
 /// A GraphQL request as it came over HTTP.
 struct RequestParts {
     query: String,
+    /// `query` parsed, when a handler needed it already (GET's mutation check).
+    document: Option<Arc<ExecutableDocument>>,
     operation_name: Option<String>,
     variables: Option<JsonObject>,
     extensions: Option<JsonObject>,
 }
 
-fn build_request(parts: RequestParts) -> async_graphql::Request {
-    let mut request = async_graphql::Request::new(parts.query);
-    if let Some(name) = parts.operation_name {
-        request = request.operation_name(name);
+fn build_request(parts: &RequestParts) -> async_graphql::Request {
+    let mut request = async_graphql::Request::new(parts.query.clone());
+    if let Some(name) = &parts.operation_name {
+        request = request.operation_name(name.clone());
     }
-    if let Some(vars) = parts.variables {
-        request = request.variables(Variables::from_json(serde_json::Value::Object(vars)));
+    if let Some(vars) = &parts.variables {
+        request = request.variables(Variables::from_json(serde_json::Value::Object(
+            vars.clone(),
+        )));
     }
-    if let Some(ext) = parts.extensions {
+    if let Some(ext) = &parts.extensions {
         request.extensions = async_graphql::Extensions(
-            ext.into_iter()
-                .filter_map(|(k, v)| Value::from_json(v).ok().map(|v| (k, v)))
+            ext.iter()
+                .filter_map(|(k, v)| Value::from_json(v.clone()).ok().map(|v| (k.clone(), v)))
                 .collect::<HashMap<_, _>>(),
         );
     }
@@ -555,6 +642,7 @@ fn graphql_response(
                 HeaderValue::from_static(media.content_type()),
             ),
             (X_CACHE, HeaderValue::from_static(cache)),
+            (header::CACHE_CONTROL, HeaderValue::from_static(PRIVATE)),
         ],
         body,
     )
@@ -622,13 +710,19 @@ async fn execute(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let cacheable_operation = !is_mutation(&parts.query, parts.operation_name.as_deref());
-    let request = build_request(parts)
-        .data(Arc::clone(&caller))
-        .data(RequestBudget::new(state.limits.calls_per_source));
+    let document = match &parts.document {
+        Some(document) => Some(Arc::clone(document)),
+        None => state.schema.documents().parse(&parts.query).await,
+    };
+    let cacheable_operation = !is_mutation(document.as_deref(), parts.operation_name.as_deref());
+    let request = || {
+        build_request(&parts)
+            .data(Arc::clone(&caller))
+            .data(RequestBudget::new(state.limits.calls_per_source))
+    };
     let executed = tokio::time::timeout(
         state.limits.timeout,
-        Freshness::collect(state.schema.execute(request)),
+        Freshness::collect(state.schema.execute(&caller, document, request)),
     )
     .await;
     if !cacheable_operation && let Some(cache) = &state.responses {
@@ -756,10 +850,15 @@ mod tests {
 
     #[test]
     fn mutations_are_recognized_for_get() {
-        assert!(is_mutation("mutation { x }", None));
-        assert!(!is_mutation("{ x }", None));
-        assert!(is_mutation("query A { x } mutation B { y }", Some("B")));
-        assert!(!is_mutation("query A { x } mutation B { y }", Some("A")));
-        assert!(!is_mutation("not graphql", None));
+        let check = |query: &str, name: Option<&str>| {
+            let document = async_graphql::parser::parse_query(query).ok();
+            is_mutation(document.as_ref(), name)
+        };
+        assert!(check("mutation { x }", None));
+        assert!(!check("{ x }", None));
+        assert!(check("query A { x } mutation B { y }", Some("B")));
+        assert!(!check("query A { x } mutation B { y }", Some("A")));
+        assert!(check("mutation B { y }", None));
+        assert!(!check("not graphql", None));
     }
 }

@@ -269,13 +269,14 @@ async fn serve_socket(
     });
     let slots = SubscriptionSlots::new(live.max_subscriptions_per_connection, metrics.clone());
     let caller = auth.caller.clone();
-    let engine = async_graphql::http::WebSocket::new(state.schema.clone(), incoming, protocol)
-        .on_connection_init(move |_payload| async move {
-            let mut data = Data::default();
-            data.insert(slots);
-            data.insert(caller);
-            Ok(data)
-        });
+    let engine =
+        async_graphql::http::WebSocket::new(state.schema.schema().clone(), incoming, protocol)
+            .on_connection_init(move |_payload| async move {
+                let mut data = Data::default();
+                data.insert(slots);
+                data.insert(caller);
+                Ok(data)
+            });
     let mut engine = std::pin::pin!(engine);
     let ping_every = Duration::from_millis(live.ping_interval_ms);
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);

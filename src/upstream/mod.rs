@@ -46,6 +46,17 @@ pub struct Page {
 pub trait SessionSource: Send + Sync {
     /// Fetches one page of `DescribeSessions`.
     async fn describe_sessions(&self, request: &PageRequest) -> Result<Page, UpstreamError>;
+
+    /// The same page, shared: a cache hands out the page it holds instead
+    /// of a copy of its (up to 200) sessions. The pager reads through this.
+    async fn describe_sessions_shared(
+        &self,
+        request: &PageRequest,
+    ) -> Result<std::sync::Arc<Page>, UpstreamError> {
+        self.describe_sessions(request)
+            .await
+            .map(std::sync::Arc::new)
+    }
 }
 
 /// Ends sessions in one account and region (`TerminateSession`). A trait

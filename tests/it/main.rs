@@ -8,6 +8,7 @@
 mod architecture;
 mod bench_replicas;
 mod gateway_accounts;
+mod gateway_apq;
 mod gateway_auth;
 mod gateway_cache;
 mod gateway_cost;

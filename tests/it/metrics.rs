@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use hyper::Method;
 use serde_json::json;
+use sha2::Digest as _;
 use ssm_emulator::{DEMO_ACCOUNT_IDS, EmulatorConfig};
 use ssm_session_gateway::settings::RetryMode;
 
@@ -287,5 +289,59 @@ async fn metrics_count_sdk_retries_and_throttles() {
             &[("outcome", "partial")]
         ),
         1.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_persisted_queries_and_parsed_documents() {
+    let app = spawn_multi_with(EmulatorConfig::demo(anchor()), admin_on_any_port).await;
+    let document = "{ accounts { alias } }";
+    let hash: String = sha2::Sha256::digest(document.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let ext = serde_json::json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+    let post = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.request(
+                Method::POST,
+                "/graphql",
+                &[("content-type", "application/json")],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    // By hash alone: not found; with the document; by hash alone twice.
+    post(serde_json::json!({ "extensions": ext })).await;
+    post(serde_json::json!({ "query": document, "extensions": ext })).await;
+    post(serde_json::json!({ "extensions": ext })).await;
+    post(serde_json::json!({ "extensions": ext })).await;
+
+    let samples = scrape(&app).await;
+    let apq = |event| {
+        sum(
+            &samples,
+            "gateway_cache_events_total",
+            &[("layer", "persisted_query"), ("event", event)],
+        )
+    };
+    assert_eq!(apq("miss"), 1.0);
+    assert_eq!(apq("hit"), 2.0);
+    // The document was parsed once; the two runs by hash found it parsed,
+    // unless the response cache answered them first.
+    let events = |layer, event| {
+        sum(
+            &samples,
+            "gateway_cache_events_total",
+            &[("layer", layer), ("event", event)],
+        )
+    };
+    assert_eq!(events("document", "miss"), 1.0);
+    assert_eq!(
+        events("document", "hit") + events("response", "hit"),
+        2.0,
+        "{samples:?}"
     );
 }

@@ -1,0 +1,246 @@
+//! Automatic persisted queries over real HTTP: the Apollo protocol (hash
+//! first, document after `PERSISTED_QUERY_NOT_FOUND`, then the hash alone),
+//! over POST and GET, and what it must not open: a wrong hash, or a
+//! mutation over GET behind a hash.
+
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::support::{TestApp, dataset, emulator_config, error_codes, spawn_app};
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+const GQL_RESPONSE: (&str, &str) = ("accept", "application/graphql-response+json");
+
+const PAGE: &str = "query Page($after: String) { sessions(state: HISTORY, first: 7, after: $after) \
+                    { edges { cursor node { id sessionId startDate } } pageInfo { hasNextPage endCursor } } }";
+
+fn sha256_hex(document: &str) -> String {
+    Sha256::digest(document.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn persisted(document: &str) -> Value {
+    json!({ "persistedQuery": { "version": 1, "sha256Hash": sha256_hex(document) } })
+}
+
+async fn app() -> TestApp {
+    spawn_app(emulator_config(dataset(41, 3, 40))).await
+}
+
+async fn post(app: &TestApp, body: Value, headers: &[(&str, &str)]) -> crate::support::HttpAnswer {
+    let mut all = vec![JSON];
+    all.extend_from_slice(headers);
+    app.request(Method::POST, "/graphql", &all, body.to_string())
+        .await
+}
+
+fn session_ids(page: &Value) -> Vec<String> {
+    page["data"]["sessions"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| e["node"]["sessionId"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Every session of History, page by page, with the document each time.
+async fn walk_plain(app: &TestApp) -> Vec<String> {
+    let (mut all, mut after) = (Vec::new(), Value::Null);
+    loop {
+        let page = app.graphql(PAGE, json!({ "after": after })).await;
+        assert_eq!(error_codes(&page), Vec::<String>::new(), "{page}");
+        all.extend(session_ids(&page));
+        let info = &page["data"]["sessions"]["pageInfo"];
+        if info["hasNextPage"] != json!(true) {
+            return all;
+        }
+        after = info["endCursor"].clone();
+    }
+}
+
+#[tokio::test]
+async fn a_history_walked_with_persisted_queries_is_the_same_as_without() {
+    let app = app().await;
+    let plain = walk_plain(&app).await;
+    assert_eq!(plain.len(), 40);
+
+    // The hash alone, first: not found, never cacheable.
+    let ext = persisted(PAGE);
+    let first = post(
+        &app,
+        json!({ "variables": { "after": null }, "extensions": ext }),
+        &[],
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(error_codes(&first.json()), ["PERSISTED_QUERY_NOT_FOUND"]);
+    assert_eq!(
+        first.json()["errors"][0]["message"],
+        "PersistedQueryNotFound"
+    );
+    assert_eq!(first.headers["cache-control"], "private, no-store");
+
+    // Then the document with its hash, as Apollo Client retries.
+    let page = post(
+        &app,
+        json!({ "query": PAGE, "variables": { "after": null }, "extensions": ext }),
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(error_codes(&page), Vec::<String>::new(), "{page}");
+    let mut walked = session_ids(&page);
+    let mut after = page["data"]["sessions"]["pageInfo"]["endCursor"].clone();
+
+    // Then the hash alone for every following page.
+    let mut pages = 1;
+    while after != Value::Null {
+        let res = post(
+            &app,
+            json!({ "variables": { "after": after }, "extensions": ext }),
+            &[],
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK);
+        let page = res.json();
+        assert_eq!(error_codes(&page), Vec::<String>::new(), "{page}");
+        walked.extend(session_ids(&page));
+        let info = &page["data"]["sessions"]["pageInfo"];
+        after = if info["hasNextPage"] == json!(true) {
+            info["endCursor"].clone()
+        } else {
+            Value::Null
+        };
+        pages += 1;
+    }
+    assert_eq!(pages, 6);
+    assert_eq!(walked, plain);
+}
+
+#[tokio::test]
+async fn a_hash_that_is_not_the_documents_is_refused_and_not_kept() {
+    let app = app().await;
+    let other = "{ accounts { id } }";
+    let wrong = json!({ "query": PAGE, "extensions": persisted(other) });
+    for headers in [&[][..], &[GQL_RESPONSE][..]] {
+        let res = post(&app, wrong.clone(), headers).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error_codes(&res.json()), ["PERSISTED_QUERY_HASH_MISMATCH"]);
+    }
+    // Neither document was registered under the wrong hash.
+    let res = post(&app, json!({ "extensions": persisted(other) }), &[]).await;
+    assert_eq!(error_codes(&res.json()), ["PERSISTED_QUERY_NOT_FOUND"]);
+
+    // Another version, and a malformed extension, say what is wrong.
+    let v2 = json!({ "query": other, "extensions": { "persistedQuery": { "version": 2, "sha256Hash": sha256_hex(other) } } });
+    let res = post(&app, v2, &[]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(error_codes(&res.json()), ["PERSISTED_QUERY_NOT_SUPPORTED"]);
+    assert!(
+        res.json()["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("version 2")),
+        "{}",
+        res.json()
+    );
+    let bad = json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": "abc" } } });
+    let res = post(&app, bad, &[]).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_codes(&res.json()), ["BAD_REQUEST"]);
+
+    // Neither a query nor a hash: as before, not a GraphQL request.
+    let res = post(&app, json!({ "variables": {} }), &[]).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_codes(&res.json()), ["BAD_REQUEST"]);
+}
+
+fn get_path(params: &[(&str, String)]) -> String {
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let query: Vec<String> = params
+        .iter()
+        .map(|(name, value)| format!("{name}={}", encode(value)))
+        .collect();
+    format!("/graphql?{}", query.join("&"))
+}
+
+#[tokio::test]
+async fn get_with_a_hash_and_variables_runs_queries_only() {
+    let app = app().await;
+    let ext = persisted(PAGE).to_string();
+    let path = get_path(&[
+        ("variables", json!({ "after": null }).to_string()),
+        ("extensions", ext.clone()),
+    ]);
+    let res = app.request(Method::GET, &path, &[], "").await;
+    assert_eq!(error_codes(&res.json()), ["PERSISTED_QUERY_NOT_FOUND"]);
+
+    // Registered over GET too (Apollo Client's useGETForHashedQueries).
+    let register = get_path(&[
+        ("query", PAGE.to_owned()),
+        ("variables", json!({ "after": null }).to_string()),
+        ("extensions", ext.clone()),
+    ]);
+    let res = app.request(Method::GET, &register, &[], "").await;
+    assert_eq!(res.status, StatusCode::OK);
+    let first = res.json();
+    assert_eq!(session_ids(&first).len(), 7, "{first}");
+
+    // The hash alone, with a cursor: the next page, private to the caller.
+    let after = first["data"]["sessions"]["pageInfo"]["endCursor"].clone();
+    let path = get_path(&[
+        ("variables", json!({ "after": after }).to_string()),
+        ("extensions", ext),
+    ]);
+    let res = app.request(Method::GET, &path, &[], "").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.headers["cache-control"], "private, no-store");
+    let second = res.json();
+    assert_eq!(error_codes(&second), Vec::<String>::new(), "{second}");
+    let plain = app.graphql(PAGE, json!({ "after": after })).await;
+    assert_eq!(session_ids(&second), session_ids(&plain));
+
+    // A mutation behind a hash is still a mutation: not over GET.
+    let mutation = "mutation { terminateSession(input: { id: \"x\" }) { sessionId } }";
+    let res = post(
+        &app,
+        json!({ "query": mutation, "extensions": persisted(mutation) }),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK, "registered by POST");
+    let path = get_path(&[("extensions", persisted(mutation).to_string())]);
+    let res = app.request(Method::GET, &path, &[], "").await;
+    assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers["allow"], "POST");
+}
+
+#[tokio::test]
+async fn persisted_queries_can_be_turned_off() {
+    let mut settings = ssm_session_gateway::settings::Settings::default();
+    settings.persisted_queries.enabled = false;
+    let app = crate::support::spawn_app_with(emulator_config(dataset(41, 3, 40)), settings).await;
+    let doc = "{ accounts { id } }";
+    let res = post(
+        &app,
+        json!({ "query": doc, "extensions": persisted(doc) }),
+        &[],
+    )
+    .await;
+    assert_eq!(error_codes(&res.json()), ["PERSISTED_QUERY_NOT_SUPPORTED"]);
+    // Documents still run as always.
+    let res = post(&app, json!({ "query": doc }), &[]).await;
+    assert_eq!(error_codes(&res.json()), Vec::<String>::new());
+}
