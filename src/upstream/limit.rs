@@ -114,6 +114,24 @@ impl UpstreamLimiter {
         }
     }
 
+    /// Counts a call let through, after waiting or not.
+    fn admitted(&self, waited: bool) -> Result<(), LocalThrottle> {
+        self.count(if waited { "waited" } else { "immediate" });
+        Ok(())
+    }
+
+    /// Sleeps `wait` for the next token, unless that would take the call
+    /// past `max_wait` since it `started`: then it is refused.
+    async fn wait_or_refuse(&self, started: Instant, wait: Duration) -> Result<(), LocalThrottle> {
+        let waited = started.elapsed();
+        if waited + wait > self.max_wait {
+            self.count("refused");
+            return Err(LocalThrottle { waited });
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
     /// Waits for this source's turn; fails when that would take longer than
     /// the allowed wait (counted from the first try).
     pub async fn acquire(&self) -> Result<(), LocalThrottle> {
@@ -126,18 +144,10 @@ impl UpstreamLimiter {
                     .rate(key, self.per_second, self.per_second)
                     .await
                 {
-                    Ok(None) => {
-                        self.count(if waits { "waited" } else { "immediate" });
-                        return Ok(());
-                    }
+                    Ok(None) => return self.admitted(waits),
                     Ok(Some(wait)) => {
-                        let waited = started.elapsed();
-                        if waited + wait > self.max_wait {
-                            self.count("refused");
-                            return Err(LocalThrottle { waited });
-                        }
+                        self.wait_or_refuse(started, wait).await?;
                         waits = true;
-                        tokio::time::sleep(wait).await;
                     }
                     // Redis unavailable: this replica's own bucket.
                     Err(_) => break,
@@ -146,19 +156,11 @@ impl UpstreamLimiter {
         }
         loop {
             match self.bucket.check() {
-                Ok(()) => {
-                    self.count(if waits { "waited" } else { "immediate" });
-                    return Ok(());
-                }
+                Ok(()) => return self.admitted(waits),
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(self.clock.now());
-                    let waited = started.elapsed();
-                    if waited + wait > self.max_wait {
-                        self.count("refused");
-                        return Err(LocalThrottle { waited });
-                    }
+                    self.wait_or_refuse(started, wait).await?;
                     waits = true;
-                    tokio::time::sleep(wait).await;
                 }
             }
         }
