@@ -12,15 +12,18 @@
 //! and the resolved document is what the response cache keys on and what
 //! the "no mutation over GET" rule looks at.
 //!
-//! The store is a trait ([`DocumentStore`]) so that replicas may later share
-//! one (Redis); [`MemoryStore`] is the bounded in-process one.
+//! The store is a trait ([`DocumentStore`]): [`MemoryStore`] is the bounded
+//! in-process one; with `[redis]`, [`SharedDocuments`] puts Redis behind it,
+//! so a document registered through one replica is found by all of them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::code;
 use crate::settings::PersistedQuerySettings;
+use crate::shared::Shared;
 
 /// A document's SHA-256, the key of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,6 +88,68 @@ impl DocumentStore for MemoryStore {
     }
 }
 
+/// How long Redis keeps a document after it was last registered. A client
+/// whose hash is no longer known sends the document again (the protocol's
+/// normal path), so this bounds Redis's memory, not correctness.
+const SHARED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A [`MemoryStore`] in front of the Redis the replicas share. A document
+/// read from Redis is hashed again before use: whatever Redis holds, a hash
+/// only ever resolves to the document it is the SHA-256 of. Redis being
+/// unavailable is a miss (the client resends the document), never an error.
+pub struct SharedDocuments {
+    local: MemoryStore,
+    shared: Shared,
+}
+
+impl SharedDocuments {
+    pub fn new(local: MemoryStore, shared: Shared) -> Self {
+        Self { local, shared }
+    }
+
+    fn key(&self, hash: &DocumentHash) -> String {
+        let hex: String = hash.0.iter().map(|b| format!("{b:02x}")).collect();
+        self.shared.key("apq", &hex)
+    }
+}
+
+#[async_trait::async_trait]
+impl DocumentStore for SharedDocuments {
+    async fn get(&self, hash: &DocumentHash) -> Option<Arc<str>> {
+        if let Some(document) = self.local.get(hash).await {
+            return Some(document);
+        }
+        let key = self.key(hash);
+        let bytes = self
+            .shared
+            .store()
+            .get_many(std::slice::from_ref(&key))
+            .await
+            .ok()?
+            .pop()??;
+        let document: Arc<str> = String::from_utf8(bytes).ok()?.into();
+        if DocumentHash::of(&document) != *hash {
+            tracing::warn!(
+                key,
+                "a persisted document in Redis does not match its hash; ignored"
+            );
+            return None;
+        }
+        self.local.put(*hash, document.clone()).await;
+        Some(document)
+    }
+
+    async fn put(&self, hash: DocumentHash, document: Arc<str>) {
+        // Redis down: the other replicas will ask their clients again.
+        let _ = self
+            .shared
+            .store()
+            .set(&self.key(&hash), document.as_bytes(), SHARED_TTL)
+            .await;
+        self.local.put(hash, document).await;
+    }
+}
+
 /// The only protocol version there is.
 const VERSION: u64 = 1;
 
@@ -130,12 +195,16 @@ impl PersistedQueryError {
 }
 
 impl PersistedQueries {
-    /// As configured: an in-process store of `max_bytes`, or none.
-    pub fn new(settings: &PersistedQuerySettings) -> Self {
-        if settings.enabled {
-            Self::with_store(Arc::new(MemoryStore::new(settings.max_bytes)))
-        } else {
-            Self { store: None }
+    /// As configured: an in-process store of `max_bytes`, in front of
+    /// `shared` Redis when there is one; or none.
+    pub fn new(settings: &PersistedQuerySettings, shared: Option<&Shared>) -> Self {
+        if !settings.enabled {
+            return Self { store: None };
+        }
+        let local = MemoryStore::new(settings.max_bytes);
+        match shared {
+            Some(shared) => Self::with_store(Arc::new(SharedDocuments::new(local, shared.clone()))),
+            None => Self::with_store(Arc::new(local)),
         }
     }
 
@@ -231,7 +300,7 @@ mod tests {
     }
 
     fn enabled() -> PersistedQueries {
-        PersistedQueries::new(&PersistedQuerySettings::default())
+        PersistedQueries::new(&PersistedQuerySettings::default(), None)
     }
 
     #[tokio::test]
@@ -302,10 +371,13 @@ mod tests {
 
     #[tokio::test]
     async fn turned_off_says_so() {
-        let apq = PersistedQueries::new(&PersistedQuerySettings {
-            enabled: false,
-            ..PersistedQuerySettings::default()
-        });
+        let apq = PersistedQueries::new(
+            &PersistedQuerySettings {
+                enabled: false,
+                ..PersistedQuerySettings::default()
+            },
+            None,
+        );
         let doc = "{ accounts { id } }";
         assert!(matches!(
             apq.resolve(Some(doc.to_owned()), Some(&persisted(&hex(doc))))

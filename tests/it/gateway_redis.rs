@@ -692,3 +692,71 @@ async fn a_callers_rate_limit_holds_across_replicas_in_total() {
     let refusal = answers.iter().find(|a| a.status == 429).unwrap();
     assert!(refusal.headers.contains_key("retry-after"));
 }
+
+/// POSTs `body` as JSON; the parsed answer.
+async fn post_json(app: &TestApp, body: Value) -> Value {
+    app.request(
+        hyper::Method::POST,
+        "/graphql",
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+    .json()
+}
+
+/// A document registered through one replica (automatic persisted queries)
+/// is found by the others by its hash alone; a document in Redis that is
+/// not its key's SHA-256 is never run.
+#[tokio::test]
+async fn a_persisted_query_registered_on_one_replica_runs_on_all() {
+    use sha2::{Digest as _, Sha256};
+    let server = RedisServer::start();
+    let apps = spawn_replicas(config(), 3, settings_with(&server.url(), |_| {})).await;
+    let hex = |doc: &str| -> String {
+        Sha256::digest(doc.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let doc = "{ accounts { alias } }";
+    let hash_only =
+        json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hex(doc) } } });
+    let first = post_json(&apps[1], hash_only.clone()).await;
+    assert_eq!(
+        error_codes(&first),
+        ["PERSISTED_QUERY_NOT_FOUND"],
+        "{first}"
+    );
+    let mut with_doc = hash_only.clone();
+    with_doc["query"] = json!(doc);
+    let registered = post_json(&apps[0], with_doc).await;
+    assert!(ok(&registered), "{registered}");
+    for app in &apps[1..] {
+        let answer = post_json(app, hash_only.clone()).await;
+        assert_eq!(answer["data"], registered["data"], "{answer}");
+    }
+
+    // Redis holds a document under a hash that is not its own: a miss.
+    let other = "{ accounts { id } }";
+    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let status = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &port,
+            "SET",
+            &format!("ssm-gateway:apq:{}", hex(other)),
+            doc,
+        ])
+        .output()
+        .expect("redis-cli runs");
+    assert!(status.status.success(), "{status:?}");
+    let poisoned =
+        json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hex(other) } } });
+    let answer = post_json(&apps[2], poisoned).await;
+    assert_eq!(
+        error_codes(&answer),
+        ["PERSISTED_QUERY_NOT_FOUND"],
+        "{answer}"
+    );
+}
