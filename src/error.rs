@@ -70,6 +70,15 @@ pub mod code {
     /// `Retry-After`, or an error on the subscription it tried to start.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
 
+    /// HTTP-level refusals before any GraphQL work, each with its status:
+    /// a request the gateway cannot read (400), an `Accept` it cannot
+    /// answer (406), a body type it does not take (415), a mutation over
+    /// GET (405).
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+
     /// Every code above (a unit test keeps it complete).
     pub const ALL: &[&str] = &[
         BAD_USER_INPUT,
@@ -93,6 +102,10 @@ pub mod code {
         PERSISTED_QUERY_NOT_FOUND,
         PERSISTED_QUERY_HASH_MISMATCH,
         PERSISTED_QUERY_NOT_SUPPORTED,
+        BAD_REQUEST,
+        NOT_ACCEPTABLE,
+        UNSUPPORTED_MEDIA_TYPE,
+        METHOD_NOT_ALLOWED,
     ];
 
     /// `code` if it is one of ours, else `OTHER`: a metric label never

@@ -227,7 +227,11 @@ async fn authenticate(
 /// Takes one request from the caller's rate limit, or the 429 to answer
 /// (with its audit line).
 #[allow(clippy::result_large_err)]
-async fn admit(state: &HttpState, principal: &Principal, started: Instant) -> Result<(), Response> {
+async fn check_rate(
+    state: &HttpState,
+    principal: &Principal,
+    started: Instant,
+) -> Result<(), Response> {
     state
         .rates
         .check_everywhere(&principal.to_string())
@@ -245,6 +249,20 @@ async fn admit(state: &HttpState, principal: &Principal, started: Instant) -> Re
             state.metrics.rate_limited(Transport::Http);
             rate_limited(limited)
         })
+}
+
+/// What every GraphQL request over HTTP passes, in order, before any
+/// GraphQL work: authentication (401), the caller's rate limit (429), and
+/// content negotiation (406). The caller and the media type to answer in.
+async fn admit(
+    state: &HttpState,
+    headers: &HeaderMap,
+    started: Instant,
+) -> Result<(Principal, MediaType), Response> {
+    let principal = authenticate(state, headers, started).await?;
+    check_rate(state, &principal, started).await?;
+    let media = negotiate(headers).ok_or_else(not_acceptable)?;
+    Ok((principal, media))
 }
 
 /// HTTP 429 `RATE_LIMITED` with `Retry-After` (whole seconds, rounded up).
@@ -377,7 +395,7 @@ fn persisted_query_error(e: &PersistedQueryError, media: MediaType) -> Response 
 fn not_acceptable() -> Response {
     http_error(
         StatusCode::NOT_ACCEPTABLE,
-        "NOT_ACCEPTABLE",
+        code::NOT_ACCEPTABLE,
         "accept application/graphql-response+json or application/json",
     )
 }
@@ -399,15 +417,9 @@ struct PostBody {
 
 async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    let principal = match authenticate(&state, &headers, started).await {
-        Ok(principal) => principal,
+    let (principal, media) = match admit(&state, &headers, started).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
-    };
-    if let Err(response) = admit(&state, &principal, started).await {
-        return response;
-    }
-    let Some(media) = negotiate(&headers) else {
-        return not_acceptable();
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -417,7 +429,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
     if !content_type.is_some_and(|ct| ct.eq_ignore_ascii_case(APPLICATION_JSON)) {
         return http_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
+            code::UNSUPPORTED_MEDIA_TYPE,
             "send the request as Content-Type: application/json",
         );
     }
@@ -426,7 +438,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         Err(e) => {
             return http_error(
                 StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
+                code::BAD_REQUEST,
                 &format!("the body is not a GraphQL request: {e}"),
             );
         }
@@ -436,7 +448,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         Ok(None) => {
             return http_error(
                 StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
+                code::BAD_REQUEST,
                 "the body is not a GraphQL request: missing field `query` \
                  (or `extensions.persistedQuery`)",
             );
@@ -505,7 +517,7 @@ async fn graphql_get(
     let Ok(Query(params)) = params else {
         return http_error(
             StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
+            code::BAD_REQUEST,
             "malformed query string",
         );
     };
@@ -516,19 +528,13 @@ async fn graphql_get(
         }
         return http_error(
             StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
+            code::BAD_REQUEST,
             "missing `query` parameter (open this URL in a browser for GraphiQL)",
         );
     }
-    let principal = match authenticate(&state, &headers, started).await {
-        Ok(principal) => principal,
+    let (principal, media) = match admit(&state, &headers, started).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
-    };
-    if let Err(response) = admit(&state, &principal, started).await {
-        return response;
-    }
-    let Some(media) = negotiate(&headers) else {
-        return not_acceptable();
     };
     let extensions = match parse_json_object(params.extensions.as_deref(), "extensions") {
         Ok(v) => v,
@@ -541,7 +547,7 @@ async fn graphql_get(
         Ok(None) => {
             return http_error(
                 StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
+                code::BAD_REQUEST,
                 "missing `query` parameter (or `extensions` with a `persistedQuery`)",
             );
         }
@@ -551,7 +557,7 @@ async fn graphql_get(
     if is_mutation(document.as_deref(), params.operation_name.as_deref()) {
         let mut response = http_error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
+            code::METHOD_NOT_ALLOWED,
             "mutations are only accepted over POST",
         );
         response
@@ -583,7 +589,7 @@ fn parse_json_object(raw: Option<&str>, name: &str) -> Result<Option<JsonObject>
     serde_json::from_str(raw).map(Some).map_err(|e| {
         http_error(
             StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
+            code::BAD_REQUEST,
             &format!("`{name}` must be a JSON object: {e}"),
         )
     })
@@ -802,7 +808,7 @@ async fn execute(
             tracing::error!(error = %e, "could not serialize a GraphQL response");
             return http_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
+                code::INTERNAL,
                 "internal error",
             );
         }

@@ -178,7 +178,7 @@ impl PersistedQueryError {
             Self::NotFound => code::PERSISTED_QUERY_NOT_FOUND,
             Self::HashMismatch => code::PERSISTED_QUERY_HASH_MISMATCH,
             Self::NotSupported(_) => code::PERSISTED_QUERY_NOT_SUPPORTED,
-            Self::Malformed(_) => "BAD_REQUEST",
+            Self::Malformed(_) => code::BAD_REQUEST,
         }
     }
 
