@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::json;
-use ssm_emulator::{DataSpec, Dataset, EmulatorConfig, demo_credentials, demo_roles};
+use ssm_emulator::EmulatorConfig;
 use ssm_session_gateway::settings::RedisSettings;
 
 use crate::support::redis::RedisServer;
@@ -18,15 +18,6 @@ use crate::support::{error_codes, spawn_replicas};
 const CLIENTS: usize = 60;
 const EVERY: Duration = Duration::from_millis(100);
 const FOR: Duration = Duration::from_secs(5);
-
-fn config() -> EmulatorConfig {
-    let mut config = EmulatorConfig::new(
-        Dataset::generate(&DataSpec::demo(crate::support::anchor())),
-        demo_credentials(),
-    );
-    config.roles = demo_roles();
-    config
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -59,15 +50,19 @@ async fn bench_replicas() {
         let mut answered = 0;
         for shared in [false, true] {
             let url = server.url();
-            let apps = spawn_replicas(config(), replicas, |s| {
-                if shared {
-                    let mut redis = RedisSettings::new(url);
-                    redis.key_prefix = format!("bench{replicas}:");
-                    s.redis = Some(redis);
-                }
-                s.cache.active_ttl_secs = 1;
-                s.cache.responses = false;
-            })
+            let apps = spawn_replicas(
+                EmulatorConfig::demo(crate::support::anchor()),
+                replicas,
+                |s| {
+                    if shared {
+                        let mut redis = RedisSettings::new(url);
+                        redis.key_prefix = format!("bench{replicas}:");
+                        s.redis = Some(redis);
+                    }
+                    s.cache.active_ttl_secs = 1;
+                    s.cache.responses = false;
+                },
+            )
             .await;
             let started = Instant::now();
             let polls = join_all((0..CLIENTS).map(|i| {
@@ -97,7 +92,7 @@ async fn bench_replicas() {
     // SSM; replica B then reads each from Redis (second level), then again
     // from its own memory (first level).
     let url = server.url();
-    let apps = spawn_replicas(config(), 2, |s| {
+    let apps = spawn_replicas(EmulatorConfig::demo(crate::support::anchor()), 2, |s| {
         let mut redis = RedisSettings::new(url);
         redis.key_prefix = "latency:".to_owned();
         s.redis = Some(redis);

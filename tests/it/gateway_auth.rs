@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::Mac as _;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use ssm_emulator::{DataSpec, Dataset, EmulatorConfig, demo_credentials, demo_roles};
+use ssm_emulator::EmulatorConfig;
 use ssm_session_gateway::auth::{GrantSettings, JwtSettings, Scope};
 use ssm_session_gateway::settings::{ApiKeySettings, Settings};
 
@@ -27,15 +27,6 @@ use crate::support::{
 const ACCOUNTS: [&str; 3] = ["platform", "payments", "sandbox"];
 const ISSUER: &str = "https://idp.example.com/";
 const AUDIENCE: &str = "ssm-gateway";
-
-fn config() -> EmulatorConfig {
-    let mut config = EmulatorConfig::new(
-        Dataset::generate(&DataSpec::demo(anchor())),
-        demo_credentials(),
-    );
-    config.roles = demo_roles();
-    config
-}
 
 // ------------------------------------------------------------ JWT plumbing
 
@@ -257,7 +248,7 @@ fn assert_not_found(response: &Value, field: &str, name: &str, case: &str) {
 async fn the_authorization_matrix_leaks_nothing() {
     let jwks = Jwks::start(200, jwks_body()).await;
     let url = jwks.url.clone();
-    let app = spawn_multi_with(config(), move |s| {
+    let app = spawn_multi_with(EmulatorConfig::demo(anchor()), move |s| {
         s.auth.jwt = Some(jwt_settings(&url));
         s.auth.allow_anonymous = true;
         s.auth.anonymous_grants = vec![grant(&["sandbox"], &[Scope::SessionsRead])];
@@ -485,7 +476,7 @@ async fn the_authorization_matrix_leaks_nothing() {
 async fn bad_credentials_get_a_clear_401_and_nothing_else() {
     let jwks = Jwks::start(200, jwks_body()).await;
     let url = jwks.url.clone();
-    let app = spawn_multi_with(config(), move |s| {
+    let app = spawn_multi_with(EmulatorConfig::demo(anchor()), move |s| {
         s.auth.jwt = Some(jwt_settings(&url));
         s.auth.api_keys.push(ApiKeySettings {
             name: "retired".to_owned(),
@@ -661,7 +652,7 @@ async fn raw_post(app: &TestApp, authorization: &[u8], query: &str) -> String {
 async fn jwks_down_or_garbage_is_a_clear_401_and_api_keys_still_work() {
     let jwks = Jwks::start(503, "down".to_owned()).await;
     let url = jwks.url.clone();
-    let app = spawn_multi_with(config(), move |s| {
+    let app = spawn_multi_with(EmulatorConfig::demo(anchor()), move |s| {
         s.auth.jwt = Some(jwt_settings(&url));
         s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     })
@@ -761,7 +752,7 @@ async fn a_name_with_two_hashes_takes_both_keys_and_an_expired_key_is_refused() 
 
 #[tokio::test]
 async fn cors_answers_preflights_for_configured_origins_only() {
-    let app = spawn_multi_with(config(), |s| {
+    let app = spawn_multi_with(EmulatorConfig::demo(anchor()), |s| {
         s.http.cors_allowed_origins = vec!["https://console.example.com".to_owned()];
     })
     .await;
@@ -839,7 +830,7 @@ async fn cors_answers_preflights_for_configured_origins_only() {
 
 #[tokio::test]
 async fn without_cors_origins_no_origin_is_allowed() {
-    let app = spawn_multi_with(config(), |_| {}).await;
+    let app = spawn_multi_with(EmulatorConfig::demo(anchor()), |_| {}).await;
     let answer = app
         .request_as(
             None,
@@ -858,7 +849,7 @@ async fn without_cors_origins_no_origin_is_allowed() {
 #[tokio::test]
 async fn introspection_can_be_turned_off() {
     let q = "{ __schema { queryType { name } } }";
-    let on = spawn_multi_with(config(), |_| {}).await;
+    let on = spawn_multi_with(EmulatorConfig::demo(anchor()), |_| {}).await;
     let r = on.graphql(q, json!({})).await;
     assert_eq!(
         r["data"]["__schema"]["queryType"]["name"],
@@ -866,7 +857,10 @@ async fn introspection_can_be_turned_off() {
         "{r}"
     );
 
-    let off = spawn_multi_with(config(), |s| s.http.introspection = false).await;
+    let off = spawn_multi_with(EmulatorConfig::demo(anchor()), |s| {
+        s.http.introspection = false
+    })
+    .await;
     let r = off.graphql(q, json!({})).await;
     // async-graphql answers introspection as if the schema had none.
     assert!(r["data"]["__schema"].is_null(), "{r}");

@@ -4,21 +4,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use ssm_emulator::{
-    DEMO_ACCOUNT_IDS, DataSpec, Dataset, EmulatorConfig, Faults, demo_credentials, demo_roles,
-};
+use ssm_emulator::{DEMO_ACCOUNT_IDS, EmulatorConfig, Faults};
 use ssm_session_gateway::settings::RetryMode;
 
 use crate::support::{ADMIN, PLATFORM, anchor, spawn_multi, spawn_multi_with};
-
-fn config() -> EmulatorConfig {
-    let mut config = EmulatorConfig::new(
-        Dataset::generate(&DataSpec::demo(anchor())),
-        demo_credentials(),
-    );
-    config.roles = demo_roles();
-    config
-}
 
 const Q: &str = r#"
 query($state: SessionState!, $accounts: [ID!], $regions: [String!], $first: Int) {
@@ -30,7 +19,7 @@ query($state: SessionState!, $accounts: [ID!], $regions: [String!], $first: Int)
 
 #[tokio::test]
 async fn two_hundred_identical_cold_queries_cost_one_call_per_page() {
-    let mut config = config();
+    let mut config = EmulatorConfig::demo(anchor());
     // Long enough that all 200 arrive while the first call is in flight.
     config.latency = Some(Duration::from_millis(200));
     let app = std::sync::Arc::new(spawn_multi(config).await);
@@ -72,7 +61,7 @@ async fn two_hundred_identical_cold_queries_cost_one_call_per_page() {
 
 #[tokio::test]
 async fn the_same_request_for_two_accounts_never_shares_a_page() {
-    let app = spawn_multi(config()).await;
+    let app = spawn_multi(EmulatorConfig::demo(anchor())).await;
     for account in DEMO_ACCOUNT_IDS {
         for _ in 0..3 {
             let res = app
@@ -101,7 +90,10 @@ async fn the_same_request_for_two_accounts_never_shares_a_page() {
 
 #[tokio::test]
 async fn an_expired_ttl_makes_a_new_call() {
-    let app = spawn_multi_with(config(), |s| s.cache.active_ttl_secs = 1).await;
+    let app = spawn_multi_with(EmulatorConfig::demo(anchor()), |s| {
+        s.cache.active_ttl_secs = 1
+    })
+    .await;
     let vars = json!({ "state": "ACTIVE", "accounts": ["sandbox"], "regions": ["us-east-1"] });
     let first = app.graphql_answer(Q, vars.clone(), &[]).await;
     assert_eq!(first.cache_status(), "MISS");
@@ -116,7 +108,7 @@ async fn an_expired_ttl_makes_a_new_call() {
 
 #[tokio::test]
 async fn the_response_cache_never_answers_other_variables_or_another_caller() {
-    let app = spawn_multi(config()).await;
+    let app = spawn_multi(EmulatorConfig::demo(anchor())).await;
     let platform = json!({ "state": "HISTORY", "accounts": ["platform"], "first": 3 });
     let payments = json!({ "state": "HISTORY", "accounts": ["payments"], "first": 3 });
 
@@ -164,7 +156,7 @@ async fn the_response_cache_never_answers_other_variables_or_another_caller() {
 
 #[tokio::test]
 async fn responses_with_errors_are_not_kept() {
-    let app = spawn_multi(config()).await;
+    let app = spawn_multi(EmulatorConfig::demo(anchor())).await;
     let bad = json!({ "state": "HISTORY", "accounts": ["nope"] });
     for _ in 0..2 {
         let answer = app.graphql_answer(Q, bad.clone(), &[]).await;
@@ -181,7 +173,7 @@ const SANDBOX_ACTIVE: &str =
 
 #[tokio::test]
 async fn stale_if_error_serves_and_marks_an_expired_page_and_errors_are_not_kept() {
-    let app = spawn_multi_with(config(), |s| {
+    let app = spawn_multi_with(EmulatorConfig::demo(anchor()), |s| {
         s.cache.active_ttl_secs = 1;
         s.cache.failure_backoff_ms = 100;
     })
@@ -242,7 +234,7 @@ async fn stale_if_error_serves_and_marks_an_expired_page_and_errors_are_not_kept
 
 #[tokio::test]
 async fn throttled_calls_are_retried_with_backoff_until_they_succeed() {
-    let mut config = config();
+    let mut config = EmulatorConfig::demo(anchor());
     config.faults = Faults {
         throttle_ratio: 0.3,
         seed: 7,

@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use serde_json::json;
-use ssm_emulator::{
-    DataSpec, Dataset, EmulatorConfig, Faults, Latency, demo_credentials, demo_roles,
-};
+use ssm_emulator::{EmulatorConfig, Faults, Latency};
 use ssm_session_gateway::settings::{PrincipalRate, RateLimitSettings, Settings};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -22,19 +20,10 @@ use crate::support::{
 const JSON: (&str, &str) = ("content-type", "application/json");
 const CHEAP: &str = "{ __typename }";
 
-fn config() -> EmulatorConfig {
-    let mut config = EmulatorConfig::new(
-        Dataset::generate(&DataSpec::demo(crate::support::anchor())),
-        demo_credentials(),
-    );
-    config.roles = demo_roles();
-    config
-}
-
 /// The demo's three accounts and both its keys, with `rate_limits`, and
 /// the admin listener (for `/metrics`).
 async fn spawn_limited(rate_limits: RateLimitSettings) -> TestApp {
-    spawn_multi_with(config(), move |s| {
+    spawn_multi_with(EmulatorConfig::demo(crate::support::anchor()), move |s| {
         s.rate_limits = rate_limits;
         s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use ssm_emulator::{DataSpec, Dataset, EmulatorConfig, demo_credentials, demo_roles};
+use ssm_emulator::EmulatorConfig;
 use ssm_session_gateway::settings::{RedisSettings, Settings};
 
 use crate::support::redis::RedisServer;
@@ -15,15 +15,6 @@ use crate::support::ws::WsClient;
 use crate::support::{TestApp, anchor, error_codes, replica_of, spawn_replicas};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn config() -> EmulatorConfig {
-    let mut config = EmulatorConfig::new(
-        Dataset::generate(&DataSpec::demo(anchor())),
-        demo_credentials(),
-    );
-    config.roles = demo_roles();
-    config
-}
 
 /// Redis settings for tests: quick to come back after an outage, and
 /// patient with a machine that runs the whole suite at once (a command
@@ -79,7 +70,7 @@ async fn three_replicas_make_one_upstream_call_per_page() {
     let server = RedisServer::start();
     let mut settings = None;
     let apps = spawn_replicas(
-        config(),
+        EmulatorConfig::demo(anchor()),
         3,
         settings_with(&server.url(), |s| settings = Some(s.clone())),
     )
@@ -113,7 +104,12 @@ async fn three_replicas_make_one_upstream_call_per_page() {
 #[tokio::test]
 async fn a_node_one_replica_looked_up_is_not_looked_up_by_another() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(config(), 3, settings_with(&server.url(), |_| {})).await;
+    let apps = spawn_replicas(
+        EmulatorConfig::demo(anchor()),
+        3,
+        settings_with(&server.url(), |_| {}),
+    )
+    .await;
     let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE, first: 30) { nodes { sessionId managedNode { instanceId computerName } } } }"#;
     let first = apps[0].graphql(query, json!({})).await;
     assert!(ok(&first), "{first}");
@@ -134,7 +130,7 @@ async fn a_node_one_replica_looked_up_is_not_looked_up_by_another() {
 async fn the_upstream_limit_holds_across_replicas_in_total() {
     let server = RedisServer::start();
     let apps = spawn_replicas(
-        config(),
+        EmulatorConfig::demo(anchor()),
         3,
         settings_with(&server.url(), |s| {
             s.aws.max_calls_per_second = 5;
@@ -177,7 +173,7 @@ const EVENTS: &str = r#"subscription { sessionEvents(accounts: ["platform"], reg
 async fn one_poller_for_all_replicas_and_a_termination_reaches_every_one() {
     let server = RedisServer::start();
     let apps = spawn_replicas(
-        config(),
+        EmulatorConfig::demo(anchor()),
         3,
         settings_with(&server.url(), |s| {
             s.cache.active_ttl_secs = 1;
@@ -255,7 +251,7 @@ async fn polling_clients_over_three_replicas_cost_what_one_replica_costs() {
     let mut counts = Vec::new();
     for (replicas, shared) in [(1, true), (3, true), (3, false)] {
         let url = server.url();
-        let apps = spawn_replicas(config(), replicas, |s| {
+        let apps = spawn_replicas(EmulatorConfig::demo(anchor()), replicas, |s| {
             if shared {
                 s.redis = Some(redis(&url));
                 s.redis.as_mut().unwrap().key_prefix = format!("poll{replicas}:");
@@ -311,7 +307,7 @@ enum Fault {
 async fn load_through(fault: Fault) {
     let mut server = RedisServer::start();
     let apps = spawn_replicas(
-        config(),
+        EmulatorConfig::demo(anchor()),
         3,
         settings_with(&server.url(), |s| {
             s.cache.active_ttl_secs = 1;
@@ -421,7 +417,7 @@ async fn redis_hanging_mid_load_fails_no_query_and_sharing_resumes() {
 async fn after_a_termination_no_replica_answers_from_what_it_had_cached() {
     let server = RedisServer::start();
     let apps = spawn_replicas(
-        config(),
+        EmulatorConfig::demo(anchor()),
         3,
         settings_with(&server.url(), |s| {
             // Long enough that only an invalidation explains a fresh answer.
@@ -468,7 +464,12 @@ async fn after_a_termination_no_replica_answers_from_what_it_had_cached() {
 #[tokio::test]
 async fn a_stored_value_that_does_not_decode_is_a_miss() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(config(), 2, settings_with(&server.url(), |_| {})).await;
+    let apps = spawn_replicas(
+        EmulatorConfig::demo(anchor()),
+        2,
+        settings_with(&server.url(), |_| {}),
+    )
+    .await;
     assert!(ok(&apps[0].graphql(HISTORY, json!({})).await));
     let before = apps[0].describe_calls();
     // Every stored page replaced by garbage (another version, say).
@@ -620,7 +621,12 @@ mod store {
 #[tokio::test]
 async fn a_dead_lease_holder_delays_others_only_until_its_lease_expires() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(config(), 2, settings_with(&server.url(), |_| {})).await;
+    let apps = spawn_replicas(
+        EmulatorConfig::demo(anchor()),
+        2,
+        settings_with(&server.url(), |_| {}),
+    )
+    .await;
     let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: HISTORY, first: 10, pageSize: 50) { nodes { sessionId } } }"#;
     assert!(ok(&apps[0].graphql(query, json!({})).await));
     let client = redis::Client::open(server.url()).unwrap();
@@ -664,7 +670,7 @@ async fn a_dead_lease_holder_delays_others_only_until_its_lease_expires() {
 async fn a_callers_rate_limit_holds_across_replicas_in_total() {
     let server = RedisServer::start();
     let apps = spawn_replicas(
-        config(),
+        EmulatorConfig::demo(anchor()),
         3,
         settings_with(&server.url(), |s| {
             s.rate_limits.requests_per_second = 1;
@@ -712,7 +718,12 @@ async fn post_json(app: &TestApp, body: Value) -> Value {
 async fn a_persisted_query_registered_on_one_replica_runs_on_all() {
     use sha2::{Digest as _, Sha256};
     let server = RedisServer::start();
-    let apps = spawn_replicas(config(), 3, settings_with(&server.url(), |_| {})).await;
+    let apps = spawn_replicas(
+        EmulatorConfig::demo(anchor()),
+        3,
+        settings_with(&server.url(), |_| {}),
+    )
+    .await;
     let hex = |doc: &str| -> String {
         Sha256::digest(doc.as_bytes())
             .iter()
