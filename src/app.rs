@@ -423,7 +423,7 @@ fn assemble(
 
 /// The cursor codec from `settings.cursor_key`, or a random key with a warning.
 fn cursor_codec(settings: &Settings) -> anyhow::Result<CursorCodec> {
-    match &settings.cursor_key {
+    let codec: anyhow::Result<CursorCodec> = match &settings.cursor_key {
         Some(key) if key.expose().len() < MIN_KEY_LEN => anyhow::bail!(
             "cursor_key must be at least {MIN_KEY_LEN} bytes (got {})",
             key.expose().len()
@@ -436,5 +436,6 @@ fn cursor_codec(settings: &Settings) -> anyhow::Result<CursorCodec> {
             );
             Ok(CursorCodec::random())
         }
-    }
+    };
+    Ok(codec?.writing(settings.cursor_version))
 }

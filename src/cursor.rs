@@ -8,13 +8,13 @@
 //! [`CursorCodec`] turns a [`Cursor`] into a string and back, and is the only
 //! way a client-supplied string becomes a `Cursor`.
 //!
-//! # Wire format (version 1)
+//! # Wire format (versions 1 and 2)
 //!
 //! The string is base64url without padding (safe in URLs and JSON unescaped)
 //! of these bytes:
 //!
 //! ```text
-//! version      u8 = 1
+//! version      u8 = 2 (or 1)
 //! fingerprint  16 bytes
 //! count        varint, number of sources (<= MAX_SOURCES)
 //! count times:
@@ -24,8 +24,20 @@
 //!     page_size u8, 1..=200
 //!     skip     varint
 //!     last_id  varint n, then n bytes of UTF-8
-//! mac          first 16 bytes of HMAC-SHA256(key, DOMAIN || everything above)
+//! mac          version 2: first 16 bytes of BLAKE3-keyed(key2, DOMAIN || everything above)
+//!              version 1: first 16 bytes of HMAC-SHA256(key, DOMAIN || everything above)
 //! ```
+//!
+//! The two versions differ only in the MAC. `key2` is derived from the
+//! configured key with BLAKE3's key derivation under its own context string,
+//! so the two MACs never share a key. Version 2 is written by default: a
+//! page of 50 cursors over six sources hashes about 20 KB, which HMAC-SHA256
+//! makes the largest cost of a page (a third of its instructions before
+//! version 2). Both versions are read, so cursors minted before an upgrade
+//! keep working after it; `cursor_version = 1` keeps writing version 1
+//! while replicas that read only version 1 still serve (see
+//! [`CursorCodec::writing`]). The version byte picks the MAC to verify, and
+//! is itself under that MAC.
 //!
 //! Varints are unsigned LEB128 of a `u32`: at most 5 bytes, minimally encoded
 //! (no trailing `0x80 0x00`), and a fifth byte may carry only the top 4 bits.
@@ -116,8 +128,12 @@ pub const PAGE_SIZE_RANGE: std::ops::RangeInclusive<u8> = 1..=crate::model::MAX_
 /// long as its output.
 pub const MIN_KEY_LEN: usize = 32;
 
-/// The only wire version this build reads and writes.
-const VERSION: u8 = 1;
+/// The wire version written by default.
+const VERSION: u8 = 2;
+/// The first wire version (HMAC-SHA256), still read, and written on demand.
+const VERSION_HMAC: u8 = 1;
+/// BLAKE3 key-derivation context of the version 2 key.
+const KEY2_CONTEXT: &str = "ssm-session-gateway 2026-11-28 cursor tag v2";
 /// Length of the truncated HMAC-SHA256 tag at the end of every cursor.
 const TAG_LEN: usize = 16;
 const FINGERPRINT_LEN: usize = 16;
@@ -216,11 +232,16 @@ pub enum CursorError {
     TooLarge,
 }
 
-/// Signs and verifies cursors with an HMAC-SHA256 key shared by all replicas.
+/// Signs and verifies cursors with a key shared by all replicas.
 #[derive(Clone)]
 pub struct CursorCodec {
-    /// HMAC state already keyed; cloned per use so the key schedule runs once.
+    /// Version 1: HMAC state already keyed; cloned per use so the key
+    /// schedule runs once.
     mac: Hmac<Sha256>,
+    /// Version 2: the BLAKE3 hasher keyed with the derived key.
+    blake: blake3::Hasher,
+    /// The version `encode` writes.
+    write: u8,
 }
 
 impl std::fmt::Debug for CursorCodec {
@@ -235,7 +256,25 @@ impl CursorCodec {
     /// insisting on at least 32 random bytes is the caller's job.
     pub fn new(key: &[u8]) -> Self {
         let mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-        Self { mac }
+        let blake = blake3::Hasher::new_keyed(&blake3::derive_key(KEY2_CONTEXT, key));
+        Self {
+            mac,
+            blake,
+            write: VERSION,
+        }
+    }
+
+    /// This codec, writing wire version `version` (1 or 2; anything else is
+    /// 2). Both are always read. Version 1 is for a rolling upgrade from a
+    /// release that reads only version 1: write it until no such replica
+    /// serves, then drop the setting.
+    pub fn writing(mut self, version: u8) -> Self {
+        self.write = if version == VERSION_HMAC {
+            VERSION_HMAC
+        } else {
+            VERSION
+        };
+        self
     }
 
     /// A codec with a fresh random 32-byte key from the thread-local CSPRNG.
@@ -253,13 +292,28 @@ impl CursorCodec {
     /// over [`MAX_TOKEN_LEN`] bytes, a `last_id` over [`MAX_ID_LEN`] bytes or
     /// a result over [`MAX_CURSOR_LEN`] characters is [`CursorError::TooLarge`].
     pub fn encode(&self, cursor: &Cursor) -> Result<String, CursorError> {
+        let mut out = Vec::new();
+        self.encode_into(cursor, &mut Vec::with_capacity(64), &mut out)?;
+        // base64url is ASCII.
+        String::from_utf8(out).map_err(|_| CursorError::Malformed("not ASCII"))
+    }
+
+    /// [`CursorCodec::encode`], appending the string to `out`; `scratch`
+    /// is working space a caller encoding many cursors can reuse.
+    pub fn encode_into(
+        &self,
+        cursor: &Cursor,
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CursorError> {
         if cursor.sources.len() > MAX_SOURCES {
             return Err(CursorError::TooLarge);
         }
-        let mut body = Vec::with_capacity(64);
-        body.push(VERSION);
+        let body = scratch;
+        body.clear();
+        body.push(self.write);
         body.extend_from_slice(&cursor.fingerprint.0);
-        put_len(&mut body, cursor.sources.len());
+        put_len(body, cursor.sources.len());
         for source in &cursor.sources {
             match source {
                 SourcePosition::Start => body.push(TAG_START),
@@ -280,20 +334,20 @@ impl CursorCodec {
                     }
                     body.push(TAG_IN_PAGE);
                     match token {
-                        None => put_varint(&mut body, 0),
+                        None => put_varint(body, 0),
                         Some(t) => {
-                            put_len(&mut body, t.len() + 1);
+                            put_len(body, t.len() + 1);
                             body.extend_from_slice(t.as_bytes());
                         }
                     }
                     body.push(*page_size);
-                    put_varint(&mut body, *skip);
-                    put_len(&mut body, last_id.len());
+                    put_varint(body, *skip);
+                    put_len(body, last_id.len());
                     body.extend_from_slice(last_id.as_bytes());
                 }
             }
         }
-        self.seal(body)
+        self.seal_into(body, out)
     }
 
     /// Verify and decode a client-supplied cursor issued for the arguments
@@ -319,9 +373,9 @@ impl CursorCodec {
             return Err(CursorError::TooShort);
         }
         let (body, tag) = raw.split_at(raw.len() - TAG_LEN);
-        self.keyed(body)
-            .verify_truncated_left(tag)
-            .map_err(|_| CursorError::BadSignature)?;
+        if !self.verify(body, tag) {
+            return Err(CursorError::BadSignature);
+        }
         let cursor = parse(body)?;
         if cursor.fingerprint != expected || cursor.sources.len() != expected_sources {
             return Err(CursorError::WrongArguments);
@@ -332,23 +386,58 @@ impl CursorCodec {
     /// Append the tag to `body` (version and payload) and base64url it.
     /// Separate from `encode` so tests can sign bodies `encode` would never
     /// write and so reach the checks behind the MAC.
+    #[cfg(test)]
     fn seal(&self, mut body: Vec<u8>) -> Result<String, CursorError> {
-        let fits = base64::encoded_len(body.len() + TAG_LEN, false)
-            .is_some_and(|len| len <= MAX_CURSOR_LEN);
-        if !fits {
-            return Err(CursorError::TooLarge);
-        }
-        let tag = self.keyed(&body).finalize().into_bytes();
-        body.extend_from_slice(&tag[..TAG_LEN]);
-        Ok(URL_SAFE_NO_PAD.encode(body))
+        let mut out = Vec::new();
+        self.seal_into(&mut body, &mut out)?;
+        String::from_utf8(out).map_err(|_| CursorError::Malformed("not ASCII"))
     }
 
-    /// The MAC state after absorbing the domain label and `body`.
-    fn keyed(&self, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = self.mac.clone();
-        mac.update(DOMAIN);
-        mac.update(body);
-        mac
+    /// Append the tag to `body` and its base64url to `out`.
+    fn seal_into(&self, body: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), CursorError> {
+        let Some(len) =
+            base64::encoded_len(body.len() + TAG_LEN, false).filter(|&len| len <= MAX_CURSOR_LEN)
+        else {
+            return Err(CursorError::TooLarge);
+        };
+        let tag = self.tag(body);
+        body.extend_from_slice(&tag);
+        let start = out.len();
+        out.resize(start + len, 0);
+        URL_SAFE_NO_PAD
+            .encode_slice(&*body, &mut out[start..])
+            .map_err(|_| CursorError::TooLarge)?;
+        Ok(())
+    }
+
+    /// The tag of `body` under the MAC its version byte names: version 1's
+    /// HMAC, or for any other byte version 2's keyed BLAKE3 (so a body of
+    /// an unknown version still has one MAC, and reads as unsupported only
+    /// when that MAC holds).
+    fn tag(&self, body: &[u8]) -> [u8; TAG_LEN] {
+        let mut tag = [0; TAG_LEN];
+        if body.first() == Some(&VERSION_HMAC) {
+            let mut mac = self.mac.clone();
+            mac.update(DOMAIN);
+            mac.update(body);
+            tag.copy_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+        } else {
+            let mut hasher = self.blake.clone();
+            hasher.update(DOMAIN);
+            hasher.update(body);
+            hasher.finalize_xof().fill(&mut tag);
+        }
+        tag
+    }
+
+    /// Whether `tag` is `body`'s, compared in constant time.
+    fn verify(&self, body: &[u8], tag: &[u8]) -> bool {
+        let expected = self.tag(body);
+        let difference = expected
+            .iter()
+            .zip(tag)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        tag.len() == TAG_LEN && std::hint::black_box(difference) == 0
     }
 }
 
@@ -356,7 +445,7 @@ impl CursorCodec {
 fn parse(body: &[u8]) -> Result<Cursor, CursorError> {
     let mut r = Reader { rest: body };
     let version = r.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_HMAC {
         return Err(CursorError::UnsupportedVersion(version));
     }
     let fingerprint = Fingerprint(r.array()?);

@@ -36,6 +36,8 @@ pub const HTTP_IN_FLIGHT: &str = "gateway_http_requests_in_flight";
 pub const GRAPHQL_OPERATIONS: &str = "gateway_graphql_operations_total";
 /// `gateway_graphql_errors_total{code}`.
 pub const GRAPHQL_ERRORS: &str = "gateway_graphql_errors_total";
+/// `gateway_graphql_compiled_total{outcome}`.
+pub const GRAPHQL_COMPILED: &str = "gateway_graphql_compiled_total";
 /// `gateway_upstream_calls_total{account, region, operation, outcome}`.
 pub const UPSTREAM_CALLS: &str = "gateway_upstream_calls_total";
 /// `gateway_upstream_call_duration_seconds{account, region, operation}`.
@@ -215,7 +217,7 @@ impl Metrics {
 
     fn describe(&self) {
         let r = &self.inner.recorder;
-        let counters: [(&'static str, &'static str); 13] = [
+        let counters: [(&'static str, &'static str); 14] = [
             (
                 REDIS_FALLBACKS,
                 "Redis operations done without (Redis down, too slow, or refusing), by reason: down, timeout, error.",
@@ -235,6 +237,10 @@ impl Metrics {
             (
                 GRAPHQL_ERRORS,
                 "GraphQL errors returned, by extensions.code.",
+            ),
+            (
+                GRAPHQL_COMPILED,
+                "Validated HTTP queries the compiled path answered (answered) or left to the schema (declined).",
             ),
             (
                 UPSTREAM_CALLS,
@@ -403,6 +409,12 @@ impl Metrics {
             self.counter(GRAPHQL_ERRORS, vec![Label::new("code", code)])
                 .increment(1);
         }
+    }
+
+    /// One validated HTTP query the compiled path `answered` or `declined`.
+    pub fn graphql_compiled(&self, outcome: &'static str) {
+        self.counter(GRAPHQL_COMPILED, vec![Label::new("outcome", outcome)])
+            .increment(1);
     }
 
     /// One upstream call (retries included) and how long it took.

@@ -91,6 +91,7 @@ pub struct SessionService {
 }
 
 /// A window request, as the `sessions` field's arguments give it.
+#[derive(Clone)]
 pub struct ListArgs {
     pub state: SessionState,
     pub filter: SessionFilter,

@@ -134,6 +134,13 @@ pub struct Settings {
     /// readable by more people than the key should be.
     #[serde(default)]
     pub cursor_key: Option<Secret<String>>,
+    /// Cursor wire version written: 2 (a BLAKE3 tag, the default) or 1
+    /// (HMAC-SHA256, as releases before 2026-11-28 wrote). Both are always
+    /// read. Set 1 only while upgrading replicas from such a release, which
+    /// cannot read version 2, then remove it. Env
+    /// `SSM_GATEWAY_CURSOR_VERSION`.
+    #[serde(default = "default_cursor_version")]
+    pub cursor_version: u8,
     /// Paging limits of the `sessions` connection (`[limits]`); each field
     /// states its default and env variable.
     #[serde(default)]
@@ -533,6 +540,7 @@ impl Default for Settings {
             log_format: LogFormat::default(),
             otlp: OtlpSettings::default(),
             cursor_key: None,
+            cursor_version: default_cursor_version(),
             limits: Limits::default(),
             http: HttpSettings::default(),
             cache: CacheSettings::default(),
@@ -597,6 +605,10 @@ impl Default for Limits {
     }
 }
 
+fn default_cursor_version() -> u8 {
+    2
+}
+
 /// The HTTP server: limits, browsers (CORS), introspection.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -655,6 +667,13 @@ pub struct HttpSettings {
     /// never the side that drops a pooled connection. Env
     /// `SSM_GATEWAY_HTTP__HEADER_READ_TIMEOUT_SECS`.
     pub header_read_timeout_secs: u64,
+    /// Whether queries of the common shape (root `sessions` fields selecting
+    /// scalars of the connection, its edges, nodes and page info) skip
+    /// async-graphql's per-field execution and are written straight to JSON
+    /// once their document has been validated, with the same answers and
+    /// errors. Default true; false runs every request through the schema.
+    /// Env `SSM_GATEWAY_HTTP__COMPILED_EXECUTION`.
+    pub compiled_execution: bool,
 }
 
 impl Default for HttpSettings {
@@ -670,6 +689,7 @@ impl Default for HttpSettings {
             max_response_bytes: 2 * 1024 * 1024,
             body_read_timeout_secs: 10,
             header_read_timeout_secs: 65,
+            compiled_execution: true,
         }
     }
 }
@@ -824,6 +844,7 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("otlp.endpoint", EnvKind::String),
     ("otlp.service_name", EnvKind::String),
     ("cursor_key", EnvKind::String),
+    ("cursor_version", EnvKind::Scalar),
     ("default_regions", EnvKind::List),
     ("limits.default_first", EnvKind::Scalar),
     ("limits.max_first", EnvKind::Scalar),
@@ -835,6 +856,7 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("http.max_query_depth", EnvKind::Scalar),
     ("http.cors_allowed_origins", EnvKind::List),
     ("http.introspection", EnvKind::Scalar),
+    ("http.compiled_execution", EnvKind::Scalar),
     ("http.request_timeout_secs", EnvKind::Scalar),
     ("http.max_in_flight", EnvKind::Scalar),
     ("http.max_response_bytes", EnvKind::Scalar),
@@ -976,6 +998,12 @@ impl Settings {
                     format!("must be at least {} bytes (got {len})", MIN_KEY_LEN),
                 ));
             }
+        }
+        if !matches!(self.cursor_version, 1 | 2) {
+            return Err(SettingsError::new(
+                "cursor_version",
+                format!("must be 1 or 2 (got {})", self.cursor_version),
+            ));
         }
         for (key, value, max) in [
             ("shutdown_delay_secs", self.shutdown_delay_secs, 300),
@@ -1887,6 +1915,7 @@ mod tests {
     #[test]
     fn cursor_key_is_at_least_32_bytes() {
         error_for("cursor_key = \"0123456789\"\n", "cursor_key");
+        error_for("cursor_version = 3\n", "cursor_version");
     }
 
     #[test]

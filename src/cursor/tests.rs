@@ -38,7 +38,7 @@ fn round_trip(c: &Cursor) -> Result<Cursor, CursorError> {
     codec.decode(&s, c.fingerprint, c.sources.len())
 }
 
-/// Version 1 header for hand-written bodies: version, fingerprint, count.
+/// Header for hand-written bodies: version, fingerprint, count.
 fn header(version: u8, count: u8) -> Vec<u8> {
     let mut body = vec![version];
     body.extend_from_slice(&fp(7).0);
@@ -112,10 +112,9 @@ fn empty_token_is_not_none() {
     assert_eq!(codec().decode(&s_empty, fp(7), 1), Ok(empty));
 }
 
-#[test]
-fn wire_format_matches_the_documented_layout() {
-    // Independent of `encode`: the bytes are written out by hand from the
-    // module doc, and the tag computed with the hmac crate directly.
+/// The example of the wire-format test, by hand from the module doc, without
+/// its tag.
+fn documented_example(version: u8) -> (Cursor, Vec<u8>) {
     let c = Cursor {
         fingerprint: fp(0xaa),
         sources: vec![
@@ -125,18 +124,27 @@ fn wire_format_matches_the_documented_layout() {
             in_page(None, 200, 0, ""),
         ],
     };
-    let mut expected = vec![1];
+    let mut expected = vec![version];
     expected.extend_from_slice(&[0xaa; 16]);
     expected.push(4);
     expected.push(0);
     expected.extend_from_slice(&[1, 4, b't', b'o', b'k', 50, 0xac, 0x02, 3, b's', b'-', b'1']);
     expected.push(2);
     expected.extend_from_slice(&[1, 0, 200, 0, 0]);
-    let mut mac = Hmac::<Sha256>::new_from_slice(KEY).unwrap();
-    mac.update(b"ssm-session-gateway/cursor\0");
-    mac.update(&expected);
-    let tag = mac.finalize().into_bytes();
-    expected.extend_from_slice(&tag[..16]);
+    (c, expected)
+}
+
+#[test]
+fn wire_format_matches_the_documented_layout() {
+    // Independent of `encode`: the bytes are written out by hand from the
+    // module doc, and the tag computed with the blake3 crate directly.
+    let (c, mut expected) = documented_example(2);
+    let key2 = blake3::derive_key("ssm-session-gateway 2026-11-28 cursor tag v2", KEY);
+    let mut hasher = blake3::Hasher::new_keyed(&key2);
+    hasher.update(b"ssm-session-gateway/cursor\0");
+    hasher.update(&expected);
+    let tag = hasher.finalize();
+    expected.extend_from_slice(&tag.as_bytes()[..16]);
 
     let s = codec().encode(&c).unwrap();
     assert_eq!(URL_SAFE_NO_PAD.decode(&s).unwrap(), expected);
@@ -144,6 +152,45 @@ fn wire_format_matches_the_documented_layout() {
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     );
+}
+
+#[test]
+fn version_1_is_still_written_on_demand_and_always_read() {
+    // Version 1 as the release before version 2 wrote it: HMAC-SHA256.
+    let (c, mut expected) = documented_example(1);
+    let mut mac = Hmac::<Sha256>::new_from_slice(KEY).unwrap();
+    mac.update(b"ssm-session-gateway/cursor\0");
+    mac.update(&expected);
+    let tag = mac.finalize().into_bytes();
+    expected.extend_from_slice(&tag[..16]);
+
+    let v1 = codec().writing(1).encode(&c).unwrap();
+    assert_eq!(URL_SAFE_NO_PAD.decode(&v1).unwrap(), expected);
+    // The default codec (writing 2) reads it, and a version-1 writer reads 2.
+    assert_eq!(codec().decode(&v1, c.fingerprint, 4), Ok(c.clone()));
+    let v2 = codec().encode(&c).unwrap();
+    assert_ne!(v1, v2);
+    assert_eq!(
+        codec().writing(1).decode(&v2, c.fingerprint, 4),
+        Ok(c.clone())
+    );
+    // Any other version asked for writes 2.
+    assert_eq!(codec().writing(7).encode(&c).unwrap(), v2);
+}
+
+#[test]
+fn each_version_has_its_own_mac() {
+    // A version byte swapped under a valid tag of the other version fails:
+    // the version picks the MAC and is under it.
+    let (c, _) = documented_example(2);
+    for (writer, other) in [(codec(), 1u8), (codec().writing(1), 2u8)] {
+        let mut raw = URL_SAFE_NO_PAD.decode(writer.encode(&c).unwrap()).unwrap();
+        raw[0] = other;
+        assert_eq!(
+            codec().decode(&URL_SAFE_NO_PAD.encode(&raw), c.fingerprint, 4),
+            Err(CursorError::BadSignature)
+        );
+    }
 }
 
 // --- refusals --------------------------------------------------------------
@@ -221,7 +268,7 @@ fn trailing_bytes_are_malformed() {
 
 #[test]
 fn unknown_version_is_unsupported() {
-    for version in [0, 2, 255] {
+    for version in [0, 3, 255] {
         let mut body = header(version, 1);
         body.push(TAG_START);
         assert_eq!(
@@ -534,8 +581,9 @@ proptest! {
         bit in any::<prop::sample::Index>(),
         cut in any::<prop::sample::Index>(),
         extra in prop::collection::vec(any::<u8>(), 1..16),
+        version in 1u8..=2,
     ) {
-        let codec = codec();
+        let codec = codec().writing(version);
         let s = codec.encode(&c).unwrap();
         let raw = URL_SAFE_NO_PAD.decode(&s).unwrap();
         let decode = |bytes: &[u8]| {

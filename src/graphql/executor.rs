@@ -35,23 +35,68 @@
 
 use std::sync::Arc;
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use std::sync::{Mutex, PoisonError};
+
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType,
+};
 use async_graphql::{Request, Response, ServerError, Value};
 use tracing::Instrument as _;
 
 use super::GatewaySchema;
+use super::compiled::Prepared;
 use super::cost::CostModel;
 use crate::error::code;
 use crate::instruments::{CacheEvent, CacheKind, Metrics};
-use crate::sessions::Caller;
+use crate::paging::RequestBudget;
+use crate::sessions::{Caller, SessionService};
 
 /// Memory bound of the parsed documents kept (each weighed at four times
 /// its text, about what its syntax tree takes).
 const PARSED_DOCUMENTS_BYTES: u64 = 16 * 1024 * 1024;
 
+/// A parsed document, and which of its operations async-graphql has
+/// validated (the compiled path takes only those).
+pub struct Parsed {
+    pub document: ExecutableDocument,
+    /// Operation names requests picked (`None`: no name given) that ran
+    /// without a request error. Requests name few operations; a short list.
+    validated: Mutex<Vec<Option<String>>>,
+}
+
+impl Parsed {
+    fn new(document: ExecutableDocument) -> Self {
+        Self {
+            document,
+            validated: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn is_validated(&self, operation_name: Option<&str>) -> bool {
+        self.validated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|name| name.as_deref() == operation_name)
+    }
+
+    fn set_validated(&self, operation_name: Option<&str>) {
+        let mut validated = self
+            .validated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !validated
+            .iter()
+            .any(|name| name.as_deref() == operation_name)
+        {
+            validated.push(operation_name.map(str::to_owned));
+        }
+    }
+}
+
 /// Parsed documents by their text.
 pub struct Documents {
-    parsed: moka::future::Cache<Arc<str>, Arc<ExecutableDocument>>,
+    parsed: moka::future::Cache<Arc<str>, Arc<Parsed>>,
     /// Counts hits and misses (`gateway_cache_events_total{layer="document"}`).
     metrics: Metrics,
 }
@@ -74,13 +119,13 @@ impl Documents {
 impl Documents {
     /// The parsed `query`; `None` when it does not parse (the full schema
     /// then says why).
-    pub async fn parse(&self, query: &str) -> Option<Arc<ExecutableDocument>> {
+    pub async fn parse(&self, query: &str) -> Option<Arc<Parsed>> {
         if let Some(document) = self.parsed.get(query).await {
             self.metrics.cache(CacheKind::Document, CacheEvent::Hit, 1);
             return Some(document);
         }
         self.metrics.cache(CacheKind::Document, CacheEvent::Miss, 1);
-        let document = Arc::new(async_graphql::parser::parse_query(query).ok()?);
+        let document = Arc::new(Parsed::new(async_graphql::parser::parse_query(query).ok()?));
         self.parsed
             .insert(Arc::from(query), Arc::clone(&document))
             .await;
@@ -94,11 +139,20 @@ pub fn operation_type(
     document: &ExecutableDocument,
     operation_name: Option<&str>,
 ) -> Option<OperationType> {
+    operation(document, operation_name).map(|op| op.ty)
+}
+
+/// The operation `operation_name` picks in `document`, as async-graphql
+/// picks it.
+fn operation<'a>(
+    document: &'a ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<&'a OperationDefinition> {
     match (&document.operations, operation_name) {
-        (DocumentOperations::Single(op), _) => Some(op.node.ty),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
+        (DocumentOperations::Single(op), _) => Some(&op.node),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| &op.node),
         (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            ops.values().next().map(|op| op.node.ty)
+            ops.values().next().map(|op| &op.node)
         }
         (DocumentOperations::Multiple(_), None) => None,
     }
@@ -108,26 +162,94 @@ pub fn operation_type(
 /// open the `field` spans the full schema's `Tracing` extension would.
 pub struct FastPath;
 
-/// Runs HTTP requests: the fast schema when it can, the full one otherwise.
+/// What executing a request gave: async-graphql's response, or for the
+/// compiled path its `data` already written as JSON.
+pub struct Executed {
+    /// The response; its `data` is unused when `raw_data` is set.
+    pub response: Response,
+    /// The JSON of `data`, from the compiled path.
+    raw_data: Option<Vec<u8>>,
+}
+
+impl Executed {
+    fn schema(response: Response) -> Self {
+        Self {
+            response,
+            raw_data: None,
+        }
+    }
+
+    /// Whether `data` is null.
+    pub fn data_is_null(&self) -> bool {
+        match &self.raw_data {
+            Some(raw) => raw.as_slice() == b"null",
+            None => self.response.data == Value::Null,
+        }
+    }
+
+    /// A request error: nothing executed (parse or validation failure,
+    /// unknown operation). Field errors always carry a path; these never do.
+    pub fn is_request_error(&self) -> bool {
+        self.data_is_null()
+            && !self.response.errors.is_empty()
+            && self.response.errors.iter().all(|e| e.path.is_empty())
+    }
+
+    /// The response as JSON, as serde_json writes async-graphql's
+    /// `Response`: `data`, then `extensions` and `errors` when not empty.
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let Some(raw) = &self.raw_data else {
+            return serde_json::to_vec(&self.response);
+        };
+        let mut out = Vec::with_capacity(raw.len() + 64);
+        out.extend_from_slice(b"{\"data\":");
+        out.extend_from_slice(raw);
+        if !self.response.extensions.is_empty() {
+            out.extend_from_slice(b",\"extensions\":");
+            serde_json::to_writer(&mut out, &self.response.extensions)?;
+        }
+        if !self.response.errors.is_empty() {
+            out.extend_from_slice(b",\"errors\":");
+            serde_json::to_writer(&mut out, &self.response.errors)?;
+        }
+        out.push(b'}');
+        Ok(out)
+    }
+}
+
+/// Runs HTTP requests: compiled when it can, else the fast schema, else the
+/// full one.
 pub struct Executor {
     fast: GatewaySchema,
     full: GatewaySchema,
     cost: Arc<CostModel>,
     documents: Documents,
+    service: Arc<SessionService>,
+    /// `limits.max_complexity`, which the compiled path checks itself.
+    max_complexity: usize,
+    /// Whether the compiled path is on (`http.compiled_execution`).
+    compiled: bool,
 }
 
 impl Executor {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         fast: GatewaySchema,
         full: GatewaySchema,
         cost: Arc<CostModel>,
         metrics: Metrics,
+        service: Arc<SessionService>,
+        max_complexity: usize,
+        compiled: bool,
     ) -> Self {
         Self {
             fast,
             full,
             cost,
             documents: Documents::new(metrics),
+            service,
+            max_complexity,
+            compiled,
         }
     }
 
@@ -143,31 +265,64 @@ impl Executor {
 
     /// Executes the request `request` builds (with its data: the caller and
     /// its budget) for `caller`; `document` is its query parsed by
-    /// [`Executor::documents`] (`None`: it does not parse). `request` is
+    /// [`Executor::documents`] (`None`: it does not parse), and `budget`
+    /// the request's budget should the compiled path answer. `request` is
     /// called a second time only when the full schema must answer after all.
     pub async fn execute(
         &self,
         caller: &Caller,
-        document: Option<Arc<ExecutableDocument>>,
+        budget: RequestBudget,
+        document: Option<Arc<Parsed>>,
         request: impl Fn() -> Request,
-    ) -> Response {
+    ) -> Executed {
         let mut first = request();
-        let Some(document) = document else {
-            return self.full.execute(first).await;
+        let Some(parsed) = document else {
+            return Executed::schema(self.full.execute(first).await);
         };
+        let operation_name = first.operation_name.as_deref();
         let visible = |account: &crate::accounts::Account| caller.can_read(account);
-        let estimate = self.cost.estimate(
-            &document,
-            first.operation_name.as_deref(),
-            &first.variables,
-            &visible,
-        );
+        let estimate =
+            self.cost
+                .estimate(&parsed.document, operation_name, &first.variables, &visible);
         if self.cost.check(&estimate).is_some() {
-            return self.full.execute(first).await;
+            return Executed::schema(self.full.execute(first).await);
         }
-        first.set_parsed_query((*document).clone());
         // The operation's span, as the full schema's `Tracing` names it.
         let span = tracing::info_span!(target: "async_graphql::graphql", "request");
+        if self.compiled && parsed.is_validated(operation_name) {
+            let prepared = operation(&parsed.document, operation_name).and_then(|operation| {
+                Prepared::new(
+                    &parsed.document,
+                    operation,
+                    &first.variables,
+                    self.max_complexity,
+                )
+            });
+            let answer = match prepared {
+                Some(prepared) => {
+                    prepared
+                        .run(&self.service, caller, &budget)
+                        .instrument(span.clone())
+                        .await
+                }
+                None => None,
+            };
+            if let Some(answer) = answer {
+                self.documents.metrics.graphql_compiled("answered");
+                let mut response = Response::default();
+                response.errors = answer.errors;
+                for error in &mut response.errors {
+                    give_code(error);
+                }
+                return Executed {
+                    response,
+                    raw_data: Some(answer.data),
+                };
+            }
+            self.documents.metrics.graphql_compiled("declined");
+        }
+        let operation_name = first.operation_name.clone();
+        first.set_parsed_query(parsed.document.clone());
         let mut response = self
             .fast
             .execute(first.data(FastPath))
@@ -177,12 +332,14 @@ impl Executor {
             && !response.errors.is_empty()
             && response.errors.iter().all(|e| e.path.is_empty());
         if request_error {
-            return self.full.execute(request()).await;
+            return Executed::schema(self.full.execute(request()).await);
         }
+        // Validated: the compiled path may take this operation from now on.
+        parsed.set_validated(operation_name.as_deref());
         for error in &mut response.errors {
             give_code(error);
         }
-        response
+        Executed::schema(response)
     }
 }
 

@@ -5,6 +5,7 @@
 //! read the [`SessionService`] from the schema data and turn its answers into
 //! the types of [`types`]; they never see the pager or the SDK.
 
+mod compiled;
 mod cost;
 mod error;
 mod executor;
@@ -24,7 +25,7 @@ use async_graphql::{
     Response, Schema, SchemaBuilder, ServerError, ServerResult, ValidationResult, Value, Variables,
 };
 
-pub use executor::{Documents, Executor, operation_type};
+pub use executor::{Documents, Executed, Executor, Parsed, operation_type};
 pub use live::{LiveOptions, Mutation, Subscription, SubscriptionSlots};
 pub use query::Query;
 
@@ -101,7 +102,15 @@ pub fn schema(
             .extension(ErrorCodes),
     );
     let fast = finish(build());
-    Arc::new(Executor::new(fast, full, cost, metrics))
+    Arc::new(Executor::new(
+        fast,
+        full,
+        cost,
+        metrics,
+        service,
+        limits.max_complexity as usize,
+        http.compiled_execution,
+    ))
 }
 
 /// The schema in SDL, as checked in at `schema.graphql`.

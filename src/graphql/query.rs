@@ -116,7 +116,8 @@ impl Query {
             .await
             .map_err(|e| e.extend())?;
         for (source, error) in listing.failures {
-            ctx.add_error(source_error(ctx, &source, error));
+            let key = ctx.item.node.response_key().node.as_str();
+            ctx.add_error(source_error(ctx.item.pos, key, &source, error));
         }
         let edges: Vec<SessionEdge> = listing
             .edges
@@ -219,7 +220,7 @@ pub(super) fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller>
 
 /// A connection's complexity: its selection once per session it may return
 /// (negative `first` is refused by the resolver, so it counts as 0).
-fn connection_complexity(first: Option<i32>, child_complexity: usize) -> usize {
+pub(super) fn connection_complexity(first: Option<i32>, child_complexity: usize) -> usize {
     let first = first.map_or(
         crate::settings::Limits::default().default_first as usize,
         |n| usize::try_from(n).unwrap_or(0),
@@ -230,9 +231,11 @@ fn connection_complexity(first: Option<i32>, child_complexity: usize) -> usize {
         .saturating_add(1)
 }
 
-/// The `errors` entry for one failed source: its code, account and region.
-fn source_error(
-    ctx: &Context<'_>,
+/// The `errors` entry for one failed source of the root field at `pos`
+/// with response key `key`: its code, account and region.
+pub(super) fn source_error(
+    pos: async_graphql::Pos,
+    key: &str,
     source: &Source,
     failure: SourceFailure,
 ) -> async_graphql::ServerError {
@@ -249,7 +252,7 @@ fn source_error(
             ext.set("account", source.key.account.as_str());
             ext.set("region", source.key.region.as_str());
         })
-        .into_server_error(ctx.item.pos);
+        .into_server_error(pos);
     err.message = format!(
         "{}; its sessions are missing from this page",
         if names_its_source {
@@ -261,14 +264,6 @@ fn source_error(
             )
         }
     );
-    err.path = ctx
-        .path_node
-        .map(|p| {
-            p.to_string_vec()
-                .into_iter()
-                .map(PathSegment::Field)
-                .collect()
-        })
-        .unwrap_or_default();
+    err.path = vec![PathSegment::Field(key.to_owned())];
     err
 }

@@ -266,19 +266,28 @@ impl Session {
 
     /// Whole seconds from start to end; null while the session has not ended.
     async fn duration_seconds(&self) -> Option<i64> {
-        match (self.inner.start_date, self.inner.end_date) {
-            (Some(start), Some(end)) => Some((end - start).num_seconds()),
-            _ => None,
-        }
+        duration_seconds(&self.inner)
     }
 
     /// The person or workload behind `owner`: the user name of an IAM user
     /// ARN, or the session name of an assumed-role ARN.
     async fn owner_name(&self) -> Option<&str> {
-        let owner = self.inner.owner.as_deref()?;
-        let resource = owner.splitn(6, ':').nth(5)?;
-        resource.rsplit('/').next().filter(|s| !s.is_empty())
+        owner_name(self.inner.owner.as_deref())
     }
+}
+
+/// `Session.durationSeconds`: whole seconds from start to end.
+pub(super) fn duration_seconds(session: &model::Session) -> Option<i64> {
+    match (session.start_date, session.end_date) {
+        (Some(start), Some(end)) => Some((end - start).num_seconds()),
+        _ => None,
+    }
+}
+
+/// `Session.ownerName`: the last path segment of the owner ARN's resource.
+pub(super) fn owner_name(owner: Option<&str>) -> Option<&str> {
+    let resource = owner?.splitn(6, ':').nth(5)?;
+    resource.rsplit('/').next().filter(|s| !s.is_empty())
 }
 
 /// A managed node, as `DescribeInstanceInformation` describes it.
@@ -375,7 +384,49 @@ pub mod node_id {
     const PREFIX: &str = "Session:";
 
     pub fn encode(account: &AccountId, region: &Region, session: &SessionId) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{PREFIX}{account}:{region}:{session}"))
+        let mut out = Vec::new();
+        encode_into(account, region, session, &mut out);
+        // base64url is ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`encode`], appending the id to `out`.
+    pub fn encode_into(
+        account: &AccountId,
+        region: &Region,
+        session: &SessionId,
+        out: &mut Vec<u8>,
+    ) {
+        // Account (12), region (at most 25) and session id (at most 96)
+        // bytes: the raw id fits a buffer on the stack.
+        let mut raw = [0u8; 192];
+        let mut len = 0;
+        for part in [
+            PREFIX.as_bytes(),
+            account.as_str().as_bytes(),
+            b":",
+            region.as_str().as_bytes(),
+            b":",
+            session.as_str().as_bytes(),
+        ] {
+            let Some(slot) = raw.get_mut(len..len + part.len()) else {
+                // Longer than any valid parts: the slow way.
+                let text = format!("{PREFIX}{account}:{region}:{session}");
+                out.extend_from_slice(URL_SAFE_NO_PAD.encode(text).as_bytes());
+                return;
+            };
+            slot.copy_from_slice(part);
+            len += part.len();
+        }
+        let start = out.len();
+        let encoded = base64::encoded_len(len, false).unwrap_or(0);
+        out.resize(start + encoded, 0);
+        if URL_SAFE_NO_PAD
+            .encode_slice(&raw[..len], &mut out[start..])
+            .is_err()
+        {
+            out.truncate(start);
+        }
     }
 
     /// The parts of a global id, each checked.

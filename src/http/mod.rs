@@ -91,7 +91,7 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::cache::Freshness;
 use crate::error::code;
 use crate::graphiql::{self, Graphiql};
-use crate::graphql::{Executor, operation_type};
+use crate::graphql::{Executed, Executor, Parsed, operation_type};
 use crate::instruments::{CacheEvent, CacheKind, Metrics, Transport};
 use crate::paging::RequestBudget;
 use crate::sessions::Caller;
@@ -554,7 +554,10 @@ async fn graphql_get(
         Err(e) => return persisted_query_error(&e, media),
     };
     let document = state.schema.documents().parse(&query).await;
-    if is_mutation(document.as_deref(), params.operation_name.as_deref()) {
+    if is_mutation(
+        document.as_deref().map(|p| &p.document),
+        params.operation_name.as_deref(),
+    ) {
         let mut response = http_error(
             StatusCode::METHOD_NOT_ALLOWED,
             code::METHOD_NOT_ALLOWED,
@@ -608,7 +611,7 @@ fn is_mutation(document: Option<&ExecutableDocument>, operation_name: Option<&st
 struct RequestParts {
     query: String,
     /// `query` parsed, when a handler needed it already (GET's mutation check).
-    document: Option<Arc<ExecutableDocument>>,
+    document: Option<Arc<Parsed>>,
     operation_name: Option<String>,
     variables: Option<JsonObject>,
     extensions: Option<JsonObject>,
@@ -720,21 +723,25 @@ async fn execute(
         Some(document) => Some(Arc::clone(document)),
         None => state.schema.documents().parse(&parts.query).await,
     };
-    let cacheable_operation = !is_mutation(document.as_deref(), parts.operation_name.as_deref());
+    let cacheable_operation = !is_mutation(
+        document.as_deref().map(|p| &p.document),
+        parts.operation_name.as_deref(),
+    );
     let request = || {
         build_request(&parts)
             .data(Arc::clone(&caller))
             .data(RequestBudget::new(state.limits.calls_per_source))
     };
+    let budget = RequestBudget::new(state.limits.calls_per_source);
     let executed = tokio::time::timeout(
         state.limits.timeout,
-        Freshness::collect(state.schema.execute(&caller, document, request)),
+        Freshness::collect(state.schema.execute(&caller, budget, document, request)),
     )
     .await;
     if !cacheable_operation && let Some(cache) = &state.responses {
         cache.invalidate_all();
     }
-    let Ok((mut response, freshness)) = executed else {
+    let Ok((mut executed, freshness)) = executed else {
         return http_error(
             StatusCode::GATEWAY_TIMEOUT,
             code::TIMEOUT,
@@ -758,25 +765,25 @@ async fn execute(
             })
             .collect();
         if let Ok(value) = Value::from_json(serde_json::Value::Array(notes)) {
-            response.extensions.insert("stale".to_owned(), value);
+            executed
+                .response
+                .extensions
+                .insert("stale".to_owned(), value);
         }
     }
-    // A request error: nothing executed (parse or validation failure, unknown
-    // operation). Field errors always carry a path; these never do.
-    let request_error = response.data == Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|e| e.path.is_empty());
-    record_operation(&state.metrics, &response);
+    let request_error = executed.is_request_error();
+    record_operation(&state.metrics, &executed);
     let (status, body) = if media == MediaType::GraphQlResponse && request_error {
         // The spec's request error: no `data` entry at all.
-        let mut value = serde_json::to_value(&response).unwrap_or_default();
+        let mut value = serde_json::to_value(&executed.response).unwrap_or_default();
         if let Some(obj) = value.as_object_mut() {
             obj.remove("data");
         }
         (StatusCode::BAD_REQUEST, serde_json::to_vec(&value))
     } else {
-        (StatusCode::OK, serde_json::to_vec(&response))
+        (StatusCode::OK, executed.to_json())
     };
+    let response = &executed.response;
     let outcome = match (response.errors.is_empty(), request_error) {
         (true, _) => "ok",
         (false, true) => "request_error",
@@ -824,8 +831,9 @@ async fn execute(
 }
 
 /// Counts one executed operation by outcome, and its errors by code.
-fn record_operation(metrics: &Metrics, response: &async_graphql::Response) {
-    let outcome = match (response.errors.is_empty(), response.data == Value::Null) {
+fn record_operation(metrics: &Metrics, executed: &Executed) {
+    let response = &executed.response;
+    let outcome = match (response.errors.is_empty(), executed.data_is_null()) {
         (true, _) => "ok",
         (false, false) => "partial",
         (false, true) => "error",

@@ -11,6 +11,7 @@ mod gateway_accounts;
 mod gateway_apq;
 mod gateway_auth;
 mod gateway_cache;
+mod gateway_compiled;
 mod gateway_cost;
 mod gateway_errors;
 pub mod gateway_filters;

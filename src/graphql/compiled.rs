@@ -1,0 +1,1076 @@
+//! The compiled path: a page of sessions written straight to JSON.
+//!
+//! Executing a connection through async-graphql costs a future, a context
+//! and a `Value` per field, about 850 of them for 50 sessions, then a pass
+//! over the `Value` tree to serialize it. This module answers the common
+//! shape of request without any of that: a query whose root fields are
+//! `sessions` (and `__typename`), selecting scalar fields of the connection,
+//! its edges, nodes and page info. Fields are collected as the spec's
+//! CollectFields does (fragments, inline fragments, `@skip`, `@include`,
+//! aliases, the same key selected twice), each `sessions` field calls the
+//! same [`SessionService::list`] as the resolver, and the rows are written
+//! to JSON from the model in the collected order.
+//!
+//! It takes only what it can answer exactly as the schema would, byte for
+//! byte (a differential test compares both on generated documents), and
+//! declines everything else, which then runs on the schema as before:
+//!
+//! - a document async-graphql has not yet validated for this operation
+//!   (the executor records that; validation rules are async-graphql's, not
+//!   repeated here), so the first request of each document runs there;
+//! - anything beyond the subset: mutations, other root fields, `managedNode`
+//!   (the DataLoader), introspection, other directives;
+//! - an argument whose value does not coerce (the schema reports it), a
+//!   variable not given, or a complexity bound over the limit (computed
+//!   here as an upper bound of async-graphql's own figure, so declining
+//!   when in doubt is the only error);
+//! - a cursor that cannot be encoded (a bug): decided after the call, so
+//!   the schema then calls again.
+//!
+//! A failed source becomes the same `errors` entry the resolver adds, and a
+//! failed `sessions` field (a bad cursor, an unknown account) gets the
+//! resolver's error. Where async-graphql 7 departs from the spec, this
+//! follows async-graphql, so that answers do not change with the path: a
+//! failed field is left out of its object rather than nulling it, and an
+//! object with no field left (all skipped, or all failed) is `null`. One
+//! difference remains, in the answer's favour: root fields come in document
+//! order, as the spec orders them, where async-graphql orders them as their
+//! resolvers finish (and `errors` likewise).
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::{
+    Directive, ExecutableDocument, Field, OperationDefinition, OperationType, Selection,
+    SelectionSet,
+};
+use async_graphql::resolver_utils::EnumType;
+use async_graphql::{
+    ErrorExtensions as _, ID, InputType, PathSegment, Pos, Positioned, ServerError, Variables,
+};
+use async_graphql_value::{ConstValue, Value as AstValue};
+use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+use tracing::Instrument as _;
+
+use super::types::{AccessType, SessionFilterInput, SessionState, SessionStatus, node_id};
+use crate::cursor::{Cursor, CursorCodec};
+use crate::model::SessionFilter;
+use crate::paging::RequestBudget;
+use crate::sessions::{Caller, Edge, ListArgs, Listing, Located, SessionService};
+
+/// Deepest nesting of fragment spreads and inline fragments followed (a
+/// validated document has no cycles; this only bounds the walk).
+const MAX_FRAGMENT_DEPTH: usize = 16;
+
+/// What the compiled path made of a request.
+pub struct Answer {
+    /// The JSON of `data` (`null` when a root field failed).
+    pub data: Vec<u8>,
+    /// Field errors, as the schema would report them.
+    pub errors: Vec<ServerError>,
+}
+
+/// A request the compiled path takes: its root fields, collected.
+pub struct Prepared<'a> {
+    roots: Vec<Sel<'a, Root<'a>>>,
+}
+
+/// One collected field: its response key and what to write there.
+struct Sel<'a, K> {
+    key: &'a str,
+    kind: K,
+}
+
+enum Root<'a> {
+    Typename,
+    Sessions(Box<SessionsField<'a>>),
+}
+
+struct SessionsField<'a> {
+    pos: Pos,
+    args: ListArgs,
+    selection: Vec<Sel<'a, Conn<'a>>>,
+}
+
+enum Conn<'a> {
+    Typename,
+    Edges(Vec<Sel<'a, EdgeField<'a>>>),
+    Nodes(Vec<Sel<'a, SessionField<'a>>>),
+    PageInfo(Vec<Sel<'a, PageInfoField>>),
+}
+
+enum EdgeField<'a> {
+    Typename,
+    Cursor,
+    Node(Vec<Sel<'a, SessionField<'a>>>),
+}
+
+enum PageInfoField {
+    Typename,
+    HasPreviousPage,
+    HasNextPage,
+    StartCursor,
+    EndCursor,
+}
+
+enum SessionField<'a> {
+    Typename,
+    Id,
+    Account(Vec<Sel<'a, AccountField>>),
+    Region,
+    SessionId,
+    Target,
+    Status,
+    StartDate,
+    EndDate,
+    DocumentName,
+    Owner,
+    Reason,
+    Details,
+    OutputUrl(Vec<Sel<'a, OutputUrlField>>),
+    MaxSessionDuration,
+    AccessType,
+    DurationSeconds,
+    OwnerName,
+}
+
+enum AccountField {
+    Typename,
+    Id,
+    Alias,
+    Regions,
+}
+
+enum OutputUrlField {
+    Typename,
+    S3OutputUrl,
+    CloudWatchOutputUrl,
+}
+
+/// The fields of one response key at one level, in document order.
+struct Group<'a> {
+    key: &'a str,
+    name: &'a str,
+    fields: Vec<&'a Positioned<Field>>,
+}
+
+/// What collecting fields needs: the document, the operation's variables
+/// (with their defaults) and the complexity counted so far.
+struct Collector<'a> {
+    document: &'a ExecutableDocument,
+    operation: &'a OperationDefinition,
+    variables: &'a Variables,
+}
+
+impl<'a> Prepared<'a> {
+    /// The request, collected, when the compiled path can answer it
+    /// exactly; `None` declines. `operation` must be the operation the
+    /// request picks, already validated by async-graphql.
+    pub fn new(
+        document: &'a ExecutableDocument,
+        operation: &'a OperationDefinition,
+        variables: &'a Variables,
+        max_complexity: usize,
+    ) -> Option<Self> {
+        if operation.ty != OperationType::Query || !operation.directives.is_empty() {
+            return None;
+        }
+        let collector = Collector {
+            document,
+            operation,
+            variables,
+        };
+        let mut complexity = 0usize;
+        let mut roots = Vec::new();
+        for group in collector.collect(&[&operation.selection_set.node], "Query")? {
+            let kind = match group.name {
+                "__typename" => {
+                    complexity = complexity.saturating_add(group.fields.len());
+                    Root::Typename
+                }
+                "sessions" => {
+                    let (field, complexity_of) = collector.sessions(&group)?;
+                    complexity = complexity.saturating_add(complexity_of);
+                    Root::Sessions(Box::new(field))
+                }
+                _ => return None,
+            };
+            roots.push(Sel {
+                key: group.key,
+                kind,
+            });
+        }
+        (complexity <= max_complexity).then_some(Self { roots })
+    }
+
+    /// Runs the `sessions` fields concurrently for `caller` within
+    /// `budget` and writes the answer; `None` when a cursor could not be
+    /// encoded (the schema then answers, with its error).
+    pub async fn run(
+        &self,
+        service: &SessionService,
+        caller: &Caller,
+        budget: &RequestBudget,
+    ) -> Option<Answer> {
+        let listings = futures_util::future::join_all(self.roots.iter().map(|root| async move {
+            let Root::Sessions(field) = &root.kind else {
+                return None;
+            };
+            let span = tracing::info_span!(
+                target: "async_graphql::graphql",
+                "field",
+                path = root.key,
+                parent_type = "Query",
+            );
+            let listing = service
+                .list(caller, field.args.clone(), budget)
+                .instrument(span)
+                .await;
+            Some(listing)
+        }))
+        .await;
+
+        // As async-graphql has it: a failed field is left out, with its
+        // error, and an object left with no field at all is null.
+        let mut errors = Vec::new();
+        let mut out = Json::with_capacity(1024);
+        out.open();
+        for (root, listing) in self.roots.iter().zip(listings) {
+            match (&root.kind, listing) {
+                (Root::Typename, _) => {
+                    out.key(root.key);
+                    out.string("Query");
+                }
+                (Root::Sessions(field), Some(Ok(mut listing))) => {
+                    for (source, failure) in std::mem::take(&mut listing.failures) {
+                        errors.push(super::query::source_error(
+                            field.pos, root.key, &source, failure,
+                        ));
+                    }
+                    out.key(root.key);
+                    let page = Page::new(listing, field.args.after.is_some(), service.cursors());
+                    page.write(&field.selection, &mut out)?;
+                }
+                (Root::Sessions(field), Some(Err(e))) => {
+                    let mut error = e.extend().into_server_error(field.pos);
+                    error.path = vec![PathSegment::Field(root.key.to_owned())];
+                    errors.push(error);
+                }
+                (Root::Sessions(_), None) => return None,
+            }
+        }
+        out.close();
+        if out.0 == b"{}" {
+            out.0 = b"null".to_vec();
+        }
+        Some(Answer {
+            data: out.0,
+            errors,
+        })
+    }
+}
+
+impl<'a> Collector<'a> {
+    /// The fields `sets` select on an object of type `type_name`, grouped by
+    /// response key in order of first appearance (CollectFields).
+    fn collect(&self, sets: &[&'a SelectionSet], type_name: &str) -> Option<Vec<Group<'a>>> {
+        let mut groups = Vec::new();
+        for set in sets {
+            self.walk(set, type_name, &mut groups, 0)?;
+        }
+        Some(groups)
+    }
+
+    fn walk(
+        &self,
+        set: &'a SelectionSet,
+        type_name: &str,
+        groups: &mut Vec<Group<'a>>,
+        depth: usize,
+    ) -> Option<()> {
+        if depth > MAX_FRAGMENT_DEPTH {
+            return None;
+        }
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    if !self.included(&field.node.directives)? {
+                        continue;
+                    }
+                    let key = field.node.response_key().node.as_str();
+                    let name = field.node.name.node.as_str();
+                    match groups.iter_mut().find(|g| g.key == key) {
+                        // Same key, another field: not valid; let the schema say so.
+                        Some(group) if group.name != name => return None,
+                        Some(group) => group.fields.push(field),
+                        None => groups.push(Group {
+                            key,
+                            name,
+                            fields: vec![field],
+                        }),
+                    }
+                }
+                Selection::FragmentSpread(spread) => {
+                    if !self.included(&spread.node.directives)? {
+                        continue;
+                    }
+                    let fragment = self
+                        .document
+                        .fragments
+                        .get(&spread.node.fragment_name.node)?;
+                    let fragment = &fragment.node;
+                    if !fragment.directives.is_empty()
+                        || !applies(&fragment.type_condition.node.on.node, type_name)
+                    {
+                        return None;
+                    }
+                    self.walk(&fragment.selection_set.node, type_name, groups, depth + 1)?;
+                }
+                Selection::InlineFragment(inline) => {
+                    let inline = &inline.node;
+                    if !self.included(&inline.directives)? {
+                        continue;
+                    }
+                    if let Some(condition) = &inline.type_condition
+                        && !applies(&condition.node.on.node, type_name)
+                    {
+                        return None;
+                    }
+                    self.walk(&inline.selection_set.node, type_name, groups, depth + 1)?;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Whether `@skip` and `@include` keep a selection; `None` for any other
+    /// directive or a condition that is not a Boolean.
+    fn included(&self, directives: &[Positioned<Directive>]) -> Option<bool> {
+        let mut keep = true;
+        for directive in directives {
+            let directive = &directive.node;
+            let condition = match directive.get_argument("if").map(|v| &v.node)? {
+                AstValue::Boolean(b) => *b,
+                AstValue::Variable(name) => match self.variable(name)? {
+                    ConstValue::Boolean(b) => b,
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            match directive.name.node.as_str() {
+                "skip" => keep &= !condition,
+                "include" => keep &= condition,
+                _ => return None,
+            }
+        }
+        Some(keep)
+    }
+
+    /// A variable's value as async-graphql resolves it: given, else its
+    /// default, else null if its type is nullable; `None` when none of
+    /// these (the schema then reports it).
+    fn variable(&self, name: &str) -> Option<ConstValue> {
+        let definition = self
+            .operation
+            .variable_definitions
+            .iter()
+            .find(|d| d.node.name.node == name)?;
+        self.variables
+            .get(&definition.node.name.node)
+            .or_else(|| definition.node.default_value())
+            .cloned()
+    }
+
+    /// An argument of `field`, with variables substituted and coerced as
+    /// the resolver's argument of type `T` is; `None` when it does not
+    /// coerce.
+    fn argument<T: InputType>(&self, field: &Field, name: &str) -> Option<T> {
+        let value = match field.get_argument(name) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .node
+                    .clone()
+                    .into_const_with(|var| self.variable(&var).ok_or(()))
+                    .ok()?,
+            ),
+        };
+        T::parse(value).ok()
+    }
+
+    /// A `sessions` field: its arguments, its collected selection and the
+    /// upper bound of its complexity.
+    fn sessions(&self, group: &Group<'a>) -> Option<(SessionsField<'a>, usize)> {
+        let field = &group.fields[0];
+        let pos = field.pos;
+        let field = &field.node;
+        let state: SessionState = self.argument(field, "state")?;
+        let filter: Option<SessionFilterInput> = self.argument(field, "filter")?;
+        let accounts: Option<Vec<ID>> = self.argument(field, "accounts")?;
+        let regions: Option<Vec<String>> = self.argument(field, "regions")?;
+        let first: Option<i32> = self.argument(field, "first")?;
+        let after: Option<String> = self.argument(field, "after")?;
+        let page_size: Option<i32> = self.argument(field, "pageSize")?;
+        let last: Option<i32> = self.argument(field, "last")?;
+        let before: Option<String> = self.argument(field, "before")?;
+        // A filter the model refuses is the resolver's error to report.
+        let filter = match filter {
+            None => SessionFilter::default(),
+            Some(filter) => filter.into_model().ok()?,
+        };
+
+        let sets: Vec<&SelectionSet> = group
+            .fields
+            .iter()
+            .map(|f| &f.node.selection_set.node)
+            .collect();
+        let mut children = 0usize;
+        for set in &sets {
+            children = children.saturating_add(self.size(set, 0)?);
+        }
+        let complexity = super::query::connection_complexity(first, children);
+
+        let selection = self.connection(&sets)?;
+        let want_has_next = selection.iter().any(|s| match &s.kind {
+            Conn::PageInfo(fields) => fields
+                .iter()
+                .any(|f| matches!(f.kind, PageInfoField::HasNextPage)),
+            _ => false,
+        });
+        let args = ListArgs {
+            state: state.into(),
+            filter,
+            accounts: accounts.map(|ids| ids.into_iter().map(|id| id.0).collect()),
+            regions,
+            first,
+            after,
+            page_size,
+            backward: last.is_some() || before.is_some(),
+            want_has_next,
+        };
+        Some((
+            SessionsField {
+                pos,
+                args,
+                selection,
+            },
+            complexity,
+        ))
+    }
+
+    /// Fields selected in `set` and below, each fragment counted where it is
+    /// spread: at least async-graphql's complexity of the set.
+    fn size(&self, set: &'a SelectionSet, depth: usize) -> Option<usize> {
+        if depth > MAX_FRAGMENT_DEPTH {
+            return None;
+        }
+        let mut total = 0usize;
+        for selection in &set.items {
+            let n = match &selection.node {
+                Selection::Field(field) => {
+                    1usize.saturating_add(self.size(&field.node.selection_set.node, depth + 1)?)
+                }
+                Selection::FragmentSpread(spread) => {
+                    let fragment = self
+                        .document
+                        .fragments
+                        .get(&spread.node.fragment_name.node)?;
+                    self.size(&fragment.node.selection_set.node, depth + 1)?
+                }
+                Selection::InlineFragment(inline) => {
+                    self.size(&inline.node.selection_set.node, depth + 1)?
+                }
+            };
+            total = total.saturating_add(n);
+        }
+        Some(total)
+    }
+
+    /// The selection sets of the fields of `group`, for a field of type
+    /// `type_name` below.
+    fn below(group: &Group<'a>) -> Vec<&'a SelectionSet> {
+        group
+            .fields
+            .iter()
+            .map(|f| &f.node.selection_set.node)
+            .collect()
+    }
+
+    fn connection(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, Conn<'a>>>> {
+        self.collect(sets, "SessionConnection")?
+            .into_iter()
+            .map(|group| {
+                let kind = match group.name {
+                    "__typename" => Conn::Typename,
+                    "edges" => Conn::Edges(self.edge(&Self::below(&group))?),
+                    "nodes" => Conn::Nodes(self.session(&Self::below(&group))?),
+                    "pageInfo" => Conn::PageInfo(self.page_info(&Self::below(&group))?),
+                    _ => return None,
+                };
+                Some(Sel {
+                    key: group.key,
+                    kind,
+                })
+            })
+            .collect()
+    }
+
+    fn edge(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, EdgeField<'a>>>> {
+        self.collect(sets, "SessionEdge")?
+            .into_iter()
+            .map(|group| {
+                let kind = match group.name {
+                    "__typename" => EdgeField::Typename,
+                    "cursor" => EdgeField::Cursor,
+                    "node" => EdgeField::Node(self.session(&Self::below(&group))?),
+                    _ => return None,
+                };
+                Some(Sel {
+                    key: group.key,
+                    kind,
+                })
+            })
+            .collect()
+    }
+
+    fn page_info(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, PageInfoField>>> {
+        leaves(self.collect(sets, "PageInfo")?, |name| {
+            Some(match name {
+                "__typename" => PageInfoField::Typename,
+                "hasPreviousPage" => PageInfoField::HasPreviousPage,
+                "hasNextPage" => PageInfoField::HasNextPage,
+                "startCursor" => PageInfoField::StartCursor,
+                "endCursor" => PageInfoField::EndCursor,
+                _ => return None,
+            })
+        })
+    }
+
+    fn session(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, SessionField<'a>>>> {
+        self.collect(sets, "Session")?
+            .into_iter()
+            .map(|group| {
+                let kind = match group.name {
+                    "__typename" => SessionField::Typename,
+                    "id" => SessionField::Id,
+                    "account" => SessionField::Account(leaves(
+                        self.collect(&Self::below(&group), "Account")?,
+                        |name| {
+                            Some(match name {
+                                "__typename" => AccountField::Typename,
+                                "id" => AccountField::Id,
+                                "alias" => AccountField::Alias,
+                                "regions" => AccountField::Regions,
+                                _ => return None,
+                            })
+                        },
+                    )?),
+                    "region" => SessionField::Region,
+                    "sessionId" => SessionField::SessionId,
+                    "target" => SessionField::Target,
+                    "status" => SessionField::Status,
+                    "startDate" => SessionField::StartDate,
+                    "endDate" => SessionField::EndDate,
+                    "documentName" => SessionField::DocumentName,
+                    "owner" => SessionField::Owner,
+                    "reason" => SessionField::Reason,
+                    "details" => SessionField::Details,
+                    "outputUrl" => SessionField::OutputUrl(leaves(
+                        self.collect(&Self::below(&group), "OutputUrl")?,
+                        |name| {
+                            Some(match name {
+                                "__typename" => OutputUrlField::Typename,
+                                "s3OutputUrl" => OutputUrlField::S3OutputUrl,
+                                "cloudWatchOutputUrl" => OutputUrlField::CloudWatchOutputUrl,
+                                _ => return None,
+                            })
+                        },
+                    )?),
+                    "maxSessionDuration" => SessionField::MaxSessionDuration,
+                    "accessType" => SessionField::AccessType,
+                    "durationSeconds" => SessionField::DurationSeconds,
+                    "ownerName" => SessionField::OwnerName,
+                    // `managedNode` goes through the DataLoader: the schema's.
+                    _ => return None,
+                };
+                Some(Sel {
+                    key: group.key,
+                    kind,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Leaf groups mapped by field name; `None` if any name is not known.
+fn leaves<'a, K>(
+    groups: Vec<Group<'a>>,
+    kind: impl Fn(&str) -> Option<K>,
+) -> Option<Vec<Sel<'a, K>>> {
+    groups
+        .into_iter()
+        .map(|group| {
+            Some(Sel {
+                key: group.key,
+                kind: kind(group.name)?,
+            })
+        })
+        .collect()
+}
+
+/// Whether a fragment on `condition` applies to an object of `type_name`
+/// (Session is the only type with an interface, `Node`).
+fn applies(condition: &str, type_name: &str) -> bool {
+    condition == type_name || (type_name == "Session" && condition == "Node")
+}
+
+/// A listing being written: its edges and their cursors, each encoded at
+/// most once.
+struct Page<'c> {
+    edges: Vec<Edge>,
+    /// Where each edge's cursor was written in the output already.
+    cursors: Vec<Option<std::ops::Range<usize>>>,
+    /// Working space of the codec.
+    scratch: Vec<u8>,
+    has_previous_page: bool,
+    has_next_page: Option<bool>,
+    resume: Option<Cursor>,
+    codec: &'c CursorCodec,
+}
+
+impl<'c> Page<'c> {
+    fn new(listing: Listing, has_previous_page: bool, codec: &'c Arc<CursorCodec>) -> Self {
+        Self {
+            cursors: vec![None; listing.edges.len()],
+            scratch: Vec::with_capacity(512),
+            edges: listing.edges,
+            has_previous_page,
+            has_next_page: listing.has_next_page,
+            resume: listing.resume,
+            codec,
+        }
+    }
+
+    /// Writes the cursor of edge `i` as a JSON string: encoded the first
+    /// time, copied from where it was written after that.
+    fn cursor(&mut self, i: usize, out: &mut Json) -> Option<()> {
+        out.0.push(b'"');
+        match self.cursors[i].clone() {
+            Some(range) => out.0.extend_from_within(range),
+            None => {
+                let start = out.0.len();
+                self.codec
+                    .encode_into(&self.edges[i].cursor, &mut self.scratch, &mut out.0)
+                    .ok()?;
+                self.cursors[i] = Some(start..out.0.len());
+            }
+        }
+        // base64url: nothing to escape.
+        out.0.push(b'"');
+        Some(())
+    }
+
+    fn write(mut self, selection: &[Sel<'_, Conn<'_>>], out: &mut Json) -> Option<()> {
+        if selection.is_empty() {
+            out.null();
+            return Some(());
+        }
+        out.open();
+        for sel in selection {
+            out.key(sel.key);
+            match &sel.kind {
+                Conn::Typename => out.string("SessionConnection"),
+                Conn::Edges(fields) => {
+                    out.list_open();
+                    for i in 0..self.edges.len() {
+                        out.item(i);
+                        if fields.is_empty() {
+                            out.null();
+                            continue;
+                        }
+                        out.open();
+                        for field in fields {
+                            out.key(field.key);
+                            match &field.kind {
+                                EdgeField::Typename => out.string("SessionEdge"),
+                                EdgeField::Cursor => self.cursor(i, out)?,
+                                EdgeField::Node(fields) => {
+                                    write_session(&self.edges[i].node, fields, out);
+                                }
+                            }
+                        }
+                        out.close();
+                    }
+                    out.list_close();
+                }
+                Conn::Nodes(fields) => {
+                    out.list_open();
+                    for (i, edge) in self.edges.iter().enumerate() {
+                        out.item(i);
+                        write_session(&edge.node, fields, out);
+                    }
+                    out.list_close();
+                }
+                Conn::PageInfo(fields) => self.write_page_info(fields, out)?,
+            }
+        }
+        out.close();
+        Some(())
+    }
+
+    fn write_page_info(&mut self, fields: &[Sel<'_, PageInfoField>], out: &mut Json) -> Option<()> {
+        if fields.is_empty() {
+            out.null();
+            return Some(());
+        }
+        out.open();
+        for field in fields {
+            out.key(field.key);
+            match field.kind {
+                PageInfoField::Typename => out.string("PageInfo"),
+                PageInfoField::HasPreviousPage => out.bool(self.has_previous_page),
+                // As the resolver: `true` ("maybe") should it not be known.
+                PageInfoField::HasNextPage => out.bool(self.has_next_page.unwrap_or(true)),
+                PageInfoField::StartCursor => match self.edges.len() {
+                    0 => out.null(),
+                    _ => self.cursor(0, out)?,
+                },
+                PageInfoField::EndCursor => match self.edges.len() {
+                    0 => match &self.resume {
+                        Some(resume) => out.string(&self.codec.encode(resume).ok()?),
+                        None => out.null(),
+                    },
+                    n => self.cursor(n - 1, out)?,
+                },
+            }
+        }
+        out.close();
+        Some(())
+    }
+}
+
+fn write_session(located: &Located, fields: &[Sel<'_, SessionField<'_>>], out: &mut Json) {
+    let session = &located.session;
+    if fields.is_empty() {
+        out.null();
+        return;
+    }
+    out.open();
+    for field in fields {
+        out.key(field.key);
+        match &field.kind {
+            SessionField::Typename => out.string("Session"),
+            SessionField::Id => {
+                out.0.push(b'"');
+                node_id::encode_into(
+                    &located.account.id,
+                    &located.region,
+                    &session.session_id,
+                    &mut out.0,
+                );
+                // base64url: nothing to escape.
+                out.0.push(b'"');
+            }
+            SessionField::Account(fields) if fields.is_empty() => out.null(),
+            SessionField::Account(fields) => {
+                out.open();
+                for field in fields {
+                    out.key(field.key);
+                    match field.kind {
+                        AccountField::Typename => out.string("Account"),
+                        AccountField::Id => out.string(located.account.id.as_str()),
+                        AccountField::Alias => out.string(&located.account.alias),
+                        AccountField::Regions => {
+                            out.list_open();
+                            for (i, region) in located.account.regions.iter().enumerate() {
+                                out.item(i);
+                                out.string(region.as_str());
+                            }
+                            out.list_close();
+                        }
+                    }
+                }
+                out.close();
+            }
+            SessionField::Region => out.string(located.region.as_str()),
+            SessionField::SessionId => out.string(session.session_id.as_str()),
+            SessionField::Target => out.opt_string(session.target.as_deref()),
+            SessionField::Status => {
+                out.opt_enum(session.status.map(SessionStatus::from));
+            }
+            SessionField::StartDate => out.opt_date(session.start_date.as_ref()),
+            SessionField::EndDate => out.opt_date(session.end_date.as_ref()),
+            SessionField::DocumentName => out.opt_string(session.document_name.as_deref()),
+            SessionField::Owner => out.opt_string(session.owner.as_deref()),
+            SessionField::Reason => out.opt_string(session.reason.as_deref()),
+            SessionField::Details => out.opt_string(session.details.as_deref()),
+            SessionField::OutputUrl(fields) => match &session.output_url {
+                None => out.null(),
+                Some(_) if fields.is_empty() => out.null(),
+                Some(url) => {
+                    out.open();
+                    for field in fields {
+                        out.key(field.key);
+                        match field.kind {
+                            OutputUrlField::Typename => out.string("OutputUrl"),
+                            OutputUrlField::S3OutputUrl => {
+                                out.opt_string(url.s3_output_url.as_deref());
+                            }
+                            OutputUrlField::CloudWatchOutputUrl => {
+                                out.opt_string(url.cloud_watch_output_url.as_deref());
+                            }
+                        }
+                    }
+                    out.close();
+                }
+            },
+            SessionField::MaxSessionDuration => match session.max_session_duration_minutes {
+                Some(n) => out.number(i64::from(n)),
+                None => out.null(),
+            },
+            SessionField::AccessType => out.opt_enum(session.access_type.map(AccessType::from)),
+            SessionField::DurationSeconds => match super::types::duration_seconds(session) {
+                Some(n) => out.number(n),
+                None => out.null(),
+            },
+            SessionField::OwnerName => {
+                out.opt_string(super::types::owner_name(session.owner.as_deref()));
+            }
+        }
+    }
+    out.close();
+}
+
+/// Compact JSON, written as serde_json writes async-graphql's `Value`.
+struct Json(Vec<u8>);
+
+impl Json {
+    fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    /// `{`; keys then add their own commas.
+    fn open(&mut self) {
+        self.0.push(b'{');
+    }
+
+    fn close(&mut self) {
+        self.0.push(b'}');
+    }
+
+    fn list_open(&mut self) {
+        self.0.push(b'[');
+    }
+
+    fn list_close(&mut self) {
+        self.0.push(b']');
+    }
+
+    /// The separator before item `i` of a list.
+    fn item(&mut self, i: usize) {
+        if i > 0 {
+            self.0.push(b',');
+        }
+    }
+
+    /// `"key":`, after a comma unless first in its object. Keys are GraphQL
+    /// names (letters, digits, `_`): nothing to escape.
+    fn key(&mut self, key: &str) {
+        if self.0.last() != Some(&b'{') {
+            self.0.push(b',');
+        }
+        self.0.push(b'"');
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    /// A JSON string, escaped as serde_json escapes it.
+    fn string(&mut self, s: &str) {
+        let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        if plain {
+            self.0.push(b'"');
+            self.0.extend_from_slice(s.as_bytes());
+            self.0.push(b'"');
+        } else {
+            // Writing to a Vec cannot fail, and a &str always serializes.
+            let _ = serde_json::to_writer(&mut self.0, s);
+        }
+    }
+
+    /// An instant as async-graphql's `DateTime` writes it (chrono's
+    /// `to_rfc3339`: `+00:00`, and a fraction of 3, 6 or 9 digits only
+    /// when there is one), or null.
+    fn opt_date(&mut self, date: Option<&DateTime<Utc>>) {
+        let Some(date) = date else {
+            return self.null();
+        };
+        let (year, nanos) = (date.year(), date.nanosecond());
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            // A sign before the year, or a leap second: chrono's own way.
+            return self.string(&date.to_rfc3339());
+        }
+        let out = &mut self.0;
+        out.push(b'"');
+        let two = |out: &mut Vec<u8>, n: u32| {
+            out.push(b'0' + (n / 10 % 10) as u8);
+            out.push(b'0' + (n % 10) as u8);
+        };
+        // `year` is 0..=9999 here.
+        let year = year.unsigned_abs();
+        two(out, year / 100);
+        two(out, year % 100);
+        out.push(b'-');
+        two(out, date.month());
+        out.push(b'-');
+        two(out, date.day());
+        out.push(b'T');
+        two(out, date.hour());
+        out.push(b':');
+        two(out, date.minute());
+        out.push(b':');
+        two(out, date.second());
+        let (digits, fraction) = if nanos == 0 {
+            (0, 0)
+        } else if nanos % 1_000_000 == 0 {
+            (3, nanos / 1_000_000)
+        } else if nanos % 1_000 == 0 {
+            (6, nanos / 1_000)
+        } else {
+            (9, nanos)
+        };
+        if digits > 0 {
+            out.push(b'.');
+            for i in (0..digits).rev() {
+                out.push(b'0' + (fraction / 10u32.pow(i) % 10) as u8);
+            }
+        }
+        out.extend_from_slice(b"+00:00\"");
+    }
+
+    fn opt_string(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.string(s),
+            None => self.null(),
+        }
+    }
+
+    fn opt_enum<T: EnumType>(&mut self, value: Option<T>) {
+        match value.and_then(|v| T::items().iter().find(|item| item.value == v)) {
+            Some(item) => self.string(item.name),
+            None => self.null(),
+        }
+    }
+
+    fn number(&mut self, n: i64) {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.0, "{n}");
+    }
+
+    fn bool(&mut self, b: bool) {
+        self.0
+            .extend_from_slice(if b { b"true" as &[u8] } else { b"false" });
+    }
+
+    fn null(&mut self) {
+        self.0.extend_from_slice(b"null");
+    }
+}
+
+#[cfg(test)]
+// A failed unwrap is a failed test; the lint is meant for library code.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use async_graphql::InputType as _;
+    use chrono::TimeZone as _;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{AccountId, Region, SessionId};
+
+    fn written(write: impl FnOnce(&mut Json)) -> String {
+        let mut out = Json::with_capacity(16);
+        write(&mut out);
+        String::from_utf8(out.0).unwrap()
+    }
+
+    /// What async-graphql's response serializer writes for `value`.
+    fn serialized(value: async_graphql::Value) -> String {
+        serde_json::to_string(&value).unwrap()
+    }
+
+    #[test]
+    fn enums_are_written_by_their_graphql_names() {
+        for item in SessionStatus::items() {
+            assert_eq!(
+                written(|o| o.opt_enum(Some(item.value))),
+                serialized(item.value.to_value())
+            );
+        }
+        for item in AccessType::items() {
+            assert_eq!(
+                written(|o| o.opt_enum(Some(item.value))),
+                serialized(item.value.to_value())
+            );
+        }
+        assert_eq!(written(|o| o.opt_enum::<AccessType>(None)), "null");
+    }
+
+    #[test]
+    fn node_ids_are_the_schemas() {
+        let (account, region) = (
+            AccountId::parse("123456789012").unwrap(),
+            Region::parse("ap-southeast-2").unwrap(),
+        );
+        for id in ["s-1", &"x".repeat(96)] {
+            let session = SessionId::parse(id).unwrap();
+            let mut out = Vec::new();
+            node_id::encode_into(&account, &region, &session, &mut out);
+            let text = format!("Session:{account}:{region}:{session}");
+            use base64::Engine as _;
+            let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+            assert_eq!(node_id::encode(&account, &region, &session), expected);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn strings_are_escaped_as_serde_json_escapes_them(s in any::<String>()) {
+            prop_assert_eq!(written(|o| o.string(&s)), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn dates_are_written_as_async_graphql_writes_them(
+            secs in -62_135_596_800i64..=253_402_300_799,
+            nanos in prop_oneof![
+                Just(0u32),
+                (0u32..1000).prop_map(|ms| ms * 1_000_000),
+                (0u32..1_000_000).prop_map(|us| us * 1_000),
+                0u32..1_000_000_000,
+            ],
+        ) {
+            let date = Utc.timestamp_opt(secs, nanos).unwrap();
+            prop_assert_eq!(
+                written(|o| o.opt_date(Some(&date))),
+                serialized(date.to_value())
+            );
+        }
+    }
+
+    #[test]
+    fn dates_beyond_four_digit_years_and_leap_seconds_are_chronos() {
+        let far = Utc.with_ymd_and_hms(12345, 1, 2, 3, 4, 5).unwrap();
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+            .unwrap()
+            .and_utc();
+        for date in [far, leap] {
+            assert_eq!(
+                written(|o| o.opt_date(Some(&date))),
+                serialized(date.to_value())
+            );
+        }
+        assert_eq!(written(|o| o.opt_date(None)), "null");
+    }
+}
