@@ -117,21 +117,21 @@ async fn main() -> anyhow::Result<()> {
             let telemetry = telemetry::init(settings.log_format, &settings.otlp);
             let result = serve(&settings).await;
             telemetry.shutdown().await;
+            if let Err(e) = &result
+                && e.downcast_ref::<AuthSetupError>().is_some()
+            {
+                // An unreadable key file or JWKS: a usage error, like bad
+                // settings (exit 2), once the log lines before it are out.
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
             result
         }
     }
 }
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
-    let app = match Application::build(settings, BaseCredentials::DefaultChain).await {
-        Ok(app) => app,
-        Err(e) if e.downcast_ref::<AuthSetupError>().is_some() => {
-            // An unreadable key file or JWKS: a usage error, like bad settings.
-            eprintln!("error: {e:#}");
-            std::process::exit(2);
-        }
-        Err(e) => return Err(e),
-    };
+    let app = Application::build(settings, BaseCredentials::DefaultChain).await?;
     tracing::info!(addr = %app.local_addr(), "gateway listening; GraphQL at /graphql");
     if let Some(admin) = app.admin_addr() {
         tracing::info!(addr = %admin, "admin listening: /livez, /readyz, /metrics");

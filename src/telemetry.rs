@@ -3,7 +3,13 @@
 //! - **Logs** go to stderr, filtered by `RUST_LOG` (default `info`), as text
 //!   or as JSON lines (`log_format`). A JSON line carries `trace_id` and
 //!   `span_id` when it was written inside a traced request, so a log search
-//!   finds the trace and back.
+//!   finds the trace and back. Lines are formatted where they are logged and
+//!   written by a thread of their own through a buffer flushed whenever no
+//!   more lines wait: under load one write(2) carries many lines, and a
+//!   request never waits on stderr (writing one line per request cost the
+//!   response-cache hit about 40% of its throughput). Nothing is dropped:
+//!   past 128k waiting lines, logging waits. [`Telemetry::shutdown`] (and
+//!   dropping it) writes what is left.
 //! - **Traces** go to an OpenTelemetry collector over OTLP/HTTP (protobuf)
 //!   when `otlp.endpoint` or the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is
 //!   set. Spans nest `http.request` > GraphQL `request` > `execute` >
@@ -55,6 +61,8 @@ pub const SERVICE_NAME: &str = "ssm-session-gateway";
 #[must_use = "call shutdown() before exiting, or queued spans are lost"]
 pub struct Telemetry {
     exporting: Option<SdkTracerProvider>,
+    /// Writes the log lines still buffered when dropped.
+    _logs: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl Telemetry {
@@ -63,7 +71,8 @@ impl Telemetry {
         self.exporting.is_some()
     }
 
-    /// Exports the spans still queued (bounded by the export timeout).
+    /// Exports the spans still queued (bounded by the export timeout), then
+    /// writes the log lines still buffered.
     pub async fn shutdown(self) {
         if let Some(provider) = self.exporting {
             // `shutdown` blocks until the processor's thread has exported,
@@ -106,11 +115,18 @@ pub fn init(log_format: LogFormat, otlp: &OtlpSettings) -> Telemetry {
             all_spans || meta.target().starts_with("ssm_session_gateway")
         }));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let installed = if json {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(writer)
                     .fmt_fields(JsonFields::new())
                     .event_format(JsonLines),
             )
@@ -119,20 +135,26 @@ pub fn init(log_format: LogFormat, otlp: &OtlpSettings) -> Telemetry {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(writer)
                     .with_ansi(std::io::stderr().is_terminal()),
             )
             .try_init()
     };
     if installed.is_err() {
-        return Telemetry { exporting: None };
+        return Telemetry {
+            exporting: None,
+            _logs: None,
+        };
     }
     match (&export_error, &exporting) {
         (Some(e), _) => tracing::error!(error = %format_args!("{e:#}"), "traces are not exported"),
         (None, Some(_)) => tracing::info!("exporting traces over OTLP/HTTP"),
         (None, None) => {}
     }
-    Telemetry { exporting }
+    Telemetry {
+        exporting,
+        _logs: Some(guard),
+    }
 }
 
 /// The standard variable `name`, when set and not empty.
