@@ -101,6 +101,8 @@
 //! one source may carry a token of up to [`MAX_TOKEN_LEN`]. Whatever exceeds
 //! the bound is refused by `encode` with [`CursorError::TooLarge`].
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -187,10 +189,10 @@ pub enum SourcePosition {
     /// page (when an edge ends its upstream page, the cursor points straight
     /// at the next page's token).
     InPage {
-        token: Option<String>,
+        token: Option<Arc<str>>,
         page_size: u8,
         skip: u32,
-        last_id: String,
+        last_id: Arc<str>,
     },
     /// This source has no more items.
     Exhausted,
@@ -465,7 +467,7 @@ fn parse(body: &[u8]) -> Result<Cursor, CursorError> {
                             .ok()
                             .filter(|&len| len <= MAX_TOKEN_LEN)
                             .ok_or(CursorError::Malformed("token too long"))?;
-                        Some(r.string(len, "token is not UTF-8")?)
+                        Some(r.string(len, "token is not UTF-8")?.into())
                     }
                 };
                 let page_size = r.u8()?;
@@ -474,7 +476,7 @@ fn parse(body: &[u8]) -> Result<Cursor, CursorError> {
                 }
                 let skip = r.varint()?;
                 let id_len = r.len(MAX_ID_LEN, "last id too long")?;
-                let last_id = r.string(id_len, "last id is not UTF-8")?;
+                let last_id = r.string(id_len, "last id is not UTF-8")?.into();
                 SourcePosition::InPage {
                     token,
                     page_size,

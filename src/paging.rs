@@ -164,22 +164,22 @@ pub struct Item {
 enum State {
     /// A page still to fetch, from a cursor or from the previous page's token.
     Pending {
-        token: Option<String>,
+        token: Option<Arc<str>>,
         page_size: u8,
         skip: u32,
-        last_id: Option<String>,
+        last_id: Option<Arc<str>>,
         /// The token came from a caller's cursor: refusal means a stale cursor.
         from_cursor: bool,
     },
     Loaded {
         page_size: u8,
         /// The token the page was fetched with.
-        token: Option<String>,
+        token: Option<Arc<str>>,
         /// The page, shared with the page cache (never copied whole).
         page: Arc<Page>,
         /// Index of the next session to hand out.
         next: usize,
-        next_token: Option<String>,
+        next_token: Option<Arc<str>>,
     },
     Exhausted,
 }
@@ -192,7 +192,9 @@ pub struct SourceReader {
     page_size: u8,
     state: State,
     /// Id of the last session handed out (or the cursor's), for positions.
-    last_taken: Option<String>,
+    /// Tokens and ids are shared (`Arc<str>`): every edge's cursor holds
+    /// every source's position, so they are cloned once per edge and source.
+    last_taken: Option<Arc<str>>,
     calls: usize,
     budget: Arc<SourceBudget>,
 }
@@ -299,7 +301,7 @@ impl SourceReader {
         };
         let session = page.sessions.get(*next)?.clone();
         *next += 1;
-        self.last_taken = Some(session.session_id.as_str().to_owned());
+        self.last_taken = Some(session.session_id.as_str().into());
         Some(session)
     }
 
@@ -319,7 +321,7 @@ impl SourceReader {
                     token: token.clone(),
                     page_size: *page_size,
                     skip: *skip,
-                    last_id: last_id.unwrap_or_default(),
+                    last_id: last_id.unwrap_or_else(|| "".into()),
                 },
             },
             State::Loaded {
@@ -329,7 +331,7 @@ impl SourceReader {
                 next,
                 next_token,
             } => {
-                let last_id = self.last_taken.clone().unwrap_or_default();
+                let last_id = self.last_taken.clone().unwrap_or_else(|| "".into());
                 if *next < page.sessions.len() {
                     SourcePosition::InPage {
                         token: token.clone(),
@@ -365,11 +367,12 @@ impl SourceReader {
         };
         let (skip, from_cursor) = (*skip, *from_cursor);
         let last_id = last_id.clone();
+        let token = token.clone();
         let request = PageRequest {
             state: self.query.state,
             filter: self.query.filter.clone(),
             page_size: *page_size,
-            token: token.clone(),
+            token: token.as_deref().map(str::to_owned),
         };
         self.calls += 1;
         Freshness::note_upstream_read();
@@ -384,7 +387,7 @@ impl SourceReader {
         let next = match last_id.and_then(|id| {
             page.sessions
                 .iter()
-                .position(|s| s.session_id.as_str() == id)
+                .position(|s| s.session_id.as_str() == &*id)
         }) {
             Some(found) => found + 1,
             None => usize::try_from(skip)
@@ -393,8 +396,8 @@ impl SourceReader {
         };
         self.state = State::Loaded {
             page_size: request.page_size,
-            token: request.token,
-            next_token: page.next_token.clone(),
+            token,
+            next_token: page.next_token.as_deref().map(Into::into),
             page,
             next,
         };
@@ -766,7 +769,7 @@ mod tests {
         assert_eq!(w.has_next_page, Some(true));
         assert!(matches!(
             &w.positions[0],
-            SourcePosition::InPage { token: Some(t), .. } if t == "t"
+            SourcePosition::InPage { token: Some(t), .. } if &**t == "t"
         ));
     }
 

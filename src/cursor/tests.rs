@@ -17,10 +17,10 @@ fn fp(byte: u8) -> Fingerprint {
 
 fn in_page(token: Option<&str>, page_size: u8, skip: u32, last_id: &str) -> SourcePosition {
     SourcePosition::InPage {
-        token: token.map(str::to_owned),
+        token: token.map(Into::into),
         page_size,
         skip,
-        last_id: last_id.to_owned(),
+        last_id: last_id.into(),
     }
 }
 
@@ -507,10 +507,10 @@ fn arb_position() -> impl Strategy<Value = SourcePosition> {
         1 => Just(SourcePosition::Exhausted),
         4 => (arb_token(), PAGE_SIZE_RANGE, any::<u32>(), arb_id()).prop_map(
             |(token, page_size, skip, last_id)| SourcePosition::InPage {
-                token,
+                token: token.map(Into::into),
                 page_size,
                 skip,
-                last_id,
+                last_id: last_id.into(),
             }
         ),
     ]
@@ -557,10 +557,10 @@ proptest! {
             sources: sources
                 .into_iter()
                 .map(|(token, page_size, skip, last_id)| SourcePosition::InPage {
-                    token: Some(token),
+                    token: Some(token.into()),
                     page_size,
                     skip,
-                    last_id,
+                    last_id: last_id.into(),
                 })
                 .collect(),
         };
