@@ -163,26 +163,29 @@ fn operation<'a>(
 pub struct FastPath;
 
 /// What executing a request gave: async-graphql's response, or for the
-/// compiled path its `data` already written as JSON.
+/// compiled path the response's JSON up to the end of `data`.
 pub struct Executed {
-    /// The response; its `data` is unused when `raw_data` is set.
+    /// The response; its `data` is unused when `body` is set.
     pub response: Response,
-    /// The JSON of `data`, from the compiled path.
-    raw_data: Option<Vec<u8>>,
+    /// `{"data":...` from the compiled path, to be closed by `to_json`.
+    body: Option<Vec<u8>>,
+    /// Whether the compiled path's `data` is null.
+    data_null: bool,
 }
 
 impl Executed {
     fn schema(response: Response) -> Self {
         Self {
             response,
-            raw_data: None,
+            body: None,
+            data_null: false,
         }
     }
 
     /// Whether `data` is null.
     pub fn data_is_null(&self) -> bool {
-        match &self.raw_data {
-            Some(raw) => raw.as_slice() == b"null",
+        match &self.body {
+            Some(_) => self.data_null,
             None => self.response.data == Value::Null,
         }
     }
@@ -197,13 +200,11 @@ impl Executed {
 
     /// The response as JSON, as serde_json writes async-graphql's
     /// `Response`: `data`, then `extensions` and `errors` when not empty.
-    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-        let Some(raw) = &self.raw_data else {
+    /// Call it once: the compiled path's buffer is handed over, not copied.
+    pub fn to_json(&mut self) -> serde_json::Result<Vec<u8>> {
+        let Some(mut out) = self.body.take() else {
             return serde_json::to_vec(&self.response);
         };
-        let mut out = Vec::with_capacity(raw.len() + 64);
-        out.extend_from_slice(b"{\"data\":");
-        out.extend_from_slice(raw);
         if !self.response.extensions.is_empty() {
             out.extend_from_slice(b",\"extensions\":");
             serde_json::to_writer(&mut out, &self.response.extensions)?;
@@ -316,7 +317,8 @@ impl Executor {
                 }
                 return Executed {
                     response,
-                    raw_data: Some(answer.data),
+                    body: Some(answer.body),
+                    data_null: answer.data_null,
                 };
             }
             self.documents.metrics.graphql_compiled("declined");
