@@ -293,6 +293,28 @@ impl SourceReader {
         }
     }
 
+    /// What [`peek`](Self::peek) would return when it needs no upstream
+    /// call: `Some(head)` (`head` `None` once the source has no more), or
+    /// `None` when a page must be fetched first.
+    fn ready(&self) -> Option<Option<&Session>> {
+        match &self.state {
+            State::Exhausted => Some(None),
+            State::Loaded {
+                page,
+                next,
+                next_token,
+                ..
+            } => match page.sessions.get(*next) {
+                Some(session) => Some(Some(session)),
+                // `peek` would turn this into `Exhausted`; the position is
+                // `Exhausted` either way.
+                None if next_token.is_none() => Some(None),
+                None => None,
+            },
+            State::Pending { .. } => None,
+        }
+    }
+
     /// Consumes the session [`peek`](Self::peek) returned; `None` when there
     /// is none (call `peek` first).
     pub fn take(&mut self) -> Option<Session> {
@@ -435,6 +457,21 @@ async fn peek_all(
     readers: &mut [SourceReader],
     failed: &mut [Option<SourceFailure>],
 ) -> Result<Vec<Option<HeadKey>>, PagingError> {
+    // Mostly every head is in a page already read: no future at all.
+    let ready: Option<Vec<Option<HeadKey>>> = readers
+        .iter()
+        .zip(failed.iter())
+        .enumerate()
+        .map(|(i, (reader, failed))| match failed {
+            Some(_) => Some(None),
+            None => reader
+                .ready()
+                .map(|head| head.map(|s| (std::cmp::Reverse(s.start_date), i))),
+        })
+        .collect();
+    if let Some(heads) = ready {
+        return Ok(heads);
+    }
     let results = join_all(readers.iter_mut().zip(failed.iter()).enumerate().map(
         |(i, (reader, failed))| async move {
             if failed.is_some() {
