@@ -1049,6 +1049,19 @@ mod tests {
 
     proptest! {
         #[test]
+        fn owner_names_are_the_arns_last_segment(
+            owner in "([a-z:/]{0,3}(arn|aws|iam|sts|:|/|[0-9]{3}|user|role|x)){0,12}",
+        ) {
+            // The definition, plainly: after the fifth `:`, after the last `/`.
+            let plain = owner
+                .splitn(6, ':')
+                .nth(5)
+                .and_then(|resource| resource.rsplit('/').next())
+                .filter(|s| !s.is_empty());
+            prop_assert_eq!(super::super::types::owner_name(Some(&owner)), plain);
+        }
+
+        #[test]
         fn strings_are_escaped_as_serde_json_escapes_them(s in any::<String>()) {
             prop_assert_eq!(written(|o| o.string(&s)), serde_json::to_string(&s).unwrap());
         }

@@ -284,10 +284,17 @@ pub(super) fn duration_seconds(session: &model::Session) -> Option<i64> {
     }
 }
 
-/// `Session.ownerName`: the last path segment of the owner ARN's resource.
+/// `Session.ownerName`: the last path segment of the owner ARN's resource
+/// (what follows the fifth `:`, then the last `/`).
 pub(super) fn owner_name(owner: Option<&str>) -> Option<&str> {
-    let resource = owner?.splitn(6, ':').nth(5)?;
-    resource.rsplit('/').next().filter(|s| !s.is_empty())
+    let owner = owner?;
+    let (colon, _) = owner.match_indices(':').nth(4)?;
+    let resource = &owner[colon + 1..];
+    let name = match resource.rfind('/') {
+        Some(slash) => &resource[slash + 1..],
+        None => resource,
+    };
+    Some(name).filter(|s| !s.is_empty())
 }
 
 /// A managed node, as `DescribeInstanceInformation` describes it.
