@@ -854,6 +854,19 @@ fn write_session(located: &Located, fields: &[Sel<'_, SessionField<'_>>], out: &
     out.close();
 }
 
+/// The bytes serde_json escapes in a string: controls, `"` and `\\`.
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// Compact JSON, written as serde_json writes async-graphql's `Value`.
 struct Json(Vec<u8>);
 
@@ -899,7 +912,7 @@ impl Json {
 
     /// A JSON string, escaped as serde_json escapes it.
     fn string(&mut self, s: &str) {
-        let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        let plain = !s.bytes().any(|b| ESCAPED[usize::from(b)]);
         if plain {
             self.0.push(b'"');
             self.0.extend_from_slice(s.as_bytes());
@@ -917,10 +930,12 @@ impl Json {
         let Some(date) = date else {
             return self.null();
         };
+        // One conversion to the calendar, not one per component.
+        let date = date.naive_utc();
         let (year, nanos) = (date.year(), date.nanosecond());
         if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
             // A sign before the year, or a leap second: chrono's own way.
-            return self.string(&date.to_rfc3339());
+            return self.string(&date.and_utc().to_rfc3339());
         }
         let out = &mut self.0;
         out.push(b'"');

@@ -288,9 +288,14 @@ pub(super) fn duration_seconds(session: &model::Session) -> Option<i64> {
 /// (what follows the fifth `:`, then the last `/`).
 pub(super) fn owner_name(owner: Option<&str>) -> Option<&str> {
     let owner = owner?;
-    let (colon, _) = owner.match_indices(':').nth(4)?;
+    let colon = owner
+        .bytes()
+        .enumerate()
+        .filter(|&(_, b)| b == b':')
+        .nth(4)?
+        .0;
     let resource = &owner[colon + 1..];
-    let name = match resource.rfind('/') {
+    let name = match resource.bytes().rposition(|b| b == b'/') {
         Some(slash) => &resource[slash + 1..],
         None => resource,
     };
