@@ -126,9 +126,9 @@ pub struct Settings {
     /// and env variable.
     #[serde(default)]
     pub otlp: OtlpSettings,
-    /// Key that signs cursors (HMAC-SHA256), at least 32 bytes. Every replica
-    /// behind one load balancer must share it, so any replica resumes any
-    /// cursor. Unset: a random key per process, with a warning at start-up
+    /// Key that signs cursors (keyed BLAKE3, and HMAC-SHA256 for format 1), at
+    /// least 32 bytes. Every replica behind one load balancer must share it,
+    /// so any replica resumes any cursor. Unset: a random key per process, with a warning at start-up
     /// (cursors then die with the process). Default unset. Env
     /// `SSM_GATEWAY_CURSOR_KEY`: prefer it to the file, which is often
     /// readable by more people than the key should be.

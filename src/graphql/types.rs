@@ -498,7 +498,7 @@ pub struct OutputUrl {
     pub cloud_watch_output_url: Option<String>,
 }
 
-/// A cursor, encoded only when a client selects it (signing costs an HMAC).
+/// A cursor, encoded only when a client selects it (signing costs a MAC).
 #[derive(Clone)]
 pub struct LazyCursor {
     pub codec: Arc<CursorCodec>,
