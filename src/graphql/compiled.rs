@@ -411,6 +411,27 @@ impl<'a> Collector<'a> {
         T::parse(value).ok()
     }
 
+    /// Whether argument `name` of `field`, an input object of type `T`,
+    /// names only fields `T` has (`None`: it does not resolve).
+    fn known_fields<T: InputType + Default>(&self, field: &Field, name: &str) -> Option<bool> {
+        let Some(value) = field.get_argument(name) else {
+            return Some(true);
+        };
+        let value = value
+            .node
+            .clone()
+            .into_const_with(|var| self.variable(&var).ok_or(()))
+            .ok()?;
+        let ConstValue::Object(given) = value else {
+            return Some(true);
+        };
+        // Every field, null or not, is in the value of a default one.
+        let ConstValue::Object(known) = T::default().to_value() else {
+            return Some(false);
+        };
+        Some(given.keys().all(|key| known.contains_key(key)))
+    }
+
     /// A `sessions` field: its arguments, its collected selection and the
     /// upper bound of its complexity.
     fn sessions(&self, group: &Group<'a>) -> Option<(SessionsField<'a>, usize)> {
@@ -419,6 +440,11 @@ impl<'a> Collector<'a> {
         let field = &field.node;
         let state: SessionState = self.argument(field, "state")?;
         let filter: Option<SessionFilterInput> = self.argument(field, "filter")?;
+        // Parsing an input object ignores fields it does not know, where
+        // validation refuses them: only known ones, or the schema says so.
+        if !self.known_fields::<SessionFilterInput>(field, "filter")? {
+            return None;
+        }
         let accounts: Option<Vec<ID>> = self.argument(field, "accounts")?;
         let regions: Option<Vec<String>> = self.argument(field, "regions")?;
         let first: Option<i32> = self.argument(field, "first")?;

@@ -482,6 +482,37 @@ async fn errors_and_declined_requests_are_the_schemas() {
 }
 
 #[tokio::test]
+async fn variables_a_validated_document_refuses_are_still_refused() {
+    // Validation depends on variables too: an input object with a field it
+    // does not have, or a value of the wrong type, is refused however
+    // often the document ran before.
+    let app = app(|_| {}).await;
+    let query = "query($f: SessionFilter, $first: Int) { sessions(state: HISTORY, first: $first, \
+                 filter: $f) { nodes { sessionId } } }";
+    let good = json!({ "f": { "status": "TERMINATED" }, "first": 2 });
+    for bad in [
+        json!({ "f": { "status": "TERMINATED", "junk": 1 }, "first": 2 }),
+        json!({ "f": { "status": "NOPE" }, "first": 2 }),
+        json!({ "f": { "status": "TERMINATED" }, "first": "two" }),
+    ] {
+        static CASE: AtomicUsize = AtomicUsize::new(0);
+        let n = CASE.fetch_add(1, Ordering::Relaxed);
+        // The document validated (twice, so the second is compiled), then
+        // sent with the bad variables; and the same as a new document.
+        let seen = format!("# seen {n}\n{query}");
+        for _ in 0..2 {
+            let (status, body) = post(&app, &seen, &good).await;
+            assert_eq!(status, 200);
+            assert!(!body.contains("errors"), "{body}");
+        }
+        let after = post(&app, &seen, &bad).await;
+        let fresh = post(&app, &format!("# fresh {n}\n{query}"), &bad).await;
+        assert_eq!(after, fresh, "{bad}");
+        assert!(fresh.1.contains("errors"), "{bad}: {}", fresh.1);
+    }
+}
+
+#[tokio::test]
 async fn a_failed_source_is_reported_the_same() {
     let app = app(|s| {
         // payments' role requires an external id; give it a wrong one.
