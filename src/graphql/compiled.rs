@@ -195,7 +195,9 @@ impl<'a> Prepared<'a> {
                     complexity = complexity.saturating_add(group.fields.len());
                     Root::Typename
                 }
-                "sessions" => {
+                // The same `sessions` key twice runs twice on the schema
+                // (each occurrence its own call and errors): the schema's.
+                "sessions" if group.fields.len() == 1 => {
                     let (field, complexity_of) = collector.sessions(&group)?;
                     complexity = complexity.saturating_add(complexity_of);
                     Root::Sessions(Box::new(field))

@@ -460,6 +460,11 @@ async fn errors_and_declined_requests_are_the_schemas() {
              { nodes { sessionId } } }",
             json!({}),
         ),
+        (
+            "{ sessions(state: HISTORY, first: 2) { nodes { sessionId } } \
+             sessions(state: HISTORY, first: 2) { nodes { region } } }",
+            json!({}),
+        ),
         // Answered: everything skipped, or the root's type name only.
         (
             "{ sessions(state: HISTORY, first: 2) @skip(if: true) { nodes { sessionId } } }",
@@ -475,10 +480,11 @@ async fn errors_and_declined_requests_are_the_schemas() {
     let declined = compiled_count(&app, "declined").await;
     println!("answered {answered}, declined {declined}");
     // Answered: the five failing fields and the last two. Declined: the
-    // filter, `managedNode`, `accounts`, and the `@include` whose variable
-    // is missing (async-graphql then leaves the field out, with no error).
-    // The wrong variable and the complexity never passed validation.
-    assert_eq!((answered, declined), (7, 4));
+    // filter, `managedNode`, `accounts`, the `@include` whose variable is
+    // missing (async-graphql then leaves the field out, with no error) and
+    // `sessions` twice. The wrong variable and the complexity never passed
+    // validation.
+    assert_eq!((answered, declined), (7, 5));
 }
 
 #[tokio::test]
