@@ -46,15 +46,15 @@ use async_graphql::parser::types::{
 };
 use async_graphql::resolver_utils::EnumType;
 use async_graphql::{
-    ErrorExtensions as _, ID, InputType, PathSegment, Pos, Positioned, ServerError, Variables,
+    ErrorExtensions as _, InputType, PathSegment, Pos, Positioned, ServerError, Variables,
 };
 use async_graphql_value::{ConstValue, Value as AstValue};
 use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 use tracing::Instrument as _;
 
-use super::types::{AccessType, SessionFilterInput, SessionState, SessionStatus, node_id};
+use super::query::SessionsArgs;
+use super::types::{AccessType, SessionFilterInput, SessionStatus, node_id};
 use crate::cursor::{Cursor, CursorCodec};
-use crate::model::SessionFilter;
 use crate::paging::RequestBudget;
 use crate::sessions::{Caller, Edge, ListArgs, Listing, Located, SessionService};
 
@@ -440,25 +440,23 @@ impl<'a> Collector<'a> {
         let field = &group.fields[0];
         let pos = field.pos;
         let field = &field.node;
-        let state: SessionState = self.argument(field, "state")?;
-        let filter: Option<SessionFilterInput> = self.argument(field, "filter")?;
+        let args = SessionsArgs {
+            state: self.argument(field, "state")?,
+            filter: self.argument(field, "filter")?,
+            accounts: self.argument(field, "accounts")?,
+            regions: self.argument(field, "regions")?,
+            first: self.argument(field, "first")?,
+            after: self.argument(field, "after")?,
+            page_size: self.argument(field, "pageSize")?,
+            last: self.argument(field, "last")?,
+            before: self.argument(field, "before")?,
+        };
         // Parsing an input object ignores fields it does not know, where
         // validation refuses them: only known ones, or the schema says so.
         if !self.known_fields::<SessionFilterInput>(field, "filter")? {
             return None;
         }
-        let accounts: Option<Vec<ID>> = self.argument(field, "accounts")?;
-        let regions: Option<Vec<String>> = self.argument(field, "regions")?;
-        let first: Option<i32> = self.argument(field, "first")?;
-        let after: Option<String> = self.argument(field, "after")?;
-        let page_size: Option<i32> = self.argument(field, "pageSize")?;
-        let last: Option<i32> = self.argument(field, "last")?;
-        let before: Option<String> = self.argument(field, "before")?;
-        // A filter the model refuses is the resolver's error to report.
-        let filter = match filter {
-            None => SessionFilter::default(),
-            Some(filter) => filter.into_model().ok()?,
-        };
+        let first = args.first;
 
         let sets: Vec<&SelectionSet> = group
             .fields
@@ -478,17 +476,8 @@ impl<'a> Collector<'a> {
                 .any(|f| matches!(f.kind, PageInfoField::HasNextPage)),
             _ => false,
         });
-        let args = ListArgs {
-            state: state.into(),
-            filter,
-            accounts: accounts.map(|ids| ids.into_iter().map(|id| id.0).collect()),
-            regions,
-            first,
-            after,
-            page_size,
-            backward: last.is_some() || before.is_some(),
-            want_has_next,
-        };
+        // A filter the model refuses is the resolver's error to report.
+        let args = args.into_list_args(want_has_next).ok()?;
         Some((
             SessionsField {
                 pos,
@@ -538,40 +527,26 @@ impl<'a> Collector<'a> {
     }
 
     fn connection(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, Conn<'a>>>> {
-        self.collect(sets, "SessionConnection")?
-            .into_iter()
-            .map(|group| {
-                let kind = match group.name {
-                    "__typename" => Conn::Typename,
-                    "edges" => Conn::Edges(self.edge(&Self::below(&group))?),
-                    "nodes" => Conn::Nodes(self.session(&Self::below(&group))?),
-                    "pageInfo" => Conn::PageInfo(self.page_info(&Self::below(&group))?),
-                    _ => return None,
-                };
-                Some(Sel {
-                    key: group.key,
-                    kind,
-                })
+        fields(self.collect(sets, "SessionConnection")?, |group| {
+            Some(match group.name {
+                "__typename" => Conn::Typename,
+                "edges" => Conn::Edges(self.edge(&Self::below(group))?),
+                "nodes" => Conn::Nodes(self.session(&Self::below(group))?),
+                "pageInfo" => Conn::PageInfo(self.page_info(&Self::below(group))?),
+                _ => return None,
             })
-            .collect()
+        })
     }
 
     fn edge(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, EdgeField<'a>>>> {
-        self.collect(sets, "SessionEdge")?
-            .into_iter()
-            .map(|group| {
-                let kind = match group.name {
-                    "__typename" => EdgeField::Typename,
-                    "cursor" => EdgeField::Cursor,
-                    "node" => EdgeField::Node(self.session(&Self::below(&group))?),
-                    _ => return None,
-                };
-                Some(Sel {
-                    key: group.key,
-                    kind,
-                })
+        fields(self.collect(sets, "SessionEdge")?, |group| {
+            Some(match group.name {
+                "__typename" => EdgeField::Typename,
+                "cursor" => EdgeField::Cursor,
+                "node" => EdgeField::Node(self.session(&Self::below(group))?),
+                _ => return None,
             })
-            .collect()
+        })
     }
 
     fn page_info(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, PageInfoField>>> {
@@ -588,59 +563,68 @@ impl<'a> Collector<'a> {
     }
 
     fn session(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, SessionField<'a>>>> {
-        self.collect(sets, "Session")?
-            .into_iter()
-            .map(|group| {
-                let kind = match group.name {
-                    "__typename" => SessionField::Typename,
-                    "id" => SessionField::Id,
-                    "account" => SessionField::Account(leaves(
-                        self.collect(&Self::below(&group), "Account")?,
-                        |name| {
-                            Some(match name {
-                                "__typename" => AccountField::Typename,
-                                "id" => AccountField::Id,
-                                "alias" => AccountField::Alias,
-                                "regions" => AccountField::Regions,
-                                _ => return None,
-                            })
-                        },
-                    )?),
-                    "region" => SessionField::Region,
-                    "sessionId" => SessionField::SessionId,
-                    "target" => SessionField::Target,
-                    "status" => SessionField::Status,
-                    "startDate" => SessionField::StartDate,
-                    "endDate" => SessionField::EndDate,
-                    "documentName" => SessionField::DocumentName,
-                    "owner" => SessionField::Owner,
-                    "reason" => SessionField::Reason,
-                    "details" => SessionField::Details,
-                    "outputUrl" => SessionField::OutputUrl(leaves(
-                        self.collect(&Self::below(&group), "OutputUrl")?,
-                        |name| {
-                            Some(match name {
-                                "__typename" => OutputUrlField::Typename,
-                                "s3OutputUrl" => OutputUrlField::S3OutputUrl,
-                                "cloudWatchOutputUrl" => OutputUrlField::CloudWatchOutputUrl,
-                                _ => return None,
-                            })
-                        },
-                    )?),
-                    "maxSessionDuration" => SessionField::MaxSessionDuration,
-                    "accessType" => SessionField::AccessType,
-                    "durationSeconds" => SessionField::DurationSeconds,
-                    "ownerName" => SessionField::OwnerName,
-                    // `managedNode` goes through the DataLoader: the schema's.
-                    _ => return None,
-                };
-                Some(Sel {
-                    key: group.key,
-                    kind,
-                })
+        fields(self.collect(sets, "Session")?, |group| {
+            Some(match group.name {
+                "__typename" => SessionField::Typename,
+                "id" => SessionField::Id,
+                "account" => SessionField::Account(leaves(
+                    self.collect(&Self::below(group), "Account")?,
+                    |name| {
+                        Some(match name {
+                            "__typename" => AccountField::Typename,
+                            "id" => AccountField::Id,
+                            "alias" => AccountField::Alias,
+                            "regions" => AccountField::Regions,
+                            _ => return None,
+                        })
+                    },
+                )?),
+                "region" => SessionField::Region,
+                "sessionId" => SessionField::SessionId,
+                "target" => SessionField::Target,
+                "status" => SessionField::Status,
+                "startDate" => SessionField::StartDate,
+                "endDate" => SessionField::EndDate,
+                "documentName" => SessionField::DocumentName,
+                "owner" => SessionField::Owner,
+                "reason" => SessionField::Reason,
+                "details" => SessionField::Details,
+                "outputUrl" => SessionField::OutputUrl(leaves(
+                    self.collect(&Self::below(group), "OutputUrl")?,
+                    |name| {
+                        Some(match name {
+                            "__typename" => OutputUrlField::Typename,
+                            "s3OutputUrl" => OutputUrlField::S3OutputUrl,
+                            "cloudWatchOutputUrl" => OutputUrlField::CloudWatchOutputUrl,
+                            _ => return None,
+                        })
+                    },
+                )?),
+                "maxSessionDuration" => SessionField::MaxSessionDuration,
+                "accessType" => SessionField::AccessType,
+                "durationSeconds" => SessionField::DurationSeconds,
+                "ownerName" => SessionField::OwnerName,
+                // `managedNode` goes through the DataLoader: the schema's.
+                _ => return None,
             })
-            .collect()
+        })
     }
+}
+
+/// Each group mapped to what to write for it; `None` if any cannot be.
+fn fields<'a, K>(
+    groups: Vec<Group<'a>>,
+    mut kind: impl FnMut(&Group<'a>) -> Option<K>,
+) -> Option<Vec<Sel<'a, K>>> {
+    groups
+        .into_iter()
+        .map(|group| {
+            Some(Sel {
+                kind: kind(&group)?,
+                key: group.key,
+            })
+        })
+        .collect()
 }
 
 /// Leaf groups mapped by field name; `None` if any name is not known.
@@ -648,15 +632,7 @@ fn leaves<'a, K>(
     groups: Vec<Group<'a>>,
     kind: impl Fn(&str) -> Option<K>,
 ) -> Option<Vec<Sel<'a, K>>> {
-    groups
-        .into_iter()
-        .map(|group| {
-            Some(Sel {
-                key: group.key,
-                kind: kind(group.name)?,
-            })
-        })
-        .collect()
+    fields(groups, |group| kind(group.name))
 }
 
 /// Whether a fragment on `condition` applies to an object of `type_name`

@@ -15,7 +15,7 @@ use super::types::{
 };
 use crate::accounts::Source;
 use crate::error::ApiError;
-use crate::model::SessionFilter;
+use crate::model::InvalidInput;
 use crate::paging::{RequestBudget, SourceFailure};
 use crate::sessions::{Caller, ListArgs, SessionService, failure_error};
 
@@ -90,26 +90,24 @@ impl Query {
     ) -> async_graphql::Result<SessionConnection> {
         let service = ctx.data::<Arc<SessionService>>()?;
         let has_previous_page = after.is_some();
-        let filter = filter
-            .map(SessionFilterInput::into_model)
-            .transpose()
-            .map_err(|e| ApiError::from(e).extend())?
-            .unwrap_or_else(SessionFilter::default);
-        let args = ListArgs {
-            state: state.into(),
+        let args = SessionsArgs {
+            state,
             filter,
-            accounts: accounts.map(|ids| ids.into_iter().map(|id| id.0).collect()),
+            accounts,
             regions,
             first,
             after,
             page_size,
-            backward: last.is_some() || before.is_some(),
-            want_has_next: ctx
-                .look_ahead()
+            last,
+            before,
+        }
+        .into_list_args(
+            ctx.look_ahead()
                 .field("pageInfo")
                 .field("hasNextPage")
                 .exists(),
-        };
+        )
+        .map_err(|e| ApiError::from(e).extend())?;
         let listing = service
             .list(caller(ctx)?, args, ctx.data::<RequestBudget>()?)
             .instrument(root_field_span(ctx))
@@ -193,6 +191,44 @@ impl Query {
         .await
         .map_err(|e: ApiError| e.extend())?;
         Ok(found.map(|located| Node::Session(Session::from(located))))
+    }
+}
+
+/// The arguments of `sessions`, as the resolver and the compiled path
+/// both receive them.
+pub(super) struct SessionsArgs {
+    pub state: SessionState,
+    pub filter: Option<SessionFilterInput>,
+    pub accounts: Option<Vec<ID>>,
+    pub regions: Option<Vec<String>>,
+    pub first: Option<i32>,
+    pub after: Option<String>,
+    pub page_size: Option<i32>,
+    pub last: Option<i32>,
+    pub before: Option<String>,
+}
+
+impl SessionsArgs {
+    /// The service's request; a filter out of bounds is refused.
+    pub(super) fn into_list_args(self, want_has_next: bool) -> Result<ListArgs, InvalidInput> {
+        let filter = self
+            .filter
+            .map(SessionFilterInput::into_model)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(ListArgs {
+            state: self.state.into(),
+            filter,
+            accounts: self
+                .accounts
+                .map(|ids| ids.into_iter().map(|id| id.0).collect()),
+            regions: self.regions,
+            first: self.first,
+            after: self.after,
+            page_size: self.page_size,
+            backward: self.last.is_some() || self.before.is_some(),
+            want_has_next,
+        })
     }
 }
 
