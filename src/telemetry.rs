@@ -357,7 +357,11 @@ where
             );
             line.insert("span_id".into(), span_context.span_id().to_string().into());
         }
-        writeln!(writer, "{}", Value::Object(line))
+        // Serialized into a buffer and written at once: `Value`'s `Display`
+        // goes through `fmt::Write` a few bytes at a time.
+        let mut buffer = serde_json::to_vec(&Value::Object(line)).map_err(|_| std::fmt::Error)?;
+        buffer.push(b'\n');
+        writer.write_str(std::str::from_utf8(&buffer).map_err(|_| std::fmt::Error)?)
     }
 }
 
