@@ -216,3 +216,61 @@ async fn check_trace(demo: &DemoProcess, received: &Received, region: &str) {
         Some(region)
     );
 }
+
+#[tokio::test]
+async fn json_log_lines_carry_the_callers_trace_and_are_all_written() {
+    // Lines go out through the log writer's buffer: the audit line of a
+    // request is there, with the caller's trace id, by the time the
+    // process has exited.
+    let (mut demo, logs) = DemoProcess::spawn_with_logs(&["--log-format", "json"], &[]);
+    let trace_id = format!("{:032x}", rand::random::<u128>());
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let query =
+        json!({ "query": "{ sessions(state: HISTORY, first: 1) { nodes { sessionId } } }" });
+    let answer = send(
+        &client(),
+        demo.addr,
+        Method::POST,
+        "/graphql",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", ADMIN),
+            ("traceparent", &traceparent),
+        ],
+        Bytes::from(query.to_string()),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    demo.terminate();
+    let status = tokio::task::spawn_blocking(move || demo.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // Every line, up to the end of the pipe (the process has exited).
+    let mut lines = Vec::new();
+    loop {
+        match logs.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => lines.push(
+                serde_json::from_str::<serde_json::Value>(&line)
+                    .unwrap_or_else(|e| panic!("{e}: {line}")),
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("stderr still open 10 s after exit: {e}"),
+        }
+    }
+    let audit = lines
+        .iter()
+        .find(|l| l["message"] == "request served" && l["trace_id"] == trace_id.as_str())
+        .unwrap_or_else(|| panic!("no audit line in the caller's trace among {lines:#?}"));
+    assert_eq!(audit["target"], "audit");
+    assert_eq!(audit["fields"]["status"], 200);
+    assert_eq!(audit["fields"]["outcome"], "ok");
+    assert_eq!(audit["span"]["name"], "http.request");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "stopped" || l["message"] == "shutting down"),
+        "the last lines are written too: {lines:#?}"
+    );
+}

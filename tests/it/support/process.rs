@@ -32,6 +32,21 @@ impl DemoProcess {
     /// this process's `SSM_GATEWAY_*` or `OTEL_*` variables), and waits for
     /// its banner to name its addresses.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start(args, env, Stdio::inherit()).0
+    }
+
+    /// [`DemoProcess::spawn`], with its log lines (stderr) sent to the
+    /// receiver as they come.
+    pub fn spawn_with_logs(args: &[&str], env: &[(&str, &str)]) -> (Self, mpsc::Receiver<String>) {
+        let (demo, logs) = Self::start(args, env, Stdio::piped());
+        (demo, logs.expect("stderr piped"))
+    }
+
+    fn start(
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> (Self, Option<mpsc::Receiver<String>>) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ssm-session-gateway"));
         command.args(["demo", "--listen", "127.0.0.1:0"]).args(args);
         for (key, _) in std::env::vars_os() {
@@ -45,8 +60,17 @@ impl DemoProcess {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         let mut child = command.spawn().expect("the binary starts");
+        let logs = child.stderr.take().map(|stderr| {
+            let (lines, read) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = lines.send(line);
+                }
+            });
+            read
+        });
         let stdout = child.stdout.take().expect("stdout");
         let wants_admin = args.contains(&"--admin-listen");
         let (lines, read) = mpsc::channel();
@@ -71,11 +95,14 @@ impl DemoProcess {
                 admin_addr = address_in(&line);
             }
         }
-        Self {
-            child,
-            addr: addr.expect("address"),
-            admin_addr,
-        }
+        (
+            Self {
+                child,
+                addr: addr.expect("address"),
+                admin_addr,
+            },
+            logs,
+        )
     }
 
     /// Sends SIGTERM, as Kubernetes does.
