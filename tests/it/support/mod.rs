@@ -180,7 +180,7 @@ pub async fn spawn_app_with(config: EmulatorConfig, mut settings: Settings) -> T
     let app = Application::build(&settings, BaseCredentials::Static(demo_base_credentials()))
         .await
         .expect("gateway builds");
-    start(app, emulator, emulator_addr, emulator_stop)
+    start(app, emulator, emulator_addr, Some(emulator_stop))
 }
 
 /// Spawns the emulator with `config` and `n` replicas of the gateway over
@@ -224,20 +224,7 @@ async fn replica(
     let app = Application::build(settings, BaseCredentials::Static(demo_base_credentials()))
         .await
         .expect("gateway");
-    let addr = app.local_addr();
-    let admin_addr = app.admin_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        addr,
-        admin_addr,
-        emulator: emulator.clone(),
-        emulator_addr,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        _stops: emulator_stop.into_iter().chain([stop]).collect(),
-    }
+    start(app, emulator.clone(), emulator_addr, emulator_stop)
 }
 
 /// Tests send bursts as one caller: unless a test set `[rate_limits]`
@@ -250,12 +237,13 @@ fn unlimited_callers(settings: &mut Settings) {
     }
 }
 
-/// Runs `app` and wraps it, with its emulator, as a [`TestApp`].
+/// Runs `app` and wraps it, with its emulator, as a [`TestApp`]; the
+/// emulator stops with it when `emulator_stop` is given (its owner).
 fn start(
     app: Application,
     emulator: Emulator,
     emulator_addr: SocketAddr,
-    emulator_stop: oneshot::Sender<()>,
+    emulator_stop: Option<oneshot::Sender<()>>,
 ) -> TestApp {
     let addr = app.local_addr();
     let admin_addr = app.admin_addr();
@@ -269,7 +257,7 @@ fn start(
         emulator,
         emulator_addr,
         client: Client::builder(TokioExecutor::new()).build_http(),
-        _stops: vec![emulator_stop, stop],
+        _stops: emulator_stop.into_iter().chain([stop]).collect(),
     }
 }
 
@@ -319,7 +307,7 @@ pub async fn spawn_multi_with(
     let app = Application::build(&settings, BaseCredentials::Static(demo_base_credentials()))
         .await
         .expect("gateway");
-    start(app, emulator, emulator_addr, emulator_stop)
+    start(app, emulator, emulator_addr, Some(emulator_stop))
 }
 
 /// A raw HTTP answer.
