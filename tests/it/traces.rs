@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::support::process::DemoProcess;
-use crate::support::{ADMIN, client, send};
+use crate::support::{ADMIN, HttpAnswer, client, send};
 
 type Received = Arc<Mutex<Vec<(String, Span)>>>;
 
@@ -105,19 +105,7 @@ async fn check_trace(demo: &DemoProcess, received: &Received, region: &str) {
         "variables": { "region": region },
     })
     .to_string();
-    let answer = send(
-        &client(),
-        demo.addr,
-        Method::POST,
-        "/graphql",
-        &[
-            ("content-type", "application/json"),
-            ("authorization", ADMIN),
-            ("traceparent", &traceparent),
-        ],
-        Bytes::from(query),
-    )
-    .await;
+    let answer = post_traced(demo, &query, &traceparent).await;
     assert_eq!(answer.status, 200);
     assert!(answer.json()["errors"].is_null(), "{}", answer.json());
 
@@ -227,19 +215,7 @@ async fn json_log_lines_carry_the_callers_trace_and_are_all_written() {
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let query =
         json!({ "query": "{ sessions(state: HISTORY, first: 1) { nodes { sessionId } } }" });
-    let answer = send(
-        &client(),
-        demo.addr,
-        Method::POST,
-        "/graphql",
-        &[
-            ("content-type", "application/json"),
-            ("authorization", ADMIN),
-            ("traceparent", &traceparent),
-        ],
-        Bytes::from(query.to_string()),
-    )
-    .await;
+    let answer = post_traced(&demo, &query.to_string(), &traceparent).await;
     assert_eq!(answer.status, 200);
     demo.terminate();
     let status = tokio::task::spawn_blocking(move || demo.wait())
@@ -273,4 +249,22 @@ async fn json_log_lines_carry_the_callers_trace_and_are_all_written() {
             .any(|l| l["message"] == "stopped" || l["message"] == "shutting down"),
         "the last lines are written too: {lines:#?}"
     );
+}
+
+/// POSTs the GraphQL request `body` to `demo` as the admin, in the caller's
+/// trace `traceparent`.
+async fn post_traced(demo: &DemoProcess, body: &str, traceparent: &str) -> HttpAnswer {
+    send(
+        &client(),
+        demo.addr,
+        Method::POST,
+        "/graphql",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", ADMIN),
+            ("traceparent", traceparent),
+        ],
+        Bytes::from(body.to_owned()),
+    )
+    .await
 }
