@@ -65,16 +65,26 @@ fn settings_with(
     }
 }
 
+/// `n` replicas over the demo emulator sharing `server`, with settings
+/// [`settings_with`] makes.
+async fn sharing(
+    server: &RedisServer,
+    n: usize,
+    adjust: impl FnOnce(&mut Settings),
+) -> Vec<TestApp> {
+    spawn_replicas(
+        EmulatorConfig::demo(anchor()),
+        n,
+        settings_with(&server.url(), adjust),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn three_replicas_make_one_upstream_call_per_page() {
     let server = RedisServer::start();
     let mut settings = None;
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        3,
-        settings_with(&server.url(), |s| settings = Some(s.clone())),
-    )
-    .await;
+    let apps = sharing(&server, 3, |s| settings = Some(s.clone())).await;
     let settings = settings.unwrap();
     let pages = calls_alone(&apps[0], &settings, HISTORY).await;
     assert_eq!(pages, 3, "120 sessions in pages of 50");
@@ -104,12 +114,7 @@ async fn three_replicas_make_one_upstream_call_per_page() {
 #[tokio::test]
 async fn a_node_one_replica_looked_up_is_not_looked_up_by_another() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        3,
-        settings_with(&server.url(), |_| {}),
-    )
-    .await;
+    let apps = sharing(&server, 3, |_| {}).await;
     let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE, first: 30) { nodes { sessionId managedNode { instanceId computerName } } } }"#;
     let first = apps[0].graphql(query, json!({})).await;
     assert!(ok(&first), "{first}");
@@ -129,18 +134,14 @@ async fn a_node_one_replica_looked_up_is_not_looked_up_by_another() {
 #[tokio::test]
 async fn the_upstream_limit_holds_across_replicas_in_total() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        3,
-        settings_with(&server.url(), |s| {
-            s.aws.max_calls_per_second = 5;
-            s.aws.max_call_wait_ms = 0;
-            // Nothing cached: every query is a call, or a local refusal.
-            s.cache.active_ttl_secs = 0;
-            s.cache.history_ttl_secs = 0;
-            s.cache.failure_backoff_ms = 0;
-        }),
-    )
+    let apps = sharing(&server, 3, |s| {
+        s.aws.max_calls_per_second = 5;
+        s.aws.max_call_wait_ms = 0;
+        // Nothing cached: every query is a call, or a local refusal.
+        s.cache.active_ttl_secs = 0;
+        s.cache.history_ttl_secs = 0;
+        s.cache.failure_backoff_ms = 0;
+    })
     .await;
     let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE, first: 5) { nodes { sessionId } } }"#;
     let started = Instant::now();
@@ -172,15 +173,11 @@ const EVENTS: &str = r#"subscription { sessionEvents(accounts: ["platform"], reg
 #[tokio::test]
 async fn one_poller_for_all_replicas_and_a_termination_reaches_every_one() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        3,
-        settings_with(&server.url(), |s| {
-            s.cache.active_ttl_secs = 1;
-            s.live.min_poll_interval_ms = 200;
-            s.live.terminate_enabled = true;
-        }),
-    )
+    let apps = sharing(&server, 3, |s| {
+        s.cache.active_ttl_secs = 1;
+        s.live.min_poll_interval_ms = 200;
+        s.live.terminate_enabled = true;
+    })
     .await;
     let mut clients = Vec::new();
     for app in &apps {
@@ -306,17 +303,13 @@ enum Fault {
 /// Redis is back, cold queries over the three cost one call per page again.
 async fn load_through(fault: Fault) {
     let mut server = RedisServer::start();
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        3,
-        settings_with(&server.url(), |s| {
-            s.cache.active_ttl_secs = 1;
-            if let Some(redis) = &mut s.redis {
-                redis.command_timeout_ms = 200;
-            }
-            s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        }),
-    )
+    let apps = sharing(&server, 3, |s| {
+        s.cache.active_ttl_secs = 1;
+        if let Some(redis) = &mut s.redis {
+            redis.command_timeout_ms = 200;
+        }
+        s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
     .await;
     let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE, first: 50) { nodes { sessionId } } }"#;
     let started = Instant::now();
@@ -416,16 +409,12 @@ async fn redis_hanging_mid_load_fails_no_query_and_sharing_resumes() {
 #[tokio::test]
 async fn after_a_termination_no_replica_answers_from_what_it_had_cached() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        3,
-        settings_with(&server.url(), |s| {
-            // Long enough that only an invalidation explains a fresh answer.
-            s.cache.active_ttl_secs = 30;
-            s.cache.responses = true;
-            s.live.terminate_enabled = true;
-        }),
-    )
+    let apps = sharing(&server, 3, |s| {
+        // Long enough that only an invalidation explains a fresh answer.
+        s.cache.active_ttl_secs = 30;
+        s.cache.responses = true;
+        s.live.terminate_enabled = true;
+    })
     .await;
     let active = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: ACTIVE) { nodes { id sessionId } } }"#;
     let ids = |list: &Value| -> Vec<Value> {
@@ -464,12 +453,7 @@ async fn after_a_termination_no_replica_answers_from_what_it_had_cached() {
 #[tokio::test]
 async fn a_stored_value_that_does_not_decode_is_a_miss() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        2,
-        settings_with(&server.url(), |_| {}),
-    )
-    .await;
+    let apps = sharing(&server, 2, |_| {}).await;
     assert!(ok(&apps[0].graphql(HISTORY, json!({})).await));
     let before = apps[0].describe_calls();
     // Every stored page replaced by garbage (another version, say).
@@ -621,12 +605,7 @@ mod store {
 #[tokio::test]
 async fn a_dead_lease_holder_delays_others_only_until_its_lease_expires() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        2,
-        settings_with(&server.url(), |_| {}),
-    )
-    .await;
+    let apps = sharing(&server, 2, |_| {}).await;
     let query = r#"{ sessions(accounts: ["platform"], regions: ["us-east-1"], state: HISTORY, first: 10, pageSize: 50) { nodes { sessionId } } }"#;
     assert!(ok(&apps[0].graphql(query, json!({})).await));
     let client = redis::Client::open(server.url()).unwrap();
@@ -669,14 +648,10 @@ async fn a_dead_lease_holder_delays_others_only_until_its_lease_expires() {
 #[tokio::test]
 async fn a_callers_rate_limit_holds_across_replicas_in_total() {
     let server = RedisServer::start();
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        3,
-        settings_with(&server.url(), |s| {
-            s.rate_limits.requests_per_second = 1;
-            s.rate_limits.burst = 5;
-        }),
-    )
+    let apps = sharing(&server, 3, |s| {
+        s.rate_limits.requests_per_second = 1;
+        s.rate_limits.burst = 5;
+    })
     .await;
     let query = "{ accounts { id } }";
     let started = Instant::now();
@@ -718,12 +693,7 @@ async fn post_json(app: &TestApp, body: Value) -> Value {
 async fn a_persisted_query_registered_on_one_replica_runs_on_all() {
     use sha2::{Digest as _, Sha256};
     let server = RedisServer::start();
-    let apps = spawn_replicas(
-        EmulatorConfig::demo(anchor()),
-        3,
-        settings_with(&server.url(), |_| {}),
-    )
-    .await;
+    let apps = sharing(&server, 3, |_| {}).await;
     let hex = |doc: &str| -> String {
         Sha256::digest(doc.as_bytes())
             .iter()
