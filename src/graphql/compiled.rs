@@ -396,35 +396,31 @@ impl<'a> Collector<'a> {
             .cloned()
     }
 
-    /// An argument of `field`, with variables substituted and coerced as
-    /// the resolver's argument of type `T` is; `None` when it does not
-    /// coerce.
+    /// The value of argument `name` of `field` with its variables
+    /// substituted: `Some(None)` when not given, `None` when a variable
+    /// does not resolve.
+    fn value(&self, field: &Field, name: &str) -> Option<Option<ConstValue>> {
+        match field.get_argument(name) {
+            None => Some(None),
+            Some(value) => value
+                .node
+                .clone()
+                .into_const_with(|var| self.variable(&var).ok_or(()))
+                .ok()
+                .map(Some),
+        }
+    }
+
+    /// An argument of `field`, coerced as the resolver's argument of type
+    /// `T` is; `None` when it does not coerce.
     fn argument<T: InputType>(&self, field: &Field, name: &str) -> Option<T> {
-        let value = match field.get_argument(name) {
-            None => None,
-            Some(value) => Some(
-                value
-                    .node
-                    .clone()
-                    .into_const_with(|var| self.variable(&var).ok_or(()))
-                    .ok()?,
-            ),
-        };
-        T::parse(value).ok()
+        T::parse(self.value(field, name)?).ok()
     }
 
     /// Whether argument `name` of `field`, an input object of type `T`,
     /// names only fields `T` has (`None`: it does not resolve).
     fn known_fields<T: InputType + Default>(&self, field: &Field, name: &str) -> Option<bool> {
-        let Some(value) = field.get_argument(name) else {
-            return Some(true);
-        };
-        let value = value
-            .node
-            .clone()
-            .into_const_with(|var| self.variable(&var).ok_or(()))
-            .ok()?;
-        let ConstValue::Object(given) = value else {
+        let Some(ConstValue::Object(given)) = self.value(field, name)? else {
             return Some(true);
         };
         // Every field, null or not, is in the value of a default one.
@@ -516,8 +512,8 @@ impl<'a> Collector<'a> {
         Some(total)
     }
 
-    /// The selection sets of the fields of `group`, for a field of type
-    /// `type_name` below.
+    /// The selection sets of the fields of `group`: what is selected below
+    /// them.
     fn below(group: &Group<'a>) -> Vec<&'a SelectionSet> {
         group
             .fields
