@@ -404,11 +404,11 @@ impl CursorCodec {
         };
         let tag = self.tag(body);
         body.extend_from_slice(&tag);
+        // The SIMD encoder: the same characters as `URL_SAFE_NO_PAD`, in a
+        // fraction of the instructions (51 cursors a page).
         let start = out.len();
-        out.resize(start + len, 0);
-        URL_SAFE_NO_PAD
-            .encode_slice(&*body, &mut out[start..])
-            .map_err(|_| CursorError::TooLarge)?;
+        base64_simd::URL_SAFE_NO_PAD.encode_append(&*body, out);
+        debug_assert_eq!(out.len() - start, len);
         Ok(())
     }
 

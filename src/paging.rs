@@ -32,7 +32,9 @@ use futures_util::future::join_all;
 use crate::cache::Freshness;
 use crate::cursor::SourcePosition;
 use crate::model::{Session, SessionFilter, SessionState, SourceKey};
-use crate::upstream::{Page, PageRequest, SessionSource, UpstreamError, UpstreamErrorKind};
+use crate::upstream::{
+    Page, PageRequest, SessionRef, SessionSource, UpstreamError, UpstreamErrorKind,
+};
 
 /// What a window reads: the arguments that change the answer (and so go into
 /// the cursor's fingerprint).
@@ -155,7 +157,7 @@ pub enum SourceFailure {
 /// source resumes just past it (the edge's cursor).
 #[derive(Clone, Debug)]
 pub struct Item {
-    pub session: Session,
+    pub session: SessionRef,
     /// Index into the readers the window was read from.
     pub source: usize,
     pub after: Vec<SourcePosition>,
@@ -317,11 +319,11 @@ impl SourceReader {
 
     /// Consumes the session [`peek`](Self::peek) returned; `None` when there
     /// is none (call `peek` first).
-    pub fn take(&mut self) -> Option<Session> {
+    pub fn take(&mut self) -> Option<SessionRef> {
         let State::Loaded { page, next, .. } = &mut self.state else {
             return None;
         };
-        let session = page.sessions.get(*next)?.clone();
+        let session = SessionRef::new(Arc::clone(page), *next)?;
         *next += 1;
         self.last_taken = Some(session.session_id.as_str().into());
         Some(session)
@@ -450,28 +452,47 @@ pub struct Window {
 /// within a source, upstream order is kept as it comes.
 type HeadKey = (std::cmp::Reverse<Option<DateTime<Utc>>>, usize);
 
-/// Peeks every live reader at once (so a fan-out costs one round trip, not
-/// one per source) and returns each one's head key; a failing source is
-/// recorded in `failed` and left out from then on.
+/// The reader whose head comes next in the merge order, when every live
+/// reader's head is in a page already read: `Some(None)` when no reader has
+/// one, `None` when some reader must fetch first ([`peek_all`]). Mostly the
+/// case: no future, no allocation.
+fn next_ready(readers: &[SourceReader], failed: &[Option<SourceFailure>]) -> Option<Option<usize>> {
+    let mut best: Option<HeadKey> = None;
+    for (i, (reader, failed)) in readers.iter().zip(failed).enumerate() {
+        if failed.is_some() {
+            continue;
+        }
+        if let Some(head) = reader.ready()? {
+            let key = (std::cmp::Reverse(head.start_date), i);
+            if best.is_none_or(|best| key < best) {
+                best = Some(key);
+            }
+        }
+    }
+    Some(best.map(|(_, i)| i))
+}
+
+/// The reader whose head comes next, fetching what is needed: every live
+/// reader is peeked at once (so a fan-out costs one round trip, not one per
+/// source); a failing source is recorded in `failed` and left out from then
+/// on. `None` when no reader has a head.
+async fn next_head(
+    readers: &mut [SourceReader],
+    failed: &mut [Option<SourceFailure>],
+) -> Result<Option<usize>, PagingError> {
+    if let Some(best) = next_ready(readers, failed) {
+        return Ok(best);
+    }
+    let heads = peek_all(readers, failed).await?;
+    Ok(heads.into_iter().flatten().min().map(|(_, i)| i))
+}
+
+/// Peeks every live reader at once and returns each one's head key; a
+/// failing source is recorded in `failed` and left out from then on.
 async fn peek_all(
     readers: &mut [SourceReader],
     failed: &mut [Option<SourceFailure>],
 ) -> Result<Vec<Option<HeadKey>>, PagingError> {
-    // Mostly every head is in a page already read: no future at all.
-    let ready: Option<Vec<Option<HeadKey>>> = readers
-        .iter()
-        .zip(failed.iter())
-        .enumerate()
-        .map(|(i, (reader, failed))| match failed {
-            Some(_) => Some(None),
-            None => reader
-                .ready()
-                .map(|head| head.map(|s| (std::cmp::Reverse(s.start_date), i))),
-        })
-        .collect();
-    if let Some(heads) = ready {
-        return Ok(heads);
-    }
     let results = join_all(readers.iter_mut().zip(failed.iter()).enumerate().map(
         |(i, (reader, failed))| async move {
             if failed.is_some() {
@@ -518,8 +539,7 @@ pub async fn read_window(
     let mut items = Vec::with_capacity(first.min(1024));
     let mut ended = false;
     while items.len() < first {
-        let heads = peek_all(readers, &mut failed).await?;
-        let Some((_, best)) = heads.into_iter().flatten().min() else {
+        let Some(best) = next_head(readers, &mut failed).await? else {
             ended = true;
             break;
         };
@@ -564,11 +584,9 @@ pub async fn read_window(
     } else if want_has_next {
         let mut look_ahead_failed: Vec<Option<SourceFailure>> =
             readers.iter().map(|_| None).collect();
-        match peek_all(readers, &mut look_ahead_failed).await {
+        match next_head(readers, &mut look_ahead_failed).await {
             Err(e) if items.is_empty() => return Err(e),
-            Ok(heads) if look_ahead_failed.iter().all(Option::is_none) => {
-                Some(heads.iter().any(Option::is_some))
-            }
+            Ok(head) if look_ahead_failed.iter().all(Option::is_none) => Some(head.is_some()),
             // The sessions in hand are good; a failed look-ahead only means
             // "maybe more", never a false "no more".
             result => {

@@ -21,10 +21,10 @@ use crate::accounts::{Account, AccountRegistry, Source};
 use crate::auth::{Principal, Scope};
 use crate::cursor::{Cursor, CursorCodec, Fingerprint, PAGE_SIZE_RANGE, SourcePosition};
 use crate::error::ApiError;
-use crate::model::{self, AccountId, Region, SessionFilter, SessionId, SessionState, SourceKey};
+use crate::model::{AccountId, Region, SessionFilter, SessionId, SessionState, SourceKey};
 use crate::paging::{ListQuery, RequestBudget, SourceFailure, SourceReader, read_window};
 use crate::settings::Limits;
-use crate::upstream::UpstreamError;
+use crate::upstream::{SessionRef, UpstreamError};
 
 /// Who a request is for, and what serving it read (for the audit line).
 /// One per request, put in the GraphQL request data by `crate::http`.
@@ -119,7 +119,8 @@ pub struct TerminateTarget {
 
 /// A session with the account and region it was read in.
 pub struct Located {
-    pub session: model::Session,
+    /// Shared with the page it was read from.
+    pub session: SessionRef,
     pub account: Arc<Account>,
     pub region: Region,
 }

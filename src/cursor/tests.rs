@@ -542,6 +542,16 @@ proptest! {
         prop_assert_eq!(codec.encode(&back).unwrap(), s);
     }
 
+    /// The SIMD encoder `encode` uses writes exactly what the `base64`
+    /// crate's `URL_SAFE_NO_PAD` writes and `decode` reads back.
+    #[test]
+    fn the_simd_encoder_is_url_safe_no_pad(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+        let mut out = b"prefix".to_vec();
+        base64_simd::URL_SAFE_NO_PAD.encode_append(&bytes, &mut out);
+        let expected = URL_SAFE_NO_PAD.encode(&bytes);
+        prop_assert_eq!(&out[6..], expected.as_bytes());
+    }
+
     /// (4) Fifty sources with 1,000-byte tokens stay under the bound, however
     /// the other fields vary.
     #[test]

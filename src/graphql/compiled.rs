@@ -49,7 +49,7 @@ use async_graphql::{
     ErrorExtensions as _, InputType, PathSegment, Pos, Positioned, ServerError, Variables,
 };
 use async_graphql_value::{ConstValue, Value as AstValue};
-use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+use chrono::{DateTime, Utc};
 use tracing::Instrument as _;
 
 use super::query::SessionsArgs;
@@ -85,7 +85,23 @@ pub struct Prepared<'a> {
 /// One collected field: its response key and what to write there.
 struct Sel<'a, K> {
     key: &'a str,
+    /// `"key":`, written before the value.
+    json_key: Box<[u8]>,
     kind: K,
+}
+
+impl<'a, K> Sel<'a, K> {
+    fn new(key: &'a str, kind: K) -> Self {
+        let mut json_key = Vec::with_capacity(key.len() + 3);
+        json_key.push(b'"');
+        json_key.extend_from_slice(key.as_bytes());
+        json_key.extend_from_slice(b"\":");
+        Self {
+            key,
+            json_key: json_key.into_boxed_slice(),
+            kind,
+        }
+    }
 }
 
 enum Root<'a> {
@@ -204,10 +220,7 @@ impl<'a> Prepared<'a> {
                 }
                 _ => return None,
             };
-            roots.push(Sel {
-                key: group.key,
-                kind,
-            });
+            roots.push(Sel::new(group.key, kind));
         }
         (complexity <= max_complexity).then_some(Self { roots })
     }
@@ -249,7 +262,7 @@ impl<'a> Prepared<'a> {
         for (root, listing) in self.roots.iter().zip(listings) {
             match (&root.kind, listing) {
                 (Root::Typename, _) => {
-                    out.key(root.key);
+                    out.key(&root.json_key);
                     out.string("Query");
                 }
                 (Root::Sessions(field), Some(Ok(mut listing))) => {
@@ -258,7 +271,7 @@ impl<'a> Prepared<'a> {
                             field.pos, root.key, &source, failure,
                         ));
                     }
-                    out.key(root.key);
+                    out.key(&root.json_key);
                     let page = Page::new(listing, field.args.after.is_some(), service.cursors());
                     page.write(&field.selection, &mut out)?;
                 }
@@ -614,12 +627,7 @@ fn fields<'a, K>(
 ) -> Option<Vec<Sel<'a, K>>> {
     groups
         .into_iter()
-        .map(|group| {
-            Some(Sel {
-                kind: kind(&group)?,
-                key: group.key,
-            })
-        })
+        .map(|group| Some(Sel::new(group.key, kind(&group)?)))
         .collect()
 }
 
@@ -690,7 +698,7 @@ impl<'c> Page<'c> {
         }
         out.open();
         for sel in selection {
-            out.key(sel.key);
+            out.key(&sel.json_key);
             match &sel.kind {
                 Conn::Typename => out.string("SessionConnection"),
                 Conn::Edges(fields) => {
@@ -703,7 +711,7 @@ impl<'c> Page<'c> {
                         }
                         out.open();
                         for field in fields {
-                            out.key(field.key);
+                            out.key(&field.json_key);
                             match &field.kind {
                                 EdgeField::Typename => out.string("SessionEdge"),
                                 EdgeField::Cursor => self.cursor(i, out)?,
@@ -738,7 +746,7 @@ impl<'c> Page<'c> {
         }
         out.open();
         for field in fields {
-            out.key(field.key);
+            out.key(&field.json_key);
             match field.kind {
                 PageInfoField::Typename => out.string("PageInfo"),
                 PageInfoField::HasPreviousPage => out.bool(self.has_previous_page),
@@ -770,7 +778,7 @@ fn write_session(located: &Located, fields: &[Sel<'_, SessionField<'_>>], out: &
     }
     out.open();
     for field in fields {
-        out.key(field.key);
+        out.key(&field.json_key);
         match &field.kind {
             SessionField::Typename => out.string("Session"),
             SessionField::Id => {
@@ -788,7 +796,7 @@ fn write_session(located: &Located, fields: &[Sel<'_, SessionField<'_>>], out: &
             SessionField::Account(fields) => {
                 out.open();
                 for field in fields {
-                    out.key(field.key);
+                    out.key(&field.json_key);
                     match field.kind {
                         AccountField::Typename => out.string("Account"),
                         AccountField::Id => out.string(located.account.id.as_str()),
@@ -823,7 +831,7 @@ fn write_session(located: &Located, fields: &[Sel<'_, SessionField<'_>>], out: &
                 Some(url) => {
                     out.open();
                     for field in fields {
-                        out.key(field.key);
+                        out.key(&field.json_key);
                         match field.kind {
                             OutputUrlField::Typename => out.string("OutputUrl"),
                             OutputUrlField::S3OutputUrl => {
@@ -867,6 +875,42 @@ static ESCAPED: [bool; 256] = {
     table
 };
 
+/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01,
+/// for years 0..=9999 (Howard Hinnant's `civil_from_days`): a few integer
+/// operations where the calendar types take a table walk per component.
+fn civil_from_days(days: i64) -> (u32, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097); // 0..=146_096
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153; // March = 0
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year as u32, month, day)
+}
+
+/// Whether `s` holds a byte serde_json escapes ([`ESCAPED`]), eight bytes
+/// at a time: a byte below 0x20, `"` or `\\`.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of `w` below `n` (n <= 0x80): exact as a yes/no answer.
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        if below(w, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| ESCAPED[usize::from(b)])
+}
+
 /// Compact JSON, written as serde_json writes async-graphql's `Value`.
 struct Json(Vec<u8>);
 
@@ -899,21 +943,19 @@ impl Json {
         }
     }
 
-    /// `"key":`, after a comma unless first in its object. Keys are GraphQL
-    /// names (letters, digits, `_`): nothing to escape.
-    fn key(&mut self, key: &str) {
+    /// A key written as `"key":` ([`Sel::json_key`]), after a comma unless
+    /// first in its object. Keys are GraphQL names (letters, digits, `_`):
+    /// nothing to escape.
+    fn key(&mut self, json_key: &[u8]) {
         if self.0.last() != Some(&b'{') {
             self.0.push(b',');
         }
-        self.0.push(b'"');
-        self.0.extend_from_slice(key.as_bytes());
-        self.0.extend_from_slice(b"\":");
+        self.0.extend_from_slice(json_key);
     }
 
     /// A JSON string, escaped as serde_json escapes it.
     fn string(&mut self, s: &str) {
-        let plain = !s.bytes().any(|b| ESCAPED[usize::from(b)]);
-        if plain {
+        if !needs_escape(s.as_bytes()) {
             self.0.push(b'"');
             self.0.extend_from_slice(s.as_bytes());
             self.0.push(b'"');
@@ -930,33 +972,32 @@ impl Json {
         let Some(date) = date else {
             return self.null();
         };
-        // One conversion to the calendar, not one per component.
-        let date = date.naive_utc();
-        let (year, nanos) = (date.year(), date.nanosecond());
-        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        let (secs, nanos) = (date.timestamp(), date.timestamp_subsec_nanos());
+        // 0000-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z, and no leap second.
+        if !(-62_167_219_200..=253_402_300_799).contains(&secs) || nanos >= 1_000_000_000 {
             // A sign before the year, or a leap second: chrono's own way.
-            return self.string(&date.and_utc().to_rfc3339());
+            return self.string(&date.to_rfc3339());
         }
+        let (days, second_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
+        let (year, month, day) = civil_from_days(days);
         let out = &mut self.0;
         out.push(b'"');
         let two = |out: &mut Vec<u8>, n: u32| {
             out.push(b'0' + (n / 10 % 10) as u8);
             out.push(b'0' + (n % 10) as u8);
         };
-        // `year` is 0..=9999 here.
-        let year = year.unsigned_abs();
         two(out, year / 100);
         two(out, year % 100);
         out.push(b'-');
-        two(out, date.month());
+        two(out, month);
         out.push(b'-');
-        two(out, date.day());
+        two(out, day);
         out.push(b'T');
-        two(out, date.hour());
+        two(out, second_of_day / 3600);
         out.push(b':');
-        two(out, date.minute());
+        two(out, second_of_day / 60 % 60);
         out.push(b':');
-        two(out, date.second());
+        two(out, second_of_day % 60);
         let (digits, fraction) = if nanos == 0 {
             (0, 0)
         } else if nanos % 1_000_000 == 0 {
@@ -990,9 +1031,8 @@ impl Json {
     }
 
     fn number(&mut self, n: i64) {
-        use std::io::Write as _;
-        // Writing to a Vec cannot fail.
-        let _ = write!(self.0, "{n}");
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
     fn bool(&mut self, b: bool) {
@@ -1077,13 +1117,24 @@ mod tests {
         }
 
         #[test]
+        fn escapes_are_found_eight_bytes_at_a_time(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x21, 0x5bu8..0x5e, 0x7fu8..=0xff, Just(b'a')],
+                0..40,
+            ),
+        ) {
+            let expected = bytes.iter().any(|&b| ESCAPED[usize::from(b)]);
+            prop_assert_eq!(needs_escape(&bytes), expected);
+        }
+
+        #[test]
         fn strings_are_escaped_as_serde_json_escapes_them(s in any::<String>()) {
             prop_assert_eq!(written(|o| o.string(&s)), serde_json::to_string(&s).unwrap());
         }
 
         #[test]
         fn dates_are_written_as_async_graphql_writes_them(
-            secs in -62_135_596_800i64..=253_402_300_799,
+            secs in -62_167_219_200i64..=253_402_300_799,
             nanos in prop_oneof![
                 Just(0u32),
                 (0u32..1000).prop_map(|ms| ms * 1_000_000),
@@ -1095,6 +1146,26 @@ mod tests {
             prop_assert_eq!(
                 written(|o| o.opt_date(Some(&date))),
                 serialized(date.to_value())
+            );
+        }
+    }
+
+    #[test]
+    fn calendar_edges_are_written_as_async_graphql_writes_them() {
+        for (secs, nanos) in [
+            (-62_167_219_200, 0),           // 0000-01-01T00:00:00
+            (253_402_300_799, 999_999_999), // 9999-12-31T23:59:59.999999999
+            (0, 0),                         // 1970-01-01
+            (-1, 500_000_000),              // 1969-12-31T23:59:59.5
+            (951_782_400, 0),               // 2000-02-29
+            (-2_203_891_200, 0),            // 1900-03-01
+            (4_107_542_399, 1_000),         // 2100-02-28T23:59:59.000001
+        ] {
+            let date = Utc.timestamp_opt(secs, nanos).unwrap();
+            assert_eq!(
+                written(|o| o.opt_date(Some(&date))),
+                serialized(date.to_value()),
+                "{date:?}"
             );
         }
     }

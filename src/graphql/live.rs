@@ -21,7 +21,7 @@ use crate::live::{EventKind, LiveHub, LiveItem};
 use crate::model::{SessionFilter, SourceKey};
 use crate::paging::RequestBudget;
 use crate::sessions::{Located, SessionService, TerminateTarget};
-use crate::upstream::UpstreamError;
+use crate::upstream::{SessionRef, UpstreamError};
 
 /// What the live roots read from the schema data besides the services.
 #[derive(Clone, Debug)]
@@ -164,7 +164,7 @@ impl Subscription {
                 LiveItem::Event(event) => Ok(SessionEvent {
                     kind: event.kind.into(),
                     session: Session::from(Located {
-                        session: event.session,
+                        session: SessionRef::owned(event.session),
                         account: event.account,
                         region: event.region,
                     }),

@@ -14,6 +14,7 @@ use crate::cursor::{Cursor, CursorCodec};
 use crate::error::ApiError;
 use crate::nodes::NodeLoader;
 use crate::sessions::Located;
+use crate::upstream::SessionRef;
 use crate::{accounts, model};
 
 /// Which list of sessions to read.
@@ -129,7 +130,7 @@ impl SessionFilterInput {
 
 /// A Session Manager session, with the account and region it was read in.
 pub struct Session {
-    pub inner: model::Session,
+    pub inner: SessionRef,
     pub account: Arc<accounts::Account>,
     pub region: model::Region,
 }
@@ -430,15 +431,8 @@ pub mod node_id {
             slot.copy_from_slice(part);
             len += part.len();
         }
-        let start = out.len();
-        let encoded = base64::encoded_len(len, false).unwrap_or(0);
-        out.resize(start + encoded, 0);
-        if URL_SAFE_NO_PAD
-            .encode_slice(&raw[..len], &mut out[start..])
-            .is_err()
-        {
-            out.truncate(start);
-        }
+        // The SIMD encoder writes what `URL_SAFE_NO_PAD` writes.
+        base64_simd::URL_SAFE_NO_PAD.encode_append(&raw[..len], out);
     }
 
     /// The parts of a global id, each checked.

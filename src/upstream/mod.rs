@@ -41,6 +41,49 @@ pub struct Page {
     pub next_token: Option<String>,
 }
 
+/// One session of a page, shared with the page (and so with the page
+/// cache) instead of copied: a window of 50 sessions costs 50 reference
+/// counts, not 50 copies of a dozen strings.
+#[derive(Clone)]
+pub struct SessionRef {
+    page: Arc<Page>,
+    /// Always a valid index into `page.sessions`.
+    index: usize,
+}
+
+impl SessionRef {
+    /// Session `index` of `page`; `None` past its end.
+    pub fn new(page: Arc<Page>, index: usize) -> Option<Self> {
+        (index < page.sessions.len()).then_some(Self { page, index })
+    }
+
+    /// A session that is not in a page (a live event's).
+    pub fn owned(session: Session) -> Self {
+        let page = Page {
+            sessions: vec![session],
+            next_token: None,
+        };
+        Self {
+            page: Arc::new(page),
+            index: 0,
+        }
+    }
+}
+
+impl std::ops::Deref for SessionRef {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.page.sessions[self.index]
+    }
+}
+
+impl fmt::Debug for SessionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Session::fmt(self, f)
+    }
+}
+
 /// Reads pages of sessions from one account and region.
 #[async_trait]
 pub trait SessionSource: Send + Sync {
