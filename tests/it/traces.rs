@@ -243,6 +243,11 @@ async fn json_log_lines_carry_the_callers_trace_and_are_all_written() {
     assert_eq!(audit["fields"]["status"], 200);
     assert_eq!(audit["fields"]["outcome"], "ok");
     assert_eq!(audit["span"]["name"], "http.request");
+    // The span's own fields, and the same span at the root of `spans`.
+    assert_eq!(audit["span"]["http.route"], "/graphql");
+    assert_eq!(audit["span"]["http.request.method"], "POST");
+    assert_eq!(audit["spans"][0], audit["span"]);
+    assert!(audit["timestamp"].as_str().unwrap().ends_with('Z'), "{audit}");
     assert!(
         lines
             .iter()
