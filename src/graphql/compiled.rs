@@ -980,25 +980,20 @@ impl Json {
         }
         let (days, second_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
         let (year, month, day) = civil_from_days(days);
-        let out = &mut self.0;
-        out.push(b'"');
-        let two = |out: &mut Vec<u8>, n: u32| {
-            out.push(b'0' + (n / 10 % 10) as u8);
-            out.push(b'0' + (n % 10) as u8);
+        // Written into a buffer on the stack, then copied once.
+        let mut text = *b"\"0000-00-00T00:00:00.000000000+00:00\"";
+        let two = |text: &mut [u8; 37], at: usize, n: u32| {
+            text[at] = b'0' + (n / 10 % 10) as u8;
+            text[at + 1] = b'0' + (n % 10) as u8;
         };
-        two(out, year / 100);
-        two(out, year % 100);
-        out.push(b'-');
-        two(out, month);
-        out.push(b'-');
-        two(out, day);
-        out.push(b'T');
-        two(out, second_of_day / 3600);
-        out.push(b':');
-        two(out, second_of_day / 60 % 60);
-        out.push(b':');
-        two(out, second_of_day % 60);
-        let (digits, fraction) = if nanos == 0 {
+        two(&mut text, 1, year / 100);
+        two(&mut text, 3, year % 100);
+        two(&mut text, 6, month);
+        two(&mut text, 9, day);
+        two(&mut text, 12, second_of_day / 3600);
+        two(&mut text, 15, second_of_day / 60 % 60);
+        two(&mut text, 18, second_of_day % 60);
+        let (digits, mut fraction) = if nanos == 0 {
             (0, 0)
         } else if nanos % 1_000_000 == 0 {
             (3, nanos / 1_000_000)
@@ -1007,13 +1002,15 @@ impl Json {
         } else {
             (9, nanos)
         };
-        if digits > 0 {
-            out.push(b'.');
-            for i in (0..digits).rev() {
-                out.push(b'0' + (fraction / 10u32.pow(i) % 10) as u8);
-            }
+        for at in (21..21 + digits).rev() {
+            text[at] = b'0' + (fraction % 10) as u8;
+            fraction /= 10;
         }
-        out.extend_from_slice(b"+00:00\"");
+        // `"` and the date and time (20 bytes), the `.` and fraction when
+        // there is one, then `+00:00"`.
+        let head = if digits == 0 { 20 } else { 21 + digits };
+        self.0.extend_from_slice(&text[..head]);
+        self.0.extend_from_slice(b"+00:00\"");
     }
 
     fn opt_string(&mut self, s: Option<&str>) {
