@@ -16,9 +16,15 @@
 //! configuration (account id, region, SDK operation name). Nothing a client
 //! sends (session ids, operation names, variables) becomes a label.
 //!
+//! **Handles are registered once.** Registering a metric builds its key
+//! (label strings included) and looks it up in the recorder's registry;
+//! the metrics every request records keep their handles here after the
+//! first time, so recording is an atomic add.
+//!
 //! The README's metrics table lists every name here; keep them in step.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics::{Key, Label, Level, Metadata, Recorder as _, SharedString, Unit};
@@ -170,7 +176,28 @@ pub struct Metrics {
 struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// [`CACHE_EVENTS`] by layer and event.
+    cache_events: [[OnceLock<metrics::Counter>; 4]; 7],
+    /// [`HTTP_IN_FLIGHT`].
+    in_flight: OnceLock<metrics::Gauge>,
+    /// Counters with one label whose value is static, by (name, label, value).
+    labelled: RwLock<HashMap<(&'static str, &'static str, &'static str), metrics::Counter>>,
+    /// [`HTTP_REQUESTS`] and [`HTTP_DURATION`] by route, method and status.
+    http: RwLock<Vec<HttpHandles>>,
 }
+
+/// The handles one kind of HTTP request records into.
+struct HttpHandles {
+    route: Box<str>,
+    method: Box<str>,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// At most this many (route, method, status) handles are kept; past it
+/// (not with the gateway's routes) each request registers its own.
+const MAX_HTTP_HANDLES: usize = 256;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -200,7 +227,14 @@ impl Metrics {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let metrics = Self {
-            inner: Arc::new(Inner { recorder, handle }),
+            inner: Arc::new(Inner {
+                recorder,
+                handle,
+                cache_events: Default::default(),
+                in_flight: OnceLock::new(),
+                labelled: RwLock::default(),
+                http: RwLock::default(),
+            }),
         };
         metrics.describe();
         metrics
@@ -351,24 +385,77 @@ impl Metrics {
             .register_histogram(&Key::from_parts(name, labels), &METADATA)
     }
 
+    /// A counter with one label of a static value, registered once.
+    fn labelled_counter(
+        &self,
+        name: &'static str,
+        label: &'static str,
+        value: &'static str,
+    ) -> metrics::Counter {
+        let key = (name, label, value);
+        let labelled = &self.inner.labelled;
+        if let Some(counter) = labelled
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return counter.clone();
+        }
+        let counter = self.counter(name, vec![Label::new(label, value)]);
+        labelled
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, counter.clone());
+        counter
+    }
+
     /// One HTTP request answered. `route` is the matched route pattern.
     pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        self.counter(
-            HTTP_REQUESTS,
-            vec![
-                Label::new("route", route.to_owned()),
-                Label::new("method", method.to_owned()),
-                Label::new("status", status.to_string()),
-            ],
-        )
-        .increment(1);
-        self.histogram(HTTP_DURATION, vec![Label::new("route", route.to_owned())])
-            .record(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        let matches =
+            |h: &&HttpHandles| &*h.route == route && &*h.method == method && h.status == status;
+        let http = &self.inner.http;
+        if let Some(handles) = http
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(matches)
+        {
+            handles.requests.increment(1);
+            handles.duration.record(seconds);
+            return;
+        }
+        let handles = HttpHandles {
+            route: route.into(),
+            method: method.into(),
+            status,
+            requests: self.counter(
+                HTTP_REQUESTS,
+                vec![
+                    Label::new("route", route.to_owned()),
+                    Label::new("method", method.to_owned()),
+                    Label::new("status", status.to_string()),
+                ],
+            ),
+            duration: self.histogram(HTTP_DURATION, vec![Label::new("route", route.to_owned())]),
+        };
+        handles.requests.increment(1);
+        handles.duration.record(seconds);
+        let mut http = http.write().unwrap_or_else(PoisonError::into_inner);
+        if http.len() < MAX_HTTP_HANDLES && !http.iter().any(|h| matches(&h)) {
+            http.push(handles);
+        }
     }
 
     /// Counts a request in flight until the guard drops.
     pub fn in_flight(&self) -> InFlight {
-        self.up_while_held(HTTP_IN_FLIGHT)
+        let gauge = self
+            .inner
+            .in_flight
+            .get_or_init(|| self.gauge(HTTP_IN_FLIGHT, Vec::new()))
+            .clone();
+        gauge.increment(1.0);
+        InFlight(gauge)
     }
 
     /// Counts an open WebSocket (past `connection_init`) until the guard
@@ -403,17 +490,17 @@ impl Metrics {
         outcome: &'static str,
         codes: impl IntoIterator<Item = &'static str>,
     ) {
-        self.counter(GRAPHQL_OPERATIONS, vec![Label::new("outcome", outcome)])
+        self.labelled_counter(GRAPHQL_OPERATIONS, "outcome", outcome)
             .increment(1);
         for code in codes {
-            self.counter(GRAPHQL_ERRORS, vec![Label::new("code", code)])
+            self.labelled_counter(GRAPHQL_ERRORS, "code", code)
                 .increment(1);
         }
     }
 
     /// One validated HTTP query the compiled path `answered` or `declined`.
     pub fn graphql_compiled(&self, outcome: &'static str) {
-        self.counter(GRAPHQL_COMPILED, vec![Label::new("outcome", outcome)])
+        self.labelled_counter(GRAPHQL_COMPILED, "outcome", outcome)
             .increment(1);
     }
 
@@ -483,7 +570,10 @@ impl Metrics {
 
     /// `n` cache events of one kind in one layer.
     pub fn cache(&self, layer: CacheKind, event: CacheEvent, n: u64) {
-        if n > 0 {
+        if n == 0 {
+            return;
+        }
+        let register = || {
             self.counter(
                 CACHE_EVENTS,
                 vec![
@@ -491,7 +581,16 @@ impl Metrics {
                     Label::new("event", event.as_str()),
                 ],
             )
-            .increment(n);
+        };
+        match self
+            .inner
+            .cache_events
+            .get(layer as usize)
+            .and_then(|events| events.get(event as usize))
+        {
+            Some(slot) => slot.get_or_init(register).increment(n),
+            // A layer or event added without growing the table.
+            None => register().increment(n),
         }
     }
 
@@ -590,5 +689,49 @@ mod tests {
     }
 
     #[test]
-    fn unknown_codes_do_not_become_labels() {}
+    fn unknown_codes_do_not_become_labels() {
+        let m = Metrics::new();
+        let code = crate::error::code::bounded("SOMETHING_A_CLIENT_MADE_UP");
+        m.graphql_operation("error", [code, crate::error::code::BAD_USER_INPUT]);
+        let text = m.render();
+        assert!(!text.contains("SOMETHING_A_CLIENT_MADE_UP"), "{text}");
+        assert!(
+            text.contains("gateway_graphql_errors_total{code=\"OTHER\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway_graphql_errors_total{code=\"BAD_USER_INPUT\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn handles_registered_once_keep_counting() {
+        // Every one of these keeps its handle after the first call: the
+        // counts must be those of registering each time.
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.cache(CacheKind::PersistedQuery, CacheEvent::Miss, 2);
+            m.graphql_compiled("answered");
+            m.graphql_operation("ok", []);
+            m.http_request("/graphql", "POST", 200, Duration::from_millis(3));
+            drop(m.in_flight());
+        }
+        m.http_request("/graphql", "POST", 400, Duration::from_millis(3));
+        m.http_request("/graphql", "GET", 200, Duration::from_millis(3));
+        let _held = m.in_flight();
+        let text = m.render();
+        for line in [
+            "gateway_cache_events_total{layer=\"persisted_query\",event=\"miss\"} 6",
+            "gateway_graphql_compiled_total{outcome=\"answered\"} 3",
+            "gateway_graphql_operations_total{outcome=\"ok\"} 3",
+            "gateway_http_requests_total{route=\"/graphql\",method=\"POST\",status=\"200\"} 3",
+            "gateway_http_requests_total{route=\"/graphql\",method=\"POST\",status=\"400\"} 1",
+            "gateway_http_requests_total{route=\"/graphql\",method=\"GET\",status=\"200\"} 1",
+            "gateway_http_request_duration_seconds_count{route=\"/graphql\"} 5",
+            "gateway_http_requests_in_flight 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
 }
