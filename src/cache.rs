@@ -157,6 +157,21 @@ struct PageKey {
     request: PageRequest,
 }
 
+/// A [`PageKey`] borrowed from its parts: a hit looks its page up without
+/// copying the filter and token first. Hashes exactly as `PageKey` does
+/// (derived `Hash` hashes the fields in order).
+#[derive(Hash)]
+struct PageKeyRef<'a> {
+    source: &'a SourceKey,
+    request: &'a PageRequest,
+}
+
+impl moka::Equivalent<PageKey> for PageKeyRef<'_> {
+    fn equivalent(&self, key: &PageKey) -> bool {
+        *self.source == key.source && *self.request == key.request
+    }
+}
+
 /// A page and when it was fetched.
 #[derive(Debug)]
 struct Entry {
@@ -380,15 +395,16 @@ impl PageCache {
         if ttl.is_zero() {
             return inner.describe_sessions_shared(request).await;
         }
-        let key = PageKey {
-            source: source.clone(),
-            request: request.clone(),
-        };
-        if let Some(entry) = self.fresh.get(&key).await {
+        let borrowed = PageKeyRef { source, request };
+        if let Some(entry) = self.fresh.get(&borrowed).await {
             self.count(CacheEvent::Hit);
             Freshness::note_lifetime(ttl.saturating_sub(entry.fetched_at.elapsed()));
             return Ok(Arc::clone(&entry.page));
         }
+        let key = PageKey {
+            source: source.clone(),
+            request: request.clone(),
+        };
         // Whether this caller's load ran: if not, another caller's call in
         // flight answered it (a single-flight join).
         let loaded = std::sync::atomic::AtomicBool::new(false);
@@ -808,6 +824,36 @@ mod tests {
         assert_eq!(count("miss"), 1);
         assert_eq!(count("join") + count("hit"), 199);
         assert!(count("join") > 0);
+    }
+
+    #[test]
+    fn a_borrowed_key_hashes_and_compares_as_the_key() {
+        use std::hash::BuildHasher as _;
+        let hasher = std::collections::hash_map::RandomState::new();
+        let source = SourceKey {
+            account: AccountId::parse("111111111111").unwrap(),
+            region: Region::parse("eu-west-1").unwrap(),
+        };
+        let mut request = request(SessionState::History);
+        request.token = Some("t".into());
+        request.filter.owner = Some("arn:aws:iam::111111111111:user/x".into());
+        let key = PageKey {
+            source: source.clone(),
+            request: request.clone(),
+        };
+        let borrowed = PageKeyRef {
+            source: &source,
+            request: &request,
+        };
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(&borrowed));
+        assert!(moka::Equivalent::equivalent(&borrowed, &key));
+        let mut other = request.clone();
+        other.token = None;
+        let other = PageKeyRef {
+            source: &source,
+            request: &other,
+        };
+        assert!(!moka::Equivalent::equivalent(&other, &key));
     }
 
     #[tokio::test]

@@ -164,15 +164,34 @@ impl Fingerprint {
     /// other arguments, not against collisions crafted by someone who also
     /// holds the MAC key.
     pub fn of(parts: &[&[u8]]) -> Self {
-        let mut hasher = Sha256::new();
+        let mut builder = FingerprintBuilder::default();
         for part in parts {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part);
+            builder.part(&[part]);
         }
-        let digest = hasher.finalize();
+        builder.finish()
+    }
+}
+
+/// [`Fingerprint::of`], one part at a time, without collecting the parts.
+#[derive(Default)]
+pub struct FingerprintBuilder(Sha256);
+
+impl FingerprintBuilder {
+    /// Adds the part that is `pieces` concatenated.
+    pub fn part(&mut self, pieces: &[&[u8]]) -> &mut Self {
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        self.0.update((len as u64).to_le_bytes());
+        for piece in pieces {
+            self.0.update(piece);
+        }
+        self
+    }
+
+    pub fn finish(self) -> Fingerprint {
+        let digest = self.0.finalize();
         let mut out = [0; FINGERPRINT_LEN];
         out.copy_from_slice(&digest[..FINGERPRINT_LEN]);
-        Self(out)
+        Fingerprint(out)
     }
 }
 

@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
 use crate::cache::Freshness;
-use crate::cursor::SourcePosition;
+use crate::cursor::{FingerprintBuilder, SourcePosition};
 use crate::model::{Session, SessionFilter, SessionState, SourceKey};
 use crate::upstream::{
     Page, PageRequest, SessionRef, SessionSource, UpstreamError, UpstreamErrorKind,
@@ -45,17 +45,16 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    /// Canonical bytes of the query, for the cursor fingerprint.
-    pub fn canonical_parts(&self) -> Vec<Vec<u8>> {
-        let mut parts = vec![
-            b"sessions/v1".to_vec(),
-            self.state.as_str().as_bytes().to_vec(),
-        ];
+    /// Adds the canonical parts of the query to a cursor fingerprint.
+    pub fn fingerprint_parts(&self, fingerprint: &mut FingerprintBuilder) {
+        fingerprint
+            .part(&[b"sessions/v1"])
+            .part(&[self.state.as_str().as_bytes()]);
         for (key, value) in self.filter.to_pairs() {
-            parts.push(key.as_bytes().to_vec());
-            parts.push(value.into_bytes());
+            fingerprint
+                .part(&[key.as_bytes()])
+                .part(&[value.as_bytes()]);
         }
-        parts
     }
 }
 

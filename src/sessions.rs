@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::accounts::{Account, AccountRegistry, Source};
 use crate::auth::{Principal, Scope};
-use crate::cursor::{Cursor, CursorCodec, Fingerprint, PAGE_SIZE_RANGE, SourcePosition};
+use crate::cursor::{
+    Cursor, CursorCodec, Fingerprint, FingerprintBuilder, PAGE_SIZE_RANGE, SourcePosition,
+};
 use crate::error::ApiError;
 use crate::model::{AccountId, Region, SessionFilter, SessionId, SessionState, SourceKey};
 use crate::paging::{ListQuery, RequestBudget, SourceFailure, SourceReader, read_window};
@@ -215,7 +217,7 @@ impl SessionService {
             state: args.state,
             filter: args.filter,
         };
-        let fingerprint = fingerprint(&query, &sources);
+        let fingerprint = fingerprint(&query, sources.iter().map(|s| &s.key));
         let positions = match &args.after {
             None => vec![SourcePosition::Start; sources.len()],
             Some(after) => {
@@ -449,15 +451,56 @@ pub fn failure_error(failure: SourceFailure, source: &Source) -> ApiError {
 
 /// What a cursor is bound to: the query (state and filter) and the exact
 /// list of sources, in canonical order.
-fn fingerprint(query: &ListQuery, sources: &[Source]) -> Fingerprint {
-    let mut parts = query.canonical_parts();
-    for source in sources {
-        parts.push(format!("{}/{}", source.key.account, source.key.region).into_bytes());
+fn fingerprint<'a>(query: &ListQuery, sources: impl Iterator<Item = &'a SourceKey>) -> Fingerprint {
+    let mut fingerprint = FingerprintBuilder::default();
+    query.fingerprint_parts(&mut fingerprint);
+    for key in sources {
+        // The part `account/region`.
+        fingerprint.part(&[
+            key.account.as_str().as_bytes(),
+            b"/",
+            key.region.as_str().as_bytes(),
+        ]);
     }
-    Fingerprint::of(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>())
+    fingerprint.finish()
 }
 
 /// Upstream pages `readers` fetched (each through the page cache).
 fn readers_calls(readers: &[SourceReader]) -> u64 {
     readers.iter().map(|r| r.calls() as u64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_its_documented_parts() {
+        // Cursors already handed out carry fingerprints computed from these
+        // parts: they must not change.
+        let query = ListQuery {
+            state: SessionState::History,
+            filter: SessionFilter {
+                owner: Some("arn:aws:iam::111111111111:user/x".into()),
+                target: Some("i-0123456789abcdef0".into()),
+                ..SessionFilter::default()
+            },
+        };
+        let keys = [("111111111111", "eu-west-1"), ("222222222222", "us-east-1")].map(
+            |(account, region)| SourceKey {
+                account: AccountId::parse(account).unwrap(),
+                region: Region::parse(region).unwrap(),
+            },
+        );
+        let mut parts: Vec<Vec<u8>> = vec![b"sessions/v1".to_vec(), b"History".to_vec()];
+        for (key, value) in query.filter.to_pairs() {
+            parts.push(key.as_bytes().to_vec());
+            parts.push(value.into_bytes());
+        }
+        parts.push(b"111111111111/eu-west-1".to_vec());
+        parts.push(b"222222222222/us-east-1".to_vec());
+        let expected = Fingerprint::of(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        assert_eq!(fingerprint(&query, keys.iter()), expected);
+        assert_ne!(fingerprint(&query, keys[..1].iter()), expected);
+    }
 }

@@ -247,7 +247,10 @@ async fn json_log_lines_carry_the_callers_trace_and_are_all_written() {
     assert_eq!(audit["span"]["http.route"], "/graphql");
     assert_eq!(audit["span"]["http.request.method"], "POST");
     assert_eq!(audit["spans"][0], audit["span"]);
-    assert!(audit["timestamp"].as_str().unwrap().ends_with('Z'), "{audit}");
+    assert!(
+        audit["timestamp"].as_str().unwrap().ends_with('Z'),
+        "{audit}"
+    );
     assert!(
         lines
             .iter()
