@@ -8,13 +8,13 @@
 //! [`CursorCodec`] turns a [`Cursor`] into a string and back, and is the only
 //! way a client-supplied string becomes a `Cursor`.
 //!
-//! # Wire format (versions 1 and 2)
+//! # Wire format (versions 1, 2 and 3)
 //!
 //! The string is base64url without padding (safe in URLs and JSON unescaped)
 //! of these bytes:
 //!
 //! ```text
-//! version      u8 = 2 (or 1)
+//! version      u8 = 3 (or 2, or 1)
 //! fingerprint  16 bytes
 //! count        varint, number of sources (<= MAX_SOURCES)
 //! count times:
@@ -23,19 +23,28 @@
 //!     token    varint: 0 = None, n + 1 = Some(n bytes of UTF-8), then the n bytes
 //!     page_size u8, 1..=200
 //!     skip     varint
-//!     last_id  varint n, then n bytes of UTF-8
-//! mac          version 2: first 16 bytes of BLAKE3-keyed(key2, DOMAIN || everything above)
+//!     last     version 3: u64 little-endian, the id hash of the last id (0: none)
+//!              versions 1, 2: varint n, then n bytes of UTF-8 (n = 0: none)
+//! mac          version 3: first 16 bytes of BLAKE3-keyed(key3, everything above)
+//!              version 2: first 16 bytes of BLAKE3-keyed(key2, DOMAIN || everything above)
 //!              version 1: first 16 bytes of HMAC-SHA256(key, DOMAIN || everything above)
 //! ```
 //!
-//! The two versions differ only in the MAC. `key2` is derived from the
-//! configured key with BLAKE3's key derivation under its own context string,
-//! so the two MACs never share a key. Version 2 is written by default: a
-//! page of 50 cursors over six sources hashes about 20 KB, which HMAC-SHA256
-//! makes the largest cost of a page (a third of its instructions before
-//! version 2). Both versions are read, so cursors minted before an upgrade
-//! keep working after it; `cursor_version = 1` keeps writing version 1
-//! while replicas that read only version 1 still serve (see
+//! The id hash is 64-bit FNV-1a of the session id's UTF-8 bytes
+//! ([`id_hash`]); it only has to tell apart the sessions of one upstream
+//! page (at most 200), where a collision has a chance of about 2^-57.
+//!
+//! `key2` and `key3` are derived from the configured key with BLAKE3's key
+//! derivation, each under its own context string, so no two versions' MACs
+//! share a key (and version 3 needs no `DOMAIN`: its key is for cursor tags
+//! only). Version 3 is written by default: a page of 50 cursors over six
+//! sources is hashed and encoded 51 times, and version 3's cursors are
+//! about half as long as version 2's (a 64-bit hash for each source's last
+//! session id instead of the id), so half as many bytes are hashed, encoded
+//! and sent. Version 2 replaced HMAC-SHA256 (a third of a page's
+//! instructions) with BLAKE3. All three are read, so cursors minted before
+//! an upgrade keep working after it; `cursor_version = 1` or `2` keeps
+//! writing that version while replicas that read only it still serve (see
 //! [`CursorCodec::writing`]). The version byte picks the MAC to verify, and
 //! is itself under that MAC.
 //!
@@ -80,9 +89,9 @@
 //! # Integrity, not confidentiality
 //!
 //! Cursors are signed, NOT encrypted: whoever holds one can base64-decode it
-//! and read the upstream tokens and the last session id of each source. That
-//! is acceptable: the holder was already shown that session (the cursor
-//! belongs to an edge it received), and an SSM `NextToken` is an opaque value
+//! and read the upstream tokens (and, in versions 1 and 2, the last session
+//! id of each source). That is acceptable: the holder was already shown that
+//! session (the cursor belongs to an edge it received), and an SSM `NextToken` is an opaque value
 //! AWS hands to its callers, worth nothing without AWS credentials. Cursors do
 //! not expire on their own; they stop working when the key changes (every
 //! cursor then fails with [`CursorError::BadSignature`]) or upstream stops
@@ -93,7 +102,8 @@
 //! Header 1 + 16 + 1 (count < 128) bytes, MAC 16 bytes. Per source at most
 //! 1 (tag) for `Start`/`Exhausted`, and for `InPage` with a token of `t` bytes
 //! 1 (tag) + 2 (token length, `t` < 16,383) + `t` + 1 (page size) + 5 (skip) +
-//! 1 + 96 (a session id is at most 96 bytes) = `t` + 106 bytes.
+//! 1 + 96 (versions 1 and 2: a session id is at most 96 bytes; version 3
+//! writes 8) = at most `t` + 106 bytes.
 //! Fifty sources each with a 1,000-byte token therefore take at most
 //! 18 + 50 × 1,106 + 16 = 55,334 bytes, 73,779 characters of base64.
 //! [`MAX_CURSOR_LEN`] is 81,920 characters (61,440 bytes): that case with about
@@ -130,12 +140,17 @@ pub const PAGE_SIZE_RANGE: std::ops::RangeInclusive<u8> = 1..=crate::model::MAX_
 /// long as its output.
 pub const MIN_KEY_LEN: usize = 32;
 
-/// The wire version written by default.
-const VERSION: u8 = 2;
+/// The wire version written by default: BLAKE3, last ids as hashes.
+const VERSION: u8 = 3;
+/// The second wire version (BLAKE3, last ids in full), still read, and
+/// written on demand.
+const VERSION_2: u8 = 2;
 /// The first wire version (HMAC-SHA256), still read, and written on demand.
 const VERSION_HMAC: u8 = 1;
 /// BLAKE3 key-derivation context of the version 2 key.
 const KEY2_CONTEXT: &str = "ssm-session-gateway 2026-11-28 cursor tag v2";
+/// BLAKE3 key-derivation context of the version 3 key.
+const KEY3_CONTEXT: &str = "ssm-session-gateway 2026-11-28 cursor tag v3";
 /// Length of the truncated HMAC-SHA256 tag at the end of every cursor.
 const TAG_LEN: usize = 16;
 const FINGERPRINT_LEN: usize = 16;
@@ -202,7 +217,7 @@ pub enum SourcePosition {
     Start,
     /// Re-fetch the upstream page obtained with `token` (None = the first
     /// page) using `page_size` (1..=200) as MaxResults, then skip past the item
-    /// whose id is `last_id` if it is in that page, else skip the first `skip`
+    /// that `last_id` names if it is in that page, else skip the first `skip`
     /// items (the position fallback when the page shifted).
     /// `skip` may be 0 with `last_id` naming the last item of the *previous*
     /// page (when an edge ends its upstream page, the cursor points straight
@@ -211,10 +226,95 @@ pub enum SourcePosition {
         token: Option<Arc<str>>,
         page_size: u8,
         skip: u32,
-        last_id: Arc<str>,
+        last_id: LastId,
     },
     /// This source has no more items.
     Exhausted,
+}
+
+/// The session a position is just past, as far as the position knows it:
+/// the id (read from pages, and from cursors of versions 1 and 2), or only
+/// its [`id_hash`] (from a version 3 cursor).
+#[derive(Clone, Debug)]
+pub enum LastId {
+    /// No session yet (or the position falls back to `skip` alone).
+    None,
+    /// A session id and its hash.
+    Id { id: Arc<str>, hash: u64 },
+    /// The hash of a session id.
+    Hash(u64),
+}
+
+impl LastId {
+    /// The id, and its hash computed once here. An empty id is `None`.
+    pub fn of(id: &str) -> Self {
+        if id.is_empty() {
+            return Self::None;
+        }
+        Self::Id {
+            id: id.into(),
+            hash: id_hash(id),
+        }
+    }
+
+    /// What a version 3 cursor carries: the hash, 0 for none. (A real id
+    /// whose hash is 0 reads as none: the position then falls back to
+    /// `skip`, which is where it is anyway unless the page shifted.)
+    pub fn hash(&self) -> u64 {
+        match self {
+            Self::None => 0,
+            Self::Id { hash, .. } | Self::Hash(hash) => *hash,
+        }
+    }
+
+    /// The id when known; versions 1 and 2 write an unknown one as none.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Self::Id { id, .. } => Some(id),
+            Self::None | Self::Hash(_) => None,
+        }
+    }
+
+    /// Whether this names the session `id`.
+    pub fn is(&self, id: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::Id { id: mine, .. } => **mine == *id,
+            Self::Hash(hash) => *hash != 0 && id_hash(id) == *hash,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        matches!(self, Self::None | Self::Hash(0))
+    }
+}
+
+/// Equal when they name the same session as far as both know it: ids when
+/// both have one, else hashes.
+impl PartialEq for LastId {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.id(), other.id()) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.hash() == other.hash(),
+        }
+    }
+}
+
+impl Eq for LastId {}
+
+impl From<&str> for LastId {
+    fn from(id: &str) -> Self {
+        Self::of(id)
+    }
+}
+
+/// 64-bit FNV-1a of `id`'s UTF-8 bytes: what a version 3 cursor carries
+/// for the last session id of a source.
+pub fn id_hash(id: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    id.bytes()
+        .fold(OFFSET, |hash, b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
 /// The decoded content of a cursor: one position per source, in the order
@@ -259,8 +359,10 @@ pub struct CursorCodec {
     /// Version 1: HMAC state already keyed; cloned per use so the key
     /// schedule runs once.
     mac: Hmac<Sha256>,
-    /// Version 2: the BLAKE3 hasher keyed with the derived key.
+    /// Version 2: the BLAKE3 hasher keyed with its derived key.
     blake: blake3::Hasher,
+    /// Version 3: the BLAKE3 hasher keyed with its derived key.
+    blake3: blake3::Hasher,
     /// The version `encode` writes.
     write: u8,
 }
@@ -278,22 +380,23 @@ impl CursorCodec {
     pub fn new(key: &[u8]) -> Self {
         let mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
         let blake = blake3::Hasher::new_keyed(&blake3::derive_key(KEY2_CONTEXT, key));
+        let blake3 = blake3::Hasher::new_keyed(&blake3::derive_key(KEY3_CONTEXT, key));
         Self {
             mac,
             blake,
+            blake3,
             write: VERSION,
         }
     }
 
-    /// This codec, writing wire version `version` (1 or 2; anything else is
-    /// 2). Both are always read. Version 1 is for a rolling upgrade from a
-    /// release that reads only version 1: write it until no such replica
-    /// serves, then drop the setting.
+    /// This codec, writing wire version `version` (1, 2 or 3; anything
+    /// else is 3). All are always read. Versions 1 and 2 are for a rolling
+    /// upgrade from a release that reads only up to that version: write it
+    /// until no such replica serves, then drop the setting.
     pub fn writing(mut self, version: u8) -> Self {
-        self.write = if version == VERSION_HMAC {
-            VERSION_HMAC
-        } else {
-            VERSION
+        self.write = match version {
+            VERSION_HMAC | VERSION_2 => version,
+            _ => VERSION,
         };
         self
     }
@@ -349,7 +452,7 @@ impl CursorCodec {
                         return Err(CursorError::Malformed("page size out of range"));
                     }
                     if token.as_ref().is_some_and(|t| t.len() > MAX_TOKEN_LEN)
-                        || last_id.len() > MAX_ID_LEN
+                        || last_id.id().is_some_and(|id| id.len() > MAX_ID_LEN)
                     {
                         return Err(CursorError::TooLarge);
                     }
@@ -363,8 +466,15 @@ impl CursorCodec {
                     }
                     body.push(*page_size);
                     put_varint(body, *skip);
-                    put_len(body, last_id.len());
-                    body.extend_from_slice(last_id.as_bytes());
+                    if self.write == VERSION {
+                        body.extend_from_slice(&last_id.hash().to_le_bytes());
+                    } else {
+                        // Known only by its hash (from a version 3 cursor):
+                        // none, so the position falls back to `skip`.
+                        let id = last_id.id().unwrap_or("");
+                        put_len(body, id.len());
+                        body.extend_from_slice(id.as_bytes());
+                    }
                 }
             }
         }
@@ -432,21 +542,29 @@ impl CursorCodec {
     }
 
     /// The tag of `body` under the MAC its version byte names: version 1's
-    /// HMAC, or for any other byte version 2's keyed BLAKE3 (so a body of
-    /// an unknown version still has one MAC, and reads as unsupported only
-    /// when that MAC holds).
+    /// HMAC, version 2's keyed BLAKE3, or for any other byte version 3's
+    /// (so a body of an unknown version still has one MAC, and reads as
+    /// unsupported only when that MAC holds).
     fn tag(&self, body: &[u8]) -> [u8; TAG_LEN] {
         let mut tag = [0; TAG_LEN];
-        if body.first() == Some(&VERSION_HMAC) {
-            let mut mac = self.mac.clone();
-            mac.update(DOMAIN);
-            mac.update(body);
-            tag.copy_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
-        } else {
-            let mut hasher = self.blake.clone();
-            hasher.update(DOMAIN);
-            hasher.update(body);
-            hasher.finalize_xof().fill(&mut tag);
+        match body.first() {
+            Some(&VERSION_HMAC) => {
+                let mut mac = self.mac.clone();
+                mac.update(DOMAIN);
+                mac.update(body);
+                tag.copy_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+            }
+            Some(&VERSION_2) => {
+                let mut hasher = self.blake.clone();
+                hasher.update(DOMAIN);
+                hasher.update(body);
+                hasher.finalize_xof().fill(&mut tag);
+            }
+            _ => {
+                let mut hasher = self.blake3.clone();
+                hasher.update(body);
+                hasher.finalize_xof().fill(&mut tag);
+            }
         }
         tag
     }
@@ -466,7 +584,7 @@ impl CursorCodec {
 fn parse(body: &[u8]) -> Result<Cursor, CursorError> {
     let mut r = Reader { rest: body };
     let version = r.u8()?;
-    if version != VERSION && version != VERSION_HMAC {
+    if !matches!(version, VERSION | VERSION_2 | VERSION_HMAC) {
         return Err(CursorError::UnsupportedVersion(version));
     }
     let fingerprint = Fingerprint(r.array()?);
@@ -494,8 +612,15 @@ fn parse(body: &[u8]) -> Result<Cursor, CursorError> {
                     return Err(CursorError::Malformed("page size out of range"));
                 }
                 let skip = r.varint()?;
-                let id_len = r.len(MAX_ID_LEN, "last id too long")?;
-                let last_id = r.string(id_len, "last id is not UTF-8")?.into();
+                let last_id = if version == VERSION {
+                    match u64::from_le_bytes(r.array()?) {
+                        0 => LastId::None,
+                        hash => LastId::Hash(hash),
+                    }
+                } else {
+                    let id_len = r.len(MAX_ID_LEN, "last id too long")?;
+                    LastId::of(&r.string(id_len, "last id is not UTF-8")?)
+                };
                 SourcePosition::InPage {
                     token,
                     page_size,

@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
 use crate::cache::Freshness;
-use crate::cursor::{FingerprintBuilder, SourcePosition};
+use crate::cursor::{FingerprintBuilder, LastId, SourcePosition};
 use crate::model::{Session, SessionFilter, SessionState, SourceKey};
 use crate::upstream::{
     Page, PageRequest, SessionRef, SessionSource, UpstreamError, UpstreamErrorKind,
@@ -168,7 +168,7 @@ enum State {
         token: Option<Arc<str>>,
         page_size: u8,
         skip: u32,
-        last_id: Option<Arc<str>>,
+        last_id: Option<LastId>,
         /// The token came from a caller's cursor: refusal means a stale cursor.
         from_cursor: bool,
     },
@@ -195,7 +195,7 @@ pub struct SourceReader {
     /// Id of the last session handed out (or the cursor's), for positions.
     /// Tokens and ids are shared (`Arc<str>`): every edge's cursor holds
     /// every source's position, so they are cloned once per edge and source.
-    last_taken: Option<Arc<str>>,
+    last_taken: LastId,
     calls: usize,
     budget: Arc<SourceBudget>,
 }
@@ -209,7 +209,7 @@ impl SourceReader {
         page_size: u8,
         budget: Arc<SourceBudget>,
     ) -> Self {
-        let mut last_taken = None;
+        let mut last_taken = LastId::None;
         let state = match position {
             SourcePosition::Start => State::Pending {
                 token: None,
@@ -224,7 +224,7 @@ impl SourceReader {
                 skip,
                 last_id,
             } => {
-                last_taken = Some(last_id.clone()).filter(|id| !id.is_empty());
+                last_taken = last_id.clone();
                 State::Pending {
                     token,
                     page_size: cursor_page_size,
@@ -324,7 +324,7 @@ impl SourceReader {
         };
         let session = SessionRef::new(Arc::clone(page), *next)?;
         *next += 1;
-        self.last_taken = Some(session.session_id.as_str().into());
+        self.last_taken = LastId::of(session.session_id.as_str());
         Some(session)
     }
 
@@ -338,13 +338,15 @@ impl SourceReader {
                 skip,
                 last_id,
                 ..
-            } => match last_id.clone().or_else(|| self.last_taken.clone()) {
+            } => match last_id.clone().or_else(|| {
+                Some(self.last_taken.clone()).filter(|last| !matches!(last, LastId::None))
+            }) {
                 None if token.is_none() && *skip == 0 => SourcePosition::Start,
                 last_id => SourcePosition::InPage {
                     token: token.clone(),
                     page_size: *page_size,
                     skip: *skip,
-                    last_id: last_id.unwrap_or_else(|| "".into()),
+                    last_id: last_id.unwrap_or(LastId::None),
                 },
             },
             State::Loaded {
@@ -354,7 +356,7 @@ impl SourceReader {
                 next,
                 next_token,
             } => {
-                let last_id = self.last_taken.clone().unwrap_or_else(|| "".into());
+                let last_id = self.last_taken.clone();
                 if *next < page.sessions.len() {
                     SourcePosition::InPage {
                         token: token.clone(),
@@ -407,15 +409,16 @@ impl SourceReader {
             }
             Err(e) => return Err(e.into()),
         };
-        let next = match last_id.and_then(|id| {
-            page.sessions
-                .iter()
-                .position(|s| s.session_id.as_str() == &*id)
-        }) {
-            Some(found) => found + 1,
-            None => usize::try_from(skip)
-                .unwrap_or(usize::MAX)
-                .min(page.sessions.len()),
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let next = match last_id.and_then(|last| find(&page, &last, skip)) {
+            Some(found) => {
+                // Known by its hash only (a version 3 cursor): now by its id.
+                if let LastId::Hash(_) = self.last_taken {
+                    self.last_taken = LastId::of(page.sessions[found].session_id.as_str());
+                }
+                found + 1
+            }
+            None => skip.min(page.sessions.len()),
         };
         self.state = State::Loaded {
             page_size: request.page_size,
@@ -426,6 +429,18 @@ impl SourceReader {
         };
         Ok(())
     }
+}
+
+/// Where the session `last` names is in `page`: mostly just before `skip`
+/// (the page is as it was), else anywhere (the page shifted).
+fn find(page: &Page, last: &LastId, skip: usize) -> Option<usize> {
+    if matches!(last, LastId::None) {
+        return None;
+    }
+    let is_last = |s: &Session| last.is(s.session_id.as_str());
+    skip.checked_sub(1)
+        .filter(|&i| page.sessions.get(i).is_some_and(is_last))
+        .or_else(|| page.sessions.iter().position(is_last))
 }
 
 /// A forward window of at most `first` sessions, merged across sources.
@@ -749,6 +764,45 @@ mod tests {
             sent[0].page_size, 4,
             "the cursor's page size re-fetches its page"
         );
+    }
+
+    #[tokio::test]
+    async fn a_last_id_known_by_its_hash_resumes_as_the_id_does() {
+        // A version 3 cursor carries the hash of the last id. In place
+        // (just before `skip`), shifted, and gone: as with the id.
+        for (sessions, expected) in [
+            (&["a", "b", "c"][..], &["c"][..]),
+            (&["x", "a", "b", "c"][..], &["c"][..]),
+            (&["a", "c", "d"][..], &["d"][..]),
+        ] {
+            let source = scripted(vec![page(sessions, None)]);
+            let position = SourcePosition::InPage {
+                token: Some("t1".into()),
+                page_size: 4,
+                skip: 2,
+                last_id: LastId::Hash(crate::cursor::id_hash("b")),
+            };
+            let mut r = reader(&source, position, 10);
+            let w = read_window(std::slice::from_mut(&mut r), 5, true)
+                .await
+                .unwrap();
+            assert_eq!(ids(&w), expected, "{sessions:?}");
+        }
+        // Found, the hash becomes the id again (for cursors of versions 1
+        // and 2), even when the window takes nothing from this source.
+        let source = scripted(vec![page(&["a", "b", "c"], None)]);
+        let position = SourcePosition::InPage {
+            token: None,
+            page_size: 4,
+            skip: 2,
+            last_id: LastId::Hash(crate::cursor::id_hash("b")),
+        };
+        let mut r = reader(&source, position, 10);
+        r.peek().await.unwrap();
+        let SourcePosition::InPage { last_id, skip, .. } = r.position() else {
+            panic!("{:?}", r.position())
+        };
+        assert_eq!((last_id.id(), skip), (Some("b"), 2));
     }
 
     #[tokio::test]

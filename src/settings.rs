@@ -134,11 +134,12 @@ pub struct Settings {
     /// readable by more people than the key should be.
     #[serde(default)]
     pub cursor_key: Option<Secret<String>>,
-    /// Cursor wire version written: 2 (a BLAKE3 tag, the default) or 1
-    /// (HMAC-SHA256, as releases before 2026-11-28 wrote). Both are always
-    /// read. Set 1 only while upgrading replicas from such a release, which
-    /// cannot read version 2, then remove it. Env
-    /// `SSM_GATEWAY_CURSOR_VERSION`.
+    /// Cursor wire version written: 3 (the default: a BLAKE3 tag, last
+    /// session ids as hashes), 2 (a BLAKE3 tag, ids in full) or 1
+    /// (HMAC-SHA256, as releases before 2026-11-28 wrote). All are always
+    /// read. Set the newest version the old replicas read only while
+    /// upgrading from a release that cannot read version 3, then remove it.
+    /// Env `SSM_GATEWAY_CURSOR_VERSION`.
     #[serde(default = "default_cursor_version")]
     pub cursor_version: u8,
     /// Paging limits of the `sessions` connection (`[limits]`); each field
@@ -606,7 +607,7 @@ impl Default for Limits {
 }
 
 fn default_cursor_version() -> u8 {
-    2
+    3
 }
 
 /// The HTTP server: limits, browsers (CORS), introspection.
@@ -999,10 +1000,10 @@ impl Settings {
                 ));
             }
         }
-        if !matches!(self.cursor_version, 1 | 2) {
+        if !matches!(self.cursor_version, 1..=3) {
             return Err(SettingsError::new(
                 "cursor_version",
-                format!("must be 1 or 2 (got {})", self.cursor_version),
+                format!("must be 1, 2 or 3 (got {})", self.cursor_version),
             ));
         }
         for (key, value, max) in [
@@ -1915,7 +1916,8 @@ mod tests {
     #[test]
     fn cursor_key_is_at_least_32_bytes() {
         error_for("cursor_key = \"0123456789\"\n", "cursor_key");
-        error_for("cursor_version = 3\n", "cursor_version");
+        error_for("cursor_version = 4\n", "cursor_version");
+        error_for("cursor_version = 0\n", "cursor_version");
     }
 
     #[test]

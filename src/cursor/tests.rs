@@ -46,7 +46,8 @@ fn header(version: u8, count: u8) -> Vec<u8> {
     body
 }
 
-/// One InPage source, hand-encoded: no token, page size 50, skip 1, id "s".
+/// One InPage source, hand-encoded as version 2 writes it: no token, the
+/// page size, skip 1, id "s".
 fn in_page_bytes(page_size: u8) -> Vec<u8> {
     vec![TAG_IN_PAGE, 0, page_size, 1, 1, b's']
 }
@@ -128,34 +129,73 @@ fn documented_example(version: u8) -> (Cursor, Vec<u8>) {
     expected.extend_from_slice(&[0xaa; 16]);
     expected.push(4);
     expected.push(0);
-    expected.extend_from_slice(&[1, 4, b't', b'o', b'k', 50, 0xac, 0x02, 3, b's', b'-', b'1']);
+    expected.extend_from_slice(&[1, 4, b't', b'o', b'k', 50, 0xac, 0x02]);
+    if version == 3 {
+        expected.extend_from_slice(&id_hash("s-1").to_le_bytes());
+    } else {
+        expected.extend_from_slice(&[3, b's', b'-', b'1']);
+    }
     expected.push(2);
-    expected.extend_from_slice(&[1, 0, 200, 0, 0]);
+    expected.extend_from_slice(&[1, 0, 200, 0]);
+    if version == 3 {
+        expected.extend_from_slice(&[0; 8]);
+    } else {
+        expected.push(0);
+    }
     (c, expected)
 }
 
 #[test]
 fn wire_format_matches_the_documented_layout() {
     // Independent of `encode`: the bytes are written out by hand from the
-    // module doc, and the tag computed with the blake3 crate directly.
-    let (c, mut expected) = documented_example(2);
-    let key2 = blake3::derive_key("ssm-session-gateway 2026-11-28 cursor tag v2", KEY);
-    let mut hasher = blake3::Hasher::new_keyed(&key2);
-    hasher.update(b"ssm-session-gateway/cursor\0");
-    hasher.update(&expected);
-    let tag = hasher.finalize();
-    expected.extend_from_slice(&tag.as_bytes()[..16]);
-
+    // module doc, and the tags computed with the blake3 crate directly.
+    let (c, mut v3) = documented_example(3);
+    let key3 = blake3::derive_key("ssm-session-gateway 2026-11-28 cursor tag v3", KEY);
+    let tag = blake3::keyed_hash(&key3, &v3);
+    v3.extend_from_slice(&tag.as_bytes()[..16]);
     let s = codec().encode(&c).unwrap();
-    assert_eq!(URL_SAFE_NO_PAD.decode(&s).unwrap(), expected);
+    assert_eq!(URL_SAFE_NO_PAD.decode(&s).unwrap(), v3);
     assert!(
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     );
+
+    // Version 2, written on demand: the same with ids in full and the
+    // domain label before the body.
+    let (_, mut v2) = documented_example(2);
+    let key2 = blake3::derive_key("ssm-session-gateway 2026-11-28 cursor tag v2", KEY);
+    let mut hasher = blake3::Hasher::new_keyed(&key2);
+    hasher.update(b"ssm-session-gateway/cursor\0");
+    hasher.update(&v2);
+    let tag = hasher.finalize();
+    v2.extend_from_slice(&tag.as_bytes()[..16]);
+    let s2 = codec().writing(2).encode(&c).unwrap();
+    assert_eq!(URL_SAFE_NO_PAD.decode(&s2).unwrap(), v2);
+
+    // With session ids as SSM writes them (a name and 17 hex digits),
+    // version 3 is the shorter: 8 bytes for each id instead of 1 + 23.
+    let real = cursor(vec![in_page(None, 200, 7, "alice-0123456789abcdef0"); 6]);
+    let (long, short) = (
+        codec().writing(2).encode(&real).unwrap(),
+        codec().encode(&real).unwrap(),
+    );
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode(&long).unwrap().len()
+            - URL_SAFE_NO_PAD.decode(&short).unwrap().len(),
+        6 * 16
+    );
 }
 
 #[test]
-fn version_1_is_still_written_on_demand_and_always_read() {
+fn id_hashes_are_fnv_1a_64() {
+    // The published FNV-1a 64 test vectors.
+    assert_eq!(id_hash(""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(id_hash("a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(id_hash("foobar"), 0x8594_4171_f739_67e8);
+}
+
+#[test]
+fn older_versions_are_still_written_on_demand_and_always_read() {
     // Version 1 as the release before version 2 wrote it: HMAC-SHA256.
     let (c, mut expected) = documented_example(1);
     let mut mac = Hmac::<Sha256>::new_from_slice(KEY).unwrap();
@@ -166,30 +206,56 @@ fn version_1_is_still_written_on_demand_and_always_read() {
 
     let v1 = codec().writing(1).encode(&c).unwrap();
     assert_eq!(URL_SAFE_NO_PAD.decode(&v1).unwrap(), expected);
-    // The default codec (writing 2) reads it, and a version-1 writer reads 2.
-    assert_eq!(codec().decode(&v1, c.fingerprint, 4), Ok(c.clone()));
-    let v2 = codec().encode(&c).unwrap();
-    assert_ne!(v1, v2);
-    assert_eq!(
-        codec().writing(1).decode(&v2, c.fingerprint, 4),
-        Ok(c.clone())
-    );
-    // Any other version asked for writes 2.
-    assert_eq!(codec().writing(7).encode(&c).unwrap(), v2);
+    let v2 = codec().writing(2).encode(&c).unwrap();
+    let v3 = codec().encode(&c).unwrap();
+    assert!(v1 != v2 && v2 != v3 && v1 != v3);
+    // Every writer reads every version, and gets the same positions.
+    for reader in [codec(), codec().writing(1), codec().writing(2)] {
+        for s in [&v1, &v2, &v3] {
+            assert_eq!(reader.decode(s, c.fingerprint, 4), Ok(c.clone()));
+        }
+    }
+    // Any other version asked for writes 3.
+    assert_eq!(codec().writing(7).encode(&c).unwrap(), v3);
+}
+
+#[test]
+fn a_position_known_by_its_hash_is_written_without_an_id_by_older_versions() {
+    // Read from a version 3 cursor, a source that was not read again has
+    // only its last id's hash: versions 1 and 2 write no id, so resuming
+    // falls back to `skip`; version 3 writes the hash back.
+    let c = cursor(vec![in_page(Some("t"), 10, 3, "alice-1")]);
+    let v3 = codec().encode(&c).unwrap();
+    let read = codec().decode(&v3, fp(7), 1).unwrap();
+    let SourcePosition::InPage { last_id, .. } = &read.sources[0] else {
+        panic!("{read:?}")
+    };
+    assert!(matches!(last_id, LastId::Hash(h) if *h == id_hash("alice-1")));
+    assert!(last_id.is("alice-1") && !last_id.is("alice-2"));
+    assert_eq!(codec().encode(&read).unwrap(), v3);
+    for version in [1, 2] {
+        let older = codec().writing(version).encode(&read).unwrap();
+        let back = codec().decode(&older, fp(7), 1).unwrap();
+        assert_eq!(back, cursor(vec![in_page(Some("t"), 10, 3, "")]));
+    }
 }
 
 #[test]
 fn each_version_has_its_own_mac() {
-    // A version byte swapped under a valid tag of the other version fails:
+    // A version byte swapped under a valid tag of another version fails:
     // the version picks the MAC and is under it.
-    let (c, _) = documented_example(2);
-    for (writer, other) in [(codec(), 1u8), (codec().writing(1), 2u8)] {
-        let mut raw = URL_SAFE_NO_PAD.decode(writer.encode(&c).unwrap()).unwrap();
-        raw[0] = other;
-        assert_eq!(
-            codec().decode(&URL_SAFE_NO_PAD.encode(&raw), c.fingerprint, 4),
-            Err(CursorError::BadSignature)
-        );
+    let (c, _) = documented_example(3);
+    for writer in [1u8, 2, 3] {
+        for other in [1u8, 2, 3].into_iter().filter(|v| *v != writer) {
+            let s = codec().writing(writer).encode(&c).unwrap();
+            let mut raw = URL_SAFE_NO_PAD.decode(s).unwrap();
+            raw[0] = other;
+            assert_eq!(
+                codec().decode(&URL_SAFE_NO_PAD.encode(&raw), c.fingerprint, 4),
+                Err(CursorError::BadSignature),
+                "{writer} as {other}"
+            );
+        }
     }
 }
 
@@ -231,7 +297,7 @@ fn other_arguments_are_wrong_arguments() {
 #[test]
 fn page_size_out_of_range_is_malformed() {
     for bad in [0, 201, 255] {
-        let mut body = header(VERSION, 1);
+        let mut body = header(VERSION_2, 1);
         body.extend(in_page_bytes(bad));
         assert_eq!(
             decode_signed(body, 1),
@@ -244,7 +310,7 @@ fn page_size_out_of_range_is_malformed() {
     // The same hand-written body with a valid page size decodes, so the
     // refusals above are about the page size alone.
     for good in [1, 200] {
-        let mut body = header(VERSION, 1);
+        let mut body = header(VERSION_2, 1);
         body.extend(in_page_bytes(good));
         let sources = vec![in_page(None, good, 1, "s")];
         assert_eq!(decode_signed(body, 1), Ok(cursor(sources)));
@@ -268,7 +334,7 @@ fn trailing_bytes_are_malformed() {
 
 #[test]
 fn unknown_version_is_unsupported() {
-    for version in [0, 3, 255] {
+    for version in [0, 4, 255] {
         let mut body = header(version, 1);
         body.push(TAG_START);
         assert_eq!(
@@ -308,19 +374,24 @@ fn malformed_payloads_behind_a_valid_mac_are_refused() {
             [header(VERSION, 1), vec![TAG_IN_PAGE, 2, 0xff, 10, 0, 0]].concat(),
             "token is not UTF-8",
         ),
-        // Last id over MAX_ID_LEN.
+        // A version 3 id hash cut short.
+        (
+            [header(VERSION, 1), vec![TAG_IN_PAGE, 0, 10, 0, 1, 2, 3]].concat(),
+            "truncated payload",
+        ),
+        // Last id over MAX_ID_LEN (version 2).
         (
             [
-                header(VERSION, 1),
+                header(VERSION_2, 1),
                 vec![TAG_IN_PAGE, 0, 10, 0, 97],
                 vec![b'a'; 97],
             ]
             .concat(),
             "last id too long",
         ),
-        // Last id not UTF-8 (a lone continuation byte).
+        // Last id not UTF-8 (a lone continuation byte; version 2).
         (
-            [header(VERSION, 1), vec![TAG_IN_PAGE, 0, 10, 0, 1, 0x80]].concat(),
+            [header(VERSION_2, 1), vec![TAG_IN_PAGE, 0, 10, 0, 1, 0x80]].concat(),
             "last id is not UTF-8",
         ),
         // Skip as a non-minimal varint.
@@ -423,15 +494,22 @@ fn encode_refuses_what_decode_would_refuse() {
 #[test]
 fn documented_size_bound_holds() {
     // The module doc's worst case: 50 sources, 1,000-byte tokens, 96-byte
-    // ids, 5-byte skips is 55,334 bytes, 73,779 characters.
+    // ids (as version 2 writes them), 5-byte skips is 55,334 bytes, 73,779
+    // characters. Version 3 writes 8 bytes for each id.
     let thousand = "t".repeat(1000);
     let id = "i".repeat(MAX_ID_LEN);
     let c = cursor(vec![in_page(Some(&thousand), 200, u32::MAX, &id); 50]);
-    let s = codec().encode(&c).unwrap();
+    let s = codec().writing(2).encode(&c).unwrap();
     assert_eq!(URL_SAFE_NO_PAD.decode(&s).unwrap().len(), 55_334);
     assert_eq!(s.len(), 73_779);
     assert!(s.len() <= MAX_CURSOR_LEN);
-    assert_eq!(codec().decode(&s, fp(7), 50), Ok(c));
+    assert_eq!(codec().decode(&s, fp(7), 50), Ok(c.clone()));
+    let s3 = codec().encode(&c).unwrap();
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode(&s3).unwrap().len(),
+        55_334 - 50 * (97 - 8)
+    );
+    assert_eq!(codec().decode(&s3, fp(7), 50), Ok(c));
 }
 
 #[test]
@@ -510,7 +588,7 @@ fn arb_position() -> impl Strategy<Value = SourcePosition> {
                 token: token.map(Into::into),
                 page_size,
                 skip,
-                last_id: last_id.into(),
+                last_id: last_id.as_str().into(),
             }
         ),
     ]
@@ -570,7 +648,7 @@ proptest! {
                     token: Some(token.into()),
                     page_size,
                     skip,
-                    last_id: last_id.into(),
+                    last_id: last_id.as_str().into(),
                 })
                 .collect(),
         };
