@@ -361,8 +361,9 @@ pub struct CursorCodec {
     mac: Hmac<Sha256>,
     /// Version 2: the BLAKE3 hasher keyed with its derived key.
     blake: blake3::Hasher,
-    /// Version 3: the BLAKE3 hasher keyed with its derived key.
-    blake3: blake3::Hasher,
+    /// Version 3: its derived key (hashed in one call: a cursor is far
+    /// shorter than one BLAKE3 chunk).
+    key3: [u8; blake3::KEY_LEN],
     /// The version `encode` writes.
     write: u8,
 }
@@ -380,11 +381,10 @@ impl CursorCodec {
     pub fn new(key: &[u8]) -> Self {
         let mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
         let blake = blake3::Hasher::new_keyed(&blake3::derive_key(KEY2_CONTEXT, key));
-        let blake3 = blake3::Hasher::new_keyed(&blake3::derive_key(KEY3_CONTEXT, key));
         Self {
             mac,
             blake,
-            blake3,
+            key3: blake3::derive_key(KEY3_CONTEXT, key),
             write: VERSION,
         }
     }
@@ -561,9 +561,8 @@ impl CursorCodec {
                 hasher.finalize_xof().fill(&mut tag);
             }
             _ => {
-                let mut hasher = self.blake3.clone();
-                hasher.update(body);
-                hasher.finalize_xof().fill(&mut tag);
+                let hash = blake3::keyed_hash(&self.key3, body);
+                tag.copy_from_slice(&hash.as_bytes()[..TAG_LEN]);
             }
         }
         tag
