@@ -16,7 +16,10 @@
 //!   set. Spans nest `http.request` > GraphQL `request` > `execute` >
 //!   `field` (`sessions`) > `ssm.describe_sessions` > `ssm.attempt`. A
 //!   caller's W3C `traceparent` is honoured whether or not spans are
-//!   exported, so log lines carry the caller's trace id either way.
+//!   exported, so log lines carry the caller's trace id either way: not
+//!   exporting, the OpenTelemetry layer is not installed (it would build
+//!   every span's data only to drop it) and [`ids`] gives the gateway's
+//!   spans their ids instead.
 //!
 //! **A collector that is down never slows a request.** Spans are handed to
 //! a batch processor with a bounded queue (`OTEL_BSP_MAX_QUEUE_SIZE`,
@@ -44,15 +47,18 @@ use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::settings::{LogFormat, OtlpSettings};
 
+mod ids;
 mod lines;
 
+use ids::TraceIds;
+pub use ids::follow_caller;
 use lines::{JsonLines, LineWriter, LinesGuard, SpanFields};
 
 /// The default `service.name`.
@@ -104,19 +110,18 @@ pub fn init(log_format: LogFormat, otlp: &OtlpSettings) -> Telemetry {
         Ok(provider) => (provider, None),
         Err(e) => (None, Some(e)),
     };
-    // Without export, a provider with no processor still gives spans ids
-    // (for the log lines and the caller's trace), and then drops them; only
-    // the gateway's own spans are followed, which is all a log line needs.
-    let provider = exporting
-        .clone()
-        .unwrap_or_else(|| SdkTracerProvider::builder().build());
-    let all_spans = exporting.is_some();
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer(SERVICE_NAME))
-        .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
-            all_spans || meta.target().starts_with("ssm_session_gateway")
-        }));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // Exporting, the OpenTelemetry layer follows every span. Not exporting,
+    // it would build every span's data only to drop it: JSON lines get
+    // their trace and span ids from `TraceIds` instead, and text lines
+    // carry none.
+    let otel = exporting
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(SERVICE_NAME)));
+    let ids = (exporting.is_none() && json).then_some(TraceIds);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(ids);
     let (writer, guard) = match LineWriter::spawn(std::io::stderr()) {
         Ok((writer, guard)) => (BoxMakeWriter::new(writer), Some(guard)),
         // No thread to be had: lines are written where they are logged.

@@ -342,7 +342,9 @@ fn request_span(request: &Request) -> Span {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
     });
-    // Fails only when no OpenTelemetry layer is installed: nothing to link.
+    // Not exporting: the caller's trace id for the log lines.
+    crate::telemetry::follow_caller(&span, &parent);
+    // Fails when no OpenTelemetry layer is installed (nothing exported).
     let _ = span.set_parent(parent);
     span
 }

@@ -238,16 +238,27 @@ where
             line.push_str(&spans);
         }
 
-        // The OpenTelemetry context of the innermost span the tracing layer
-        // follows (entering a span activates its context).
-        let context = opentelemetry::Context::current();
-        let span = context.span();
-        let span_context = span.span_context();
-        if span_context.is_valid() {
+        // The ids of the innermost span that has them: from `TraceIds`
+        // when no span is exported, else from the OpenTelemetry context of
+        // the innermost span its layer follows (entering a span activates
+        // its context).
+        let ids = ctx
+            .event_scope()
+            .and_then(super::ids::innermost)
+            .or_else(|| {
+                let context = opentelemetry::Context::current();
+                let span = context.span();
+                let span_context = span.span_context();
+                span_context.is_valid().then(|| super::ids::Ids {
+                    trace: span_context.trace_id().to_bytes(),
+                    span: span_context.span_id().to_bytes(),
+                })
+            });
+        if let Some(ids) = ids {
             line.push_str(",\"trace_id\":\"");
-            hex(&mut line, &span_context.trace_id().to_bytes());
+            hex(&mut line, &ids.trace);
             line.push_str("\",\"span_id\":\"");
-            hex(&mut line, &span_context.span_id().to_bytes());
+            hex(&mut line, &ids.span);
             line.push('"');
         }
         line.push_str("}\n");
