@@ -55,6 +55,7 @@ mod cursor;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod error;
+mod escape;
 mod graphiql;
 pub mod graphql;
 mod http;

@@ -862,19 +862,6 @@ fn write_session(located: &Located, fields: &[Sel<'_, SessionField<'_>>], out: &
     out.close();
 }
 
-/// The bytes serde_json escapes in a string: controls, `"` and `\\`.
-static ESCAPED: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        table[b] = true;
-        b += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
-
 /// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01,
 /// for years 0..=9999 (Howard Hinnant's `civil_from_days`): a few integer
 /// operations where the calendar types take a table walk per component.
@@ -890,27 +877,6 @@ fn civil_from_days(days: i64) -> (u32, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year as u32, month, day)
-}
-
-/// Whether `s` holds a byte serde_json escapes ([`ESCAPED`]), eight bytes
-/// at a time: a byte below 0x20, `"` or `\\`.
-fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Some byte of `w` below `n` (n <= 0x80): exact as a yes/no answer.
-    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
-    let escapes = |word: &[u8]| {
-        let w = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let backslash = w ^ (ONES * u64::from(b'\\'));
-        below(w, 0x20) | below(quote, 1) | below(backslash, 1) != 0
-    };
-    if s.len() < 8 {
-        return s.iter().any(|&b| ESCAPED[usize::from(b)]);
-    }
-    let mut words = s.chunks_exact(8);
-    // The last eight bytes cover the remainder (overlapping a word).
-    words.any(escapes) || escapes(&s[s.len() - 8..])
 }
 
 /// Compact JSON, written as serde_json writes async-graphql's `Value`.
@@ -957,7 +923,7 @@ impl Json {
 
     /// A JSON string, escaped as serde_json escapes it.
     fn string(&mut self, s: &str) {
-        if !needs_escape(s.as_bytes()) {
+        if !crate::escape::needs_escape(s.as_bytes()) {
             self.0.reserve(s.len() + 2);
             self.0.push(b'"');
             self.0.extend_from_slice(s.as_bytes());
@@ -1114,25 +1080,6 @@ mod tests {
                 .and_then(|resource| resource.rsplit('/').next())
                 .filter(|s| !s.is_empty());
             prop_assert_eq!(super::super::types::owner_name(Some(&owner)), plain);
-        }
-
-        #[test]
-        fn escapes_are_found_eight_bytes_at_a_time(
-            bytes in proptest::collection::vec(
-                prop_oneof![
-                    1 => Just(b'"'),
-                    1 => Just(b'\\'),
-                    1 => 0u8..0x21,
-                    2 => 0x5bu8..0x5e,
-                    2 => 0x7fu8..=0xff,
-                    40 => Just(b'a'),
-                ],
-                0..40,
-            ),
-        ) {
-            // Every length around the word size, escapes at every offset.
-            let expected = bytes.iter().any(|&b| ESCAPED[usize::from(b)]);
-            prop_assert_eq!(needs_escape(&bytes), expected);
         }
 
         #[test]

@@ -400,6 +400,9 @@ struct Escaped<'a, W: fmt::Write + ?Sized>(&'a mut W);
 
 impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        if !crate::escape::needs_escape(s.as_bytes()) {
+            return self.0.write_str(s);
+        }
         let mut plain = 0;
         for (i, b) in s.bytes().enumerate() {
             let escape = match b {

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     "demo",
     "app",
-    "telemetry",
     "admin",
     "http",
     "graphiql",
@@ -26,10 +25,12 @@ const LAYERS: &[&str] = &[
     "cache",
     "upstream",
     "shared",
+    "telemetry",
     "instruments",
     "settings",
     "cursor",
     "model",
+    "escape",
 ];
 
 fn src() -> PathBuf {
