@@ -8,6 +8,7 @@
 //! invalid request is refused before it costs an upstream call.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -138,15 +139,16 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// A 12-digit AWS account id.
+/// A 12-digit AWS account id. Shared, not copied: every source key, page
+/// key and edge of a window carries one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AccountId(String);
+pub struct AccountId(Arc<str>);
 
 impl AccountId {
     /// Accepts exactly 12 ASCII digits.
     pub fn parse(s: &str) -> Result<Self, InvalidInput> {
         if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(Self(s.to_owned()))
+            Ok(Self(s.into()))
         } else {
             Err(InvalidInput {
                 field: "account",
@@ -166,9 +168,10 @@ impl fmt::Display for AccountId {
     }
 }
 
-/// An AWS region name such as `us-east-1`.
+/// An AWS region name such as `us-east-1`. Shared, not copied, as
+/// [`AccountId`] is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Region(String);
+pub struct Region(Arc<str>);
 
 impl Region {
     /// Accepts names shaped like AWS regions, `^[a-z]{2}(-[a-z]+)+-\d$`:
@@ -189,7 +192,7 @@ impl Region {
             _ => false,
         };
         if shaped {
-            Ok(Self(s.to_owned()))
+            Ok(Self(s.into()))
         } else {
             Err(InvalidInput {
                 field: "region",
