@@ -192,9 +192,10 @@ pub struct SourceReader {
     /// `MaxResults` for pages this reader fetches fresh.
     page_size: u8,
     state: State,
-    /// Id of the last session handed out (or the cursor's), for positions.
-    /// Tokens and ids are shared (`Arc<str>`): every edge's cursor holds
-    /// every source's position, so they are cloned once per edge and source.
+    /// The last session handed out (or the cursor's), for positions: its
+    /// id and id hash, computed once when it is taken. Tokens and ids are
+    /// shared (`Arc<str>`): every edge's cursor holds every source's
+    /// position, so they are cloned once per edge and source.
     last_taken: LastId,
     calls: usize,
     budget: Arc<SourceBudget>,
