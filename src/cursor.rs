@@ -435,50 +435,74 @@ impl CursorCodec {
         }
         let body = scratch;
         body.clear();
-        body.push(self.write);
-        body.extend_from_slice(&cursor.fingerprint.0);
-        put_len(body, cursor.sources.len());
+        self.put_header(body, cursor.fingerprint, cursor.sources.len());
         for source in &cursor.sources {
-            match source {
-                SourcePosition::Start => body.push(TAG_START),
-                SourcePosition::Exhausted => body.push(TAG_EXHAUSTED),
-                SourcePosition::InPage {
-                    token,
-                    page_size,
-                    skip,
-                    last_id,
-                } => {
-                    if !PAGE_SIZE_RANGE.contains(page_size) {
-                        return Err(CursorError::Malformed("page size out of range"));
+            self.put_source(body, source)?;
+        }
+        self.seal_into(body, out)
+    }
+
+    /// A writer of the cursors of one window, whose consecutive edges
+    /// differ in a source or two: see [`CursorWriter`].
+    pub fn writer(&self, fingerprint: Fingerprint, sources: usize) -> CursorWriter<'_> {
+        CursorWriter {
+            codec: self,
+            fingerprint,
+            segments: vec![vec![TAG_START]; sources],
+            error: None,
+            body: Vec::with_capacity(256),
+            spans: Vec::with_capacity(sources),
+        }
+    }
+
+    /// Version, fingerprint and source count.
+    fn put_header(&self, body: &mut Vec<u8>, fingerprint: Fingerprint, sources: usize) {
+        body.push(self.write);
+        body.extend_from_slice(&fingerprint.0);
+        put_len(body, sources);
+    }
+
+    /// One source's position, as the version written says.
+    fn put_source(&self, body: &mut Vec<u8>, source: &SourcePosition) -> Result<(), CursorError> {
+        match source {
+            SourcePosition::Start => body.push(TAG_START),
+            SourcePosition::Exhausted => body.push(TAG_EXHAUSTED),
+            SourcePosition::InPage {
+                token,
+                page_size,
+                skip,
+                last_id,
+            } => {
+                if !PAGE_SIZE_RANGE.contains(page_size) {
+                    return Err(CursorError::Malformed("page size out of range"));
+                }
+                if token.as_ref().is_some_and(|t| t.len() > MAX_TOKEN_LEN)
+                    || last_id.id().is_some_and(|id| id.len() > MAX_ID_LEN)
+                {
+                    return Err(CursorError::TooLarge);
+                }
+                body.push(TAG_IN_PAGE);
+                match token {
+                    None => put_varint(body, 0),
+                    Some(t) => {
+                        put_len(body, t.len() + 1);
+                        body.extend_from_slice(t.as_bytes());
                     }
-                    if token.as_ref().is_some_and(|t| t.len() > MAX_TOKEN_LEN)
-                        || last_id.id().is_some_and(|id| id.len() > MAX_ID_LEN)
-                    {
-                        return Err(CursorError::TooLarge);
-                    }
-                    body.push(TAG_IN_PAGE);
-                    match token {
-                        None => put_varint(body, 0),
-                        Some(t) => {
-                            put_len(body, t.len() + 1);
-                            body.extend_from_slice(t.as_bytes());
-                        }
-                    }
-                    body.push(*page_size);
-                    put_varint(body, *skip);
-                    if self.write == VERSION {
-                        body.extend_from_slice(&last_id.hash().to_le_bytes());
-                    } else {
-                        // Known only by its hash (from a version 3 cursor):
-                        // none, so the position falls back to `skip`.
-                        let id = last_id.id().unwrap_or("");
-                        put_len(body, id.len());
-                        body.extend_from_slice(id.as_bytes());
-                    }
+                }
+                body.push(*page_size);
+                put_varint(body, *skip);
+                if self.write == VERSION {
+                    body.extend_from_slice(&last_id.hash().to_le_bytes());
+                } else {
+                    // Known only by its hash (from a version 3 cursor):
+                    // none, so the position falls back to `skip`.
+                    let id = last_id.id().unwrap_or("");
+                    put_len(body, id.len());
+                    body.extend_from_slice(id.as_bytes());
                 }
             }
         }
-        self.seal_into(body, out)
+        Ok(())
     }
 
     /// Verify and decode a client-supplied cursor issued for the arguments
@@ -576,6 +600,71 @@ impl CursorCodec {
             .zip(tag)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         tag.len() == TAG_LEN && std::hint::black_box(difference) == 0
+    }
+}
+
+/// Writes the cursors of one window's edges in order. Each source's
+/// position is kept encoded, so an edge that changes one source's position
+/// re-encodes that source alone; [`CursorWriter::encode_into`] writes what
+/// [`CursorCodec::encode_into`] writes for the same positions.
+pub struct CursorWriter<'c> {
+    codec: &'c CursorCodec,
+    fingerprint: Fingerprint,
+    /// Each source's position, encoded (`Start` until set).
+    segments: Vec<Vec<u8>>,
+    /// The first position that could not be encoded; cursors fail with it.
+    error: Option<CursorError>,
+    /// The body of the positions set so far, valid when `spans` is not
+    /// empty: `spans[i]` is where segment `i` lies in it.
+    body: Vec<u8>,
+    spans: Vec<std::ops::Range<usize>>,
+}
+
+impl CursorWriter<'_> {
+    /// Source `i` is now at `position`.
+    pub fn set(&mut self, i: usize, position: &SourcePosition) {
+        let Some(segment) = self.segments.get_mut(i) else {
+            self.error = Some(CursorError::Malformed("no such source"));
+            return;
+        };
+        segment.clear();
+        if let Err(e) = self.codec.put_source(segment, position) {
+            self.error.get_or_insert(e);
+        }
+        // Mostly the same length (the same page, one more skipped): written
+        // over its old place; else the body is laid out again.
+        match self.spans.get(i) {
+            Some(span) if span.len() == segment.len() => {
+                self.body[span.clone()].copy_from_slice(segment);
+            }
+            _ => self.spans.clear(),
+        }
+    }
+
+    /// The cursor of the positions set so far, appended to `out`.
+    pub fn encode_into(&mut self, out: &mut Vec<u8>) -> Result<(), CursorError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.segments.len() > MAX_SOURCES {
+            return Err(CursorError::TooLarge);
+        }
+        if self.spans.is_empty() {
+            let body = &mut self.body;
+            body.clear();
+            self.codec
+                .put_header(body, self.fingerprint, self.segments.len());
+            for segment in &self.segments {
+                let start = body.len();
+                body.extend_from_slice(segment);
+                self.spans.push(start..body.len());
+            }
+        }
+        // `seal_into` appends the tag to the body: cut it off again after.
+        let len = self.body.len();
+        let sealed = self.codec.seal_into(&mut self.body, out);
+        self.body.truncate(len);
+        sealed
     }
 }
 

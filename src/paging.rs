@@ -152,14 +152,43 @@ pub enum SourceFailure {
     OverBudget { limit: usize },
 }
 
-/// One session of a window: which source it came from, and where every
-/// source resumes just past it (the edge's cursor).
+/// One session of a window: which source it came from, and the sources'
+/// positions that changed with it, so that where every source resumes just
+/// past it (the edge's cursor) is the window's items' changes up to it
+/// ([`Window::after`]).
 #[derive(Clone, Debug)]
 pub struct Item {
     pub session: SessionRef,
     /// Index into the readers the window was read from.
     pub source: usize,
-    pub after: Vec<SourcePosition>,
+    pub changes: Changes,
+}
+
+/// Positions that changed, by reader index: mostly the taken source's
+/// alone; every source's in a window's first item.
+#[derive(Clone, Debug)]
+pub enum Changes {
+    One(usize, SourcePosition),
+    Many(Vec<(usize, SourcePosition)>),
+}
+
+impl Changes {
+    /// Applies these changes to `positions` (one per reader).
+    pub fn apply_to(&self, positions: &mut [SourcePosition]) {
+        self.each(|i, position| {
+            if let Some(slot) = positions.get_mut(i) {
+                *slot = position.clone();
+            }
+        });
+    }
+
+    /// Calls `f` with each changed reader's index and new position.
+    pub fn each(&self, mut f: impl FnMut(usize, &SourcePosition)) {
+        match self {
+            Self::One(i, position) => f(*i, position),
+            Self::Many(changes) => changes.iter().for_each(|(i, position)| f(*i, position)),
+        }
+    }
 }
 
 enum State {
@@ -199,6 +228,9 @@ pub struct SourceReader {
     last_taken: LastId,
     calls: usize,
     budget: Arc<SourceBudget>,
+    /// Whether the position may have changed since a window last recorded
+    /// it (every change of state or of the last session sets it).
+    moved: bool,
 }
 
 impl SourceReader {
@@ -244,6 +276,7 @@ impl SourceReader {
             last_taken,
             calls: 0,
             budget,
+            moved: true,
         }
     }
 
@@ -268,6 +301,7 @@ impl SourceReader {
                     if *next < page.sessions.len() {
                         break;
                     }
+                    self.moved = true;
                     self.state = match next_token.take() {
                         Some(token) => State::Pending {
                             token: Some(token),
@@ -326,6 +360,7 @@ impl SourceReader {
         let session = SessionRef::new(Arc::clone(page), *next)?;
         *next += 1;
         self.last_taken = LastId::of(session.session_id.as_str());
+        self.moved = true;
         Some(session)
     }
 
@@ -421,6 +456,7 @@ impl SourceReader {
             }
             None => skip.min(page.sessions.len()),
         };
+        self.moved = true;
         self.state = State::Loaded {
             page_size: request.page_size,
             token,
@@ -460,6 +496,19 @@ pub struct Window {
     /// when there are items): what an empty window stopped by its budget
     /// resumes from.
     pub positions: Vec<SourcePosition>,
+}
+
+#[cfg(test)]
+impl Window {
+    /// Where every source resumes just past item `k` (the edge's cursor):
+    /// the changes of items `0..=k` applied in order.
+    pub fn after(&self, k: usize) -> Vec<SourcePosition> {
+        let mut positions = vec![SourcePosition::Start; self.positions.len()];
+        for item in &self.items[..=k] {
+            item.changes.apply_to(&mut positions);
+        }
+        positions
+    }
 }
 
 /// The merge order: newest `startDate` first (a session without one last),
@@ -559,11 +608,29 @@ pub async fn read_window(
             break;
         };
         if let Some(session) = readers[best].take() {
-            let after = readers.iter().map(SourceReader::position).collect();
+            // Only positions that may have changed are recorded (mostly the
+            // taken source's); every one with the window's first item.
+            let first_item = items.is_empty();
+            let (mut one, mut many) = (None, Vec::new());
+            for (i, reader) in readers.iter_mut().enumerate() {
+                if first_item || reader.moved {
+                    reader.moved = false;
+                    let change = (i, reader.position());
+                    match one.take() {
+                        None if many.is_empty() => one = Some(change),
+                        None => many.push(change),
+                        Some(earlier) => many.extend([earlier, change]),
+                    }
+                }
+            }
+            let changes = match one {
+                Some((i, position)) => Changes::One(i, position),
+                None => Changes::Many(many),
+            };
             items.push(Item {
                 session,
                 source: best,
-                after,
+                changes,
             });
         }
     }
@@ -721,7 +788,7 @@ mod tests {
         assert_eq!(w.calls, 3);
         // "a" ended its page: resume straight at the next token.
         assert_eq!(
-            w.items[0].after[0],
+            w.after(0)[0],
             SourcePosition::InPage {
                 token: Some("t1".into()),
                 page_size: 3,
@@ -731,7 +798,7 @@ mod tests {
         );
         // "b" is mid-page: re-fetch "t2"'s successor page and skip one.
         assert_eq!(
-            w.items[1].after[0],
+            w.after(1)[0],
             SourcePosition::InPage {
                 token: Some("t2".into()),
                 page_size: 3,
@@ -957,7 +1024,7 @@ mod tests {
         );
         assert_eq!(w.has_next_page, Some(true));
         assert_eq!(
-            w.items[0].after[0],
+            w.after(0)[0],
             SourcePosition::InPage {
                 token: Some("t1".into()),
                 page_size: 3,
@@ -1026,7 +1093,7 @@ mod tests {
         // After "b2" (the end of b's first page), both positions are in the
         // cursor: a mid-page, b straight at its next page.
         assert_eq!(
-            w.items[3].after,
+            w.after(3),
             vec![
                 SourcePosition::InPage {
                     token: None,
@@ -1048,7 +1115,7 @@ mod tests {
             None,
         )]);
         let b = scripted(vec![dated_page(&[("b3", 20)], None)]);
-        let after = w.items[3].after.clone();
+        let after = w.after(3);
         let mut readers = vec![
             reader(&a, after[0].clone(), 10),
             reader(&b, after[1].clone(), 10),
@@ -1056,6 +1123,44 @@ mod tests {
         let w = read_window(&mut readers, 10, true).await.unwrap();
         assert_eq!(ids(&w), ["b3", "a3"]);
         assert_eq!(w.has_next_page, Some(false));
+    }
+
+    #[tokio::test]
+    async fn an_edge_records_every_position_that_moved_with_it() {
+        // a's second page is empty: reaching its third page moves a's
+        // position while b's session is taken, and b1's edge records it.
+        let a = scripted(vec![
+            dated_page(&[("a1", 50)], Some("at2")),
+            dated_page(&[], Some("at3")),
+            dated_page(&[("a3", 10)], None),
+        ]);
+        let b = scripted(vec![dated_page(&[("b1", 40), ("b2", 30), ("b3", 5)], None)]);
+        let mut readers = vec![
+            reader(&a, SourcePosition::Start, 10),
+            reader(&b, SourcePosition::Start, 10),
+        ];
+        let w = read_window(&mut readers, 10, true).await.unwrap();
+        assert_eq!(ids(&w), ["a1", "b1", "b2", "a3", "b3"]);
+        let at = |token: Option<&str>, skip: u32, last: &str| SourcePosition::InPage {
+            token: token.map(Into::into),
+            page_size: 3,
+            skip,
+            last_id: last.into(),
+        };
+        let expected = [
+            [at(Some("at2"), 0, "a1"), at(None, 0, "")],
+            [at(Some("at3"), 0, "a1"), at(None, 1, "b1")],
+            [at(Some("at3"), 0, "a1"), at(None, 2, "b2")],
+            [SourcePosition::Exhausted, at(None, 2, "b2")],
+            [SourcePosition::Exhausted, SourcePosition::Exhausted],
+        ];
+        for (k, positions) in expected.iter().enumerate() {
+            assert_eq!(w.after(k), positions.to_vec(), "after item {k}");
+        }
+        // The first item carries every source, b1 both (a moved), b2 its own.
+        assert!(matches!(&w.items[0].changes, Changes::Many(c) if c.len() == 2));
+        assert!(matches!(&w.items[1].changes, Changes::Many(c) if c.len() == 2));
+        assert!(matches!(w.items[2].changes, Changes::One(1, _)));
     }
 
     #[tokio::test]
@@ -1079,7 +1184,7 @@ mod tests {
             "the failed source may hold more"
         );
         assert_eq!(
-            w.items[2].after[1],
+            w.after(2)[1],
             SourcePosition::InPage {
                 token: Some("bt".into()),
                 page_size: 3,

@@ -24,7 +24,7 @@ use crate::cursor::{
 };
 use crate::error::ApiError;
 use crate::model::{AccountId, Region, SessionFilter, SessionId, SessionState, SourceKey};
-use crate::paging::{ListQuery, RequestBudget, SourceFailure, SourceReader, read_window};
+use crate::paging::{Changes, ListQuery, RequestBudget, SourceFailure, SourceReader, read_window};
 use crate::settings::Limits;
 use crate::upstream::{SessionRef, UpstreamError};
 
@@ -127,15 +127,21 @@ pub struct Located {
     pub region: Region,
 }
 
-/// One edge of a window: the session and the cursor that resumes after it.
+/// One edge of a window: the session, and the sources' positions that
+/// changed with it. The cursor that resumes after it holds every source's
+/// position: the changes of the edges up to it ([`Listing::cursors`]).
 pub struct Edge {
     pub node: Located,
-    pub cursor: Cursor,
+    pub changes: Changes,
 }
 
 /// A window of sessions, and the sources that failed while reading it.
 pub struct Listing {
     pub edges: Vec<Edge>,
+    /// What the edges' cursors are bound to.
+    pub fingerprint: Fingerprint,
+    /// How many sources each cursor holds a position for.
+    pub sources: usize,
     /// `None` when not asked for.
     pub has_next_page: Option<bool>,
     /// Sources left out of the window, each with why (reported per source).
@@ -143,6 +149,24 @@ pub struct Listing {
     /// When a budget stopped the window before its first session: where
     /// to resume (`pageInfo.endCursor` of the empty page), so paging goes on.
     pub resume: Option<Cursor>,
+}
+
+impl Listing {
+    /// Every edge's cursor, in order: each edge's changes applied over
+    /// the previous edge's positions.
+    pub fn cursors(&self) -> Vec<Cursor> {
+        let mut positions = vec![SourcePosition::Start; self.sources];
+        self.edges
+            .iter()
+            .map(|edge| {
+                edge.changes.apply_to(&mut positions);
+                Cursor {
+                    fingerprint: self.fingerprint,
+                    sources: positions.clone(),
+                }
+            })
+            .collect()
+    }
 }
 
 impl SessionService {
@@ -268,10 +292,7 @@ impl SessionService {
                         account: source.account.clone(),
                         region: source.key.region.clone(),
                     },
-                    cursor: Cursor {
-                        fingerprint,
-                        sources: item.after,
-                    },
+                    changes: item.changes,
                 }
             })
             .collect();
@@ -282,6 +303,8 @@ impl SessionService {
             .collect();
         Ok(Listing {
             edges,
+            fingerprint,
+            sources: sources.len(),
             has_next_page: window.has_next_page,
             failures,
             resume,

@@ -187,6 +187,39 @@ fn wire_format_matches_the_documented_layout() {
 }
 
 #[test]
+fn a_writer_walking_a_page_writes_what_encode_writes() {
+    // As a window moves: one source's skip and last id at a time, its
+    // segment the same length (written over in place) until the skip's
+    // varint grows at 128, or the other source's token changes.
+    for version in [1, 2, 3] {
+        let codec = codec().writing(version);
+        let mut writer = codec.writer(fp(7), 2);
+        let mut sources = vec![in_page(Some("tok"), 200, 0, "a-0"), SourcePosition::Start];
+        writer.set(0, &sources[0]);
+        for skip in 1..=130u32 {
+            let (i, position) = if skip % 7 == 0 {
+                (1, in_page(Some(&format!("t{skip}")), 50, 0, "b"))
+            } else {
+                (
+                    0,
+                    in_page(Some("tok"), 200, skip, &format!("a-{}", skip % 10)),
+                )
+            };
+            writer.set(i, &position);
+            sources[i] = position;
+            let mut out = Vec::new();
+            writer.encode_into(&mut out).unwrap();
+            let expected = codec.encode(&cursor(sources.clone())).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "v{version} skip {skip}"
+            );
+        }
+    }
+}
+
+#[test]
 fn id_hashes_are_fnv_1a_64() {
     // The published FNV-1a 64 test vectors.
     assert_eq!(id_hash(""), 0xcbf2_9ce4_8422_2325);
@@ -618,6 +651,34 @@ proptest! {
         let back = codec.decode(&s, c.fingerprint, c.sources.len()).unwrap();
         prop_assert_eq!(&back, &c);
         prop_assert_eq!(codec.encode(&back).unwrap(), s);
+    }
+
+    /// A window's writer, fed only the positions that change from one
+    /// cursor to the next, writes what `encode` writes for each, in every
+    /// version.
+    #[test]
+    fn a_writer_fed_changes_writes_what_encode_writes(
+        cursors in proptest::collection::vec(arb_cursor(3..=3), 1..6),
+        version in 1u8..=3,
+    ) {
+        let codec = codec().writing(version);
+        let mut writer = codec.writer(fp(7), 3);
+        let mut previous = vec![SourcePosition::Start; 3];
+        for c in &cursors {
+            for (i, position) in c.sources.iter().enumerate() {
+                if previous[i] != *position {
+                    writer.set(i, position);
+                }
+            }
+            previous.clone_from(&c.sources);
+            let mut out = Vec::new();
+            let expected = codec.encode(&Cursor { fingerprint: fp(7), sources: c.sources.clone() });
+            match (writer.encode_into(&mut out), expected) {
+                (Ok(()), Ok(s)) => prop_assert_eq!(String::from_utf8(out).unwrap(), s),
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "writer {a:?}, encode {b:?}"),
+            }
+        }
     }
 
     /// The SIMD encoder `encode` uses writes exactly what the `base64`

@@ -54,7 +54,7 @@ use tracing::Instrument as _;
 
 use super::query::SessionsArgs;
 use super::types::{AccessType, SessionFilterInput, SessionStatus, node_id};
-use crate::cursor::{Cursor, CursorCodec};
+use crate::cursor::{Cursor, CursorCodec, CursorWriter, Fingerprint};
 use crate::paging::RequestBudget;
 use crate::sessions::{Caller, Edge, ListArgs, Listing, Located, SessionService};
 
@@ -651,8 +651,12 @@ struct Page<'c> {
     edges: Vec<Edge>,
     /// Where each edge's cursor was written in the output already.
     cursors: Vec<Option<std::ops::Range<usize>>>,
-    /// Working space of the codec.
-    scratch: Vec<u8>,
+    /// The positions of the edges before `applied`, encoded: the next
+    /// cursor costs re-encoding only the sources its edge moved.
+    writer: CursorWriter<'c>,
+    applied: usize,
+    fingerprint: Fingerprint,
+    sources: usize,
     has_previous_page: bool,
     has_next_page: Option<bool>,
     resume: Option<Cursor>,
@@ -663,7 +667,10 @@ impl<'c> Page<'c> {
     fn new(listing: Listing, has_previous_page: bool, codec: &'c Arc<CursorCodec>) -> Self {
         Self {
             cursors: vec![None; listing.edges.len()],
-            scratch: Vec::with_capacity(512),
+            writer: codec.writer(listing.fingerprint, listing.sources),
+            applied: 0,
+            fingerprint: listing.fingerprint,
+            sources: listing.sources,
             edges: listing.edges,
             has_previous_page,
             has_next_page: listing.has_next_page,
@@ -679,10 +686,21 @@ impl<'c> Page<'c> {
         match self.cursors[i].clone() {
             Some(range) => out.0.extend_from_within(range),
             None => {
+                if self.applied > i {
+                    // Asked for out of order (`endCursor` before the
+                    // edges): start over from the first edge.
+                    self.writer = self.codec.writer(self.fingerprint, self.sources);
+                    self.applied = 0;
+                }
+                while self.applied <= i {
+                    let writer = &mut self.writer;
+                    self.edges[self.applied]
+                        .changes
+                        .each(|source, position| writer.set(source, position));
+                    self.applied += 1;
+                }
                 let start = out.0.len();
-                self.codec
-                    .encode_into(&self.edges[i].cursor, &mut self.scratch, &mut out.0)
-                    .ok()?;
+                self.writer.encode_into(&mut out.0).ok()?;
                 self.cursors[i] = Some(start..out.0.len());
             }
         }

@@ -113,6 +113,7 @@ impl Query {
             .instrument(root_field_span(ctx))
             .await
             .map_err(|e| e.extend())?;
+        let cursors = listing.cursors();
         for (source, error) in listing.failures {
             let key = ctx.item.node.response_key().node.as_str();
             ctx.add_error(source_error(ctx.item.pos, key, &source, error));
@@ -120,11 +121,12 @@ impl Query {
         let edges: Vec<SessionEdge> = listing
             .edges
             .into_iter()
-            .map(|edge| SessionEdge {
+            .zip(cursors)
+            .map(|(edge, cursor)| SessionEdge {
                 node: Session::from(edge.node),
                 cursor: LazyCursor {
                     codec: Arc::clone(service.cursors()),
-                    cursor: edge.cursor,
+                    cursor,
                 },
             })
             .collect();
