@@ -22,7 +22,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::AuthError;
 use super::principal::to_grants;
-use super::principal::{Grants, Principal, PrincipalKind};
+use super::principal::{Principal, PrincipalKind};
 use crate::settings::AccountSettings;
 use crate::settings::{
     ApiKeySettings, AuthSettings, KeyUniqueness, KnownAccounts, parse_sha256_hex, validate_api_keys,
@@ -33,9 +33,9 @@ use crate::settings::{
 #[derive(Debug)]
 struct Entry {
     hash: [u8; 32],
-    name: Arc<str>,
     expires: Option<DateTime<Utc>>,
-    grants: Arc<Grants>,
+    /// Built once, its identity key computed: a request clones it.
+    principal: Arc<Principal>,
 }
 
 /// The shape of `auth.api_keys_file`.
@@ -122,11 +122,7 @@ impl ApiKeys {
         if entry.expires.is_some_and(|at| at <= now) {
             return Err(AuthError::Expired);
         }
-        Ok(Principal::new(
-            PrincipalKind::ApiKey,
-            entry.name.as_ref(),
-            (*entry.grants).clone(),
-        ))
+        Ok((*entry.principal).clone())
     }
 
     /// The entries of the settings' keys and the file's, all validated.
@@ -144,15 +140,19 @@ impl ApiKeys {
         }
         let mut entries = Vec::new();
         for key in keys {
-            let name: Arc<str> = key.name.as_str().into();
-            let grants = Arc::new(to_grants(&key.grants));
+            let principal = Principal::new(
+                PrincipalKind::ApiKey,
+                key.name.as_str(),
+                to_grants(&key.grants),
+            );
+            principal.identity_key();
+            let principal = Arc::new(principal);
             for hex in &key.sha256 {
                 let hash = parse_sha256_hex(hex).context("validated above")?;
                 entries.push(Entry {
                     hash,
-                    name: name.clone(),
                     expires: key.expires,
-                    grants: grants.clone(),
+                    principal: principal.clone(),
                 });
             }
         }
@@ -161,7 +161,7 @@ impl ApiKeys {
 }
 
 fn distinct_names(entries: &[Entry]) -> usize {
-    let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_ref()).collect();
+    let mut names: Vec<&str> = entries.iter().map(|e| e.principal.name()).collect();
     names.sort_unstable();
     names.dedup();
     names.len()

@@ -124,7 +124,7 @@ impl PrincipalKind {
 
 /// An authenticated caller. Holds no credential: safe to log (its `Display`
 /// is `kind:name`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Principal {
     kind: PrincipalKind,
     name: String,
@@ -132,7 +132,23 @@ pub struct Principal {
     /// When the credentials stop being valid (a JWT's `exp`), for what
     /// outlives one request (a WebSocket).
     expires_at: Option<std::time::SystemTime>,
+    /// [`Principal::identity_key`], computed the first time (kept by
+    /// clones: an API key's principal is cloned from one built at load).
+    identity: std::sync::OnceLock<IdentityKey>,
 }
+
+/// Equal in kind, name, grants and expiry (the identity key follows from
+/// the first three).
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.name == other.name
+            && self.grants == other.grants
+            && self.expires_at == other.expires_at
+    }
+}
+
+impl Eq for Principal {}
 
 /// A stable hash of a principal's identity and grants, for cache keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,6 +161,7 @@ impl Principal {
             name: name.into(),
             grants,
             expires_at: None,
+            identity: std::sync::OnceLock::new(),
         }
     }
 
@@ -201,6 +218,10 @@ impl Principal {
     /// are equal; the same principal gets the same key in every process, so
     /// it suits the response cache, never the raw `Authorization` header.
     pub fn identity_key(&self) -> IdentityKey {
+        *self.identity.get_or_init(|| self.compute_identity_key())
+    }
+
+    fn compute_identity_key(&self) -> IdentityKey {
         let mut hash = Sha256::new();
         let mut part = |bytes: &[u8]| {
             // Length-prefixed, so no two different splits hash alike.
@@ -305,6 +326,19 @@ mod tests {
         assert_eq!(readable, ["prod", "sandbox"]);
         let plain: Vec<Account> = accounts.iter().map(|a| (**a).clone()).collect();
         assert_eq!(p.readable_accounts(&plain).len(), 2);
+    }
+
+    #[test]
+    fn an_identity_key_is_kept_by_clones_and_ignored_by_equality() {
+        let grants = Grants::new([grant(&["prod"], &[Scope::SessionsRead])]);
+        let built = Principal::new(PrincipalKind::ApiKey, "k", grants.clone());
+        let key = built.identity_key();
+        let clone = built.clone();
+        assert_eq!(clone.identity.get(), Some(&key));
+        let fresh = Principal::new(PrincipalKind::ApiKey, "k", grants);
+        assert!(fresh.identity.get().is_none());
+        assert_eq!(fresh, clone);
+        assert_eq!(fresh.identity_key(), key);
     }
 
     #[test]
