@@ -113,6 +113,10 @@ pub struct AccountRegistry {
     /// How each account's credentials last resolved (registries built from
     /// settings; empty for ready-made sources).
     credentials: Vec<(Arc<Account>, Arc<CredentialStatus>)>,
+    /// Every account's sources in canonical order, built on first use:
+    /// what most requests select (no `accounts`, no `regions`), filtered
+    /// by what the caller may read.
+    every: std::sync::OnceLock<Vec<Source>>,
 }
 
 impl AccountRegistry {
@@ -130,6 +134,7 @@ impl AccountRegistry {
             page_cache: None,
             shared: None,
             credentials: Vec::new(),
+            every: std::sync::OnceLock::new(),
         }
     }
 
@@ -407,6 +412,16 @@ impl AccountRegistry {
         regions: Option<&[String]>,
         visible: impl Fn(&Account) -> bool,
     ) -> Result<Vec<Source>, RoutingError> {
+        if accounts.is_none() && regions.is_none() {
+            let every = self
+                .every
+                .get_or_init(|| self.pick(self.accounts.iter(), None));
+            return Ok(every
+                .iter()
+                .filter(|s| visible(&s.account))
+                .cloned()
+                .collect());
+        }
         let chosen: Vec<&Arc<Account>> = match accounts {
             None => self.accounts.iter().filter(|a| visible(a)).collect(),
             Some(names) => names
@@ -424,25 +439,116 @@ impl AccountRegistry {
                     .collect::<Result<_, _>>()
             })
             .transpose()?;
-        let mut picked = BTreeMap::new();
-        for account in chosen {
-            for region in &account.regions {
-                if wanted.as_ref().is_none_or(|w| w.contains(region))
-                    && let Some(source) = self.source(account, region)
-                {
-                    picked.insert(source.key.clone(), source);
-                }
-            }
-        }
+        let picked = self.pick(chosen.into_iter(), wanted.as_deref());
         if let Some(wanted) = &wanted {
             for region in wanted {
-                if !picked.keys().any(|k| &k.region == region) {
+                if !picked.iter().any(|s| &s.key.region == region) {
                     return Err(RoutingError::BadRegion(format!(
                         "none of the chosen accounts is read in region {region}"
                     )));
                 }
             }
         }
-        Ok(picked.into_values().collect())
+        Ok(picked)
+    }
+
+    /// The sources of `accounts` in `wanted` regions (all of each
+    /// account's when `None`), once each, in canonical order.
+    fn pick<'a>(
+        &self,
+        accounts: impl Iterator<Item = &'a Arc<Account>>,
+        wanted: Option<&[Region]>,
+    ) -> Vec<Source> {
+        let mut picked = BTreeMap::new();
+        for account in accounts {
+            for region in &account.regions {
+                if wanted.is_none_or(|w| w.contains(region))
+                    && let Some(source) = self.source(account, region)
+                {
+                    picked.insert(source.key.clone(), source);
+                }
+            }
+        }
+        picked.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::upstream::{Page, PageRequest, UpstreamError};
+
+    struct Empty;
+
+    #[async_trait]
+    impl SessionSource for Empty {
+        async fn describe_sessions(&self, _: &PageRequest) -> Result<Page, UpstreamError> {
+            Ok(Page::default())
+        }
+    }
+
+    fn keys(sources: Vec<Source>) -> Vec<String> {
+        sources
+            .into_iter()
+            .map(|s| format!("{}/{}", s.key.account, s.key.region))
+            .collect()
+    }
+
+    #[test]
+    fn selecting_everything_is_every_visible_source_in_canonical_order() {
+        let account = |id: &str, alias: &str, regions: &[&str]| Account {
+            id: AccountId::parse(id).unwrap(),
+            alias: alias.into(),
+            regions: regions.iter().map(|r| Region::parse(r).unwrap()).collect(),
+        };
+        let accounts = vec![
+            account("333333333333", "c", &["us-east-1", "eu-west-1"]),
+            account("111111111111", "a", &["eu-west-1"]),
+            account("222222222222", "b", &["us-east-1", "eu-west-1"]),
+        ];
+        let sources: Vec<(SourceKey, Arc<dyn SessionSource>)> = accounts
+            .iter()
+            .flat_map(|a| {
+                a.regions.iter().map(|r| {
+                    let key = SourceKey {
+                        account: a.id.clone(),
+                        region: r.clone(),
+                    };
+                    (key, Arc::new(Empty) as Arc<dyn SessionSource>)
+                })
+            })
+            .collect();
+        let registry = AccountRegistry::new(accounts, sources);
+        let all = |_: &Account| true;
+        let everything = keys(registry.select(None, None, all).unwrap());
+        assert_eq!(
+            everything,
+            [
+                "111111111111/eu-west-1",
+                "222222222222/eu-west-1",
+                "222222222222/us-east-1",
+                "333333333333/eu-west-1",
+                "333333333333/us-east-1",
+            ]
+        );
+        // The same as naming every account.
+        let named = ["c", "a", "b"].map(String::from);
+        assert_eq!(
+            keys(registry.select(Some(&named), None, all).unwrap()),
+            everything
+        );
+        // Built once, then filtered by what each caller may read.
+        let not_b = |a: &Account| a.alias != "b";
+        assert_eq!(
+            keys(registry.select(None, None, not_b).unwrap()),
+            [
+                "111111111111/eu-west-1",
+                "333333333333/eu-west-1",
+                "333333333333/us-east-1",
+            ]
+        );
+        assert!(registry.select(None, None, |_| false).unwrap().is_empty());
     }
 }
