@@ -167,17 +167,13 @@ const TAG_IN_PAGE: u8 = 1;
 const TAG_EXHAUSTED: u8 = 2;
 
 /// 16-byte digest of the canonical query arguments (state, filters,
-/// sources...). Computed by the caller with [`Fingerprint::of`].
+/// sources...). Computed by the caller with a [`FingerprintBuilder`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub struct Fingerprint(pub [u8; FINGERPRINT_LEN]);
 
+#[cfg(test)]
 impl Fingerprint {
-    /// SHA-256 over the parts, each prefixed with its length as a
-    /// little-endian `u64`, truncated to 16 bytes. The length prefixes make the
-    /// input unambiguous, so `["ab", "c"]` and `["a", "bc"]` differ. 128 bits
-    /// is ample: the fingerprint guards against mistakes and replays with
-    /// other arguments, not against collisions crafted by someone who also
-    /// holds the MAC key.
+    /// The fingerprint of `parts`, each a part of [`FingerprintBuilder`].
     pub fn of(parts: &[&[u8]]) -> Self {
         let mut builder = FingerprintBuilder::default();
         for part in parts {
@@ -187,7 +183,12 @@ impl Fingerprint {
     }
 }
 
-/// [`Fingerprint::of`], one part at a time, without collecting the parts.
+/// Builds a [`Fingerprint`] part by part: SHA-256 over the parts, each
+/// prefixed with its length as a little-endian `u64`, truncated to 16
+/// bytes. The length prefixes make the input unambiguous, so `["ab", "c"]`
+/// and `["a", "bc"]` differ. 128 bits is ample: the fingerprint guards
+/// against mistakes and replays with other arguments, not against
+/// collisions crafted by someone who also holds the MAC key.
 #[derive(Default)]
 pub struct FingerprintBuilder(Sha256);
 
@@ -284,8 +285,9 @@ impl LastId {
         }
     }
 
+    /// No session (a decoded hash is never 0: that reads as `None`).
     pub fn is_none(&self) -> bool {
-        matches!(self, Self::None | Self::Hash(0))
+        matches!(self, Self::None)
     }
 }
 

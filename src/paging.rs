@@ -374,9 +374,10 @@ impl SourceReader {
                 skip,
                 last_id,
                 ..
-            } => match last_id.clone().or_else(|| {
-                Some(self.last_taken.clone()).filter(|last| !matches!(last, LastId::None))
-            }) {
+            } => match last_id
+                .clone()
+                .or_else(|| Some(self.last_taken.clone()).filter(|last| !last.is_none()))
+            {
                 None if token.is_none() && *skip == 0 => SourcePosition::Start,
                 last_id => SourcePosition::InPage {
                     token: token.clone(),
@@ -471,7 +472,7 @@ impl SourceReader {
 /// Where the session `last` names is in `page`: mostly just before `skip`
 /// (the page is as it was), else anywhere (the page shifted).
 fn find(page: &Page, last: &LastId, skip: usize) -> Option<usize> {
-    if matches!(last, LastId::None) {
+    if last.is_none() {
         return None;
     }
     let is_last = |s: &Session| last.is(s.session_id.as_str());

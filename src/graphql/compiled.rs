@@ -54,7 +54,7 @@ use tracing::Instrument as _;
 
 use super::query::SessionsArgs;
 use super::types::{AccessType, SessionFilterInput, SessionStatus, node_id};
-use crate::cursor::{Cursor, CursorCodec, CursorWriter, Fingerprint};
+use crate::cursor::{Cursor, CursorCodec, CursorWriter};
 use crate::paging::RequestBudget;
 use crate::sessions::{Caller, Edge, ListArgs, Listing, Located, SessionService};
 
@@ -655,8 +655,6 @@ struct Page<'c> {
     /// cursor costs re-encoding only the sources its edge moved.
     writer: CursorWriter<'c>,
     applied: usize,
-    fingerprint: Fingerprint,
-    sources: usize,
     has_previous_page: bool,
     has_next_page: Option<bool>,
     resume: Option<Cursor>,
@@ -669,8 +667,6 @@ impl<'c> Page<'c> {
             cursors: vec![None; listing.edges.len()],
             writer: codec.writer(listing.fingerprint, listing.sources),
             applied: 0,
-            fingerprint: listing.fingerprint,
-            sources: listing.sources,
             edges: listing.edges,
             has_previous_page,
             has_next_page: listing.has_next_page,
@@ -688,8 +684,8 @@ impl<'c> Page<'c> {
             None => {
                 if self.applied > i {
                     // Asked for out of order (`endCursor` before the
-                    // edges): start over from the first edge.
-                    self.writer = self.codec.writer(self.fingerprint, self.sources);
+                    // edges): start over from the first edge, whose
+                    // changes set every source.
                     self.applied = 0;
                 }
                 while self.applied <= i {
