@@ -265,10 +265,14 @@ fn weigh(page: &Page) -> u32 {
         .sum::<usize>()
             + s.session_id.as_str().len()
     };
+    // Each session may also get a memo (`upstream::Memos`): its fields as
+    // JSON with their names, about its strings again (the owner twice, for
+    // `ownerName`) and some 400 bytes of names, dates, id and offsets.
+    let memo = |s: &Session| strings(s) + s.owner.as_deref().map_or(0, str::len) + 400;
     let bytes: usize = page
         .sessions
         .iter()
-        .map(|s| std::mem::size_of::<Session>() + strings(s))
+        .map(|s| std::mem::size_of::<Session>() + strings(s) + memo(s))
         .sum::<usize>()
         + page.next_token.as_ref().map_or(0, String::len)
         + 256;
@@ -747,10 +751,7 @@ mod tests {
                 return Err(UpstreamError::new(kind, anyhow::anyhow!("scripted")));
             }
             let session = Session::new(SessionId::parse(format!("{}-1", self.label)).unwrap());
-            Ok(Page {
-                sessions: vec![session],
-                next_token: None,
-            })
+            Ok(Page::new(vec![session], None))
         }
     }
 

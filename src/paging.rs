@@ -730,10 +730,10 @@ mod tests {
     }
 
     fn page(ids: &[&str], next: Option<&str>) -> Result<Page, UpstreamErrorKind> {
-        Ok(Page {
-            sessions: ids.iter().map(|id| session(id)).collect(),
-            next_token: next.map(str::to_owned),
-        })
+        Ok(Page::new(
+            ids.iter().map(|id| session(id)).collect(),
+            next.map(str::to_owned),
+        ))
     }
 
     fn reader(source: &Arc<Scripted>, position: SourcePosition, budget: usize) -> SourceReader {
@@ -1064,10 +1064,10 @@ mod tests {
     }
 
     fn dated_page(items: &[(&str, i64)], next: Option<&str>) -> Result<Page, UpstreamErrorKind> {
-        Ok(Page {
-            sessions: items.iter().map(|(id, t)| dated(id, *t)).collect(),
-            next_token: next.map(str::to_owned),
-        })
+        Ok(Page::new(
+            items.iter().map(|(id, t)| dated(id, *t)).collect(),
+            next.map(str::to_owned),
+        ))
     }
 
     #[tokio::test]

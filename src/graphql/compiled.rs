@@ -118,14 +118,56 @@ struct SessionsField<'a> {
 enum Conn<'a> {
     Typename,
     Edges(Vec<Sel<'a, EdgeField<'a>>>),
-    Nodes(Vec<Sel<'a, SessionField<'a>>>),
+    Nodes(Node<'a>),
     PageInfo(Vec<Sel<'a, PageInfoField>>),
 }
 
 enum EdgeField<'a> {
     Typename,
     Cursor,
-    Node(Vec<Sel<'a, SessionField<'a>>>),
+    Node(Node<'a>),
+}
+
+/// The fields selected on a session, and how to write them from the
+/// session's [`Memo`] when they are worth one.
+struct Node<'a> {
+    fields: Vec<Sel<'a, SessionField<'a>>>,
+    /// `None` writes every field directly.
+    memo: Option<Vec<Segment>>,
+}
+
+/// A stretch of a session's fields written from its [`Memo`].
+enum Segment {
+    /// Memo pairs `first..=last`, copied as they are: fields selected
+    /// under their own names, one after the other in the memo's order.
+    Pairs { first: usize, last: usize },
+    /// `fields[i]`: its key, then its value, from the memo when it holds it.
+    Field(usize),
+}
+
+impl<'a> Node<'a> {
+    fn new(fields: Vec<Sel<'a, SessionField<'a>>>) -> Self {
+        let memoized = fields
+            .iter()
+            .filter(|f| f.kind.memo_index().is_some())
+            .count();
+        let memo = (memoized >= Memo::MIN_FIELDS).then(|| {
+            let mut segments = Vec::new();
+            for (i, field) in fields.iter().enumerate() {
+                let unaliased = field
+                    .kind
+                    .memo_index()
+                    .filter(|&m| Memo::NAMES.get(m) == Some(&field.key));
+                match (unaliased, segments.last_mut()) {
+                    (Some(m), Some(Segment::Pairs { last, .. })) if *last + 1 == m => *last = m,
+                    (Some(m), _) => segments.push(Segment::Pairs { first: m, last: m }),
+                    (None, _) => segments.push(Segment::Field(i)),
+                }
+            }
+            segments
+        });
+        Self { fields, memo }
+    }
 }
 
 enum PageInfoField {
@@ -540,7 +582,7 @@ impl<'a> Collector<'a> {
             Some(match group.name {
                 "__typename" => Conn::Typename,
                 "edges" => Conn::Edges(self.edge(&Self::below(group))?),
-                "nodes" => Conn::Nodes(self.session(&Self::below(group))?),
+                "nodes" => Conn::Nodes(Node::new(self.session(&Self::below(group))?)),
                 "pageInfo" => Conn::PageInfo(self.page_info(&Self::below(group))?),
                 _ => return None,
             })
@@ -552,7 +594,7 @@ impl<'a> Collector<'a> {
             Some(match group.name {
                 "__typename" => EdgeField::Typename,
                 "cursor" => EdgeField::Cursor,
-                "node" => EdgeField::Node(self.session(&Self::below(group))?),
+                "node" => EdgeField::Node(Node::new(self.session(&Self::below(group))?)),
                 _ => return None,
             })
         })
@@ -784,96 +826,261 @@ impl<'c> Page<'c> {
     }
 }
 
-fn write_session(located: &Located, fields: &[Sel<'_, SessionField<'_>>], out: &mut Json) {
-    let session = &located.session;
-    if fields.is_empty() {
+fn write_session(located: &Located, node: &Node<'_>, out: &mut Json) {
+    if node.fields.is_empty() {
         out.null();
         return;
     }
     out.open();
-    for field in fields {
-        out.key(&field.json_key);
-        match &field.kind {
-            SessionField::Typename => out.string("Session"),
-            SessionField::Id => {
-                out.0.push(b'"');
-                node_id::encode_into(
-                    &located.account.id,
-                    &located.region,
-                    &session.session_id,
-                    &mut out.0,
-                );
-                // base64url: nothing to escape.
-                out.0.push(b'"');
+    let memo = node.memo.as_ref().and_then(|segments| {
+        let slot = located.session.memo()?;
+        Some((segments, Memo(slot.get_or_init(|| Memo::render(located)))))
+    });
+    match memo {
+        Some((segments, memo)) => {
+            for segment in segments {
+                match *segment {
+                    Segment::Pairs { first, last } => match memo.pairs(first, last) {
+                        // Each pair starts with its comma: not the object's first.
+                        Some(pairs) if out.0.last() == Some(&b'{') => {
+                            out.0.extend_from_slice(pairs.get(1..).unwrap_or_default());
+                        }
+                        Some(pairs) => out.0.extend_from_slice(pairs),
+                        None => {
+                            for m in first..=last {
+                                if let Some(field) = Memo::FIELDS.get(m) {
+                                    out.key_str(Memo::NAMES.get(m).copied().unwrap_or_default());
+                                    write_value(located, field, out);
+                                }
+                            }
+                        }
+                    },
+                    Segment::Field(i) => {
+                        let Some(field) = node.fields.get(i) else {
+                            continue;
+                        };
+                        out.key(&field.json_key);
+                        match field.kind.memo_index().and_then(|m| memo.value(m)) {
+                            Some(value) => out.0.extend_from_slice(value),
+                            None => write_value(located, &field.kind, out),
+                        }
+                    }
+                }
             }
-            SessionField::Account(fields) if fields.is_empty() => out.null(),
-            SessionField::Account(fields) => {
+        }
+        None => {
+            for field in &node.fields {
+                out.key(&field.json_key);
+                write_value(located, &field.kind, out);
+            }
+        }
+    }
+    out.close();
+}
+
+/// The JSON value of `field` of `located`.
+fn write_value(located: &Located, field: &SessionField<'_>, out: &mut Json) {
+    let session = &located.session;
+    match field {
+        SessionField::Typename => out.string("Session"),
+        SessionField::Id => {
+            out.0.push(b'"');
+            node_id::encode_into(
+                &located.account.id,
+                &located.region,
+                &session.session_id,
+                &mut out.0,
+            );
+            // base64url: nothing to escape.
+            out.0.push(b'"');
+        }
+        SessionField::Account(fields) if fields.is_empty() => out.null(),
+        SessionField::Account(fields) => {
+            out.open();
+            for field in fields {
+                out.key(&field.json_key);
+                match field.kind {
+                    AccountField::Typename => out.string("Account"),
+                    AccountField::Id => out.string(located.account.id.as_str()),
+                    AccountField::Alias => out.string(&located.account.alias),
+                    AccountField::Regions => {
+                        out.list_open();
+                        for (i, region) in located.account.regions.iter().enumerate() {
+                            out.item(i);
+                            out.string(region.as_str());
+                        }
+                        out.list_close();
+                    }
+                }
+            }
+            out.close();
+        }
+        SessionField::Region => out.string(located.region.as_str()),
+        SessionField::SessionId => out.string(session.session_id.as_str()),
+        SessionField::Target => out.opt_string(session.target.as_deref()),
+        SessionField::Status => {
+            out.opt_enum(session.status.map(SessionStatus::from));
+        }
+        SessionField::StartDate => out.opt_date(session.start_date.as_ref()),
+        SessionField::EndDate => out.opt_date(session.end_date.as_ref()),
+        SessionField::DocumentName => out.opt_string(session.document_name.as_deref()),
+        SessionField::Owner => out.opt_string(session.owner.as_deref()),
+        SessionField::Reason => out.opt_string(session.reason.as_deref()),
+        SessionField::Details => out.opt_string(session.details.as_deref()),
+        SessionField::OutputUrl(fields) => match &session.output_url {
+            None => out.null(),
+            Some(_) if fields.is_empty() => out.null(),
+            Some(url) => {
                 out.open();
                 for field in fields {
                     out.key(&field.json_key);
                     match field.kind {
-                        AccountField::Typename => out.string("Account"),
-                        AccountField::Id => out.string(located.account.id.as_str()),
-                        AccountField::Alias => out.string(&located.account.alias),
-                        AccountField::Regions => {
-                            out.list_open();
-                            for (i, region) in located.account.regions.iter().enumerate() {
-                                out.item(i);
-                                out.string(region.as_str());
-                            }
-                            out.list_close();
+                        OutputUrlField::Typename => out.string("OutputUrl"),
+                        OutputUrlField::S3OutputUrl => {
+                            out.opt_string(url.s3_output_url.as_deref());
+                        }
+                        OutputUrlField::CloudWatchOutputUrl => {
+                            out.opt_string(url.cloud_watch_output_url.as_deref());
                         }
                     }
                 }
                 out.close();
             }
-            SessionField::Region => out.string(located.region.as_str()),
-            SessionField::SessionId => out.string(session.session_id.as_str()),
-            SessionField::Target => out.opt_string(session.target.as_deref()),
-            SessionField::Status => {
-                out.opt_enum(session.status.map(SessionStatus::from));
-            }
-            SessionField::StartDate => out.opt_date(session.start_date.as_ref()),
-            SessionField::EndDate => out.opt_date(session.end_date.as_ref()),
-            SessionField::DocumentName => out.opt_string(session.document_name.as_deref()),
-            SessionField::Owner => out.opt_string(session.owner.as_deref()),
-            SessionField::Reason => out.opt_string(session.reason.as_deref()),
-            SessionField::Details => out.opt_string(session.details.as_deref()),
-            SessionField::OutputUrl(fields) => match &session.output_url {
-                None => out.null(),
-                Some(_) if fields.is_empty() => out.null(),
-                Some(url) => {
-                    out.open();
-                    for field in fields {
-                        out.key(&field.json_key);
-                        match field.kind {
-                            OutputUrlField::Typename => out.string("OutputUrl"),
-                            OutputUrlField::S3OutputUrl => {
-                                out.opt_string(url.s3_output_url.as_deref());
-                            }
-                            OutputUrlField::CloudWatchOutputUrl => {
-                                out.opt_string(url.cloud_watch_output_url.as_deref());
-                            }
-                        }
-                    }
-                    out.close();
-                }
-            },
-            SessionField::MaxSessionDuration => match session.max_session_duration_minutes {
-                Some(n) => out.number(i64::from(n)),
-                None => out.null(),
-            },
-            SessionField::AccessType => out.opt_enum(session.access_type.map(AccessType::from)),
-            SessionField::DurationSeconds => match super::types::duration_seconds(session) {
-                Some(n) => out.number(n),
-                None => out.null(),
-            },
-            SessionField::OwnerName => {
-                out.opt_string(super::types::owner_name(session.owner.as_deref()));
-            }
+        },
+        SessionField::MaxSessionDuration => match session.max_session_duration_minutes {
+            Some(n) => out.number(i64::from(n)),
+            None => out.null(),
+        },
+        SessionField::AccessType => out.opt_enum(session.access_type.map(AccessType::from)),
+        SessionField::DurationSeconds => match super::types::duration_seconds(session) {
+            Some(n) => out.number(n),
+            None => out.null(),
+        },
+        SessionField::OwnerName => {
+            out.opt_string(super::types::owner_name(session.owner.as_deref()));
         }
     }
-    out.close();
+}
+
+impl SessionField<'_> {
+    /// Where the field's value is in a [`Memo`] (its place in
+    /// [`Memo::FIELDS`]); `None` for what is not kept there.
+    fn memo_index(&self) -> Option<usize> {
+        Some(match self {
+            Self::Id => 0,
+            Self::Region => 1,
+            Self::SessionId => 2,
+            Self::Target => 3,
+            Self::Status => 4,
+            Self::StartDate => 5,
+            Self::EndDate => 6,
+            Self::DocumentName => 7,
+            Self::Owner => 8,
+            Self::Reason => 9,
+            Self::Details => 10,
+            Self::MaxSessionDuration => 11,
+            Self::AccessType => 12,
+            Self::DurationSeconds => 13,
+            Self::OwnerName => 14,
+            Self::Typename | Self::Account(_) | Self::OutputUrl(_) => return None,
+        })
+    }
+}
+
+/// A session's fields that depend on the session alone, written as JSON
+/// the first time a request writes the session from its cached page and
+/// copied by every later request (the slot is the page's,
+/// [`crate::upstream::Memos`]).
+///
+/// Laid out as the end offset of each pair (`u32`, little-endian), then
+/// the pairs `,"name":value` in the order of [`Memo::FIELDS`] (the
+/// schema's). A selection that names fields as the memo does, in its order,
+/// copies them as one stretch; any other takes each value alone. The global
+/// `id` and `region` are among them: a page is read from one account and
+/// region only (the page cache keys it so).
+#[derive(Clone, Copy)]
+struct Memo<'m>(&'m [u8]);
+
+impl<'m> Memo<'m> {
+    const FIELDS: [SessionField<'static>; 15] = [
+        SessionField::Id,
+        SessionField::Region,
+        SessionField::SessionId,
+        SessionField::Target,
+        SessionField::Status,
+        SessionField::StartDate,
+        SessionField::EndDate,
+        SessionField::DocumentName,
+        SessionField::Owner,
+        SessionField::Reason,
+        SessionField::Details,
+        SessionField::MaxSessionDuration,
+        SessionField::AccessType,
+        SessionField::DurationSeconds,
+        SessionField::OwnerName,
+    ];
+    /// The schema's names of [`Memo::FIELDS`].
+    const NAMES: [&'static str; 15] = [
+        "id",
+        "region",
+        "sessionId",
+        "target",
+        "status",
+        "startDate",
+        "endDate",
+        "documentName",
+        "owner",
+        "reason",
+        "details",
+        "maxSessionDuration",
+        "accessType",
+        "durationSeconds",
+        "ownerName",
+    ];
+    const HEADER: usize = 4 * Self::FIELDS.len();
+    /// A selection of fewer of these fields writes them directly: a memo
+    /// costs about what writing all its fields once does, so it pays back
+    /// sooner the more of them each request asks for.
+    const MIN_FIELDS: usize = 4;
+
+    fn render(located: &Located) -> Box<[u8]> {
+        let mut out = Json::with_capacity(Self::HEADER + 768);
+        out.0.resize(Self::HEADER, 0);
+        for (i, (field, name)) in Self::FIELDS.iter().zip(Self::NAMES).enumerate() {
+            out.0.extend_from_slice(b",\"");
+            out.0.extend_from_slice(name.as_bytes());
+            out.0.extend_from_slice(b"\":");
+            write_value(located, field, &mut out);
+            // A memo past 4 GiB cannot be: `end` saturates, and reading
+            // then declines, so the field is written directly.
+            let end = u32::try_from(out.0.len()).unwrap_or(u32::MAX).to_le_bytes();
+            if let Some(slot) = out.0.get_mut(4 * i..4 * i + 4) {
+                slot.copy_from_slice(&end);
+            }
+        }
+        out.0.into_boxed_slice()
+    }
+
+    /// Where pair `i` ends.
+    fn end(self, i: usize) -> Option<usize> {
+        let bytes = self.0.get(4 * i..4 * i + 4)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?) as usize)
+    }
+
+    /// Pairs `first..=last`, each with its leading comma.
+    fn pairs(self, first: usize, last: usize) -> Option<&'m [u8]> {
+        let start = match first {
+            0 => Self::HEADER,
+            _ => self.end(first - 1)?,
+        };
+        self.0.get(start..self.end(last)?)
+    }
+
+    /// The value of field `i`: its pair after `,"name":`.
+    fn value(self, i: usize) -> Option<&'m [u8]> {
+        let skip = 4 + Self::NAMES.get(i)?.len();
+        self.pairs(i, i)?.get(skip..)
+    }
 }
 
 /// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01,
@@ -933,6 +1140,16 @@ impl Json {
             self.0.push(b',');
         }
         self.0.extend_from_slice(json_key);
+    }
+
+    /// [`Json::key`] of a GraphQL name not prebuilt as `"key":`.
+    fn key_str(&mut self, name: &str) {
+        if self.0.last() != Some(&b'{') {
+            self.0.push(b',');
+        }
+        self.0.push(b'"');
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
     }
 
     /// A JSON string, escaped as serde_json escapes it.
@@ -1034,7 +1251,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::{AccountId, Region, SessionId};
+    use crate::model::{AccountId, Region, Session, SessionId};
 
     fn written(write: impl FnOnce(&mut Json)) -> String {
         let mut out = Json::with_capacity(16);
@@ -1154,5 +1371,211 @@ mod tests {
             );
         }
         assert_eq!(written(|o| o.opt_date(None)), "null");
+    }
+
+    /// The memo's tables agree: each field's place, its name, and the name
+    /// the collector maps to it.
+    #[test]
+    fn the_memos_fields_names_and_places_agree() {
+        for (i, field) in Memo::FIELDS.iter().enumerate() {
+            assert_eq!(field.memo_index(), Some(i));
+        }
+        let document = async_graphql::parser::parse_query(format!(
+            "{{ sessions(state: HISTORY, first: 1) {{ nodes {{ {} }} }} }}",
+            Memo::NAMES.join(" ")
+        ))
+        .unwrap();
+        let (_, operation) = document.operations.iter().next().unwrap();
+        let variables = Variables::default();
+        let prepared = Prepared::new(&document, &operation.node, &variables, 10_000)
+            .expect("the compiled path takes every memo field");
+        let Root::Sessions(sessions) = &prepared.roots[0].kind else {
+            panic!("not a sessions root");
+        };
+        let Conn::Nodes(node) = &sessions.selection[0].kind else {
+            panic!("not nodes");
+        };
+        let places: Vec<_> = node.fields.iter().map(|f| f.kind.memo_index()).collect();
+        assert_eq!(
+            places,
+            (0..Memo::FIELDS.len()).map(Some).collect::<Vec<_>>()
+        );
+        // Named as the memo names them, in its order: one stretch of pairs.
+        assert!(matches!(
+            node.memo.as_deref(),
+            Some([Segment::Pairs { first: 0, last: 14 }])
+        ));
+    }
+
+    fn located(session: Session) -> Located {
+        let account = Arc::new(crate::accounts::Account {
+            id: AccountId::parse("123456789012").unwrap(),
+            alias: "prod".into(),
+            regions: vec![Region::parse("eu-west-1").unwrap()],
+        });
+        let page = crate::upstream::Page::new(
+            vec![Session::new(SessionId::parse("s-0").unwrap()), session],
+            None,
+        );
+        Located {
+            session: crate::upstream::SessionRef::new(Arc::new(page), 1).unwrap(),
+            region: Region::parse("eu-west-1").unwrap(),
+            account,
+        }
+    }
+
+    fn any_session() -> impl Strategy<Value = Session> {
+        let text = || proptest::option::of("[a-z0-9 \"\\\\/\n\u{1}é-]{0,24}");
+        let date = || {
+            proptest::option::of((0i64..4_102_444_800, 0u32..3).prop_map(|(s, n)| {
+                Utc.timestamp_opt(s, [0, 5_000_000, 123_456_789][n as usize])
+                    .unwrap()
+            }))
+        };
+        (
+            "[a-z0-9-]{1,30}",
+            (text(), text(), text(), text(), text()),
+            (date(), date()),
+            proptest::option::of(0usize..6),
+            proptest::option::of(1u32..1441),
+            proptest::option::of(any::<bool>()),
+        )
+            .prop_map(
+                |(
+                    id,
+                    (target, document, owner, reason, details),
+                    (start, end),
+                    status,
+                    max,
+                    jit,
+                )| Session {
+                    target,
+                    document_name: document,
+                    owner: owner.map(|o| format!("arn:aws:iam::123456789012:user/{o}")),
+                    reason,
+                    details,
+                    start_date: start,
+                    end_date: end,
+                    status: status.map(|i| crate::model::SessionStatus::ALL[i]),
+                    max_session_duration_minutes: max,
+                    access_type: jit.map(|j| {
+                        if j {
+                            crate::model::AccessType::JustInTime
+                        } else {
+                            crate::model::AccessType::Standard
+                        }
+                    }),
+                    ..Session::new(SessionId::parse(id).unwrap())
+                },
+            )
+    }
+
+    proptest! {
+        /// A session written from its memo, for any selection of fields in
+        /// any order, aliased or not, reads as the session written field by
+        /// field, the first time (which fills the memo) and after.
+        #[test]
+        fn sessions_read_the_same_from_their_memo(
+            session in any_session(),
+            picks in proptest::collection::vec((0usize..19, any::<bool>()), 0..24),
+        ) {
+            let located = located(session);
+            let names = [
+                "__typename", "id", "region", "sessionId", "target", "status", "startDate",
+                "endDate", "documentName", "owner", "reason", "details", "maxSessionDuration",
+                "accessType", "durationSeconds", "ownerName", "account", "outputUrl", "id",
+            ];
+            let mut seen = std::collections::HashSet::new();
+            let selection: Vec<String> = picks
+                .iter()
+                .filter_map(|&(i, alias)| {
+                    let name = names[i];
+                    let sub = match name {
+                        "account" => " { id alias }",
+                        "outputUrl" => " { s3OutputUrl }",
+                        _ => "",
+                    };
+                    let key = if alias { format!("a{i}") } else { name.to_owned() };
+                    seen.insert(key.clone()).then(|| format!("{key}: {name}{sub}"))
+                })
+                .collect();
+            let query = format!("{{ sessions(state: HISTORY, first: 1) {{ nodes {{ __typename {} }} }} }}", selection.join(" "));
+            let document = async_graphql::parser::parse_query(&query).unwrap();
+            let (_, operation) = document.operations.iter().next().unwrap();
+            let variables = Variables::default();
+            let prepared = Prepared::new(&document, &operation.node, &variables, 10_000).unwrap();
+            let Root::Sessions(sessions) = &prepared.roots[0].kind else { panic!() };
+            let Conn::Nodes(node) = &sessions.selection[0].kind else { panic!() };
+            let direct = Node { fields: node.fields.iter().map(|f| Sel::new(f.key, clone_kind(&f.kind))).collect(), memo: None };
+            let plain = written(|o| write_session(&located, &direct, o));
+            prop_assert_eq!(&written(|o| write_session(&located, node, o)), &plain, "{}", query);
+            prop_assert_eq!(&written(|o| write_session(&located, node, o)), &plain, "{}", query);
+            // The answer is JSON.
+            serde_json::from_str::<serde_json::Value>(&plain).unwrap();
+        }
+    }
+
+    fn clone_kind<'a>(kind: &SessionField<'a>) -> SessionField<'a> {
+        let leaves = |fields: &[Sel<'a, AccountField>]| -> Vec<Sel<'a, AccountField>> {
+            fields
+                .iter()
+                .map(|f| {
+                    Sel::new(
+                        f.key,
+                        match f.kind {
+                            AccountField::Typename => AccountField::Typename,
+                            AccountField::Id => AccountField::Id,
+                            AccountField::Alias => AccountField::Alias,
+                            AccountField::Regions => AccountField::Regions,
+                        },
+                    )
+                })
+                .collect()
+        };
+        match kind {
+            SessionField::Account(fields) => SessionField::Account(leaves(fields)),
+            SessionField::OutputUrl(fields) => SessionField::OutputUrl(
+                fields
+                    .iter()
+                    .map(|f| {
+                        Sel::new(
+                            f.key,
+                            match f.kind {
+                                OutputUrlField::Typename => OutputUrlField::Typename,
+                                OutputUrlField::S3OutputUrl => OutputUrlField::S3OutputUrl,
+                                OutputUrlField::CloudWatchOutputUrl => {
+                                    OutputUrlField::CloudWatchOutputUrl
+                                }
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            other => Memo::FIELDS
+                .iter()
+                .position(|f| std::mem::discriminant(f) == std::mem::discriminant(other))
+                .map_or(SessionField::Typename, |i| clone_unit(i)),
+        }
+    }
+
+    fn clone_unit(i: usize) -> SessionField<'static> {
+        match &Memo::FIELDS[i] {
+            SessionField::Id => SessionField::Id,
+            SessionField::Region => SessionField::Region,
+            SessionField::SessionId => SessionField::SessionId,
+            SessionField::Target => SessionField::Target,
+            SessionField::Status => SessionField::Status,
+            SessionField::StartDate => SessionField::StartDate,
+            SessionField::EndDate => SessionField::EndDate,
+            SessionField::DocumentName => SessionField::DocumentName,
+            SessionField::Owner => SessionField::Owner,
+            SessionField::Reason => SessionField::Reason,
+            SessionField::Details => SessionField::Details,
+            SessionField::MaxSessionDuration => SessionField::MaxSessionDuration,
+            SessionField::AccessType => SessionField::AccessType,
+            SessionField::DurationSeconds => SessionField::DurationSeconds,
+            SessionField::OwnerName => SessionField::OwnerName,
+            _ => SessionField::Typename,
+        }
     }
 }

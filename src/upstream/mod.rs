@@ -16,7 +16,7 @@ pub mod nodes;
 pub mod sdk;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 
@@ -39,6 +39,65 @@ pub struct PageRequest {
 pub struct Page {
     pub sessions: Vec<Session>,
     pub next_token: Option<String>,
+    /// What a layer above derives from each session once, while the page
+    /// is shared: not part of the page's value (a copy, a comparison or
+    /// the shared cache's serialized form leaves it out).
+    #[serde(skip)]
+    pub memos: Memos,
+}
+
+impl Page {
+    pub fn new(sessions: Vec<Session>, next_token: Option<String>) -> Self {
+        Self {
+            sessions,
+            next_token,
+            memos: Memos::default(),
+        }
+    }
+}
+
+/// One slot per session of a [`Page`], each filled at most once with bytes
+/// derived from that session alone: the compiled writer keeps there the
+/// JSON of the session's fields (`graphql::compiled`), so that every later
+/// request reading the session from the cached page copies it instead of
+/// writing it again. Opaque here; the slots are made on first use. A page's
+/// sessions do not change once it is shared, which is what makes this sound.
+#[derive(Default)]
+pub struct Memos(OnceLock<Box<[MemoSlot]>>);
+
+/// One session's memo: empty until first filled, then fixed.
+pub type MemoSlot = OnceLock<Box<[u8]>>;
+
+impl Memos {
+    /// The slot of session `index` of `len`; `None` past the end.
+    fn slot(&self, index: usize, len: usize) -> Option<&MemoSlot> {
+        self.0
+            .get_or_init(|| (0..len).map(|_| OnceLock::new()).collect())
+            .get(index)
+    }
+}
+
+/// A copy starts without memos: they are derived, and cheap to derive again.
+impl Clone for Memos {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Memos are derived from the sessions, which the page compares already.
+impl PartialEq for Memos {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Memos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let filled = self.0.get().map_or(0, |slots| {
+            slots.iter().filter(|s| s.get().is_some()).count()
+        });
+        write!(f, "Memos({filled} filled)")
+    }
 }
 
 /// One session of a page, shared with the page (and so with the page
@@ -59,14 +118,16 @@ impl SessionRef {
 
     /// A session that is not in a page (a live event's).
     pub fn owned(session: Session) -> Self {
-        let page = Page {
-            sessions: vec![session],
-            next_token: None,
-        };
+        let page = Page::new(vec![session], None);
         Self {
             page: Arc::new(page),
             index: 0,
         }
+    }
+
+    /// The session's memo slot in its page ([`Memos`]).
+    pub fn memo(&self) -> Option<&MemoSlot> {
+        self.page.memos.slot(self.index, self.page.sessions.len())
     }
 }
 

@@ -235,14 +235,12 @@ impl SdkSessionSource {
             more = output.next_token().is_some(),
             "page"
         );
-        Ok(Page {
-            sessions,
-            // An empty token is no token: following it could only loop.
-            next_token: output
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned),
-        })
+        // An empty token is no token: following it could only loop.
+        let next_token = output
+            .next_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        Ok(Page::new(sessions, next_token))
     }
 }
 

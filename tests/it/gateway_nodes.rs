@@ -235,10 +235,7 @@ impl SessionSource for FixedSessions {
                 ..Session::new(SessionId::parse(format!("alice-{i:017x}")).unwrap())
             })
             .collect();
-        Ok(Page {
-            sessions,
-            next_token: None,
-        })
+        Ok(Page::new(sessions, None))
     }
 }
 
