@@ -249,11 +249,19 @@ pub enum LastId {
 impl LastId {
     /// The id, and its hash computed once here. An empty id is `None`.
     pub fn of(id: &str) -> Self {
+        match id {
+            "" => Self::None,
+            id => Self::of_shared(&Arc::from(id)),
+        }
+    }
+
+    /// [`LastId::of`] an id already shared: no copy.
+    pub fn of_shared(id: &Arc<str>) -> Self {
         if id.is_empty() {
             return Self::None;
         }
         Self::Id {
-            id: id.into(),
+            id: Arc::clone(id),
             hash: id_hash(id),
         }
     }

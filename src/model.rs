@@ -96,11 +96,13 @@ impl AccessType {
 }
 
 /// A session id (`SessionId`, 1..=96 characters), e.g. `alice-0a1b2c3d4e5f67890`.
+/// Shared, not copied: a cursor's position keeps the id of the last session
+/// it passed ([`crate::cursor::LastId`]) for a reference count.
 #[derive(
     Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(try_from = "String", into = "String")]
-pub struct SessionId(String);
+pub struct SessionId(Arc<str>);
 
 impl SessionId {
     /// The model's bound on a session id's length.
@@ -110,10 +112,15 @@ impl SessionId {
     pub fn parse(s: impl Into<String>) -> Result<Self, InvalidInput> {
         let s = s.into();
         check_len("sessionId", &s, Self::MAX_LEN)?;
-        Ok(Self(s))
+        Ok(Self(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id, shared.
+    pub fn shared(&self) -> &Arc<str> {
         &self.0
     }
 }
@@ -129,7 +136,7 @@ impl TryFrom<String> for SessionId {
 
 impl From<SessionId> for String {
     fn from(id: SessionId) -> String {
-        id.0
+        id.0.as_ref().to_owned()
     }
 }
 

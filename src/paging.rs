@@ -359,7 +359,7 @@ impl SourceReader {
         };
         let session = SessionRef::new(Arc::clone(page), *next)?;
         *next += 1;
-        self.last_taken = LastId::of(session.session_id.as_str());
+        self.last_taken = LastId::of_shared(session.session_id.shared());
         self.moved = true;
         Some(session)
     }
@@ -451,7 +451,7 @@ impl SourceReader {
             Some(found) => {
                 // Known by its hash only (a version 3 cursor): now by its id.
                 if let LastId::Hash(_) = self.last_taken {
-                    self.last_taken = LastId::of(page.sessions[found].session_id.as_str());
+                    self.last_taken = LastId::of_shared(page.sessions[found].session_id.shared());
                 }
                 found + 1
             }
