@@ -386,7 +386,7 @@ fn assemble(
         metrics.clone(),
     );
     let sockets = Sockets::default();
-    let state = http::HttpState {
+    let state = http::HttpState::new(http::Shared {
         schema,
         responses: ResponseCache::new(&settings.cache).map(|cache| {
             let cache = Arc::new(cache);
@@ -417,7 +417,7 @@ fn assemble(
         sockets: sockets.clone(),
         live: settings.live.clone(),
         metrics,
-    };
+    });
     Ok((http::router(state, &settings.http), sockets))
 }
 
