@@ -76,6 +76,7 @@ pub struct Freshness {
 #[derive(Debug, Default)]
 struct FreshnessInner {
     read_upstream: bool,
+    resumed: bool,
     shortest_remaining: Option<Duration>,
     stale: Vec<StaleUse>,
 }
@@ -113,6 +114,18 @@ impl Freshness {
     /// calls it for every page it asks for.
     pub fn note_upstream_read() {
         let _ = FRESHNESS.try_with(|f| f.lock().read_upstream = true);
+    }
+
+    /// Notes that the request resumed a listing from a cursor (a page past
+    /// the first): the response cache keeps such answers only once asked
+    /// for twice ([`crate::http::ResponseCache::put`]).
+    pub fn note_resumed() {
+        let _ = FRESHNESS.try_with(|f| f.lock().resumed = true);
+    }
+
+    /// Whether the request resumed a listing from a cursor.
+    pub fn resumed(&self) -> bool {
+        self.lock().resumed
     }
 
     /// The stale pages served, if any.

@@ -135,6 +135,9 @@ pub enum CacheEvent {
     Join,
     /// Expired, and served anyway because upstream failed (stale-if-error).
     Stale,
+    /// Not kept: a response resuming from a cursor, asked for the first
+    /// time (the response cache keeps it from its second request).
+    Once,
 }
 
 impl CacheEvent {
@@ -144,6 +147,7 @@ impl CacheEvent {
             Self::Miss => "miss",
             Self::Join => "join",
             Self::Stale => "stale",
+            Self::Once => "once",
         }
     }
 }
@@ -177,7 +181,7 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     /// [`CACHE_EVENTS`] by layer and event.
-    cache_events: [[OnceLock<metrics::Counter>; 4]; 7],
+    cache_events: [[OnceLock<metrics::Counter>; 5]; 7],
     /// [`HTTP_IN_FLIGHT`].
     in_flight: OnceLock<metrics::Gauge>,
     /// Counters with one label whose value is static, by (name, label, value).

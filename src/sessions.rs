@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::accounts::{Account, AccountRegistry, Source};
 use crate::auth::{Principal, Scope};
+use crate::cache::Freshness;
 use crate::cursor::{
     Cursor, CursorCodec, Fingerprint, FingerprintBuilder, PAGE_SIZE_RANGE, SourcePosition,
 };
@@ -245,9 +246,12 @@ impl SessionService {
         let positions = match &args.after {
             None => vec![SourcePosition::Start; sources.len()],
             Some(after) => {
-                self.cursors
+                let positions = self
+                    .cursors
                     .decode(after, fingerprint, sources.len())?
-                    .sources
+                    .sources;
+                Freshness::note_resumed();
+                positions
             }
         };
 

@@ -846,7 +846,16 @@ async fn execute(
         && response.errors.is_empty()
         && stale.is_empty()
     {
-        cache.put(key, body.clone(), freshness.lifetime()).await;
+        let resumed = freshness.resumed();
+        if !cache
+            .put(key, body.clone(), freshness.lifetime(), resumed)
+            .await
+            && resumed
+        {
+            state
+                .metrics
+                .cache(CacheKind::Response, CacheEvent::Once, 1);
+        }
     }
     graphql_response(status, media, "MISS", body)
 }

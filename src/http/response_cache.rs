@@ -14,7 +14,15 @@
 //! data the response used (see [`crate::cache::Freshness`]), or the Active
 //! TTL when it used none (introspection, `accounts`). Responses with errors
 //! or stale data are never kept, nor are mutations or subscriptions.
+//!
+//! A response that resumes a listing from a cursor is kept only from its
+//! second request on. Those are the one-time reads of the cache: someone
+//! paging through history sends each cursor once, and keeping each page
+//! cost about 7 % of the gateway's CPU per page (bench/run.sh). First
+//! pages, the ones dashboards poll, are kept at once. [`Doorkeeper`] remembers which keys
+//! came once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -79,9 +87,47 @@ impl Expiry<ResponseKey, std::sync::Arc<Entry>> for OwnTtl {
     }
 }
 
+/// The keys of responses asked for once: a fixed table of 64-bit key
+/// fingerprints, one per slot, a newer key taking an older one's slot. A
+/// key found in its slot was asked for before. Forgetting (a slot taken
+/// over) only delays keeping a response by one more request; a false
+/// "asked before" needs two keys alike in 64 bits.
+struct Doorkeeper {
+    slots: Box<[AtomicU64]>,
+}
+
+impl Doorkeeper {
+    /// 64 Ki slots (512 KiB): the keys of the last tens of thousands of
+    /// one-time requests.
+    const SLOTS: usize = 1 << 16;
+
+    fn new() -> Self {
+        Self {
+            slots: (0..Self::SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Whether `key` was seen before; notes it as seen either way.
+    fn seen_before(&self, key: &ResponseKey) -> bool {
+        let [a, b, c, d, e, f, g, h, ..] = key.0;
+        // 0 marks an empty slot.
+        let print = u64::from_le_bytes([a, b, c, d, e, f, g, h]).max(1);
+        let [i, j, k, l, ..] = key.0[8..] else {
+            return false;
+        };
+        let index = u32::from_le_bytes([i, j, k, l]) as usize % Self::SLOTS;
+        let Some(slot) = self.slots.get(index) else {
+            return false;
+        };
+        slot.swap(print, Ordering::Relaxed) == print
+    }
+}
+
 /// Serialized responses by [`ResponseKey`].
 pub struct ResponseCache {
     entries: Cache<ResponseKey, std::sync::Arc<Entry>>,
+    /// Resumed listings asked for once, not kept yet.
+    once: Doorkeeper,
     /// The lifetime of a response that used no cached data.
     default_ttl: Duration,
 }
@@ -99,6 +145,7 @@ impl ResponseCache {
                 .expire_after(OwnTtl)
                 .build(),
             default_ttl: Duration::from_secs(settings.active_ttl_secs),
+            once: Doorkeeper::new(),
         })
     }
 
@@ -139,15 +186,24 @@ impl ResponseCache {
     }
 
     /// Keeps `body` for the data's remaining lifetime (`None`: it used no
-    /// cached data, so the default); a zero lifetime keeps nothing.
-    pub async fn put(&self, key: ResponseKey, body: Bytes, data_lifetime: Option<Duration>) {
+    /// cached data, so the default); a zero lifetime keeps nothing. A
+    /// `resumed` listing (from a cursor) is kept from its second request
+    /// on. Returns whether `body` was kept.
+    pub async fn put(
+        &self,
+        key: ResponseKey,
+        body: Bytes,
+        data_lifetime: Option<Duration>,
+        resumed: bool,
+    ) -> bool {
         let ttl = data_lifetime.unwrap_or(self.default_ttl);
-        if ttl.is_zero() {
-            return;
+        if ttl.is_zero() || (resumed && !self.once.seen_before(&key)) {
+            return false;
         }
         self.entries
             .insert(key, std::sync::Arc::new(Entry { body, ttl }))
             .await;
+        true
     }
 }
 
@@ -226,14 +282,54 @@ mod tests {
                 key,
                 Bytes::from_static(b"x"),
                 Some(Duration::from_millis(100)),
+                false,
             )
             .await;
         assert!(cache.get(&key).await.is_some());
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(cache.get(&key).await.is_none());
         cache
-            .put(key, Bytes::from_static(b"x"), Some(Duration::ZERO))
+            .put(key, Bytes::from_static(b"x"), Some(Duration::ZERO), false)
             .await;
         assert!(cache.get(&key).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn resumed_listings_are_kept_from_their_second_request() {
+        let cache = ResponseCache::new(&CacheSettings::default()).unwrap();
+        let ttl = Some(Duration::from_secs(60));
+        let (first, paged) = (
+            ResponseKey::new(None, "{ a }", None, None),
+            ResponseKey::new(None, "{ b }", None, None),
+        );
+        // A first page is kept at once.
+        assert!(cache.put(first, Bytes::from_static(b"1"), ttl, false).await);
+        assert!(cache.get(&first).await.is_some());
+        // A resumed one only when asked for again.
+        assert!(!cache.put(paged, Bytes::from_static(b"2"), ttl, true).await);
+        assert!(cache.get(&paged).await.is_none());
+        assert!(cache.put(paged, Bytes::from_static(b"2"), ttl, true).await);
+        assert_eq!(cache.get(&paged).await.as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn the_doorkeeper_remembers_keys_until_their_slot_is_taken() {
+        let once = Doorkeeper::new();
+        let keys: Vec<ResponseKey> = (0..1000)
+            .map(|i| ResponseKey::new(None, &format!("{{ f{i} }}"), None, None))
+            .collect();
+        assert!(keys.iter().all(|k| !once.seen_before(k)));
+        // 1000 keys in 64 Ki slots: nearly all still there.
+        let remembered = keys.iter().filter(|k| once.seen_before(k)).count();
+        assert!(remembered > 980, "{remembered}");
+        // A key sharing a slot with another takes it over.
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        a[0] = 1;
+        b[0] = 2;
+        let (a, b) = (ResponseKey(a), ResponseKey(b));
+        assert!(!once.seen_before(&a));
+        assert!(!once.seen_before(&b));
+        assert!(!once.seen_before(&a), "b took a's slot");
     }
 }

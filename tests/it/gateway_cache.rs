@@ -154,6 +154,49 @@ async fn the_response_cache_never_answers_other_variables_or_another_caller() {
     );
 }
 
+/// Someone paging through history sends each cursor once: a page resumed
+/// from a cursor is kept from its second request on, a first page at once.
+#[tokio::test]
+async fn a_resumed_page_is_kept_from_its_second_request() {
+    let app = spawn_multi_with(EmulatorConfig::demo(anchor()), |s| {
+        s.admin_listen = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await;
+    const PAGE: &str = r#"
+query($after: String) {
+  sessions(state: HISTORY, accounts: ["platform"], first: 5, after: $after) {
+    nodes { sessionId }
+    pageInfo { endCursor }
+  }
+}"#;
+    let first = app.graphql_answer(PAGE, json!({}), &[]).await;
+    assert_eq!(first.cache_status(), "MISS");
+    assert_eq!(
+        app.graphql_answer(PAGE, json!({}), &[])
+            .await
+            .cache_status(),
+        "HIT"
+    );
+    let after = first.json()["data"]["sessions"]["pageInfo"]["endCursor"].clone();
+    assert!(after.is_string(), "{}", first.json());
+    let vars = json!({ "after": after });
+    let mut seen = Vec::new();
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        let answer = app.graphql_answer(PAGE, vars.clone(), &[]).await;
+        seen.push(answer.cache_status().to_owned());
+        bodies.push(answer.json());
+    }
+    assert_eq!(seen, ["MISS", "MISS", "HIT", "HIT"]);
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    assert_ne!(bodies[0], first.json());
+    let metrics = String::from_utf8(app.admin("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("gateway_cache_events_total{layer=\"response\",event=\"once\"} 1"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn responses_with_errors_are_not_kept() {
     let app = spawn_multi(EmulatorConfig::demo(anchor())).await;
