@@ -171,16 +171,25 @@ LUA
   done
 }
 
-run_wrk() { # url connections seconds script -> "rps p50 p99"
+# The gateway's CPU time (user and system) so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+run_wrk() { # url connections seconds script -> "rps p50 p99 cpu_us_per_request"
+  local before after
+  before=$(cpu_ticks)
   wrk -t2 -c"$2" -d"$3"s --latency -s "$4" "$1" >"$WORK/wrk.txt"
-  local rps p50 p99
+  after=$(cpu_ticks)
+  local rps p50 p99 cpu
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.txt")
+  cpu=$(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")" \
+    'BEGIN { if (n > 0) printf "%.0f", t * us / n; else print "-" }')
   p50=$(awk '$1=="50%" {print $2}' "$WORK/wrk.txt")
   p99=$(awk '$1=="99%" {print $2}' "$WORK/wrk.txt")
   if grep -q 'Non-2xx' "$WORK/wrk.txt"; then
     echo "warning: $(grep 'Non-2xx' "$WORK/wrk.txt" | xargs) in $4" >&2
   fi
-  echo "$rps $p50 $p99"
+  echo "$rps $p50 $p99 $cpu"
 }
 
 # Registers the paging document under its hash (automatic persisted queries).
@@ -204,7 +213,7 @@ declare -A NAME=(
   [cursor-miss]="miss: a distinct \`after\` cursor per request, one document"
   [apq-miss]="miss: as above, the document sent as its APQ hash"
 )
-declare -A RPS P50 P99 IR
+declare -A RPS P50 P99 CPU IR
 
 if [ -z "${ONLY_CALLGRIND:-}" ]; then
 echo "== 1. throughput: wrk, 2 threads, 32 connections, ${BENCH_SECS}s per row, no upstream latency"
@@ -219,8 +228,8 @@ for row in "${ROWS[@]}"; do
     hit) url="http://$GW/graphql" script="$WORK/same.lua" ;;
     *) url="http://$GW/graphql" script="$WORK/$row.lua" ;;
   esac
-  read -r RPS[$row] P50[$row] P99[$row] < <(run_wrk "$url" 32 "$BENCH_SECS" "$script")
-  echo "   $row: ${RPS[$row]} req/s"
+  read -r RPS[$row] P50[$row] P99[$row] CPU[$row] < <(run_wrk "$url" 32 "$BENCH_SECS" "$script")
+  echo "   $row: ${RPS[$row]} req/s, ${CPU[$row]} us of gateway CPU per request"
 done
 THROUGHPUT_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 stop_demo
@@ -286,7 +295,7 @@ echo "== 100 clients polling one Active view for ${POLL_SECS}s"
 POLL_BODY='{"query":"{ sessions(state: ACTIVE, first: 20) { nodes { sessionId status } pageInfo { hasNextPage } } }"}'
 { lua_common; echo "wrk.body = [[$POLL_BODY]]"; } >"$WORK/poll.lua"
 BEFORE=$(curl -sf "http://$EMU/_emulator/stats")
-read -r P_RPS _ _ < <(run_wrk "http://$GW/graphql" 100 "$POLL_SECS" "$WORK/poll.lua")
+read -r P_RPS _ _ _ < <(run_wrk "http://$GW/graphql" 100 "$POLL_SECS" "$WORK/poll.lua")
 AFTER=$(curl -sf "http://$EMU/_emulator/stats")
 CALLS=$(python3 -c '
 import json, sys
@@ -327,11 +336,14 @@ REPLICAS=$( [ -f "$OUT" ] && awk '/^## Several replicas/ {keep = 1} keep' "$OUT"
   echo "each miss there uses a cursor no request used before. The wrk cursor rows take"
   echo "cursors in turn from all the demo's History edges (500) and add an unused variable"
   echo "that changes per request, so a cursor's second turn misses too."
+  echo "Gateway CPU per request: the demo process's user and system time over the"
+  echo "row (\`/proc/<pid>/stat\`) divided by the requests wrk completed: steadier than"
+  echo "req/s on shared cores, as it leaves out what wrk itself spends."
   echo
-  echo "| row | req/s | ratio to prebuilt | p50 | p99 | instructions / request |"
-  echo "| --- | --- | --- | --- | --- | --- |"
+  echo "| row | req/s | ratio to prebuilt | p50 | p99 | gateway CPU / request | instructions / request |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
   for row in "${ROWS[@]}"; do
-    echo "| ${NAME[$row]} | ${RPS[$row]} | $(ratio "${RPS[$row]}" "${RPS[prebuilt]}") | ${P50[$row]} | ${P99[$row]} | ${IR[$row]:--} |"
+    echo "| ${NAME[$row]} | ${RPS[$row]} | $(ratio "${RPS[$row]}" "${RPS[prebuilt]}") | ${P50[$row]} | ${P99[$row]} | ${CPU[$row]:--} µs | ${IR[$row]:--} |"
   done
   echo
   echo "## Cold vs warm, ${LATENCY_MS} ms upstream latency"
