@@ -96,7 +96,7 @@ impl Parsed {
 
 /// Parsed documents by their text.
 pub struct Documents {
-    parsed: moka::future::Cache<Arc<str>, Arc<Parsed>>,
+    parsed: moka::future::Cache<Arc<str>, Arc<Parsed>, crate::cache::Hasher>,
     /// Counts hits and misses (`gateway_cache_events_total{layer="document"}`).
     metrics: Metrics,
 }
@@ -111,7 +111,7 @@ impl Documents {
                 .weigher(|text: &Arc<str>, _| {
                     u32::try_from(text.len().saturating_mul(4) + 256).unwrap_or(u32::MAX)
                 })
-                .build(),
+                .build_with_hasher(crate::cache::Hasher::default()),
         }
     }
 }

@@ -125,7 +125,7 @@ impl Doorkeeper {
 
 /// Serialized responses by [`ResponseKey`].
 pub struct ResponseCache {
-    entries: Cache<ResponseKey, std::sync::Arc<Entry>>,
+    entries: Cache<ResponseKey, std::sync::Arc<Entry>, crate::cache::Hasher>,
     /// Resumed listings asked for once, not kept yet.
     once: Doorkeeper,
     /// The lifetime of a response that used no cached data.
@@ -143,7 +143,7 @@ impl ResponseCache {
                     u32::try_from(e.body.len() + 64).unwrap_or(u32::MAX)
                 })
                 .expire_after(OwnTtl)
-                .build(),
+                .build_with_hasher(crate::cache::Hasher::default()),
             default_ttl: Duration::from_secs(settings.active_ttl_secs),
             once: Doorkeeper::new(),
         })
