@@ -19,8 +19,8 @@
 //! second request on. Those are the one-time reads of the cache: someone
 //! paging through history sends each cursor once, and keeping each page
 //! cost about 7 % of the gateway's CPU per page (bench/run.sh). First
-//! pages, the ones dashboards poll, are kept at once. [`Doorkeeper`] remembers which keys
-//! came once.
+//! pages, the ones dashboards poll, are kept at once. [`Doorkeeper`]
+//! remembers which keys came once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
