@@ -155,10 +155,11 @@ impl<'a> Node<'a> {
         let memo = (memoized >= Memo::MIN_FIELDS).then(|| {
             let mut segments = Vec::new();
             for (i, field) in fields.iter().enumerate() {
-                let unaliased = field
-                    .kind
-                    .memo_index()
-                    .filter(|&m| Memo::NAMES.get(m) == Some(&field.key));
+                let unaliased = field.kind.memo_index().filter(|&m| {
+                    Memo::FIELDS
+                        .get(m)
+                        .is_some_and(|(name, _)| *name == field.key)
+                });
                 match (unaliased, segments.last_mut()) {
                     (Some(m), Some(Segment::Pairs { last, .. })) if *last + 1 == m => *last = m,
                     (Some(m), _) => segments.push(Segment::Pairs { first: m, last: m }),
@@ -852,8 +853,8 @@ fn write_session(located: &Located, node: &Node<'_>, out: &mut Json) {
                         Some(pairs) => out.0.extend_from_slice(pairs),
                         None => {
                             for m in first..=last {
-                                if let Some(field) = Memo::FIELDS.get(m) {
-                                    out.key_str(Memo::NAMES.get(m).copied().unwrap_or_default());
+                                if let Some((name, field)) = Memo::FIELDS.get(m) {
+                                    out.key_str(name);
                                     write_value(located, field, out);
                                 }
                             }
@@ -1006,40 +1007,23 @@ impl SessionField<'_> {
 struct Memo<'m>(&'m [u8]);
 
 impl<'m> Memo<'m> {
-    const FIELDS: [SessionField<'static>; 15] = [
-        SessionField::Id,
-        SessionField::Region,
-        SessionField::SessionId,
-        SessionField::Target,
-        SessionField::Status,
-        SessionField::StartDate,
-        SessionField::EndDate,
-        SessionField::DocumentName,
-        SessionField::Owner,
-        SessionField::Reason,
-        SessionField::Details,
-        SessionField::MaxSessionDuration,
-        SessionField::AccessType,
-        SessionField::DurationSeconds,
-        SessionField::OwnerName,
-    ];
-    /// The schema's names of [`Memo::FIELDS`].
-    const NAMES: [&'static str; 15] = [
-        "id",
-        "region",
-        "sessionId",
-        "target",
-        "status",
-        "startDate",
-        "endDate",
-        "documentName",
-        "owner",
-        "reason",
-        "details",
-        "maxSessionDuration",
-        "accessType",
-        "durationSeconds",
-        "ownerName",
+    /// Each field with its schema name, in the memo's order.
+    const FIELDS: [(&'static str, SessionField<'static>); 15] = [
+        ("id", SessionField::Id),
+        ("region", SessionField::Region),
+        ("sessionId", SessionField::SessionId),
+        ("target", SessionField::Target),
+        ("status", SessionField::Status),
+        ("startDate", SessionField::StartDate),
+        ("endDate", SessionField::EndDate),
+        ("documentName", SessionField::DocumentName),
+        ("owner", SessionField::Owner),
+        ("reason", SessionField::Reason),
+        ("details", SessionField::Details),
+        ("maxSessionDuration", SessionField::MaxSessionDuration),
+        ("accessType", SessionField::AccessType),
+        ("durationSeconds", SessionField::DurationSeconds),
+        ("ownerName", SessionField::OwnerName),
     ];
     const HEADER: usize = 4 * Self::FIELDS.len();
     /// A selection of fewer of these fields writes them directly: a memo
@@ -1050,7 +1034,7 @@ impl<'m> Memo<'m> {
     fn render(located: &Located) -> Box<[u8]> {
         let mut out = Json::with_capacity(Self::HEADER + 768);
         out.0.resize(Self::HEADER, 0);
-        for (i, (field, name)) in Self::FIELDS.iter().zip(Self::NAMES).enumerate() {
+        for (i, (name, field)) in Self::FIELDS.iter().enumerate() {
             out.0.extend_from_slice(b",\"");
             out.0.extend_from_slice(name.as_bytes());
             out.0.extend_from_slice(b"\":");
@@ -1082,7 +1066,7 @@ impl<'m> Memo<'m> {
 
     /// The value of field `i`: its pair after `,"name":`.
     fn value(self, i: usize) -> Option<&'m [u8]> {
-        let skip = 4 + Self::NAMES.get(i)?.len();
+        let skip = 4 + Self::FIELDS.get(i)?.0.len();
         self.pairs(i, i)?.get(skip..)
     }
 }
@@ -1381,12 +1365,12 @@ mod tests {
     /// the collector maps to it.
     #[test]
     fn the_memos_fields_names_and_places_agree() {
-        for (i, field) in Memo::FIELDS.iter().enumerate() {
+        for (i, (_, field)) in Memo::FIELDS.iter().enumerate() {
             assert_eq!(field.memo_index(), Some(i));
         }
         let document = async_graphql::parser::parse_query(format!(
             "{{ sessions(state: HISTORY, first: 1) {{ nodes {{ {} }} }} }}",
-            Memo::NAMES.join(" ")
+            Memo::FIELDS.map(|(name, _)| name).join(" ")
         ))
         .unwrap();
         let (_, operation) = document.operations.iter().next().unwrap();
