@@ -103,6 +103,11 @@ pub enum CacheKind {
     NodeRedis,
     /// Parsed GraphQL documents, by their text (`src/graphql/executor.rs`).
     Document,
+    /// Compiled plans of validated operations, kept with their parsed
+    /// document (`src/graphql/compiled.rs`): `hit` reused one, `miss`
+    /// collected one (the operation's first compiled request, or its
+    /// `@skip`/`@include` variables changed).
+    Plan,
     /// Automatic persisted queries sent by hash alone
     /// (`src/http/persisted.rs`): `hit` ran the document, `miss` answered
     /// `PERSISTED_QUERY_NOT_FOUND`.
@@ -118,6 +123,7 @@ impl CacheKind {
             Self::PageRedis => "page_redis",
             Self::NodeRedis => "node_redis",
             Self::Document => "document",
+            Self::Plan => "plan",
             Self::PersistedQuery => "persisted_query",
         }
     }

@@ -7,7 +7,8 @@
 //! `sessions` (and `__typename`), selecting scalar fields of the connection,
 //! its edges, nodes and page info. Fields are collected as the spec's
 //! CollectFields does (fragments, inline fragments, `@skip`, `@include`,
-//! aliases, the same key selected twice), each `sessions` field calls the
+//! aliases, the same key selected twice) once per operation, into a
+//! [`Plan`] kept with the parsed document; each `sessions` field calls the
 //! same [`SessionService::list`] as the resolver, and the rows are written
 //! to JSON from the model in the collected order.
 //!
@@ -46,7 +47,7 @@ use async_graphql::parser::types::{
 };
 use async_graphql::resolver_utils::EnumType;
 use async_graphql::{
-    ErrorExtensions as _, InputType, PathSegment, Pos, Positioned, ServerError, Variables,
+    ErrorExtensions as _, InputType, Name, PathSegment, Pos, Positioned, ServerError, Variables,
 };
 use async_graphql_value::{ConstValue, Value as AstValue};
 use chrono::{DateTime, Utc};
@@ -77,62 +78,83 @@ pub struct Answer {
 /// allocation, so a page is not copied through a dozen reallocations.
 static SIZE_HINT: AtomicUsize = AtomicUsize::new(4096);
 
-/// A request the compiled path takes: its root fields, collected.
-pub struct Prepared<'a> {
-    roots: Vec<Sel<'a, Root<'a>>>,
+/// What an operation selects, collected once: kept with its document
+/// (`super::executor::Parsed`) and reused by every request of the same
+/// operation whose `@skip`/`@include` variables have the values it was
+/// collected under. A request then only coerces its arguments
+/// ([`Plan::prepare`]).
+pub struct Plan {
+    roots: Vec<Sel<Root>>,
+    /// The variables `@skip` and `@include` conditions read while
+    /// collecting, with the values read: what the selection depends on.
+    conditions: Vec<(Name, bool)>,
+}
+
+/// A request the compiled path takes: its operation's plan and the
+/// arguments of each root field (`Some` for `sessions`), coerced.
+pub struct Prepared {
+    plan: Arc<Plan>,
+    args: Vec<Option<ListArgs>>,
 }
 
 /// One collected field: its response key and what to write there.
 #[derive(Clone)]
-struct Sel<'a, K> {
-    key: &'a str,
+struct Sel<K> {
+    key: Box<str>,
     /// `"key":`, written before the value.
     json_key: Box<[u8]>,
     kind: K,
 }
 
-impl<'a, K> Sel<'a, K> {
-    fn new(key: &'a str, kind: K) -> Self {
+impl<K> Sel<K> {
+    fn new(key: &str, kind: K) -> Self {
         let mut json_key = Vec::with_capacity(key.len() + 3);
         json_key.push(b'"');
         json_key.extend_from_slice(key.as_bytes());
         json_key.extend_from_slice(b"\":");
         Self {
-            key,
+            key: key.into(),
             json_key: json_key.into_boxed_slice(),
             kind,
         }
     }
 }
 
-enum Root<'a> {
-    Typename,
-    Sessions(Box<SessionsField<'a>>),
+enum Root {
+    /// `__typename`, selected this many times under its key.
+    Typename(usize),
+    Sessions(Box<SessionsField>),
 }
 
-struct SessionsField<'a> {
+struct SessionsField {
     pos: Pos,
-    args: ListArgs,
-    selection: Vec<Sel<'a, Conn<'a>>>,
+    /// The field's arguments as written: coerced per request, as
+    /// variables change.
+    arguments: Vec<(Positioned<Name>, Positioned<AstValue>)>,
+    /// Fields selected below it, each fragment counted where it is spread.
+    children: usize,
+    /// Whether `pageInfo { hasNextPage }` is selected (a look-ahead).
+    want_has_next: bool,
+    selection: Vec<Sel<Conn>>,
 }
 
-enum Conn<'a> {
+enum Conn {
     Typename,
-    Edges(Vec<Sel<'a, EdgeField<'a>>>),
-    Nodes(Node<'a>),
-    PageInfo(Vec<Sel<'a, PageInfoField>>),
+    Edges(Vec<Sel<EdgeField>>),
+    Nodes(Node),
+    PageInfo(Vec<Sel<PageInfoField>>),
 }
 
-enum EdgeField<'a> {
+enum EdgeField {
     Typename,
     Cursor,
-    Node(Node<'a>),
+    Node(Node),
 }
 
 /// The fields selected on a session, and how to write them from the
 /// session's [`Memo`] when they are worth one.
-struct Node<'a> {
-    fields: Vec<Sel<'a, SessionField<'a>>>,
+struct Node {
+    fields: Vec<Sel<SessionField>>,
     /// `None` writes every field directly.
     memo: Option<Vec<Segment>>,
 }
@@ -146,8 +168,8 @@ enum Segment {
     Field(usize),
 }
 
-impl<'a> Node<'a> {
-    fn new(fields: Vec<Sel<'a, SessionField<'a>>>) -> Self {
+impl Node {
+    fn new(fields: Vec<Sel<SessionField>>) -> Self {
         let memoized = fields
             .iter()
             .filter(|f| f.kind.memo_index().is_some())
@@ -158,7 +180,7 @@ impl<'a> Node<'a> {
                 let unaliased = field.kind.memo_index().filter(|&m| {
                     Memo::FIELDS
                         .get(m)
-                        .is_some_and(|(name, _)| *name == field.key)
+                        .is_some_and(|(name, _)| *name == &*field.key)
                 });
                 match (unaliased, segments.last_mut()) {
                     (Some(m), Some(Segment::Pairs { last, .. })) if *last + 1 == m => *last = m,
@@ -181,10 +203,10 @@ enum PageInfoField {
 }
 
 #[derive(Clone)]
-enum SessionField<'a> {
+enum SessionField {
     Typename,
     Id,
-    Account(Vec<Sel<'a, AccountField>>),
+    Account(Vec<Sel<AccountField>>),
     Region,
     SessionId,
     Target,
@@ -195,7 +217,7 @@ enum SessionField<'a> {
     Owner,
     Reason,
     Details,
-    OutputUrl(Vec<Sel<'a, OutputUrlField>>),
+    OutputUrl(Vec<Sel<OutputUrlField>>),
     MaxSessionDuration,
     AccessType,
     DurationSeconds,
@@ -217,6 +239,9 @@ enum OutputUrlField {
     CloudWatchOutputUrl,
 }
 
+/// A field's arguments as the document writes them.
+type Arguments = [(Positioned<Name>, Positioned<AstValue>)];
+
 /// The fields of one response key at one level, in document order.
 struct Group<'a> {
     key: &'a str,
@@ -224,79 +249,120 @@ struct Group<'a> {
     fields: Vec<&'a Positioned<Field>>,
 }
 
-/// What collecting fields needs: the document, the operation's variables
-/// (with their defaults) and the complexity counted so far.
+/// What collecting fields needs: the document, the operation and its
+/// variables (with their defaults).
 struct Collector<'a> {
     document: &'a ExecutableDocument,
     operation: &'a OperationDefinition,
     variables: &'a Variables,
+    /// The `@skip`/`@include` variables read so far, with their values.
+    conditions: std::cell::RefCell<Vec<(Name, bool)>>,
 }
 
-impl<'a> Prepared<'a> {
-    /// The request, collected, when the compiled path can answer it
-    /// exactly; `None` declines. `operation` must be the operation the
-    /// request picks, already validated by async-graphql.
+impl Plan {
+    /// The operation's plan, collected under `variables`, when the
+    /// compiled path can answer it exactly; `None` declines. `operation`
+    /// must be the operation the request picks, already validated by
+    /// async-graphql.
     pub fn new(
-        document: &'a ExecutableDocument,
-        operation: &'a OperationDefinition,
-        variables: &'a Variables,
-        max_complexity: usize,
+        document: &ExecutableDocument,
+        operation: &OperationDefinition,
+        variables: &Variables,
     ) -> Option<Self> {
         if operation.ty != OperationType::Query || !operation.directives.is_empty() {
             return None;
         }
-        let collector = Collector {
-            document,
-            operation,
-            variables,
-        };
-        let mut complexity = 0usize;
+        let collector = Collector::new(document, operation, variables);
         let mut roots = Vec::new();
         for group in collector.collect(&[&operation.selection_set.node], "Query")? {
             let kind = match group.name {
-                "__typename" => {
-                    complexity = complexity.saturating_add(group.fields.len());
-                    Root::Typename
-                }
+                "__typename" => Root::Typename(group.fields.len()),
                 // The same `sessions` key twice runs twice on the schema
                 // (each occurrence its own call and errors): the schema's.
                 "sessions" if group.fields.len() == 1 => {
-                    let (field, complexity_of) = collector.sessions(&group)?;
-                    complexity = complexity.saturating_add(complexity_of);
-                    Root::Sessions(Box::new(field))
+                    Root::Sessions(Box::new(collector.sessions(&group)?))
                 }
                 _ => return None,
             };
             roots.push(Sel::new(group.key, kind));
         }
-        (complexity <= max_complexity).then_some(Self { roots })
+        Some(Self {
+            roots,
+            conditions: collector.conditions.into_inner(),
+        })
     }
 
+    /// Whether the plan is the one collecting under `variables` would
+    /// give: every condition it read has the same value there.
+    pub fn holds(&self, operation: &OperationDefinition, variables: &Variables) -> bool {
+        let collector = Collector::new(&EMPTY_DOCUMENT, operation, variables);
+        self.conditions.iter().all(|(name, value)| {
+            matches!(collector.variable(name), Some(ConstValue::Boolean(b)) if b == *value)
+        })
+    }
+
+    /// The request of this plan with `variables`: its arguments coerced
+    /// and its complexity checked; `None` declines.
+    pub fn prepare(
+        self: Arc<Self>,
+        operation: &OperationDefinition,
+        variables: &Variables,
+        max_complexity: usize,
+    ) -> Option<Prepared> {
+        let collector = Collector::new(&EMPTY_DOCUMENT, operation, variables);
+        let mut complexity = 0usize;
+        let mut args = Vec::with_capacity(self.roots.len());
+        for root in &self.roots {
+            match &root.kind {
+                Root::Typename(n) => {
+                    complexity = complexity.saturating_add(*n);
+                    args.push(None);
+                }
+                Root::Sessions(field) => {
+                    let (list_args, complexity_of) = collector.arguments(field)?;
+                    complexity = complexity.saturating_add(complexity_of);
+                    args.push(Some(list_args));
+                }
+            }
+        }
+        (complexity <= max_complexity).then_some(Prepared { plan: self, args })
+    }
+}
+
+/// Arguments need no document: what a [`Collector`] reads them with.
+static EMPTY_DOCUMENT: std::sync::LazyLock<ExecutableDocument> =
+    std::sync::LazyLock::new(|| ExecutableDocument {
+        operations: async_graphql::parser::types::DocumentOperations::Multiple(Default::default()),
+        fragments: Default::default(),
+    });
+
+impl Prepared {
     /// Runs the `sessions` fields concurrently for `caller` within
     /// `budget` and writes the answer; `None` when a cursor could not be
     /// encoded (the schema then answers, with its error).
     pub async fn run(
-        &self,
+        self,
         service: &SessionService,
         caller: &Caller,
         budget: &RequestBudget,
     ) -> Option<Answer> {
-        let listings = futures_util::future::join_all(self.roots.iter().map(|root| async move {
-            let Root::Sessions(field) = &root.kind else {
-                return None;
-            };
-            let span = tracing::info_span!(
-                target: "async_graphql::graphql",
-                "field",
-                path = root.key,
-                parent_type = "Query",
-            );
-            let listing = service
-                .list(caller, field.args.clone(), budget)
-                .instrument(span)
-                .await;
-            Some(listing)
-        }))
+        let Self { plan, args } = self;
+        let listings = futures_util::future::join_all(plan.roots.iter().zip(args).map(
+            |(root, args)| async move {
+                let (Root::Sessions(_), Some(args)) = (&root.kind, args) else {
+                    return None;
+                };
+                let resumed = args.after.is_some();
+                let span = tracing::info_span!(
+                    target: "async_graphql::graphql",
+                    "field",
+                    path = &*root.key,
+                    parent_type = "Query",
+                );
+                let listing = service.list(caller, args, budget).instrument(span).await;
+                Some((listing, resumed))
+            },
+        ))
         .await;
 
         // As async-graphql has it: a failed field is left out, with its
@@ -306,25 +372,25 @@ impl<'a> Prepared<'a> {
         out.0.extend_from_slice(b"{\"data\":");
         let data_start = out.0.len();
         out.open();
-        for (root, listing) in self.roots.iter().zip(listings) {
+        for (root, listing) in plan.roots.iter().zip(listings) {
             match (&root.kind, listing) {
-                (Root::Typename, _) => {
+                (Root::Typename(_), _) => {
                     out.key(&root.json_key);
                     out.string("Query");
                 }
-                (Root::Sessions(field), Some(Ok(mut listing))) => {
+                (Root::Sessions(field), Some((Ok(mut listing), resumed))) => {
                     for (source, failure) in std::mem::take(&mut listing.failures) {
                         errors.push(super::query::source_error(
-                            field.pos, root.key, &source, failure,
+                            field.pos, &root.key, &source, failure,
                         ));
                     }
                     out.key(&root.json_key);
-                    let page = Page::new(listing, field.args.after.is_some(), service.cursors());
+                    let page = Page::new(listing, resumed, service.cursors());
                     page.write(&field.selection, &mut out)?;
                 }
-                (Root::Sessions(field), Some(Err(e))) => {
+                (Root::Sessions(field), Some((Err(e), _))) => {
                     let mut error = e.extend().into_server_error(field.pos);
-                    error.path = vec![PathSegment::Field(root.key.to_owned())];
+                    error.path = vec![PathSegment::Field(root.key.to_string())];
                     errors.push(error);
                 }
                 (Root::Sessions(_), None) => return None,
@@ -346,6 +412,19 @@ impl<'a> Prepared<'a> {
 }
 
 impl<'a> Collector<'a> {
+    fn new(
+        document: &'a ExecutableDocument,
+        operation: &'a OperationDefinition,
+        variables: &'a Variables,
+    ) -> Self {
+        Self {
+            document,
+            operation,
+            variables,
+            conditions: Default::default(),
+        }
+    }
+
     /// The fields `sets` select on an object of type `type_name`, grouped by
     /// response key in order of first appearance (CollectFields).
     fn collect(&self, sets: &[&'a SelectionSet], type_name: &str) -> Option<Vec<Group<'a>>> {
@@ -427,7 +506,13 @@ impl<'a> Collector<'a> {
             let condition = match directive.get_argument("if").map(|v| &v.node)? {
                 AstValue::Boolean(b) => *b,
                 AstValue::Variable(name) => match self.variable(name)? {
-                    ConstValue::Boolean(b) => b,
+                    ConstValue::Boolean(b) => {
+                        let mut conditions = self.conditions.borrow_mut();
+                        if !conditions.iter().any(|(read, _)| read == name) {
+                            conditions.push((name.clone(), b));
+                        }
+                        b
+                    }
                     _ => return None,
                 },
                 _ => return None,
@@ -456,11 +541,15 @@ impl<'a> Collector<'a> {
             .cloned()
     }
 
-    /// The value of argument `name` of `field` with its variables
-    /// substituted: `Some(None)` when not given, `None` when a variable
-    /// does not resolve.
-    fn value(&self, field: &Field, name: &str) -> Option<Option<ConstValue>> {
-        match field.get_argument(name) {
+    /// The value of argument `name` among a field's `arguments` with its
+    /// variables substituted: `Some(None)` when not given, `None` when a
+    /// variable does not resolve.
+    fn value(&self, arguments: &Arguments, name: &str) -> Option<Option<ConstValue>> {
+        match arguments
+            .iter()
+            .find(|(n, _)| n.node == name)
+            .map(|(_, value)| value)
+        {
             None => Some(None),
             Some(value) => value
                 .node
@@ -471,16 +560,20 @@ impl<'a> Collector<'a> {
         }
     }
 
-    /// An argument of `field`, coerced as the resolver's argument of type
-    /// `T` is; `None` when it does not coerce.
-    fn argument<T: InputType>(&self, field: &Field, name: &str) -> Option<T> {
-        T::parse(self.value(field, name)?).ok()
+    /// An argument, coerced as the resolver's argument of type `T` is;
+    /// `None` when it does not coerce.
+    fn argument<T: InputType>(&self, arguments: &Arguments, name: &str) -> Option<T> {
+        T::parse(self.value(arguments, name)?).ok()
     }
 
-    /// Whether argument `name` of `field`, an input object of type `T`,
-    /// names only fields `T` has (`None`: it does not resolve).
-    fn known_fields<T: InputType + Default>(&self, field: &Field, name: &str) -> Option<bool> {
-        let Some(ConstValue::Object(given)) = self.value(field, name)? else {
+    /// Whether argument `name`, an input object of type `T`, names only
+    /// fields `T` has (`None`: it does not resolve).
+    fn known_fields<T: InputType + Default>(
+        &self,
+        arguments: &Arguments,
+        name: &str,
+    ) -> Option<bool> {
+        let Some(ConstValue::Object(given)) = self.value(arguments, name)? else {
             return Some(true);
         };
         // Every field, null or not, is in the value of a default one.
@@ -490,30 +583,10 @@ impl<'a> Collector<'a> {
         Some(given.keys().all(|key| known.contains_key(key)))
     }
 
-    /// A `sessions` field: its arguments, its collected selection and the
-    /// upper bound of its complexity.
-    fn sessions(&self, group: &Group<'a>) -> Option<(SessionsField<'a>, usize)> {
+    /// A `sessions` field's plan: its arguments as written, its collected
+    /// selection and the size of that selection.
+    fn sessions(&self, group: &Group<'a>) -> Option<SessionsField> {
         let field = &group.fields[0];
-        let pos = field.pos;
-        let field = &field.node;
-        let args = SessionsArgs {
-            state: self.argument(field, "state")?,
-            filter: self.argument(field, "filter")?,
-            accounts: self.argument(field, "accounts")?,
-            regions: self.argument(field, "regions")?,
-            first: self.argument(field, "first")?,
-            after: self.argument(field, "after")?,
-            page_size: self.argument(field, "pageSize")?,
-            last: self.argument(field, "last")?,
-            before: self.argument(field, "before")?,
-        };
-        // Parsing an input object ignores fields it does not know, where
-        // validation refuses them: only known ones, or the schema says so.
-        if !self.known_fields::<SessionFilterInput>(field, "filter")? {
-            return None;
-        }
-        let first = args.first;
-
         let sets: Vec<&SelectionSet> = group
             .fields
             .iter()
@@ -523,8 +596,6 @@ impl<'a> Collector<'a> {
         for set in &sets {
             children = children.saturating_add(self.size(set, 0)?);
         }
-        let complexity = super::query::connection_complexity(first, children);
-
         let selection = self.connection(&sets)?;
         let want_has_next = selection.iter().any(|s| match &s.kind {
             Conn::PageInfo(fields) => fields
@@ -532,16 +603,39 @@ impl<'a> Collector<'a> {
                 .any(|f| matches!(f.kind, PageInfoField::HasNextPage)),
             _ => false,
         });
+        Some(SessionsField {
+            pos: field.pos,
+            arguments: field.node.arguments.clone(),
+            children,
+            want_has_next,
+            selection,
+        })
+    }
+
+    /// A `sessions` field's arguments with these variables, and the upper
+    /// bound of its complexity; `None` when they do not coerce.
+    fn arguments(&self, field: &SessionsField) -> Option<(ListArgs, usize)> {
+        let arguments = &field.arguments;
+        let args = SessionsArgs {
+            state: self.argument(arguments, "state")?,
+            filter: self.argument(arguments, "filter")?,
+            accounts: self.argument(arguments, "accounts")?,
+            regions: self.argument(arguments, "regions")?,
+            first: self.argument(arguments, "first")?,
+            after: self.argument(arguments, "after")?,
+            page_size: self.argument(arguments, "pageSize")?,
+            last: self.argument(arguments, "last")?,
+            before: self.argument(arguments, "before")?,
+        };
+        // Parsing an input object ignores fields it does not know, where
+        // validation refuses them: only known ones, or the schema says so.
+        if !self.known_fields::<SessionFilterInput>(arguments, "filter")? {
+            return None;
+        }
+        let complexity = super::query::connection_complexity(args.first, field.children);
         // A filter the model refuses is the resolver's error to report.
-        let args = args.into_list_args(want_has_next).ok()?;
-        Some((
-            SessionsField {
-                pos,
-                args,
-                selection,
-            },
-            complexity,
-        ))
+        let args = args.into_list_args(field.want_has_next).ok()?;
+        Some((args, complexity))
     }
 
     /// Fields selected in `set` and below, each fragment counted where it is
@@ -582,7 +676,7 @@ impl<'a> Collector<'a> {
             .collect()
     }
 
-    fn connection(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, Conn<'a>>>> {
+    fn connection(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<Conn>>> {
         fields(self.collect(sets, "SessionConnection")?, |group| {
             Some(match group.name {
                 "__typename" => Conn::Typename,
@@ -594,7 +688,7 @@ impl<'a> Collector<'a> {
         })
     }
 
-    fn edge(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, EdgeField<'a>>>> {
+    fn edge(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<EdgeField>>> {
         fields(self.collect(sets, "SessionEdge")?, |group| {
             Some(match group.name {
                 "__typename" => EdgeField::Typename,
@@ -605,7 +699,7 @@ impl<'a> Collector<'a> {
         })
     }
 
-    fn page_info(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, PageInfoField>>> {
+    fn page_info(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<PageInfoField>>> {
         leaves(self.collect(sets, "PageInfo")?, |name| {
             Some(match name {
                 "__typename" => PageInfoField::Typename,
@@ -618,7 +712,7 @@ impl<'a> Collector<'a> {
         })
     }
 
-    fn session(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<'a, SessionField<'a>>>> {
+    fn session(&self, sets: &[&'a SelectionSet]) -> Option<Vec<Sel<SessionField>>> {
         fields(self.collect(sets, "Session")?, |group| {
             Some(match group.name {
                 "__typename" => SessionField::Typename,
@@ -671,7 +765,7 @@ impl<'a> Collector<'a> {
 fn fields<'a, K>(
     groups: Vec<Group<'a>>,
     mut kind: impl FnMut(&Group<'a>) -> Option<K>,
-) -> Option<Vec<Sel<'a, K>>> {
+) -> Option<Vec<Sel<K>>> {
     groups
         .into_iter()
         .map(|group| Some(Sel::new(group.key, kind(&group)?)))
@@ -679,10 +773,7 @@ fn fields<'a, K>(
 }
 
 /// Leaf groups mapped by field name; `None` if any name is not known.
-fn leaves<'a, K>(
-    groups: Vec<Group<'a>>,
-    kind: impl Fn(&str) -> Option<K>,
-) -> Option<Vec<Sel<'a, K>>> {
+fn leaves<'a, K>(groups: Vec<Group<'a>>, kind: impl Fn(&str) -> Option<K>) -> Option<Vec<Sel<K>>> {
     fields(groups, |group| kind(group.name))
 }
 
@@ -752,7 +843,7 @@ impl<'c> Page<'c> {
         Some(())
     }
 
-    fn write(mut self, selection: &[Sel<'_, Conn<'_>>], out: &mut Json) -> Option<()> {
+    fn write(mut self, selection: &[Sel<Conn>], out: &mut Json) -> Option<()> {
         if selection.is_empty() {
             out.null();
             return Some(());
@@ -800,7 +891,7 @@ impl<'c> Page<'c> {
         Some(())
     }
 
-    fn write_page_info(&mut self, fields: &[Sel<'_, PageInfoField>], out: &mut Json) -> Option<()> {
+    fn write_page_info(&mut self, fields: &[Sel<PageInfoField>], out: &mut Json) -> Option<()> {
         if fields.is_empty() {
             out.null();
             return Some(());
@@ -831,7 +922,7 @@ impl<'c> Page<'c> {
     }
 }
 
-fn write_session(located: &Located, node: &Node<'_>, out: &mut Json) {
+fn write_session(located: &Located, node: &Node, out: &mut Json) {
     if node.fields.is_empty() {
         out.null();
         return;
@@ -884,7 +975,7 @@ fn write_session(located: &Located, node: &Node<'_>, out: &mut Json) {
 }
 
 /// The JSON value of `field` of `located`.
-fn write_value(located: &Located, field: &SessionField<'_>, out: &mut Json) {
+fn write_value(located: &Located, field: &SessionField, out: &mut Json) {
     let session = &located.session;
     match field {
         SessionField::Typename => out.string("Session"),
@@ -967,7 +1058,7 @@ fn write_value(located: &Located, field: &SessionField<'_>, out: &mut Json) {
     }
 }
 
-impl SessionField<'_> {
+impl SessionField {
     /// Where the field's value is in a [`Memo`] (its place in
     /// [`Memo::FIELDS`]); `None` for what is not kept there.
     fn memo_index(&self) -> Option<usize> {
@@ -1008,7 +1099,7 @@ struct Memo<'m>(&'m [u8]);
 
 impl<'m> Memo<'m> {
     /// Each field with its schema name, in the memo's order.
-    const FIELDS: [(&'static str, SessionField<'static>); 15] = [
+    const FIELDS: [(&'static str, SessionField); 15] = [
         ("id", SessionField::Id),
         ("region", SessionField::Region),
         ("sessionId", SessionField::SessionId),
@@ -1237,6 +1328,7 @@ mod tests {
     use async_graphql::InputType as _;
     use chrono::TimeZone as _;
     use proptest::prelude::*;
+    use serde_json::json;
 
     use super::*;
     use crate::model::{AccountId, Region, Session, SessionId};
@@ -1375,9 +1467,9 @@ mod tests {
         .unwrap();
         let (_, operation) = document.operations.iter().next().unwrap();
         let variables = Variables::default();
-        let prepared = Prepared::new(&document, &operation.node, &variables, 10_000)
+        let plan = Plan::new(&document, &operation.node, &variables)
             .expect("the compiled path takes every memo field");
-        let Root::Sessions(sessions) = &prepared.roots[0].kind else {
+        let Root::Sessions(sessions) = &plan.roots[0].kind else {
             panic!("not a sessions root");
         };
         let Conn::Nodes(node) = &sessions.selection[0].kind else {
@@ -1410,6 +1502,66 @@ mod tests {
             region: Region::parse("eu-west-1").unwrap(),
             account,
         }
+    }
+
+    /// A plan holds for the values its `@skip`/`@include` variables had
+    /// when it was collected, whatever the other variables.
+    #[test]
+    fn a_plan_holds_while_its_conditions_read_the_same() {
+        let document = async_graphql::parser::parse_query(
+            "query($a: Boolean!, $b: Boolean = false, $first: Int) { \
+             sessions(state: HISTORY, first: $first) { nodes { sessionId @include(if: $a) \
+             region @skip(if: $b) target @skip(if: false) } } }",
+        )
+        .unwrap();
+        let (_, operation) = document.operations.iter().next().unwrap();
+        let operation = &operation.node;
+        let variables = |json: serde_json::Value| Variables::from_json(json);
+        let plan = Plan::new(&document, operation, &variables(json!({ "a": true }))).unwrap();
+        let names: Vec<_> = plan
+            .conditions
+            .iter()
+            .map(|(n, v)| (n.as_str(), *v))
+            .collect();
+        assert_eq!(names, [("a", true), ("b", false)]);
+        for (given, holds) in [
+            (json!({ "a": true, "first": 3 }), true),
+            (json!({ "a": true, "b": false }), true),
+            (json!({ "a": false }), false),
+            (json!({ "a": true, "b": true }), false),
+            (json!({ "b": false }), false),
+            (json!({ "a": "yes" }), false),
+        ] {
+            assert_eq!(
+                plan.holds(operation, &variables(given.clone())),
+                holds,
+                "{given}"
+            );
+        }
+        // Prepared with other arguments: coerced per request, checked
+        // against the complexity bound.
+        let plan = Arc::new(plan);
+        let prepared = Arc::clone(&plan)
+            .prepare(
+                operation,
+                &variables(json!({ "a": true, "first": 7 })),
+                10_000,
+            )
+            .unwrap();
+        assert_eq!(prepared.args[0].as_ref().map(|a| a.first), Some(Some(7)));
+        assert!(
+            Arc::clone(&plan)
+                .prepare(
+                    operation,
+                    &variables(json!({ "a": true, "first": "x" })),
+                    10_000
+                )
+                .is_none()
+        );
+        assert!(
+            plan.prepare(operation, &variables(json!({ "a": true, "first": 7 })), 10)
+                .is_none()
+        );
     }
 
     fn any_session() -> impl Strategy<Value = Session> {
@@ -1491,8 +1643,8 @@ mod tests {
             let document = async_graphql::parser::parse_query(&query).unwrap();
             let (_, operation) = document.operations.iter().next().unwrap();
             let variables = Variables::default();
-            let prepared = Prepared::new(&document, &operation.node, &variables, 10_000).unwrap();
-            let Root::Sessions(sessions) = &prepared.roots[0].kind else { panic!() };
+            let plan = Plan::new(&document, &operation.node, &variables).unwrap();
+            let Root::Sessions(sessions) = &plan.roots[0].kind else { panic!() };
             let Conn::Nodes(node) = &sessions.selection[0].kind else { panic!() };
             let direct = Node { fields: node.fields.clone(), memo: None };
             let plain = written(|o| write_session(&located, &direct, o));

@@ -44,7 +44,7 @@ use async_graphql::{Request, Response, ServerError, Value};
 use tracing::Instrument as _;
 
 use super::GatewaySchema;
-use super::compiled::Prepared;
+use super::compiled::Plan;
 use super::cost::CostModel;
 use crate::error::code;
 use crate::instruments::{CacheEvent, CacheKind, Metrics};
@@ -56,12 +56,20 @@ use crate::sessions::{Caller, SessionService};
 const PARSED_DOCUMENTS_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A parsed document, and which of its operations async-graphql has
-/// validated (the compiled path takes only those).
+/// validated (the compiled path takes only those), with their plans.
 pub struct Parsed {
     pub document: ExecutableDocument,
-    /// Operation names requests picked (`None`: no name given) that ran
-    /// without a request error. Requests name few operations; a short list.
-    validated: Mutex<Vec<Option<String>>>,
+    /// The operations requests picked (by name; `None`: no name given)
+    /// that ran without a request error. Requests name few operations; a
+    /// short list.
+    validated: Mutex<Vec<Validated>>,
+}
+
+/// An operation async-graphql validated, and its compiled plan once one
+/// was collected.
+struct Validated {
+    name: Option<String>,
+    plan: Option<Arc<Plan>>,
 }
 
 impl Parsed {
@@ -72,24 +80,43 @@ impl Parsed {
         }
     }
 
-    fn is_validated(&self, operation_name: Option<&str>) -> bool {
+    fn validated(&self) -> std::sync::MutexGuard<'_, Vec<Validated>> {
         self.validated
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `None` when the operation is not validated; else its plan, if one
+    /// was kept.
+    fn plan(&self, operation_name: Option<&str>) -> Option<Option<Arc<Plan>>> {
+        self.validated()
             .iter()
-            .any(|name| name.as_deref() == operation_name)
+            .find(|v| v.name.as_deref() == operation_name)
+            .map(|v| v.plan.clone())
+    }
+
+    /// Keeps `plan` for the operation (replacing one collected under
+    /// other conditions).
+    fn keep_plan(&self, operation_name: Option<&str>, plan: &Arc<Plan>) {
+        if let Some(validated) = self
+            .validated()
+            .iter_mut()
+            .find(|v| v.name.as_deref() == operation_name)
+        {
+            validated.plan = Some(Arc::clone(plan));
+        }
     }
 
     fn set_validated(&self, operation_name: Option<&str>) {
-        let mut validated = self
-            .validated
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut validated = self.validated();
         if !validated
             .iter()
-            .any(|name| name.as_deref() == operation_name)
+            .any(|v| v.name.as_deref() == operation_name)
         {
-            validated.push(operation_name.map(str::to_owned));
+            validated.push(Validated {
+                name: operation_name.map(str::to_owned),
+                plan: None,
+            });
         }
     }
 }
@@ -290,14 +317,31 @@ impl Executor {
         }
         // The operation's span, as the full schema's `Tracing` names it.
         let span = tracing::info_span!(target: "async_graphql::graphql", "request");
-        if self.compiled && parsed.is_validated(operation_name) {
+        let kept = if self.compiled {
+            parsed.plan(operation_name)
+        } else {
+            None
+        };
+        if let Some(kept) = kept {
             let prepared = operation(&parsed.document, operation_name).and_then(|operation| {
-                Prepared::new(
-                    &parsed.document,
-                    operation,
-                    &first.variables,
-                    self.max_complexity,
-                )
+                let variables = &first.variables;
+                let plan = match kept.filter(|plan| plan.holds(operation, variables)) {
+                    Some(plan) => {
+                        self.documents
+                            .metrics
+                            .cache(CacheKind::Plan, CacheEvent::Hit, 1);
+                        plan
+                    }
+                    None => {
+                        self.documents
+                            .metrics
+                            .cache(CacheKind::Plan, CacheEvent::Miss, 1);
+                        let plan = Arc::new(Plan::new(&parsed.document, operation, variables)?);
+                        parsed.keep_plan(operation_name, &plan);
+                        plan
+                    }
+                };
+                plan.prepare(operation, variables, self.max_complexity)
             });
             let answer = match prepared {
                 Some(prepared) => {

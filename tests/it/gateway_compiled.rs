@@ -11,7 +11,9 @@
 //! compiled subset, aliases, the same field twice, named and inline
 //! fragments (on `Session` and on `Node`), `@skip` and `@include` with
 //! literals and variables, arguments as literals and as variables, and
-//! pages resumed from the cursors they returned. Fixed cases cover what
+//! pages resumed from the cursors they returned, by the same document
+//! again: its plan, kept from the first page, with other variables. Fixed
+//! cases cover what
 //! the compiled path declines and what fails: a bad cursor, an unknown
 //! account, a refused `first`, `last`, a filter out of bounds, a variable
 //! of the wrong type, `managedNode`, a source that fails.
@@ -83,11 +85,35 @@ fn split(body: &str) -> (BTreeMap<String, String>, Value) {
 /// are the same; the answer, parsed. The same bytes, except that root
 /// fields may come in another order (async-graphql orders them as they
 /// finish), so with several roots each root's bytes are compared.
-async fn same(app: &TestApp, query: &str, variables: &Value) -> Value {
-    static CASE: AtomicUsize = AtomicUsize::new(0);
+/// `query` run first (on the schema) and again (compiled), as a document
+/// never sent before; the two answers must agree. The schema's answer, and
+/// the document as sent: its plan is kept.
+async fn same(app: &TestApp, query: &str, variables: &Value) -> (Value, String) {
     let query = format!("# case {}\n{query}", CASE.fetch_add(1, Ordering::Relaxed));
     let schema = post(app, &query, variables).await;
     let compiled = post(app, &query, variables).await;
+    agree(&query, variables, &compiled, &schema);
+    (serde_json::from_str(&schema.1).expect("json"), query)
+}
+
+/// `seen`, a document that ran compiled before, with `variables`: from its
+/// kept plan, answering as the schema answers the same text as a new
+/// document.
+async fn same_again(app: &TestApp, seen: &str, variables: &Value) -> Value {
+    let compiled = post(app, seen, variables).await;
+    // Another first line: the same positions in errors.
+    let (_, text) = seen.split_once('\n').expect("a numbered document");
+    let fresh = format!("# case {}\n{text}", CASE.fetch_add(1, Ordering::Relaxed));
+    let schema = post(app, &fresh, variables).await;
+    agree(seen, variables, &compiled, &schema);
+    serde_json::from_str(&schema.1).expect("json")
+}
+
+static CASE: AtomicUsize = AtomicUsize::new(0);
+
+/// Equal answers, or equal but for the order of the root fields (which
+/// async-graphql writes as they finish).
+fn agree(query: &str, variables: &Value, compiled: &(u16, String), schema: &(u16, String)) {
     if compiled != schema {
         assert_eq!(compiled.0, schema.0, "status of\n{query}\n{variables}");
         let (compiled_roots, compiled_rest) = split(&compiled.1);
@@ -101,12 +127,28 @@ async fn same(app: &TestApp, query: &str, variables: &Value) -> Value {
             schema.1
         );
     }
-    serde_json::from_str(&schema.1).expect("json")
 }
 
 async fn compiled_count(app: &TestApp, outcome: &str) -> u64 {
+    metric(
+        app,
+        &format!("gateway_graphql_compiled_total{{outcome=\"{outcome}\"}}"),
+    )
+    .await
+}
+
+/// Plans collected (`miss`) or reused (`hit`).
+async fn plans(app: &TestApp, event: &str) -> u64 {
+    metric(
+        app,
+        &format!("gateway_cache_events_total{{layer=\"plan\",event=\"{event}\"}}"),
+    )
+    .await
+}
+
+async fn metric(app: &TestApp, series: &str) -> u64 {
     let text = String::from_utf8(app.admin("/metrics").await.body.to_vec()).expect("utf-8");
-    let series = format!("gateway_graphql_compiled_total{{outcome=\"{outcome}\"}} ");
+    let series = format!("{series} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
         .map_or(0, |v| v.trim().parse().expect("a count"))
@@ -397,22 +439,66 @@ impl Generator {
 #[tokio::test]
 async fn generated_documents_get_the_same_bytes_compiled_as_from_the_schema() {
     let app = app(|_| {}).await;
-    let mut requests = 0u64;
+    let (mut requests, mut resumed) = (0u64, 0u64);
     for seed in 0..GENERATED {
         let (document, mut variables) = Generator::new(seed).document();
-        let page = same(&app, &document, &variables).await;
+        let (page, seen) = same(&app, &document, &variables).await;
         requests += 1;
         assert!(page.get("errors").is_none(), "{document}\n{page}");
         let end = &page["data"]["sessions"]["pageInfo"]["endCursor"];
         if end.is_string() {
+            // The next page: the same document, its plan reused.
             variables["after"] = end.clone();
-            same(&app, &document, &variables).await;
+            same_again(&app, &seen, &variables).await;
             requests += 1;
+            resumed += 1;
         }
     }
-    // Every second run was compiled.
+    // One request in two was compiled: each document's plan collected by
+    // its first, reused by its next page.
+    assert!(resumed > GENERATED / 2, "{resumed} documents paged on");
     assert_eq!(compiled_count(&app, "answered").await, requests);
     assert_eq!(compiled_count(&app, "declined").await, 0);
+    assert_eq!(plans(&app, "miss").await, GENERATED);
+    assert_eq!(plans(&app, "hit").await, resumed);
+}
+
+#[tokio::test]
+async fn a_kept_plan_is_collected_again_when_its_conditions_change() {
+    // `@skip`/`@include` on variables shape the selection: a plan holds
+    // only for the values it was collected under.
+    let app = app(|_| {}).await;
+    let query = "query($yes: Boolean!, $first: Int) { sessions(state: HISTORY, first: $first) \
+                 { nodes { sessionId region @include(if: $yes) startDate @skip(if: $yes) } \
+                 pageInfo { hasNextPage @include(if: $yes) endCursor } } }";
+    let (_, seen) = same(&app, query, &json!({ "yes": true, "first": 2 })).await;
+    let mut answers = Vec::new();
+    for variables in [
+        json!({ "yes": false, "first": 2 }),
+        json!({ "yes": false, "first": 3 }),
+        json!({ "yes": true, "first": 3 }),
+    ] {
+        let answer = same_again(&app, &seen, &variables).await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+        answers.push(answer);
+    }
+    let first_node = |answer: &Value| answer["data"]["sessions"]["nodes"][0].clone();
+    assert!(first_node(&answers[0]).get("region").is_none());
+    assert!(first_node(&answers[0]).get("startDate").is_some());
+    assert!(first_node(&answers[2]).get("region").is_some());
+    assert_eq!(
+        answers[1]["data"]["sessions"]["nodes"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // Collected for `yes: true`, again for `false`, reused with another
+    // `first`, collected again for `true`.
+    assert_eq!(
+        (plans(&app, "miss").await, plans(&app, "hit").await),
+        (3, 1)
+    );
+    assert_eq!(compiled_count(&app, "answered").await, 4);
 }
 
 const PAGE: &str = "query($first: Int, $after: String) { sessions(state: HISTORY, first: $first, \
@@ -480,7 +566,7 @@ async fn errors_and_declined_requests_are_the_schemas() {
         ),
     ];
     for (query, variables) in &cases {
-        let answer = same(&app, query, variables).await;
+        let (answer, _) = same(&app, query, variables).await;
         println!("{answer}");
     }
     let answered = compiled_count(&app, "answered").await;
@@ -532,7 +618,7 @@ async fn a_failed_source_is_reported_the_same() {
         s.accounts[1].external_id = Some(Secret::new("wrong-external-id".to_owned()));
     })
     .await;
-    let page = same(&app, PAGE, &json!({ "first": 12 })).await;
+    let (page, seen) = same(&app, PAGE, &json!({ "first": 12 })).await;
     let errors = page["errors"].as_array().expect("errors");
     assert_eq!(errors.len(), 2, "one per region of payments: {page}");
     assert_eq!(
@@ -543,6 +629,6 @@ async fn a_failed_source_is_reported_the_same() {
         12
     );
     let end = page["data"]["sessions"]["pageInfo"]["endCursor"].clone();
-    same(&app, PAGE, &json!({ "first": 12, "after": end })).await;
+    same_again(&app, &seen, &json!({ "first": 12, "after": end })).await;
     assert_eq!(compiled_count(&app, "answered").await, 2);
 }
