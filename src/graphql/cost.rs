@@ -225,39 +225,37 @@ impl CostModel {
 /// A walk over one operation's selections, with its variables resolved.
 struct Walk<'a> {
     doc: &'a ExecutableDocument,
-    variables: BTreeMap<Name, Value>,
+    op: &'a OperationDefinition,
+    variables: &'a Variables,
 }
 
 impl<'a> Walk<'a> {
-    fn new(doc: &'a ExecutableDocument, op: &OperationDefinition, variables: &Variables) -> Self {
-        let mut resolved: BTreeMap<Name, Value> = op
+    fn new(
+        doc: &'a ExecutableDocument,
+        op: &'a OperationDefinition,
+        variables: &'a Variables,
+    ) -> Self {
+        Self { doc, op, variables }
+    }
+
+    /// A variable's value: given, else its default, else null.
+    fn variable(&self, name: &Name) -> Value {
+        if let Some(value) = self.variables.get(name) {
+            return value.clone();
+        }
+        self.op
             .variable_definitions
             .iter()
-            .filter_map(|d| {
-                d.node
-                    .default_value
-                    .as_ref()
-                    .map(|v| (d.node.name.node.clone(), v.node.clone()))
-            })
-            .collect();
-        for (name, value) in variables.iter() {
-            resolved.insert(name.clone(), value.clone());
-        }
-        Self {
-            doc,
-            variables: resolved,
-        }
+            .find(|d| d.node.name.node == *name)
+            .and_then(|d| d.node.default_value.as_ref())
+            .map_or(Value::Null, |v| v.node.clone())
     }
 
     fn value(&self, value: &Positioned<RawValue>) -> Value {
         value
             .node
             .clone()
-            .into_const_with(|name| {
-                Ok::<_, std::convert::Infallible>(
-                    self.variables.get(&name).cloned().unwrap_or(Value::Null),
-                )
-            })
+            .into_const_with(|name| Ok::<_, std::convert::Infallible>(self.variable(&name)))
             .unwrap_or(Value::Null)
     }
 
@@ -314,27 +312,29 @@ impl<'a> Walk<'a> {
     /// The fields of `set`, fragments expanded, skipped ones left out.
     fn fields(&self, set: &'a SelectionSet) -> Vec<&'a Field> {
         let mut out = Vec::new();
-        self.collect(set, &mut out, &mut HashSet::new());
+        self.any(set, &mut HashSet::new(), &mut |field| {
+            out.push(field);
+            false
+        });
         out
     }
 
-    fn collect(
+    /// Whether `found` holds for one of the fields of `set` (fragments
+    /// expanded, skipped ones left out), asked in order until it does.
+    fn any(
         &self,
         set: &'a SelectionSet,
-        out: &mut Vec<&'a Field>,
         entered: &mut HashSet<&'a str>,
-    ) {
+        found: &mut impl FnMut(&'a Field) -> bool,
+    ) -> bool {
         for item in &set.items {
-            match &item.node {
+            let hit = match &item.node {
                 Selection::Field(field) => {
-                    if self.included(&field.node.directives) {
-                        out.push(&field.node);
-                    }
+                    self.included(&field.node.directives) && found(&field.node)
                 }
                 Selection::InlineFragment(fragment) => {
-                    if self.included(&fragment.node.directives) {
-                        self.collect(&fragment.node.selection_set.node, out, entered);
-                    }
+                    self.included(&fragment.node.directives)
+                        && self.any(&fragment.node.selection_set.node, entered, found)
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = spread.node.fragment_name.node.as_str();
@@ -343,20 +343,27 @@ impl<'a> Walk<'a> {
                     if !self.included(&spread.node.directives) || !entered.insert(name) {
                         continue;
                     }
-                    if let Some(fragment) = self.doc.fragments.get(name) {
-                        self.collect(&fragment.node.selection_set.node, out, entered);
-                    }
+                    let hit = self
+                        .doc
+                        .fragments
+                        .get(name)
+                        .is_some_and(|f| self.any(&f.node.selection_set.node, entered, found));
                     entered.remove(name);
+                    hit
                 }
+            };
+            if hit {
+                return true;
             }
         }
+        false
     }
 
     /// Whether a field named `name` is selected anywhere below `set`.
     fn selects(&self, set: &'a SelectionSet, name: &str) -> bool {
-        self.fields(set)
-            .into_iter()
-            .any(|f| f.name.node == name || self.selects(&f.selection_set.node, name))
+        self.any(set, &mut HashSet::new(), &mut |f| {
+            f.name.node == name || self.selects(&f.selection_set.node, name)
+        })
     }
 }
 
@@ -437,5 +444,88 @@ impl Extension for CostGuardRun {
             Some(refusal) => Err(vec![refusal]),
             None => Ok(result),
         }
+    }
+}
+
+#[cfg(test)]
+// A failed unwrap is a failed test; the lint is meant for library code.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use async_graphql::parser::parse_query;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The walk over `query`'s only operation with `variables`, asked `ask`.
+    fn walked<T>(query: &str, variables: serde_json::Value, ask: impl Fn(&Walk<'_>) -> T) -> T {
+        let doc = parse_query(query).unwrap();
+        let (_, operation) = doc.operations.iter().next().unwrap();
+        let variables = Variables::from_json(variables);
+        ask(&Walk::new(&doc, &operation.node, &variables))
+    }
+
+    fn root(walk: &Walk<'_>) -> Vec<String> {
+        let (_, operation) = walk.doc.operations.iter().next().unwrap();
+        walk.fields(&operation.node.selection_set.node)
+            .iter()
+            .map(|f| f.name.node.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_walk_finds_fields_behind_fragments_under_the_requests_conditions() {
+        let query = "query($hide: Boolean = true) { sessions { nodes { sessionId ...F } } } \
+                     fragment F on Session { ... on Session @skip(if: $hide) { ...G } } \
+                     fragment G on Session { managedNode { instanceId } ...F }";
+        let selects = |variables| {
+            walked(query, variables, |walk| {
+                let (_, operation) = walk.doc.operations.iter().next().unwrap();
+                walk.selects(&operation.node.selection_set.node, "managedNode")
+            })
+        };
+        // Skipped by the variable's default; kept when it is given false.
+        assert!(!selects(json!({})));
+        assert!(selects(json!({ "hide": false })));
+        assert!(!selects(json!({ "hide": true })));
+        // A fragment cycle (refused by validation) ends the walk.
+        let cycle = "{ a: sessions { nodes { ...F } } } fragment F on Session { ...F }";
+        assert!(!walked(cycle, json!({}), |walk| {
+            let (_, operation) = walk.doc.operations.iter().next().unwrap();
+            walk.selects(&operation.node.selection_set.node, "managedNode")
+        }));
+    }
+
+    #[test]
+    fn a_walks_arguments_and_root_fields_read_variables_then_defaults() {
+        let query = "query($n: Int = 7, $m: Int, $no: Boolean = false) { \
+                     a: sessions(first: $n) { nodes { sessionId } } \
+                     b: sessions(first: $m) @include(if: $no) { nodes { sessionId } } \
+                     ... @skip(if: $no) { c: session(account: \"x\", region: \"y\") { id } } }";
+        let firsts = |variables| {
+            walked(query, variables, |walk| {
+                let (_, operation) = walk.doc.operations.iter().next().unwrap();
+                let fields = walk.fields(&operation.node.selection_set.node);
+                let firsts: Vec<_> = fields.iter().map(|f| walk.int_arg(f, "first")).collect();
+                (root(walk), firsts)
+            })
+        };
+        assert_eq!(
+            firsts(json!({})),
+            (
+                vec!["sessions".into(), "session".into()],
+                vec![Some(7), None]
+            )
+        );
+        assert_eq!(firsts(json!({ "n": 3 })).1, [Some(3), None]);
+        // A variable without a default, not given or null: no value.
+        assert_eq!(
+            firsts(json!({ "no": true })),
+            (
+                vec!["sessions".into(), "sessions".into()],
+                vec![Some(7), None]
+            )
+        );
+        assert_eq!(firsts(json!({ "no": true, "m": null })).1, [Some(7), None]);
+        assert_eq!(firsts(json!({ "no": true, "m": 2 })).1, [Some(7), Some(2)]);
     }
 }
