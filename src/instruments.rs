@@ -88,7 +88,8 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 5
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
-/// A cache layer, for [`CACHE_EVENTS`].
+/// A cache layer, for [`CACHE_EVENTS`]. `PersistedQuery` stays last:
+/// [`CacheKind::COUNT`] sizes the table of counters by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheKind {
     /// Upstream `DescribeSessions` pages (`src/cache.rs`).
@@ -115,6 +116,9 @@ pub enum CacheKind {
 }
 
 impl CacheKind {
+    /// How many layers there are (the last one's index, plus one).
+    const COUNT: usize = Self::PersistedQuery as usize + 1;
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Page => "page",
@@ -129,7 +133,8 @@ impl CacheKind {
     }
 }
 
-/// What happened in a cache, for [`CACHE_EVENTS`].
+/// What happened in a cache, for [`CACHE_EVENTS`]. `Once` stays last:
+/// [`CacheEvent::COUNT`] sizes the table of counters by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheEvent {
     /// Answered from the cache.
@@ -147,6 +152,9 @@ pub enum CacheEvent {
 }
 
 impl CacheEvent {
+    /// How many events there are (the last one's index, plus one).
+    const COUNT: usize = Self::Once as usize + 1;
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
@@ -187,7 +195,7 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     /// [`CACHE_EVENTS`] by layer and event.
-    cache_events: [[OnceLock<metrics::Counter>; 5]; 7],
+    cache_events: [[OnceLock<metrics::Counter>; CacheEvent::COUNT]; CacheKind::COUNT],
     /// [`HTTP_IN_FLIGHT`].
     in_flight: OnceLock<metrics::Gauge>,
     /// Counters with one label whose value is static, by (name, label, value).
