@@ -292,6 +292,51 @@ impl Plan {
         })
     }
 
+    /// About the bytes the plan takes: its nodes, keys, arguments and
+    /// conditions. A document's fragments may spread one selection many
+    /// times over; this is what the caller bounds before keeping it.
+    pub fn bytes(&self) -> usize {
+        fn sels<K>(sels: &[Sel<K>], kind: impl Fn(&K) -> usize) -> usize {
+            sels.iter()
+                .map(|s| {
+                    std::mem::size_of::<Sel<K>>() + s.key.len() + s.json_key.len() + kind(&s.kind)
+                })
+                .sum()
+        }
+        fn node(node: &Node) -> usize {
+            let segments = node
+                .memo
+                .as_ref()
+                .map_or(0, |m| m.len() * std::mem::size_of::<Segment>());
+            segments
+                + sels(&node.fields, |field| match field {
+                    SessionField::Account(fields) => sels(fields, |_| 0),
+                    SessionField::OutputUrl(fields) => sels(fields, |_| 0),
+                    _ => 0,
+                })
+        }
+        let roots = sels(&self.roots, |root| match root {
+            Root::Typename(_) => 0,
+            Root::Sessions(field) => {
+                // The arguments' syntax, about: their text is not kept.
+                let arguments = field.arguments.len() * 256;
+                arguments
+                    + sels(&field.selection, |conn| match conn {
+                        Conn::Typename => 0,
+                        Conn::Edges(fields) => sels(fields, |edge| match edge {
+                            EdgeField::Node(n) => node(n),
+                            _ => 0,
+                        }),
+                        Conn::Nodes(n) => node(n),
+                        Conn::PageInfo(fields) => sels(fields, |_| 0),
+                    })
+            }
+        });
+        std::mem::size_of::<Self>()
+            + roots
+            + self.conditions.len() * std::mem::size_of::<(Name, bool)>()
+    }
+
     /// Whether the plan is the one collecting under `variables` would
     /// give: every condition it read has the same value there.
     pub fn holds(&self, operation: &OperationDefinition, variables: &Variables) -> bool {

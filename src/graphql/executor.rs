@@ -51,14 +51,23 @@ use crate::instruments::{CacheEvent, CacheKind, Metrics};
 use crate::paging::RequestBudget;
 use crate::sessions::{Caller, SessionService};
 
-/// Memory bound of the parsed documents kept (each weighed at four times
-/// its text, about what its syntax tree takes).
+/// Memory bound of the parsed documents kept, each weighed at
+/// [`Parsed::weight`]: its syntax tree and what its plans may take.
 const PARSED_DOCUMENTS_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What a document's plans may take together: this many bytes per byte of
+/// its text, plus [`PLAN_BYTES_FLOOR`]. A plan beyond that (fragments
+/// spread many times over) is collected per request instead, as before
+/// plans were kept. A typical page's plan takes about twice its text.
+const PLAN_BYTES_PER_TEXT_BYTE: usize = 4;
+const PLAN_BYTES_FLOOR: usize = 4096;
 
 /// A parsed document, and which of its operations async-graphql has
 /// validated (the compiled path takes only those), with their plans.
 pub struct Parsed {
     pub document: ExecutableDocument,
+    /// What its kept plans may take together (see [`PLAN_BYTES_PER_TEXT_BYTE`]).
+    plan_allowance: usize,
     /// The operations requests picked (by name; `None`: no name given)
     /// that ran without a request error. Requests name few operations; a
     /// short list.
@@ -73,11 +82,25 @@ struct Validated {
 }
 
 impl Parsed {
-    fn new(document: ExecutableDocument) -> Self {
+    fn new(document: ExecutableDocument, text_len: usize) -> Self {
         Self {
             document,
+            plan_allowance: text_len
+                .saturating_mul(PLAN_BYTES_PER_TEXT_BYTE)
+                .saturating_add(PLAN_BYTES_FLOOR),
             validated: Mutex::new(Vec::new()),
         }
+    }
+
+    /// What the document cache weighs a document of `text_len` bytes at:
+    /// four times its text for its syntax tree, and what its plans may
+    /// take.
+    fn weight(text_len: usize) -> u32 {
+        let tree = text_len.saturating_mul(4).saturating_add(256);
+        let plans = text_len
+            .saturating_mul(PLAN_BYTES_PER_TEXT_BYTE)
+            .saturating_add(PLAN_BYTES_FLOOR);
+        u32::try_from(tree.saturating_add(plans)).unwrap_or(u32::MAX)
     }
 
     fn validated(&self) -> std::sync::MutexGuard<'_, Vec<Validated>> {
@@ -96,14 +119,27 @@ impl Parsed {
     }
 
     /// Keeps `plan` for the operation (replacing one collected under
-    /// other conditions).
-    fn keep_plan(&self, operation_name: Option<&str>, plan: &Arc<Plan>) {
-        if let Some(validated) = self
-            .validated()
+    /// other conditions), when the document's plans then stay within its
+    /// allowance; whether it was kept.
+    fn keep_plan(&self, operation_name: Option<&str>, plan: &Arc<Plan>) -> bool {
+        let mut validated = self.validated();
+        let others: usize = validated
+            .iter()
+            .filter(|v| v.name.as_deref() != operation_name)
+            .filter_map(|v| v.plan.as_ref().map(|p| p.bytes()))
+            .sum();
+        if others.saturating_add(plan.bytes()) > self.plan_allowance {
+            return false;
+        }
+        match validated
             .iter_mut()
             .find(|v| v.name.as_deref() == operation_name)
         {
-            validated.plan = Some(Arc::clone(plan));
+            Some(validated) => {
+                validated.plan = Some(Arc::clone(plan));
+                true
+            }
+            None => false,
         }
     }
 
@@ -135,9 +171,7 @@ impl Documents {
             metrics,
             parsed: moka::future::Cache::builder()
                 .max_capacity(PARSED_DOCUMENTS_BYTES)
-                .weigher(|text: &Arc<str>, _| {
-                    u32::try_from(text.len().saturating_mul(4) + 256).unwrap_or(u32::MAX)
-                })
+                .weigher(|text: &Arc<str>, _| Parsed::weight(text.len()))
                 .build_with_hasher(crate::cache::Hasher::default()),
         }
     }
@@ -152,7 +186,10 @@ impl Documents {
             return Some(document);
         }
         self.metrics.cache(CacheKind::Document, CacheEvent::Miss, 1);
-        let document = Arc::new(Parsed::new(async_graphql::parser::parse_query(query).ok()?));
+        let document = Arc::new(Parsed::new(
+            async_graphql::parser::parse_query(query).ok()?,
+            query.len(),
+        ));
         self.parsed
             .insert(Arc::from(query), Arc::clone(&document))
             .await;
@@ -399,5 +436,60 @@ fn give_code(error: &mut ServerError) {
     let ext = error.extensions.get_or_insert_with(Default::default);
     if ext.get("code").is_none() {
         ext.set("code", code);
+    }
+}
+
+#[cfg(test)]
+// A failed unwrap is a failed test; the lint is meant for library code.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> Parsed {
+        Parsed::new(
+            async_graphql::parser::parse_query(text).unwrap(),
+            text.len(),
+        )
+    }
+
+    fn plan(parsed: &Parsed, name: Option<&str>) -> Arc<Plan> {
+        let op = operation(&parsed.document, name).unwrap();
+        Arc::new(Plan::new(&parsed.document, op, &Default::default()).unwrap())
+    }
+
+    #[test]
+    fn plans_are_kept_within_their_documents_allowance() {
+        // A page's plan is kept, for a validated operation only.
+        let text = "query A { sessions(state: HISTORY, first: 5) { edges { cursor node { \
+                    id sessionId target status startDate } } pageInfo { hasNextPage } } } \
+                    query B { sessions(state: ACTIVE) { nodes { sessionId } } }";
+        let page = parsed(text);
+        let a = plan(&page, Some("A"));
+        assert!(a.bytes() < text.len() * PLAN_BYTES_PER_TEXT_BYTE + PLAN_BYTES_FLOOR);
+        assert!(!page.keep_plan(Some("A"), &a));
+        page.set_validated(Some("A"));
+        page.set_validated(Some("B"));
+        assert!(page.keep_plan(Some("A"), &a));
+        assert!(page.plan(Some("A")).unwrap().is_some());
+        assert!(page.plan(Some("B")).unwrap().is_none());
+        assert!(page.plan(Some("C")).is_none());
+        let b = plan(&page, Some("B"));
+        assert!(page.keep_plan(Some("B"), &b));
+
+        // Two thousand aliases of one short field: a plan many times its
+        // text, collected per request rather than kept.
+        let aliases: Vec<String> = (0..2000).map(|i| format!("a{i}: id")).collect();
+        let text = format!(
+            "{{ sessions(state: HISTORY, first: 1) {{ nodes {{ {} }} }} }}",
+            aliases.join(" ")
+        );
+        let wide = parsed(&text);
+        wide.set_validated(None);
+        let plan = plan(&wide, None);
+        assert!(plan.bytes() > text.len() * PLAN_BYTES_PER_TEXT_BYTE + PLAN_BYTES_FLOOR);
+        assert!(!wide.keep_plan(None, &plan));
+        assert!(wide.plan(None).unwrap().is_none());
+        // Weighed with what its plans may take.
+        assert!(Parsed::weight(text.len()) as usize > text.len() * 8);
     }
 }
