@@ -249,12 +249,19 @@ struct Group<'a> {
     fields: Vec<&'a Positioned<Field>>,
 }
 
-/// What collecting fields needs: the document, the operation and its
-/// variables (with their defaults).
-struct Collector<'a> {
-    document: &'a ExecutableDocument,
+/// A request's variables, for the operation that declares them (with
+/// their defaults): what conditions and arguments read.
+#[derive(Clone, Copy)]
+struct Given<'a> {
     operation: &'a OperationDefinition,
     variables: &'a Variables,
+}
+
+/// What collecting fields needs: the document, and the variables that
+/// `@skip` and `@include` read, noting each one read.
+struct Collector<'a> {
+    document: &'a ExecutableDocument,
+    given: Given<'a>,
     /// The `@skip`/`@include` variables read so far, with their values.
     conditions: std::cell::RefCell<Vec<(Name, bool)>>,
 }
@@ -340,9 +347,12 @@ impl Plan {
     /// Whether the plan is the one collecting under `variables` would
     /// give: every condition it read has the same value there.
     pub fn holds(&self, operation: &OperationDefinition, variables: &Variables) -> bool {
-        let collector = Collector::new(&EMPTY_DOCUMENT, operation, variables);
+        let given = Given {
+            operation,
+            variables,
+        };
         self.conditions.iter().all(|(name, value)| {
-            matches!(collector.variable(name), Some(ConstValue::Boolean(b)) if b == *value)
+            matches!(given.variable(name), Some(ConstValue::Boolean(b)) if b == *value)
         })
     }
 
@@ -354,7 +364,10 @@ impl Plan {
         variables: &Variables,
         max_complexity: usize,
     ) -> Option<Prepared> {
-        let collector = Collector::new(&EMPTY_DOCUMENT, operation, variables);
+        let given = Given {
+            operation,
+            variables,
+        };
         let mut complexity = 0usize;
         let mut args = Vec::with_capacity(self.roots.len());
         for root in &self.roots {
@@ -364,7 +377,7 @@ impl Plan {
                     args.push(None);
                 }
                 Root::Sessions(field) => {
-                    let (list_args, complexity_of) = collector.arguments(field)?;
+                    let (list_args, complexity_of) = given.arguments(field)?;
                     complexity = complexity.saturating_add(complexity_of);
                     args.push(Some(list_args));
                 }
@@ -373,13 +386,6 @@ impl Plan {
         (complexity <= max_complexity).then_some(Prepared { plan: self, args })
     }
 }
-
-/// Arguments need no document: what a [`Collector`] reads them with.
-static EMPTY_DOCUMENT: std::sync::LazyLock<ExecutableDocument> =
-    std::sync::LazyLock::new(|| ExecutableDocument {
-        operations: async_graphql::parser::types::DocumentOperations::Multiple(Default::default()),
-        fragments: Default::default(),
-    });
 
 impl Prepared {
     /// Runs the `sessions` fields concurrently for `caller` within
@@ -456,6 +462,91 @@ impl Prepared {
     }
 }
 
+impl Given<'_> {
+    /// A variable's value as async-graphql resolves it: given, else its
+    /// default, else null if its type is nullable; `None` when none of
+    /// these (the schema then reports it).
+    fn variable(&self, name: &str) -> Option<ConstValue> {
+        let definition = self
+            .operation
+            .variable_definitions
+            .iter()
+            .find(|d| d.node.name.node == name)?;
+        self.variables
+            .get(&definition.node.name.node)
+            .or_else(|| definition.node.default_value())
+            .cloned()
+    }
+
+    /// The value of argument `name` among a field's `arguments` with its
+    /// variables substituted: `Some(None)` when not given, `None` when a
+    /// variable does not resolve.
+    fn value(&self, arguments: &Arguments, name: &str) -> Option<Option<ConstValue>> {
+        match arguments
+            .iter()
+            .find(|(n, _)| n.node == name)
+            .map(|(_, value)| value)
+        {
+            None => Some(None),
+            Some(value) => value
+                .node
+                .clone()
+                .into_const_with(|var| self.variable(&var).ok_or(()))
+                .ok()
+                .map(Some),
+        }
+    }
+
+    /// An argument, coerced as the resolver's argument of type `T` is;
+    /// `None` when it does not coerce.
+    fn argument<T: InputType>(&self, arguments: &Arguments, name: &str) -> Option<T> {
+        T::parse(self.value(arguments, name)?).ok()
+    }
+
+    /// Whether argument `name`, an input object of type `T`, names only
+    /// fields `T` has (`None`: it does not resolve).
+    fn known_fields<T: InputType + Default>(
+        &self,
+        arguments: &Arguments,
+        name: &str,
+    ) -> Option<bool> {
+        let Some(ConstValue::Object(given)) = self.value(arguments, name)? else {
+            return Some(true);
+        };
+        // Every field, null or not, is in the value of a default one.
+        let ConstValue::Object(known) = T::default().to_value() else {
+            return Some(false);
+        };
+        Some(given.keys().all(|key| known.contains_key(key)))
+    }
+
+    /// A `sessions` field's arguments with these variables, and the upper
+    /// bound of its complexity; `None` when they do not coerce.
+    fn arguments(&self, field: &SessionsField) -> Option<(ListArgs, usize)> {
+        let arguments = &field.arguments;
+        let args = SessionsArgs {
+            state: self.argument(arguments, "state")?,
+            filter: self.argument(arguments, "filter")?,
+            accounts: self.argument(arguments, "accounts")?,
+            regions: self.argument(arguments, "regions")?,
+            first: self.argument(arguments, "first")?,
+            after: self.argument(arguments, "after")?,
+            page_size: self.argument(arguments, "pageSize")?,
+            last: self.argument(arguments, "last")?,
+            before: self.argument(arguments, "before")?,
+        };
+        // Parsing an input object ignores fields it does not know, where
+        // validation refuses them: only known ones, or the schema says so.
+        if !self.known_fields::<SessionFilterInput>(arguments, "filter")? {
+            return None;
+        }
+        let complexity = super::query::connection_complexity(args.first, field.children);
+        // A filter the model refuses is the resolver's error to report.
+        let args = args.into_list_args(field.want_has_next).ok()?;
+        Some((args, complexity))
+    }
+}
+
 impl<'a> Collector<'a> {
     fn new(
         document: &'a ExecutableDocument,
@@ -464,8 +555,10 @@ impl<'a> Collector<'a> {
     ) -> Self {
         Self {
             document,
-            operation,
-            variables,
+            given: Given {
+                operation,
+                variables,
+            },
             conditions: Default::default(),
         }
     }
@@ -550,7 +643,7 @@ impl<'a> Collector<'a> {
             let directive = &directive.node;
             let condition = match directive.get_argument("if").map(|v| &v.node)? {
                 AstValue::Boolean(b) => *b,
-                AstValue::Variable(name) => match self.variable(name)? {
+                AstValue::Variable(name) => match self.given.variable(name)? {
                     ConstValue::Boolean(b) => {
                         let mut conditions = self.conditions.borrow_mut();
                         if !conditions.iter().any(|(read, _)| read == name) {
@@ -569,63 +662,6 @@ impl<'a> Collector<'a> {
             }
         }
         Some(keep)
-    }
-
-    /// A variable's value as async-graphql resolves it: given, else its
-    /// default, else null if its type is nullable; `None` when none of
-    /// these (the schema then reports it).
-    fn variable(&self, name: &str) -> Option<ConstValue> {
-        let definition = self
-            .operation
-            .variable_definitions
-            .iter()
-            .find(|d| d.node.name.node == name)?;
-        self.variables
-            .get(&definition.node.name.node)
-            .or_else(|| definition.node.default_value())
-            .cloned()
-    }
-
-    /// The value of argument `name` among a field's `arguments` with its
-    /// variables substituted: `Some(None)` when not given, `None` when a
-    /// variable does not resolve.
-    fn value(&self, arguments: &Arguments, name: &str) -> Option<Option<ConstValue>> {
-        match arguments
-            .iter()
-            .find(|(n, _)| n.node == name)
-            .map(|(_, value)| value)
-        {
-            None => Some(None),
-            Some(value) => value
-                .node
-                .clone()
-                .into_const_with(|var| self.variable(&var).ok_or(()))
-                .ok()
-                .map(Some),
-        }
-    }
-
-    /// An argument, coerced as the resolver's argument of type `T` is;
-    /// `None` when it does not coerce.
-    fn argument<T: InputType>(&self, arguments: &Arguments, name: &str) -> Option<T> {
-        T::parse(self.value(arguments, name)?).ok()
-    }
-
-    /// Whether argument `name`, an input object of type `T`, names only
-    /// fields `T` has (`None`: it does not resolve).
-    fn known_fields<T: InputType + Default>(
-        &self,
-        arguments: &Arguments,
-        name: &str,
-    ) -> Option<bool> {
-        let Some(ConstValue::Object(given)) = self.value(arguments, name)? else {
-            return Some(true);
-        };
-        // Every field, null or not, is in the value of a default one.
-        let ConstValue::Object(known) = T::default().to_value() else {
-            return Some(false);
-        };
-        Some(given.keys().all(|key| known.contains_key(key)))
     }
 
     /// A `sessions` field's plan: its arguments as written, its collected
@@ -655,32 +691,6 @@ impl<'a> Collector<'a> {
             want_has_next,
             selection,
         })
-    }
-
-    /// A `sessions` field's arguments with these variables, and the upper
-    /// bound of its complexity; `None` when they do not coerce.
-    fn arguments(&self, field: &SessionsField) -> Option<(ListArgs, usize)> {
-        let arguments = &field.arguments;
-        let args = SessionsArgs {
-            state: self.argument(arguments, "state")?,
-            filter: self.argument(arguments, "filter")?,
-            accounts: self.argument(arguments, "accounts")?,
-            regions: self.argument(arguments, "regions")?,
-            first: self.argument(arguments, "first")?,
-            after: self.argument(arguments, "after")?,
-            page_size: self.argument(arguments, "pageSize")?,
-            last: self.argument(arguments, "last")?,
-            before: self.argument(arguments, "before")?,
-        };
-        // Parsing an input object ignores fields it does not know, where
-        // validation refuses them: only known ones, or the schema says so.
-        if !self.known_fields::<SessionFilterInput>(arguments, "filter")? {
-            return None;
-        }
-        let complexity = super::query::connection_complexity(args.first, field.children);
-        // A filter the model refuses is the resolver's error to report.
-        let args = args.into_list_args(field.want_has_next).ok()?;
-        Some((args, complexity))
     }
 
     /// Fields selected in `set` and below, each fragment counted where it is
