@@ -300,8 +300,9 @@ impl Plan {
     }
 
     /// About the bytes the plan takes: its nodes, keys, arguments and
-    /// conditions. A document's fragments may spread one selection many
-    /// times over; this is what the caller bounds before keeping it.
+    /// conditions. Aliases and fragments spread in several places make a
+    /// plan larger than its text; this is what the caller bounds before
+    /// keeping it.
     pub fn bytes(&self) -> usize {
         fn sels<K>(sels: &[Sel<K>], kind: impl Fn(&K) -> usize) -> usize {
             sels.iter()

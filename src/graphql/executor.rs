@@ -56,9 +56,10 @@ use crate::sessions::{Caller, SessionService};
 const PARSED_DOCUMENTS_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What a document's plans may take together: this many bytes per byte of
-/// its text, plus [`PLAN_BYTES_FLOOR`]. A plan beyond that (fragments
-/// spread many times over) is collected per request instead, as before
-/// plans were kept. A typical page's plan takes about twice its text.
+/// its text, plus [`PLAN_BYTES_FLOOR`]. A plan beyond that (thousands of
+/// aliases of a short field, say) is collected per request instead, as
+/// before plans were kept. A typical page's plan takes about twice its
+/// text.
 const PLAN_BYTES_PER_TEXT_BYTE: usize = 4;
 const PLAN_BYTES_FLOOR: usize = 4096;
 
