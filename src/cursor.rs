@@ -257,12 +257,19 @@ impl LastId {
 
     /// [`LastId::of`] an id already shared: no copy.
     pub fn of_shared(id: &Arc<str>) -> Self {
+        Self::of_hashed(id, id_hash(id))
+    }
+
+    /// [`LastId::of_shared`] with the id's [`id_hash`] already known
+    /// (a page keeps its sessions' hashes: `upstream::Page::id_hash`).
+    pub fn of_hashed(id: &Arc<str>, hash: u64) -> Self {
+        debug_assert_eq!(hash, id_hash(id));
         if id.is_empty() {
             return Self::None;
         }
         Self::Id {
             id: Arc::clone(id),
-            hash: id_hash(id),
+            hash,
         }
     }
 

@@ -359,7 +359,7 @@ impl SourceReader {
         };
         let session = SessionRef::new(Arc::clone(page), *next)?;
         *next += 1;
-        self.last_taken = LastId::of_shared(session.session_id.shared());
+        self.last_taken = LastId::of_hashed(session.session_id.shared(), session.id_hash());
         self.moved = true;
         Some(session)
     }

@@ -54,6 +54,21 @@ impl Page {
             memos: Memos::default(),
         }
     }
+
+    /// The hash of session `index`'s id ([`crate::cursor::id_hash`]),
+    /// computed once for the page; `None` past its end.
+    pub fn id_hash(&self, index: usize) -> Option<u64> {
+        self.memos
+            .id_hashes
+            .get_or_init(|| {
+                self.sessions
+                    .iter()
+                    .map(|s| crate::cursor::id_hash(s.session_id.as_str()))
+                    .collect()
+            })
+            .get(index)
+            .copied()
+    }
 }
 
 /// One slot per session of a [`Page`], each filled at most once with bytes
@@ -62,8 +77,15 @@ impl Page {
 /// request reading the session from the cached page copies it instead of
 /// writing it again. Opaque here; the slots are made on first use. A page's
 /// sessions do not change once it is shared, which is what makes this sound.
+///
+/// The page's session ids' hashes ([`crate::cursor::id_hash`], what a
+/// cursor carries for the last session it read) are kept here too,
+/// computed for the whole page the first time one is asked for.
 #[derive(Default)]
-pub struct Memos(OnceLock<Box<[MemoSlot]>>);
+pub struct Memos {
+    slots: OnceLock<Box<[MemoSlot]>>,
+    id_hashes: OnceLock<Box<[u64]>>,
+}
 
 /// One session's memo: empty until first filled, then fixed.
 pub type MemoSlot = OnceLock<Box<[u8]>>;
@@ -71,7 +93,7 @@ pub type MemoSlot = OnceLock<Box<[u8]>>;
 impl Memos {
     /// The slot of session `index` of `len`; `None` past the end.
     fn slot(&self, index: usize, len: usize) -> Option<&MemoSlot> {
-        self.0
+        self.slots
             .get_or_init(|| (0..len).map(|_| OnceLock::new()).collect())
             .get(index)
     }
@@ -93,7 +115,7 @@ impl PartialEq for Memos {
 
 impl fmt::Debug for Memos {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let filled = self.0.get().map_or(0, |slots| {
+        let filled = self.slots.get().map_or(0, |slots| {
             slots.iter().filter(|s| s.get().is_some()).count()
         });
         write!(f, "Memos({filled} filled)")
@@ -128,6 +150,14 @@ impl SessionRef {
     /// The session's memo slot in its page ([`Memos`]).
     pub fn memo(&self) -> Option<&MemoSlot> {
         self.page.memos.slot(self.index, self.page.sessions.len())
+    }
+
+    /// The hash of the session's id ([`crate::cursor::id_hash`]), from its
+    /// page.
+    pub fn id_hash(&self) -> u64 {
+        self.page
+            .id_hash(self.index)
+            .unwrap_or_else(|| crate::cursor::id_hash(self.session_id.as_str()))
     }
 }
 
@@ -248,5 +278,33 @@ impl fmt::Display for UpstreamError {
 impl std::error::Error for UpstreamError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(self.source.as_ref().as_ref())
+    }
+}
+
+#[cfg(test)]
+// A failed unwrap is a failed test; the lint is meant for library code.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::SessionId;
+
+    #[test]
+    fn a_pages_id_hashes_are_its_sessions_ids_hashed() {
+        let ids = ["s-0", "alice-0123456789abcdef0", "é-ü", "x"];
+        let page = Arc::new(Page::new(
+            ids.iter()
+                .map(|id| Session::new(SessionId::parse(*id).unwrap()))
+                .collect(),
+            None,
+        ));
+        for (i, id) in ids.iter().enumerate() {
+            let session = SessionRef::new(Arc::clone(&page), i).unwrap();
+            assert_eq!(session.id_hash(), crate::cursor::id_hash(id), "{id}");
+        }
+        assert_eq!(page.id_hash(ids.len()), None);
+        // A copy derives them again, for its own sessions.
+        let mut copy = (*page).clone();
+        copy.sessions.swap(0, 1);
+        assert_eq!(copy.id_hash(0), Some(crate::cursor::id_hash(ids[1])));
     }
 }
