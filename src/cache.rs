@@ -286,8 +286,9 @@ fn weigh(page: &Page) -> u32 {
     };
     // Each session may also get a memo (`upstream::Memos`): its fields as
     // JSON with their names, about its strings again (the owner twice, for
-    // `ownerName`) and some 400 bytes of names, dates, id and offsets.
-    let memo = |s: &Session| strings(s) + s.owner.as_deref().map_or(0, str::len) + 400;
+    // `ownerName`) and some 400 bytes of names, dates, id and offsets; and
+    // its id's hash (8 bytes).
+    let memo = |s: &Session| strings(s) + s.owner.as_deref().map_or(0, str::len) + 408;
     let bytes: usize = page
         .sessions
         .iter()

@@ -449,9 +449,11 @@ impl SourceReader {
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
         let next = match last_id.and_then(|last| find(&page, &last, skip)) {
             Some(found) => {
-                // Known by its hash only (a version 3 cursor): now by its id.
-                if let LastId::Hash(_) = self.last_taken {
-                    self.last_taken = LastId::of_shared(page.sessions[found].session_id.shared());
+                // Known by its hash only (a version 3 cursor): now by its id,
+                // whose hash is the one `find` matched.
+                if let LastId::Hash(hash) = self.last_taken {
+                    self.last_taken =
+                        LastId::of_hashed(page.sessions[found].session_id.shared(), hash);
                 }
                 found + 1
             }
