@@ -113,14 +113,19 @@ impl SourceBudget {
 #[derive(Debug)]
 pub struct RequestBudget {
     limit: usize,
-    sources: Mutex<HashMap<SourceKey, Arc<SourceBudget>>>,
+    sources: Mutex<HashMap<SourceKey, Arc<SourceBudget>, crate::cache::Hasher>>,
 }
 
 impl RequestBudget {
     pub fn new(limit: usize) -> Self {
         Self {
             limit,
-            sources: Mutex::new(HashMap::new()),
+            // Room for a fan-out over a few accounts and regions without
+            // growing as it goes.
+            sources: Mutex::new(HashMap::with_capacity_and_hasher(
+                8,
+                crate::cache::Hasher::default(),
+            )),
         }
     }
 
@@ -517,41 +522,77 @@ impl Window {
 /// The merge order: newest `startDate` first (a session without one last),
 /// then the lower source index, so ties between sources are deterministic;
 /// within a source, upstream order is kept as it comes.
-type HeadKey = (std::cmp::Reverse<Option<DateTime<Utc>>>, usize);
+type HeadKey = (i128, usize);
 
-/// The reader whose head comes next in the merge order, when every live
-/// reader's head is in a page already read: `Some(None)` when no reader has
-/// one, `None` when some reader must fetch first ([`peek_all`]). Mostly the
-/// case: no future, no allocation.
-fn next_ready(readers: &[SourceReader], failed: &[Option<SourceFailure>]) -> Option<Option<usize>> {
-    let mut best: Option<HeadKey> = None;
-    for (i, (reader, failed)) in readers.iter().zip(failed).enumerate() {
-        if failed.is_some() {
-            continue;
-        }
-        if let Some(head) = reader.ready()? {
-            let key = (std::cmp::Reverse(head.start_date), i);
-            if best.is_none_or(|best| key < best) {
-                best = Some(key);
-            }
-        }
+/// The merge order of a `startDate` as one number, smaller first: the
+/// newest first, none last. The same order as `Reverse(start)`, in a
+/// single comparison (a window compares a head per source per item).
+fn merge_order(start: Option<DateTime<Utc>>) -> i128 {
+    match start {
+        // Seconds, then nanoseconds (below 2^32, leap seconds included),
+        // as chrono orders them.
+        Some(t) => -((i128::from(t.timestamp()) << 32) | i128::from(t.timestamp_subsec_nanos())),
+        None => i128::MAX,
     }
-    Some(best.map(|(_, i)| i))
 }
 
-/// The reader whose head comes next, fetching what is needed: every live
-/// reader is peeked at once (so a fan-out costs one round trip, not one per
-/// source); a failing source is recorded in `failed` and left out from then
-/// on. `None` when no reader has a head.
+/// Each reader's head key as last seen, so that taking a session recomputes
+/// only the head of the reader it came from. `None` for a reader whose head
+/// is not known yet (or changed); `Some(None)` for one with no head (ended,
+/// or failed).
+struct Heads(Vec<Option<Option<HeadKey>>>);
+
+impl Heads {
+    fn new(readers: usize) -> Self {
+        Self(vec![None; readers])
+    }
+
+    /// Forgets reader `i`'s head (a session was taken from it).
+    fn moved(&mut self, i: usize) {
+        self.0[i] = None;
+    }
+}
+
+/// The head key of reader `i` when its head is in a page already read
+/// (`Some(None)`: no head), `None` when it must fetch first.
+fn ready_key(reader: &SourceReader, i: usize) -> Option<Option<HeadKey>> {
+    reader
+        .ready()
+        .map(|head| head.map(|s| (merge_order(s.start_date), i)))
+}
+
+/// The reader whose head comes next, fetching what is needed: when some
+/// live reader's head is not in a page already read, every live reader is
+/// peeked at once (so a fan-out costs one round trip, not one per source);
+/// a failing source is recorded in `failed` and left out from then on.
+/// `None` when no reader has a head. Mostly only the reader last taken from
+/// is looked at: no future, no allocation.
 async fn next_head(
     readers: &mut [SourceReader],
     failed: &mut [Option<SourceFailure>],
+    heads: &mut Heads,
 ) -> Result<Option<usize>, PagingError> {
-    if let Some(best) = next_ready(readers, failed) {
-        return Ok(best);
+    let mut must_fetch = false;
+    for (i, head) in heads.0.iter_mut().enumerate() {
+        if head.is_some() {
+            continue;
+        }
+        if failed[i].is_some() {
+            *head = Some(None);
+            continue;
+        }
+        match ready_key(&readers[i], i) {
+            Some(key) => *head = Some(key),
+            None => must_fetch = true,
+        }
     }
-    let heads = peek_all(readers, failed).await?;
-    Ok(heads.into_iter().flatten().min().map(|(_, i)| i))
+    if must_fetch {
+        let peeked = peek_all(readers, failed).await?;
+        for (head, key) in heads.0.iter_mut().zip(peeked) {
+            *head = Some(key);
+        }
+    }
+    Ok(heads.0.iter().flatten().flatten().min().map(|&(_, i)| i))
 }
 
 /// Peeks every live reader at once and returns each one's head key; a
@@ -568,7 +609,7 @@ async fn peek_all(
             reader
                 .peek()
                 .await
-                .map(|head| head.map(|s| (std::cmp::Reverse(s.start_date), i)))
+                .map(|head| head.map(|s| (merge_order(s.start_date), i)))
         },
     ))
     .await;
@@ -604,12 +645,14 @@ pub async fn read_window(
 ) -> Result<Window, PagingError> {
     let mut failed: Vec<Option<SourceFailure>> = readers.iter().map(|_| None).collect();
     let mut items = Vec::with_capacity(first.min(1024));
+    let mut heads = Heads::new(readers.len());
     let mut ended = false;
     while items.len() < first {
-        let Some(best) = next_head(readers, &mut failed).await? else {
+        let Some(best) = next_head(readers, &mut failed, &mut heads).await? else {
             ended = true;
             break;
         };
+        heads.moved(best);
         if let Some(session) = readers[best].take() {
             // Only positions that may have changed are recorded (mostly the
             // taken source's); every one with the window's first item.
@@ -669,7 +712,8 @@ pub async fn read_window(
     } else if want_has_next {
         let mut look_ahead_failed: Vec<Option<SourceFailure>> =
             readers.iter().map(|_| None).collect();
-        match next_head(readers, &mut look_ahead_failed).await {
+        // Nothing failed in the window: `heads` still holds every reader's.
+        match next_head(readers, &mut look_ahead_failed, &mut heads).await {
             Err(e) if items.is_empty() => return Err(e),
             Ok(head) if look_ahead_failed.iter().all(Option::is_none) => Some(head.is_some()),
             // The sessions in hand are good; a failed look-ahead only means
@@ -707,6 +751,35 @@ mod tests {
 
     use super::*;
     use crate::model::SessionId;
+
+    fn start_date() -> impl proptest::strategy::Strategy<Value = Option<DateTime<Utc>>> {
+        use proptest::prelude::*;
+        // Whole seconds across the representable range, a few shared
+        // seconds (ties on the fraction), and leap-second fractions.
+        let seconds = prop_oneof![
+            -8_334_601_228_800i64..8_210_266_876_800,
+            Just(0i64),
+            Just(1_700_000_000i64),
+        ];
+        let nanos = prop_oneof![
+            0u32..1_000_000_000,
+            1_000_000_000u32..2_000_000_000,
+            Just(0u32)
+        ];
+        proptest::option::weighted(0.9, (seconds, nanos))
+            .prop_map(|t| t.and_then(|(secs, nanos)| DateTime::from_timestamp(secs, nanos)))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merge_order_orders_as_reversed_start_dates(a in start_date(), b in start_date()) {
+            proptest::prop_assert_eq!(
+                merge_order(a).cmp(&merge_order(b)),
+                std::cmp::Reverse(a).cmp(&std::cmp::Reverse(b)),
+                "{:?} {:?}", a, b
+            );
+        }
+    }
 
     /// Answers each request with the next scripted result, recording requests.
     #[derive(Default)]
