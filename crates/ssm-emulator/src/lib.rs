@@ -179,6 +179,11 @@ pub struct EmulatorConfig {
     pub token_ttl: Duration,
     /// Key that signs NextTokens; `None` draws a random one per emulator.
     pub token_secret: Option<[u8; 32]>,
+    /// `Some`: NextTokens are issued, and their age measured, at this
+    /// instant instead of the time of the request, so the same page asked
+    /// for twice gets the same token (tests that compare two gateways'
+    /// answers byte for byte, cursors included). `None` (default): now.
+    pub token_clock: Option<DateTime<Utc>>,
     /// `Some`: while serving, sessions start, change status and end on their
     /// own ([`Churn`]), so a dashboard moves. `None` (default): the data
     /// changes only through the control endpoints and `TerminateSession`.
@@ -201,6 +206,7 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("faults", &self.faults)
             .field("token_ttl", &self.token_ttl)
             .field("token_secret", &self.token_secret.map(|_| "<redacted>"))
+            .field("token_clock", &self.token_clock)
             .field("churn", &self.churn)
             .finish()
     }
@@ -223,6 +229,7 @@ impl EmulatorConfig {
             faults: Faults::default(),
             token_ttl: DEFAULT_TOKEN_TTL,
             token_secret: None,
+            token_clock: None,
             churn: None,
         }
     }
@@ -264,6 +271,7 @@ struct Inner {
     /// std lock: held only to read or draw, never across an await.
     faults: Mutex<FaultState>,
     token_ttl: Duration,
+    token_clock: Option<DateTime<Utc>>,
     churn: Option<Churn>,
     stats: Stats,
 }
@@ -326,6 +334,7 @@ impl Emulator {
                 latency: config.latency,
                 faults: Mutex::new(FaultState::new(config.faults)),
                 token_ttl: config.token_ttl,
+                token_clock: config.token_clock,
                 churn: config.churn,
                 stats: Stats::default(),
             }),
@@ -665,7 +674,7 @@ impl Emulator {
             tokens: &self.inner.tokens,
             token_ttl: self.inner.token_ttl,
             short_pages: self.inner.short_pages,
-            now: Utc::now(),
+            now: self.inner.token_clock.unwrap_or_else(Utc::now),
         };
         let dataset = self
             .inner
@@ -698,7 +707,7 @@ impl Emulator {
         let paging = NodePaging {
             tokens: &self.inner.tokens,
             token_ttl: self.inner.token_ttl,
-            now: Utc::now(),
+            now: self.inner.token_clock.unwrap_or_else(Utc::now),
         };
         let dataset = self
             .inner

@@ -484,6 +484,48 @@ async fn tokens_are_bound_to_instance_listing_and_time() {
 }
 
 #[tokio::test]
+async fn a_token_clock_gives_the_same_page_the_same_token() {
+    let data = dataset();
+    let first_token = |running: &crate::support::Running| {
+        let c = crate::support::client(running);
+        async move {
+            let page = c
+                .describe_sessions()
+                .state(SdkState::History)
+                .max_results(5)
+                .send()
+                .await
+                .unwrap();
+            page.next_token().unwrap().to_owned()
+        }
+    };
+    // Issued at the request's time: two asks, two tokens.
+    let now = spawn(config(data.clone())).await;
+    let a = first_token(&now).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_ne!(a, first_token(&now).await);
+    // At the clock's: the same token, which still reads (its age is the
+    // clock's too).
+    let fixed = spawn(EmulatorConfig {
+        token_clock: Some(chrono::Utc::now()),
+        ..config(data)
+    })
+    .await;
+    let a = first_token(&fixed).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(a, first_token(&fixed).await);
+    let next = crate::support::client(&fixed)
+        .describe_sessions()
+        .state(SdkState::History)
+        .max_results(5)
+        .next_token(a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.sessions().len(), 5);
+}
+
+#[tokio::test]
 async fn sessions_inserted_while_paging_do_not_shift_the_walk() {
     let data = dataset();
     let running = spawn(config(data.clone())).await;
