@@ -6,7 +6,7 @@
 //! field resolution: a boxed future per extension per field, a registry
 //! lookup per field and a formatted type name per list item. A page of 50
 //! sessions has about a thousand of them. So there are two schemas over the
-//! same data:
+//! same data (and a third, below, that only validates):
 //!
 //! - the *full* schema, with [`ErrorCodes`](super::ErrorCodes) and
 //!   [`CostGuard`](super::cost::CostGuard): WebSockets, and any HTTP request
@@ -24,6 +24,14 @@
 //! nothing twice). Field errors, which come from execution, never cause a
 //! second run.
 //!
+//! Most HTTP requests do not execute at all: the [`compiled`](super::compiled)
+//! path writes their answer from the model, for operations async-graphql
+//! has validated. An operation not validated yet is validated alone first,
+//! by the *validator*: the fast schema's twin with [`ValidateOnly`], which
+//! ends a request once its validation passed. So a document's first request
+//! is compiled too; one that fails validation runs on the fast schema as
+//! before, which gives the errors.
+//!
 //! Traces keep their shape: the executor opens the operation's `request`
 //! span and the root resolvers their `field` span ([`FastPath`] in the
 //! request data tells them to), so upstream calls nest as on the full
@@ -37,10 +45,11 @@ use std::sync::Arc;
 
 use std::sync::{Mutex, PoisonError};
 
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextValidation};
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationDefinition, OperationType,
 };
-use async_graphql::{Request, Response, ServerError, Value};
+use async_graphql::{Request, Response, ServerError, ValidationResult, Value};
 use tracing::Instrument as _;
 
 use super::GatewaySchema;
@@ -288,6 +297,9 @@ impl Executed {
 pub struct Executor {
     fast: GatewaySchema,
     full: GatewaySchema,
+    /// The fast schema's twin with [`ValidateOnly`]: checks an operation
+    /// the compiled path has not seen validated yet.
+    validator: GatewaySchema,
     cost: Arc<CostModel>,
     documents: Documents,
     service: Arc<SessionService>,
@@ -302,6 +314,7 @@ impl Executor {
     pub(super) fn new(
         fast: GatewaySchema,
         full: GatewaySchema,
+        validator: GatewaySchema,
         cost: Arc<CostModel>,
         metrics: Metrics,
         service: Arc<SessionService>,
@@ -311,6 +324,7 @@ impl Executor {
         Self {
             fast,
             full,
+            validator,
             cost,
             documents: Documents::new(metrics),
             service,
@@ -355,11 +369,20 @@ impl Executor {
         }
         // The operation's span, as the full schema's `Tracing` names it.
         let span = tracing::info_span!(target: "async_graphql::graphql", "request");
-        let kept = if self.compiled {
+        let mut kept = if self.compiled {
             parsed.plan(operation_name)
         } else {
             None
         };
+        // An operation not validated yet: validated alone, so that its
+        // first request is compiled too instead of running every field's
+        // resolver (a new document a request costs ten times a kept one's
+        // otherwise). Should it not validate, the fast schema below gives
+        // the errors, as before.
+        if self.compiled && kept.is_none() && self.validates(&parsed, &first).await {
+            parsed.set_validated(operation_name);
+            kept = Some(None);
+        }
         if let Some(kept) = kept {
             let prepared = operation(&parsed.document, operation_name).and_then(|operation| {
                 let variables = &first.variables;
@@ -424,6 +447,46 @@ impl Executor {
             give_code(error);
         }
         Executed::schema(response)
+    }
+}
+
+impl Executor {
+    /// Whether async-graphql validates `request`'s operation in `parsed`
+    /// (its limits and validation rules, with the request's variables),
+    /// without executing it.
+    async fn validates(&self, parsed: &Parsed, request: &Request) -> bool {
+        let mut check = Request::new(String::new()).variables(request.variables.clone());
+        if let Some(name) = &request.operation_name {
+            check = check.operation_name(name.as_str());
+        }
+        check.set_parsed_query(parsed.document.clone());
+        let response = self.validator.execute(check).await;
+        matches!(&*response.errors, [only] if only.message == VALIDATED)
+    }
+}
+
+/// The error [`ValidateOnly`] ends a validated request with.
+const VALIDATED: &str = "validated; not executed";
+
+/// An extension that stops a request once it has validated: what it
+/// answers is then its validation errors, or [`VALIDATED`] alone.
+pub(super) struct ValidateOnly;
+
+impl ExtensionFactory for ValidateOnly {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ValidateOnly)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for ValidateOnly {
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await?;
+        Err(vec![ServerError::new(VALIDATED, None)])
     }
 }
 

@@ -102,9 +102,11 @@ pub fn schema(
             .extension(ErrorCodes),
     );
     let fast = finish(build());
+    let validator = finish(build().extension(executor::ValidateOnly));
     Arc::new(Executor::new(
         fast,
         full,
+        validator,
         cost,
         metrics,
         service,

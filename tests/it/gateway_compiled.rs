@@ -1,11 +1,11 @@
 //! The compiled path (`http.compiled_execution`) answers byte for byte as
-//! the schema does. The compiled path takes a document only once
-//! async-graphql has validated it, so every document sent for the first
-//! time runs on the schema: each case is sent as a document never seen
-//! before (a numbered comment makes it new), then again, and the two bodies
-//! must be equal, while the metrics show that the second was compiled. The
-//! page cache keeps the upstream pages (and the tokens inside the cursors)
-//! the same for both.
+//! the schema does. Each case runs on two gateways over the same emulator
+//! and settings: one compiled, and its twin with the compiled path off,
+//! whose answer is the schema's. Each case is sent as a document never seen
+//! before (a numbered comment makes it new), so the compiled gateway takes
+//! it on its first request (validated alone, then compiled), and the metrics
+//! show that it was compiled. The page caches keep the upstream pages (and
+//! the tokens inside the cursors) the same for both.
 //!
 //! The documents are generated from a seed: fields of every type in the
 //! compiled subset, aliases, the same field twice, named and inline
@@ -29,23 +29,38 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use ssm_session_gateway::settings::{Secret, Settings};
 
-use crate::support::{TestApp, anchor, spawn_multi_with};
+use crate::support::{TestApp, anchor, spawn_twins};
 
 /// Documents generated per run; each runs a first page and, when there is
 /// one, the next.
 const GENERATED: u64 = 60;
 
-async fn app(adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let config = ssm_emulator::EmulatorConfig::demo(anchor());
-    spawn_multi_with(config, |s| {
-        s.cache.responses = false;
-        // Pages stay cached between a case's two runs.
-        s.cache.active_ttl_secs = 300;
-        s.cache.history_ttl_secs = 3600;
-        s.admin_listen = Some("127.0.0.1:0".parse().expect("address"));
-        adjust(s);
-    })
-    .await
+/// A compiled gateway and its twin that answers from the schema.
+struct Twins {
+    compiled: TestApp,
+    schema: TestApp,
+}
+
+async fn app(adjust: impl FnOnce(&mut Settings)) -> Twins {
+    let mut config = ssm_emulator::EmulatorConfig::demo(anchor());
+    // Both gateways get the same NextTokens for the same page, so the same
+    // cursors.
+    config.token_clock = Some(chrono::Utc::now());
+    let (compiled, schema) = spawn_twins(
+        config,
+        |s| {
+            s.cache.responses = false;
+            // Pages stay cached across a case's requests.
+            s.cache.active_ttl_secs = 300;
+            s.cache.history_ttl_secs = 3600;
+            s.admin_listen = Some("127.0.0.1:0".parse().expect("address"));
+            s.http.compiled_execution = true;
+            adjust(s);
+        },
+        |s| s.http.compiled_execution = false,
+    )
+    .await;
+    Twins { compiled, schema }
 }
 
 async fn post(app: &TestApp, query: &str, variables: &Value) -> (u16, String) {
@@ -81,30 +96,22 @@ fn split(body: &str) -> (BTreeMap<String, String>, Value) {
     (roots, json!(answer.rest))
 }
 
-/// Sends `query` as a new document, then again, and checks both answers
-/// are the same; the answer, parsed. The same bytes, except that root
-/// fields may come in another order (async-graphql orders them as they
-/// finish), so with several roots each root's bytes are compared.
-/// `query` run first (on the schema) and again (compiled), as a document
-/// never sent before; the two answers must agree. The schema's answer, and
-/// the document as sent: its plan is kept.
-async fn same(app: &TestApp, query: &str, variables: &Value) -> (Value, String) {
+/// `query` as a document never sent before, compiled on its first request
+/// (and its plan kept) and on the schema; the two answers must agree. The
+/// schema's answer, and the document as sent.
+async fn same(apps: &Twins, query: &str, variables: &Value) -> (Value, String) {
     let query = format!("# case {}\n{query}", CASE.fetch_add(1, Ordering::Relaxed));
-    let schema = post(app, &query, variables).await;
-    let compiled = post(app, &query, variables).await;
+    let compiled = post(&apps.compiled, &query, variables).await;
+    let schema = post(&apps.schema, &query, variables).await;
     agree(&query, variables, &compiled, &schema);
     (serde_json::from_str(&schema.1).expect("json"), query)
 }
 
 /// `seen`, a document that ran compiled before, with `variables`: from its
-/// kept plan, answering as the schema answers the same text as a new
-/// document.
-async fn same_again(app: &TestApp, seen: &str, variables: &Value) -> Value {
-    let compiled = post(app, seen, variables).await;
-    // Another first line: the same positions in errors.
-    let (_, text) = seen.split_once('\n').expect("a numbered document");
-    let fresh = format!("# case {}\n{text}", CASE.fetch_add(1, Ordering::Relaxed));
-    let schema = post(app, &fresh, variables).await;
+/// kept plan, answering as the schema answers it.
+async fn same_again(apps: &Twins, seen: &str, variables: &Value) -> Value {
+    let compiled = post(&apps.compiled, seen, variables).await;
+    let schema = post(&apps.schema, seen, variables).await;
     agree(seen, variables, &compiled, &schema);
     serde_json::from_str(&schema.1).expect("json")
 }
@@ -454,13 +461,13 @@ async fn generated_documents_get_the_same_bytes_compiled_as_from_the_schema() {
             resumed += 1;
         }
     }
-    // One request in two was compiled: each document's plan collected by
-    // its first, reused by its next page.
+    // Every request was compiled, from its first: each document's plan
+    // collected by its first page, reused by its next.
     assert!(resumed > GENERATED / 2, "{resumed} documents paged on");
-    assert_eq!(compiled_count(&app, "answered").await, requests);
-    assert_eq!(compiled_count(&app, "declined").await, 0);
-    assert_eq!(plans(&app, "miss").await, GENERATED);
-    assert_eq!(plans(&app, "hit").await, resumed);
+    assert_eq!(compiled_count(&app.compiled, "answered").await, requests);
+    assert_eq!(compiled_count(&app.compiled, "declined").await, 0);
+    assert_eq!(plans(&app.compiled, "miss").await, GENERATED);
+    assert_eq!(plans(&app.compiled, "hit").await, resumed);
 }
 
 #[tokio::test]
@@ -495,10 +502,13 @@ async fn a_kept_plan_is_collected_again_when_its_conditions_change() {
     // Collected for `yes: true`, again for `false`, reused with another
     // `first`, collected again for `true`.
     assert_eq!(
-        (plans(&app, "miss").await, plans(&app, "hit").await),
+        (
+            plans(&app.compiled, "miss").await,
+            plans(&app.compiled, "hit").await
+        ),
         (3, 1)
     );
-    assert_eq!(compiled_count(&app, "answered").await, 4);
+    assert_eq!(compiled_count(&app.compiled, "answered").await, 4);
 }
 
 const PAGE: &str = "query($first: Int, $after: String) { sessions(state: HISTORY, first: $first, \
@@ -569,8 +579,8 @@ async fn errors_and_declined_requests_are_the_schemas() {
         let (answer, _) = same(&app, query, variables).await;
         println!("{answer}");
     }
-    let answered = compiled_count(&app, "answered").await;
-    let declined = compiled_count(&app, "declined").await;
+    let answered = compiled_count(&app.compiled, "answered").await;
+    let declined = compiled_count(&app.compiled, "declined").await;
     println!("answered {answered}, declined {declined}");
     // Answered: the five failing fields and the last three. Declined: the
     // filter, `managedNode`, `accounts`, the `@include` whose variable is
@@ -596,18 +606,21 @@ async fn variables_a_validated_document_refuses_are_still_refused() {
     ] {
         static CASE: AtomicUsize = AtomicUsize::new(0);
         let n = CASE.fetch_add(1, Ordering::Relaxed);
-        // The document validated (twice, so the second is compiled), then
-        // sent with the bad variables; and the same as a new document.
+        // The document validated and compiled (its plan kept), then sent
+        // with the bad variables; the same as a new document; and the
+        // schema's answer.
         let seen = format!("# seen {n}\n{query}");
         for _ in 0..2 {
-            let (status, body) = post(&app, &seen, &good).await;
+            let (status, body) = post(&app.compiled, &seen, &good).await;
             assert_eq!(status, 200);
             assert!(!body.contains("errors"), "{body}");
         }
-        let after = post(&app, &seen, &bad).await;
-        let fresh = post(&app, &format!("# fresh {n}\n{query}"), &bad).await;
-        assert_eq!(after, fresh, "{bad}");
-        assert!(fresh.1.contains("errors"), "{bad}: {}", fresh.1);
+        let after = post(&app.compiled, &seen, &bad).await;
+        let fresh = post(&app.compiled, &format!("# fresh {n}\n{query}"), &bad).await;
+        let schema = post(&app.schema, &seen, &bad).await;
+        assert_eq!(after, schema, "{bad}");
+        assert_eq!(fresh, schema, "{bad}");
+        assert!(schema.1.contains("errors"), "{bad}: {}", schema.1);
     }
 }
 
@@ -630,5 +643,5 @@ async fn a_failed_source_is_reported_the_same() {
     );
     let end = page["data"]["sessions"]["pageInfo"]["endCursor"].clone();
     same_again(&app, &seen, &json!({ "first": 12, "after": end })).await;
-    assert_eq!(compiled_count(&app, "answered").await, 2);
+    assert_eq!(compiled_count(&app.compiled, "answered").await, 2);
 }

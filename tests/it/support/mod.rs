@@ -310,6 +310,28 @@ pub async fn spawn_multi_with(
     start(app, emulator, emulator_addr, Some(emulator_stop))
 }
 
+/// [`spawn_multi_with`], and a twin over the same emulator with the same
+/// settings (cursor key included) but for `twin`'s changes: two gateways
+/// that answer the same requests from the same upstream pages.
+pub async fn spawn_twins(
+    config: EmulatorConfig,
+    adjust: impl FnOnce(&mut Settings),
+    twin: impl FnOnce(&mut Settings),
+) -> (TestApp, TestApp) {
+    let emulator = Emulator::new(config);
+    let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
+    let mut settings = demo_settings(SocketAddr::from(([127, 0, 0, 1], 0)), emulator_addr);
+    settings.aws.max_attempts = 1;
+    settings.aws.max_calls_per_second = 100;
+    unlimited_callers(&mut settings);
+    adjust(&mut settings);
+    let mut other = settings.clone();
+    twin(&mut other);
+    let first = replica(&settings, &emulator, emulator_addr, Some(emulator_stop)).await;
+    let second = replica(&other, &emulator, emulator_addr, None).await;
+    (first, second)
+}
+
 /// A raw HTTP answer.
 pub struct HttpAnswer {
     pub status: StatusCode,
