@@ -195,17 +195,25 @@ pub async fn spawn_replicas(
 ) -> Vec<TestApp> {
     let emulator = Emulator::new(config);
     let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
-    let mut settings = demo_settings(SocketAddr::from(([127, 0, 0, 1], 0)), emulator_addr);
-    settings.aws.max_attempts = 1;
-    settings.aws.max_calls_per_second = 100;
-    adjust(&mut settings);
-    unlimited_callers(&mut settings);
+    let settings = replica_settings(emulator_addr, adjust);
     let mut apps = Vec::new();
     let mut emulator_stop = Some(emulator_stop);
     for _ in 0..n {
         apps.push(replica(&settings, &emulator, emulator_addr, emulator_stop.take()).await);
     }
     apps
+}
+
+/// The demo's settings over the emulator at `emulator_addr` as replicas
+/// share them (as [`spawn_multi_with`]: one attempt, a high call rate),
+/// adjusted by `adjust`.
+fn replica_settings(emulator_addr: SocketAddr, adjust: impl FnOnce(&mut Settings)) -> Settings {
+    let mut settings = demo_settings(SocketAddr::from(([127, 0, 0, 1], 0)), emulator_addr);
+    settings.aws.max_attempts = 1;
+    settings.aws.max_calls_per_second = 100;
+    adjust(&mut settings);
+    unlimited_callers(&mut settings);
+    settings
 }
 
 /// One more gateway with `settings` over `first`'s emulator.
@@ -320,11 +328,7 @@ pub async fn spawn_twins(
 ) -> (TestApp, TestApp) {
     let emulator = Emulator::new(config);
     let (emulator_addr, emulator_stop) = serve_emulator(emulator.clone()).await;
-    let mut settings = demo_settings(SocketAddr::from(([127, 0, 0, 1], 0)), emulator_addr);
-    settings.aws.max_attempts = 1;
-    settings.aws.max_calls_per_second = 100;
-    unlimited_callers(&mut settings);
-    adjust(&mut settings);
+    let settings = replica_settings(emulator_addr, adjust);
     let mut other = settings.clone();
     twin(&mut other);
     let first = replica(&settings, &emulator, emulator_addr, Some(emulator_stop)).await;
