@@ -216,8 +216,10 @@ pub fn operation_type(
     operation(document, operation_name).map(|op| op.ty)
 }
 
-/// The operation `operation_name` picks in `document`, as async-graphql
-/// picks it.
+/// The operation `operation_name` names in `document`, leniently: a lone
+/// anonymous operation whatever the name, as the mutation checks ask it
+/// (could this request run a mutation?). [`picked`] is what async-graphql
+/// runs.
 fn operation<'a>(
     document: &'a ExecutableDocument,
     operation_name: Option<&str>,
@@ -229,6 +231,20 @@ fn operation<'a>(
             ops.values().next().map(|op| &op.node)
         }
         (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+/// The operation async-graphql runs for `operation_name` in `document`;
+/// `None` where it refuses to pick one (an anonymous operation asked for by
+/// name, a name the document does not have, several operations and no
+/// name), a request error.
+fn picked<'a>(
+    document: &'a ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<&'a OperationDefinition> {
+    match (&document.operations, operation_name) {
+        (DocumentOperations::Single(_), Some(_)) => None,
+        _ => operation(document, operation_name),
     }
 }
 
@@ -377,14 +393,19 @@ impl Executor {
         // An operation not validated yet: validated alone, so that its
         // first request is compiled too instead of running every field's
         // resolver (a new document a request costs ten times a kept one's
-        // otherwise). Should it not validate, the fast schema below gives
-        // the errors, as before.
-        if self.compiled && kept.is_none() && self.validates(&parsed, &first).await {
+        // otherwise). Should it not validate, or not be one async-graphql
+        // would pick (then nothing is recorded for the name), the fast
+        // schema below gives the errors, as before.
+        if self.compiled
+            && kept.is_none()
+            && picked(&parsed.document, operation_name).is_some()
+            && self.validates(&parsed, &first).await
+        {
             parsed.set_validated(operation_name);
             kept = Some(None);
         }
         if let Some(kept) = kept {
-            let prepared = operation(&parsed.document, operation_name).and_then(|operation| {
+            let prepared = picked(&parsed.document, operation_name).and_then(|operation| {
                 let variables = &first.variables;
                 let plan = match kept.filter(|plan| plan.holds(operation, variables)) {
                     Some(plan) => {

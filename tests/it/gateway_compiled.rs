@@ -645,3 +645,51 @@ async fn a_failed_source_is_reported_the_same() {
     same_again(&app, &seen, &json!({ "first": 12, "after": end })).await;
     assert_eq!(compiled_count(&app.compiled, "answered").await, 2);
 }
+
+#[tokio::test]
+async fn operations_are_picked_as_async_graphql_picks_them() {
+    // An anonymous operation asked for by name, a name the document does
+    // not have, several operations and no name: request errors on the
+    // schema, never an answer from the compiled path (nor a validated
+    // operation kept for each made-up name).
+    let app = app(|_| {}).await;
+    let page = "sessions(state: HISTORY, first: 2) { nodes { sessionId } }";
+    let cases = [
+        (format!("{{ {page} }}"), Some("A")),
+        (format!("query A {{ {page} }}"), Some("B")),
+        (format!("query A {{ {page} }} query B {{ {page} }}"), None),
+        (
+            format!("query A {{ {page} }} query B {{ {page} }}"),
+            Some("C"),
+        ),
+        // Picked: answered compiled.
+        (
+            format!("query A {{ {page} }} query B {{ {page} }}"),
+            Some("B"),
+        ),
+        (format!("query A {{ {page} }}"), None),
+    ];
+    for (n, (document, name)) in cases.iter().enumerate() {
+        let document = format!("# pick {n}\n{document}");
+        let body = json!({ "query": document, "operationName": name });
+        let mut answers = Vec::new();
+        for gateway in [&app.compiled, &app.schema] {
+            for _ in 0..2 {
+                let answer = gateway
+                    .request(
+                        Method::POST,
+                        "/graphql",
+                        &[("content-type", "application/json")],
+                        body.to_string(),
+                    )
+                    .await;
+                answers.push((answer.status, answer.body));
+            }
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "{document} as {name:?}: {answers:?}"
+        );
+    }
+    assert_eq!(compiled_count(&app.compiled, "answered").await, 4);
+}
