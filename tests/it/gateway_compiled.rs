@@ -64,7 +64,10 @@ async fn app(adjust: impl FnOnce(&mut Settings)) -> Twins {
 }
 
 async fn post(app: &TestApp, query: &str, variables: &Value) -> (u16, String) {
-    let body = json!({ "query": query, "variables": variables });
+    post_body(app, &json!({ "query": query, "variables": variables })).await
+}
+
+async fn post_body(app: &TestApp, body: &Value) -> (u16, String) {
     let answer = app
         .request(
             Method::POST,
@@ -675,15 +678,7 @@ async fn operations_are_picked_as_async_graphql_picks_them() {
         let mut answers = Vec::new();
         for gateway in [&app.compiled, &app.schema] {
             for _ in 0..2 {
-                let answer = gateway
-                    .request(
-                        Method::POST,
-                        "/graphql",
-                        &[("content-type", "application/json")],
-                        body.to_string(),
-                    )
-                    .await;
-                answers.push((answer.status, answer.body));
+                answers.push(post_body(gateway, &body).await);
             }
         }
         assert!(
