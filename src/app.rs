@@ -398,7 +398,7 @@ fn assemble(
         persisted: Arc::new(http::PersistedQueries::new(
             &settings.persisted_queries,
             shared.as_ref(),
-        )),
+        )?),
         limits: http::RequestLimits::new(&settings.http, &settings.limits),
         rates: Arc::new(http::CallerLimits::new(&settings.rate_limits).shared_by(shared.clone())),
         auth,

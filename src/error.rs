@@ -66,6 +66,9 @@ pub mod code {
     pub const PERSISTED_QUERY_HASH_MISMATCH: &str = "PERSISTED_QUERY_HASH_MISMATCH";
     /// Persisted queries are off, or the request's version is not 1.
     pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
+    /// An operation that is not on the safelist (`persisted_queries.safelist`),
+    /// sent as a document or as a hash.
+    pub const OPERATION_NOT_IN_SAFELIST: &str = "OPERATION_NOT_IN_SAFELIST";
     /// The caller is over its request rate (`[rate_limits]`): HTTP 429 with
     /// `Retry-After`, or an error on the subscription it tried to start.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
@@ -102,6 +105,7 @@ pub mod code {
         PERSISTED_QUERY_NOT_FOUND,
         PERSISTED_QUERY_HASH_MISMATCH,
         PERSISTED_QUERY_NOT_SUPPORTED,
+        OPERATION_NOT_IN_SAFELIST,
         BAD_REQUEST,
         NOT_ACCEPTABLE,
         UNSUPPORTED_MEDIA_TYPE,

@@ -208,6 +208,15 @@ pub struct PersistedQuerySettings {
     /// simply send them again. Default 4 MiB (a few thousand documents).
     /// Env `SSM_GATEWAY_PERSISTED_QUERIES__MAX_BYTES`.
     pub max_bytes: u64,
+    /// Safelist mode: the path of an Apollo persisted query manifest (JSON,
+    /// `format` `apollo-persisted-query-manifest`, version 1, each
+    /// operation's `id` the SHA-256 of its `body`). When set, only its
+    /// operations run, for every caller, over HTTP (by hash or as the same
+    /// text) and WebSocket; anything else is `OPERATION_NOT_IN_SAFELIST`,
+    /// and no other document is registered. Read at start-up: a missing or
+    /// malformed file stops the gateway. Default none (any valid document
+    /// runs). Env `SSM_GATEWAY_PERSISTED_QUERIES__SAFELIST`.
+    pub safelist: Option<PathBuf>,
 }
 
 impl Default for PersistedQuerySettings {
@@ -215,6 +224,7 @@ impl Default for PersistedQuerySettings {
         Self {
             enabled: true,
             max_bytes: 4 * 1024 * 1024,
+            safelist: None,
         }
     }
 }
@@ -231,6 +241,12 @@ impl PersistedQuerySettings {
                     RANGE.end(),
                     self.max_bytes
                 ),
+            ));
+        }
+        if self.safelist.is_some() && !self.enabled {
+            return Err(SettingsError::new(
+                "persisted_queries.safelist",
+                "needs persisted_queries.enabled = true (the safelist's operations are run by hash)",
             ));
         }
         Ok(())
@@ -898,6 +914,7 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("live.shutdown_grace_ms", EnvKind::Scalar),
     ("persisted_queries.enabled", EnvKind::Scalar),
     ("persisted_queries.max_bytes", EnvKind::Scalar),
+    ("persisted_queries.safelist", EnvKind::String),
     ("redis.url", EnvKind::String),
     ("redis.key_prefix", EnvKind::String),
     ("redis.command_timeout_ms", EnvKind::Scalar),
@@ -1787,6 +1804,24 @@ mod tests {
     }
 
     #[test]
+    fn a_safelist_is_a_path_and_needs_persisted_queries() {
+        let settings = Settings::from_sources(
+            None,
+            "",
+            [("SSM_GATEWAY_PERSISTED_QUERIES__SAFELIST", "/etc/ops.json")],
+        )
+        .expect("valid");
+        assert_eq!(
+            settings.persisted_queries.safelist,
+            Some(PathBuf::from("/etc/ops.json"))
+        );
+        let text = "[persisted_queries]\nenabled = false\nsafelist = \"/etc/ops.json\"\n";
+        let e = Settings::from_sources(None, text, Vec::<(&str, &str)>::new())
+            .expect_err("safelist without persisted queries");
+        assert_eq!(e.key, "persisted_queries.safelist", "{e}");
+    }
+
+    #[test]
     fn an_unknown_env_variable_is_named() {
         let e = Settings::from_sources(None, "", [("SSM_GATEWAY_LIMITS__MAX_FRIST", "5")])
             .expect_err("typo");
@@ -1839,6 +1874,10 @@ mod tests {
                 ..AuthSettings::default()
             },
             redis: Some(RedisSettings::new("redis://127.0.0.1:6379")),
+            persisted_queries: PersistedQuerySettings {
+                safelist: Some(PathBuf::from("/operations.json")),
+                ..PersistedQuerySettings::default()
+            },
             ..Settings::default()
         };
         let toml::Value::Table(table) = toml::Value::try_from(&full).expect("serializes") else {

@@ -15,10 +15,20 @@
 //! The store is a trait ([`DocumentStore`]): [`MemoryStore`] is the bounded
 //! in-process one; with `[redis]`, [`SharedDocuments`] puts Redis behind it,
 //! so a document registered through one replica is found by all of them.
+//!
+//! **Safelist mode** (`persisted_queries.safelist`): the operations of an
+//! Apollo persisted query manifest ([`Safelist`]) are the only ones that
+//! run. A request names one by hash, or sends its text exactly; anything
+//! else is `OPERATION_NOT_IN_SAFELIST`, and nothing is registered. For
+//! service-to-service deployments, where the callers' operations are known
+//! when they are built.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 
 use crate::error::code;
@@ -153,9 +163,107 @@ impl DocumentStore for SharedDocuments {
 /// The only protocol version there is.
 const VERSION: u64 = 1;
 
-/// Persisted queries as configured: a store, or none (turned off).
+/// The operations a safelist allows, by the SHA-256 of their text: an
+/// Apollo persisted query manifest, read once at start-up.
+#[derive(Debug)]
+pub struct Safelist {
+    operations: HashMap<DocumentHash, Arc<str>>,
+}
+
+/// The manifest format Apollo's tooling writes
+/// (`generate-persisted-query-manifest`); other fields are ignored.
+#[derive(serde::Deserialize)]
+struct Manifest {
+    format: String,
+    version: u64,
+    operations: Vec<ManifestOperation>,
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestOperation {
+    id: String,
+    body: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl Safelist {
+    /// The manifest at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the safelist {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("the safelist {}", path.display()))
+    }
+
+    /// A manifest's text: `format` `apollo-persisted-query-manifest`,
+    /// `version` 1, and at least one operation, each with the SHA-256 of its
+    /// `body` as its `id` (what clients send as `sha256Hash`).
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let manifest: Manifest =
+            serde_json::from_str(text).context("is not a persisted query manifest")?;
+        anyhow::ensure!(
+            manifest.format == "apollo-persisted-query-manifest" && manifest.version == 1,
+            "is not an apollo-persisted-query-manifest of version 1 (format {:?}, version {})",
+            manifest.format,
+            manifest.version
+        );
+        anyhow::ensure!(!manifest.operations.is_empty(), "lists no operation");
+        let mut operations = HashMap::with_capacity(manifest.operations.len());
+        for operation in manifest.operations {
+            let hash = DocumentHash::of(&operation.body);
+            if DocumentHash::parse_hex(&operation.id) != Some(hash) {
+                anyhow::bail!(
+                    "operation {}: its id {:?} is not the SHA-256 of its body",
+                    operation.name.as_deref().unwrap_or("(unnamed)"),
+                    operation.id
+                );
+            }
+            operations.insert(hash, Arc::from(operation.body));
+        }
+        Ok(Self { operations })
+    }
+
+    /// Whether `document` is on the list, exactly as sent.
+    pub fn allows(&self, document: &str) -> bool {
+        self.operations.contains_key(&DocumentHash::of(document))
+    }
+
+    /// The document a request runs in safelist mode: its `query` when that
+    /// is listed (and is what its hash names, when it sends one); else the
+    /// listed document its hash names.
+    fn resolve(
+        &self,
+        query: Option<String>,
+        persisted: Option<&serde_json::Value>,
+    ) -> Result<Option<String>, PersistedQueryError> {
+        let hash = persisted.map(parse).transpose()?;
+        match (query.filter(|q| !q.is_empty()), hash) {
+            (Some(query), hash) => {
+                let own = DocumentHash::of(&query);
+                if hash.is_some_and(|hash| hash != own) {
+                    return Err(PersistedQueryError::HashMismatch);
+                }
+                if !self.operations.contains_key(&own) {
+                    return Err(PersistedQueryError::NotInSafelist);
+                }
+                Ok(Some(query))
+            }
+            (None, Some(hash)) => self
+                .operations
+                .get(&hash)
+                .map(|document| Some(document.to_string()))
+                .ok_or(PersistedQueryError::NotInSafelist),
+            // No document at all: the caller says so, as without a safelist.
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Persisted queries as configured: a store, or none (turned off); and the
+/// safelist, when one is set.
 pub struct PersistedQueries {
     store: Option<Arc<dyn DocumentStore>>,
+    safelist: Option<Arc<Safelist>>,
 }
 
 /// Why a request's persisted query cannot run; each maps to a stable code.
@@ -169,6 +277,8 @@ pub enum PersistedQueryError {
     NotSupported(String),
     /// `persistedQuery` is not `{ version, sha256Hash }`.
     Malformed(String),
+    /// Safelist mode, and the operation is not on the list.
+    NotInSafelist,
 }
 
 impl PersistedQueryError {
@@ -179,6 +289,7 @@ impl PersistedQueryError {
             Self::HashMismatch => code::PERSISTED_QUERY_HASH_MISMATCH,
             Self::NotSupported(_) => code::PERSISTED_QUERY_NOT_SUPPORTED,
             Self::Malformed(_) => code::BAD_REQUEST,
+            Self::NotInSafelist => code::OPERATION_NOT_IN_SAFELIST,
         }
     }
 
@@ -190,6 +301,11 @@ impl PersistedQueryError {
             Self::HashMismatch => "provided sha does not match query".to_owned(),
             Self::NotSupported(why) => format!("PersistedQueryNotSupported: {why}"),
             Self::Malformed(why) => format!("extensions.persistedQuery {why}"),
+            Self::NotInSafelist => {
+                "this gateway runs only the operations on its safelist, sent as their hash \
+                 or their exact text"
+                    .to_owned()
+            }
         }
     }
 }
@@ -197,20 +313,35 @@ impl PersistedQueryError {
 impl PersistedQueries {
     /// As configured: an in-process store of `max_bytes`, in front of
     /// `shared` Redis when there is one; or none.
-    pub fn new(settings: &PersistedQuerySettings, shared: Option<&Shared>) -> Self {
+    /// The safelist is read here: a missing or malformed one is an error.
+    pub fn new(settings: &PersistedQuerySettings, shared: Option<&Shared>) -> anyhow::Result<Self> {
+        let safelist = match &settings.safelist {
+            Some(path) => Some(Arc::new(Safelist::load(path)?)),
+            None => None,
+        };
         if !settings.enabled {
-            return Self { store: None };
+            return Ok(Self {
+                store: None,
+                safelist,
+            });
         }
         let local = MemoryStore::new(settings.max_bytes);
-        match shared {
-            Some(shared) => Self::with_store(Arc::new(SharedDocuments::new(local, shared.clone()))),
-            None => Self::with_store(Arc::new(local)),
-        }
+        let store: Arc<dyn DocumentStore> = match shared {
+            Some(shared) => Arc::new(SharedDocuments::new(local, shared.clone())),
+            None => Arc::new(local),
+        };
+        Ok(Self {
+            store: Some(store),
+            safelist,
+        })
     }
 
-    /// Over another store (a shared one, or a test's).
-    pub fn with_store(store: Arc<dyn DocumentStore>) -> Self {
-        Self { store: Some(store) }
+    /// Whether `document` may run: always, unless a safelist is set and
+    /// does not list it. (WebSocket subscriptions ask this.)
+    pub fn allows(&self, document: &str) -> bool {
+        self.safelist
+            .as_ref()
+            .is_none_or(|list| list.allows(document))
     }
 
     /// The document a request runs: `query` itself when the request has no
@@ -222,6 +353,9 @@ impl PersistedQueries {
         query: Option<String>,
         extensions: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Option<String>, PersistedQueryError> {
+        if let Some(safelist) = &self.safelist {
+            return safelist.resolve(query, extensions.and_then(|e| e.get("persistedQuery")));
+        }
         let Some(persisted) = extensions.and_then(|e| e.get("persistedQuery")) else {
             return Ok(query);
         };
@@ -300,7 +434,7 @@ mod tests {
     }
 
     fn enabled() -> PersistedQueries {
-        PersistedQueries::new(&PersistedQuerySettings::default(), None)
+        PersistedQueries::new(&PersistedQuerySettings::default(), None).unwrap()
     }
 
     #[tokio::test]
@@ -377,7 +511,8 @@ mod tests {
                 ..PersistedQuerySettings::default()
             },
             None,
-        );
+        )
+        .unwrap();
         let doc = "{ accounts { id } }";
         assert!(matches!(
             apq.resolve(Some(doc.to_owned()), Some(&persisted(&hex(doc))))
@@ -388,5 +523,108 @@ mod tests {
             apq.resolve(Some(doc.to_owned()), None).await,
             Ok(Some(doc.to_owned()))
         );
+    }
+
+    fn manifest(operations: &[(&str, &str)]) -> String {
+        let operations: Vec<serde_json::Value> = operations
+            .iter()
+            .map(|(id, body)| json!({ "id": id, "body": body, "name": "Op", "type": "query" }))
+            .collect();
+        json!({
+            "format": "apollo-persisted-query-manifest",
+            "version": 1,
+            "operations": operations,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_safelist_is_an_apollo_manifest_with_sha256_ids() {
+        let doc = "{ accounts { id } }";
+        let list = Safelist::parse(&manifest(&[(&hex(doc), doc)])).unwrap();
+        assert!(list.allows(doc));
+        assert!(!list.allows("{ accounts { alias } }"));
+        assert!(!list.allows("{ accounts { id } } "), "the exact text only");
+        // Upper-case hex ids are the same hashes.
+        assert!(Safelist::parse(&manifest(&[(&hex(doc).to_uppercase(), doc)])).is_ok());
+        for (bad, why) in [
+            (manifest(&[(&hex("{ other }"), doc)]), "not the SHA-256"),
+            (manifest(&[]), "lists no operation"),
+            (
+                manifest(&[(&hex(doc), doc)]).replace("apollo-persisted-query-manifest", "x"),
+                "version 1",
+            ),
+            ("[]".to_owned(), "not a persisted query manifest"),
+        ] {
+            let error = format!("{:#}", Safelist::parse(&bad).unwrap_err());
+            assert!(error.contains(why), "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_safelist_runs_its_operations_and_refuses_the_rest() {
+        let doc = "{ accounts { id } }";
+        let other = "{ accounts { alias } }";
+        let dir = std::env::temp_dir().join(format!("safelist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("manifest.json");
+        std::fs::write(&path, manifest(&[(&hex(doc), doc)])).unwrap();
+        let apq = PersistedQueries::new(
+            &PersistedQuerySettings {
+                safelist: Some(path.clone()),
+                ..PersistedQuerySettings::default()
+            },
+            None,
+        )
+        .unwrap();
+        // Listed: as text, by hash, or both.
+        assert_eq!(
+            apq.resolve(Some(doc.to_owned()), None).await,
+            Ok(Some(doc.to_owned()))
+        );
+        assert_eq!(
+            apq.resolve(None, Some(&persisted(&hex(doc)))).await,
+            Ok(Some(doc.to_owned()))
+        );
+        assert_eq!(
+            apq.resolve(Some(doc.to_owned()), Some(&persisted(&hex(doc))))
+                .await,
+            Ok(Some(doc.to_owned()))
+        );
+        // Not listed: refused, and not registered by sending it with its hash.
+        for _ in 0..2 {
+            assert_eq!(
+                apq.resolve(Some(other.to_owned()), Some(&persisted(&hex(other))))
+                    .await,
+                Err(PersistedQueryError::NotInSafelist)
+            );
+        }
+        assert_eq!(
+            apq.resolve(None, Some(&persisted(&hex(other)))).await,
+            Err(PersistedQueryError::NotInSafelist)
+        );
+        assert_eq!(
+            apq.resolve(Some(other.to_owned()), None).await,
+            Err(PersistedQueryError::NotInSafelist)
+        );
+        // A hash that is not the text's is still a mismatch.
+        assert_eq!(
+            apq.resolve(Some(doc.to_owned()), Some(&persisted(&hex(other))))
+                .await,
+            Err(PersistedQueryError::HashMismatch)
+        );
+        assert_eq!(apq.resolve(None, None).await, Ok(None));
+        assert!(apq.allows(doc) && !apq.allows(other));
+        assert!(enabled().allows(other), "no safelist: anything");
+        // A missing file stops the gateway.
+        let missing = PersistedQueries::new(
+            &PersistedQuerySettings {
+                safelist: Some(dir.join("none.json")),
+                ..PersistedQuerySettings::default()
+            },
+            None,
+        );
+        assert!(format!("{:#}", missing.err().unwrap()).contains("cannot read the safelist"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,6 +25,10 @@
 //!   `Retry-After` header); the socket and its other subscriptions carry
 //!   on. Closing the socket would punish what already runs for what was
 //!   refused.
+//! - **Safelist**: with `persisted_queries.safelist`, a subscription whose
+//!   query is not on the list is refused the same way, with
+//!   `OPERATION_NOT_IN_SAFELIST` (the query as text: the engine does not
+//!   read persisted-query hashes).
 //! - **Shutdown**: every socket is tracked in [`Sockets`]; on shutdown each
 //!   is sent a 1001 (going away) close, and the server waits for them up to
 //!   `live.shutdown_grace_ms` (axum's graceful shutdown does not see
@@ -347,17 +351,27 @@ async fn serve_socket(
     }
 }
 
-/// The start of a subscription, as far as the rate limit cares.
+/// The start of a subscription, as far as the safelist and the rate limit
+/// care.
 #[derive(serde::Deserialize)]
 struct Start<'a> {
     #[serde(rename = "type", borrow)]
     kind: std::borrow::Cow<'a, str>,
     id: Option<String>,
+    #[serde(default, borrow)]
+    payload: Option<StartPayload<'a>>,
 }
 
-/// When `text` starts a subscription and the caller is over its rate, the
-/// error message that answers it in the engine's stead; `None` otherwise
-/// (every other message, and anything unparsable, is the engine's).
+#[derive(serde::Deserialize)]
+struct StartPayload<'a> {
+    #[serde(default, borrow)]
+    query: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// When `text` starts a subscription the gateway refuses (not on the
+/// safelist, or the caller over its rate), the error message that answers
+/// it in the engine's stead; `None` otherwise (every other message, and
+/// anything unparsable, is the engine's).
 async fn over_rate(
     state: &HttpState,
     caller: &Caller,
@@ -367,6 +381,26 @@ async fn over_rate(
     let start: Start = serde_json::from_str(text).ok()?;
     if start.kind != "subscribe" && start.kind != "start" {
         return None;
+    }
+    let query = start
+        .payload
+        .as_ref()
+        .and_then(|p| p.query.as_deref())
+        .unwrap_or("");
+    if !state.persisted.allows(query) {
+        tracing::info!(
+            target: "audit",
+            principal = %caller.principal,
+            outcome = "not_in_safelist",
+            subscription = start.id.as_deref().unwrap_or("-"),
+            "subscription refused"
+        );
+        let refused = super::persisted::PersistedQueryError::NotInSafelist;
+        let error = serde_json::json!({
+            "message": refused.message(),
+            "extensions": { "code": refused.code() },
+        });
+        return Some(error_message(protocol, start.id.as_deref(), error));
     }
     let limited = state
         .rates
@@ -383,16 +417,20 @@ async fn over_rate(
         retry_after_secs = secs,
         "subscription refused"
     );
-    Some(rate_limited_message(protocol, start.id.as_deref(), secs))
-}
-
-/// The protocol's `error` message for one operation: graphql-transport-ws
-/// sends a list of GraphQL errors, the legacy protocol one error.
-fn rate_limited_message(protocol: WebSocketProtocols, id: Option<&str>, secs: u64) -> String {
     let error = serde_json::json!({
         "message": format!("too many requests from this caller; retry in {secs} s"),
         "extensions": { "code": code::RATE_LIMITED, "retryAfterSeconds": secs },
     });
+    Some(error_message(protocol, start.id.as_deref(), error))
+}
+
+/// The protocol's `error` message for one operation: graphql-transport-ws
+/// sends a list of GraphQL errors, the legacy protocol one error.
+fn error_message(
+    protocol: WebSocketProtocols,
+    id: Option<&str>,
+    error: serde_json::Value,
+) -> String {
     let payload = match protocol {
         WebSocketProtocols::GraphQLWS => serde_json::json!([error]),
         WebSocketProtocols::SubscriptionsTransportWS => error,

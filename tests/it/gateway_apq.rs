@@ -1,13 +1,19 @@
 //! Automatic persisted queries over real HTTP: the Apollo protocol (hash
 //! first, document after `PERSISTED_QUERY_NOT_FOUND`, then the hash alone),
 //! over POST and GET, and what it must not open: a wrong hash, or a
-//! mutation over GET behind a hash.
+//! mutation over GET behind a hash. And the safelist mode, where only a
+//! manifest's operations run.
 
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{TestApp, dataset, emulator_config, error_codes, spawn_app};
+use std::time::Duration;
+
+use ssm_session_gateway::settings::Settings;
+
+use crate::support::ws::{Received, WsClient};
+use crate::support::{TestApp, dataset, emulator_config, error_codes, spawn_app, spawn_app_with};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 const GQL_RESPONSE: (&str, &str) = ("accept", "application/graphql-response+json");
@@ -243,4 +249,89 @@ async fn persisted_queries_can_be_turned_off() {
     // Documents still run as always.
     let res = post(&app, json!({ "query": doc }), &[]).await;
     assert_eq!(error_codes(&res.json()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_safelist_runs_its_operations_alone_over_http_and_websocket() {
+    let events = "subscription { sessionEvents(includeExisting: true) { kind } }";
+    let operations: Vec<Value> = [("Page", PAGE), ("Events", events)]
+        .iter()
+        .map(|(name, body)| json!({ "id": sha256_hex(body), "name": name, "type": "query", "body": body }))
+        .collect();
+    let manifest = json!({
+        "format": "apollo-persisted-query-manifest",
+        "version": 1,
+        "operations": operations,
+    });
+    let dir = std::env::temp_dir().join(format!("gateway-safelist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, manifest.to_string()).expect("manifest");
+    let mut settings = Settings::default();
+    settings.persisted_queries.safelist = Some(path.clone());
+    let app = spawn_app_with(emulator_config(dataset(41, 3, 40)), settings).await;
+
+    // Listed: as its text, and by its hash over POST and GET.
+    let as_text = post(&app, json!({ "query": PAGE, "variables": {} }), &[]).await;
+    assert_eq!(as_text.status, StatusCode::OK);
+    let as_text: Value = serde_json::from_slice(&as_text.body).expect("JSON");
+    assert_eq!(error_codes(&as_text), Vec::<String>::new(), "{as_text}");
+    let by_hash = post(&app, json!({ "extensions": persisted(PAGE) }), &[]).await;
+    let by_hash: Value = serde_json::from_slice(&by_hash.body).expect("JSON");
+    assert_eq!(session_ids(&by_hash), session_ids(&as_text));
+    let path = get_path(&[("extensions", persisted(PAGE).to_string())]);
+    let get = app.request(Method::GET, &path, &[], "").await;
+    assert_eq!(get.status, StatusCode::OK);
+
+    // Anything else is refused, sending it with its hash registers nothing,
+    // and the rest of the protocol is as before.
+    let other = "{ sessions(state: HISTORY, first: 1) { nodes { sessionId } } }";
+    for (body, code) in [
+        (json!({ "query": other }), "OPERATION_NOT_IN_SAFELIST"),
+        (
+            json!({ "query": other, "extensions": persisted(other) }),
+            "OPERATION_NOT_IN_SAFELIST",
+        ),
+        (
+            json!({ "extensions": persisted(other) }),
+            "OPERATION_NOT_IN_SAFELIST",
+        ),
+        (
+            json!({ "query": PAGE, "extensions": persisted(other) }),
+            "PERSISTED_QUERY_HASH_MISMATCH",
+        ),
+    ] {
+        let answer = post(&app, body.clone(), &[]).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        let answer: Value = serde_json::from_slice(&answer.body).expect("JSON");
+        assert_eq!(error_codes(&answer), [code], "{body}: {answer}");
+    }
+
+    // WebSocket: a subscription not on the list gets an error; the listed
+    // one runs on the same socket.
+    let mut ws = WsClient::ready(&app.ws_url()).await;
+    ws.subscribe("1", "subscription { sessionEvents { kind } }", json!({}))
+        .await;
+    match ws.next_message(Duration::from_secs(5)).await {
+        Received::Json(m) => {
+            assert_eq!(
+                (&m["id"], &m["type"]),
+                (&json!("1"), &json!("error")),
+                "{m}"
+            );
+            assert_eq!(
+                m["payload"][0]["extensions"]["code"],
+                "OPERATION_NOT_IN_SAFELIST"
+            );
+        }
+        other => panic!("expected an error message, got {other:?}"),
+    }
+    ws.subscribe("2", events, json!({})).await;
+    match ws.next_message(Duration::from_secs(5)).await {
+        Received::Json(m) => {
+            assert_eq!((&m["id"], &m["type"]), (&json!("2"), &json!("next")), "{m}");
+        }
+        other => panic!("expected an event, got {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).expect("clean up");
 }
