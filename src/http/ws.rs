@@ -295,8 +295,8 @@ async fn serve_socket(
         tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(refusal) = over_rate(&state, &auth.caller, protocol, text.as_str()).await {
-                        if socket.send(Message::Text(refusal.into())).await.is_err() {
+                    if let Some(refused) = refusal(&state, &auth.caller, protocol, text.as_str()).await {
+                        if socket.send(Message::Text(refused.into())).await.is_err() {
                             break;
                         }
                         continue;
@@ -308,8 +308,8 @@ async fn serve_socket(
                 }
                 Some(Ok(Message::Binary(bytes))) => {
                     let text = String::from_utf8_lossy(&bytes).into_owned();
-                    if let Some(refusal) = over_rate(&state, &auth.caller, protocol, &text).await {
-                        if socket.send(Message::Text(refusal.into())).await.is_err() {
+                    if let Some(refused) = refusal(&state, &auth.caller, protocol, &text).await {
+                        if socket.send(Message::Text(refused.into())).await.is_err() {
                             break;
                         }
                         continue;
@@ -372,7 +372,7 @@ struct StartPayload<'a> {
 /// safelist, or the caller over its rate), the error message that answers
 /// it in the engine's stead; `None` otherwise (every other message, and
 /// anything unparsable, is the engine's).
-async fn over_rate(
+async fn refusal(
     state: &HttpState,
     caller: &Caller,
     protocol: WebSocketProtocols,
