@@ -469,9 +469,7 @@ impl Executor {
         }
         Executed::schema(response)
     }
-}
 
-impl Executor {
     /// Whether async-graphql validates `request`'s operation in `parsed`
     /// (its limits and validation rules, with the request's variables),
     /// without executing it.
