@@ -18,6 +18,9 @@
 #    response-cache hit, and as response-cache misses: a distinct document per
 #    request (an alias that changes), a distinct `after` cursor per request
 #    with one document, and the same through automatic persisted queries.
+#    Then two yardsticks: the prebuilt bytes after 50 and 100 us of busy CPU
+#    (`/_bench/spin/{us}`), the rates wrk on the same cores leaves routes
+#    that cost that much.
 # 2. Instructions per request of the same rows, under valgrind's callgrind,
 #    for CALLGRIND_REQS requests each from a one-connection client
 #    (bench/client.py), so the figure is repeatable where wall-clock rates
@@ -205,13 +208,15 @@ register_apq() {
   fi
 }
 
-read -r -a ROWS <<<"${BENCH_ROWS:-prebuilt hit doc-miss cursor-miss apq-miss}"
+read -r -a ROWS <<<"${BENCH_ROWS:-prebuilt hit doc-miss cursor-miss apq-miss spin-50 spin-100}"
 declare -A NAME=(
   [prebuilt]="\`/_bench/prebuilt\` (same bytes, plain axum)"
   [hit]="response-cache hit (the same request again)"
   [doc-miss]="miss: a distinct document per request (new alias)"
   [cursor-miss]="miss: a distinct \`after\` cursor per request, one document"
   [apq-miss]="miss: as above, the document sent as its APQ hash"
+  [spin-50]="yardstick: \`/_bench/spin/50\`, the same bytes after 50 µs of busy CPU"
+  [spin-100]="yardstick: \`/_bench/spin/100\`, the same bytes after 100 µs of busy CPU"
 )
 declare -A RPS P50 P99 CPU IR
 
@@ -225,6 +230,7 @@ register_apq
 for row in "${ROWS[@]}"; do
   case $row in
     prebuilt) url="http://$GW/_bench/prebuilt" script="$WORK/same.lua" ;;
+    spin-*) url="http://$GW/_bench/spin/${row#spin-}" script="$WORK/same.lua" ;;
     hit) url="http://$GW/graphql" script="$WORK/same.lua" ;;
     *) url="http://$GW/graphql" script="$WORK/$row.lua" ;;
   esac
@@ -255,6 +261,7 @@ if [ -z "${SKIP_CALLGRIND:-}" ]; then
   for row in "${ROWS[@]}"; do
     warm_cursors= cursors=
     case $row in
+      spin-*) continue ;; # busy by the clock: instructions say nothing
       cursor-miss | apq-miss) warm_cursors="$WORK/cg-warm-$row.txt" cursors="$WORK/cg-$row.txt" ;;
     esac
     # One unmeasured request first: what the first of a kind builds (a
@@ -339,6 +346,8 @@ REPLICAS=$( [ -f "$OUT" ] && awk '/^## Several replicas/ {keep = 1} keep' "$OUT"
   echo "Gateway CPU per request: the demo process's user and system time over the"
   echo "row (\`/proc/<pid>/stat\`) divided by the requests wrk completed: steadier than"
   echo "req/s on shared cores, as it leaves out what wrk itself spends."
+  echo "The yardstick rows are plain axum routes that spin before answering the prebuilt"
+  echo "bytes: the ratio wrk, on the same 2 cores, leaves a route that costs that much CPU."
   echo
   echo "| row | req/s | ratio to prebuilt | p50 | p99 | gateway CPU / request | instructions / request |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"

@@ -36,9 +36,17 @@ pub struct DemoOptions {
     pub admin_listen: Option<SocketAddr>,
 }
 
+/// Longest spin `/_bench/spin/{us}` takes: 100 ms.
+pub const MAX_SPIN_US: u64 = 100_000;
+
 /// `PUT /_bench/prebuilt` stores a body; `GET` or `POST` return it as
 /// `application/json`. The benchmark stores a GraphQL response there and
 /// compares the gateway with serving the same bytes from plain axum.
+///
+/// `GET` or `POST /_bench/spin/{us}` return the same bytes after keeping
+/// the CPU busy for `us` microseconds (at most [`MAX_SPIN_US`]): what the
+/// benchmark's wrk, on the gateway's own cores, allows a route that costs
+/// that much, the yardstick for the ratios of the GraphQL rows.
 pub fn bench_routes() -> axum::Router {
     use axum::body::Bytes;
     use axum::extract::State;
@@ -56,6 +64,22 @@ pub fn bench_routes() -> axum::Router {
         let body = stored.read().map(|b| b.clone()).unwrap_or_default();
         ([(header::CONTENT_TYPE, "application/json")], body)
     }
+    async fn spin(
+        State(stored): State<Stored>,
+        axum::extract::Path(us): axum::extract::Path<u64>,
+        body: Bytes,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        if us > MAX_SPIN_US {
+            let message = format!("spin at most {MAX_SPIN_US} us");
+            return (axum::http::StatusCode::BAD_REQUEST, message).into_response();
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_micros(us);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        serve(State(stored), body).await.into_response()
+    }
     async fn store(State(stored): State<Stored>, body: Bytes) {
         if let Ok(mut slot) = stored.write() {
             *slot = body;
@@ -63,6 +87,7 @@ pub fn bench_routes() -> axum::Router {
     }
     axum::Router::new()
         .route("/_bench/prebuilt", get(serve).post(serve).put(store))
+        .route("/_bench/spin/{us}", get(spin).post(spin))
         .with_state(Stored::default())
 }
 
@@ -243,4 +268,54 @@ fn random_key() -> String {
     use rand::Rng as _;
     let bytes: [u8; 32] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn call(
+        router: &axum::Router,
+        method: Method,
+        uri: &str,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn spin_serves_the_stored_bytes_after_its_time() {
+        let router = bench_routes();
+        call(&router, Method::PUT, "/_bench/prebuilt", "{\"data\":1}").await;
+        let started = std::time::Instant::now();
+        let answer = call(&router, Method::POST, "/_bench/spin/20000", "{}").await;
+        assert_eq!(answer, (StatusCode::OK, "{\"data\":1}".to_owned()));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(20));
+        assert_eq!(
+            call(&router, Method::GET, "/_bench/prebuilt", "").await,
+            (StatusCode::OK, "{\"data\":1}".to_owned())
+        );
+        let too_long = format!("/_bench/spin/{}", MAX_SPIN_US + 1);
+        assert_eq!(
+            call(&router, Method::GET, &too_long, "").await.0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            call(&router, Method::GET, "/_bench/spin/soon", "").await.0,
+            StatusCode::BAD_REQUEST
+        );
+    }
 }

@@ -36,7 +36,8 @@ enum Command {
         #[command(flatten)]
         data: ssm_emulator::cli::DemoDataArgs,
         /// Also serve `/_bench/prebuilt`, a plain axum route returning bytes
-        /// PUT to it: the baseline of `bench/run.sh`.
+        /// PUT to it (the baseline of `bench/run.sh`), and `/_bench/spin/{us}`,
+        /// the same bytes after `us` microseconds of busy CPU (its yardsticks).
         #[arg(long)]
         bench_routes: bool,
         /// Serve /livez, /readyz and /metrics on this address (port 0: any
