@@ -677,7 +677,8 @@ pub struct HttpSettings {
     /// How long a client may take to send a request's line and headers, in
     /// seconds, 1 to 300; slower, the connection is closed. Over HTTP/1.1
     /// this is also how long a keep-alive connection may sit idle between
-    /// requests (hyper uses one timer for both), so behind a proxy that
+    /// requests (hyper uses one timer for both), and over HTTP/2 how long a
+    /// connection may have no request in flight, so behind a proxy that
     /// reuses connections (ingress-nginx, an ALB) keep the proxy's upstream
     /// keep-alive timeout below it. Default 65: above the 60 s idle timeout
     /// of an ALB and ingress-nginx's upstream keep-alive, so the gateway is

@@ -10,24 +10,40 @@
 //! closed. hyper runs the same timer between two requests of a keep-alive
 //! connection, so it also closes a connection left idle that long.
 //! Before hyper's timer can start, hyper-util reads the first bytes to tell
-//! HTTP/1.1 from HTTP/2 with no timer at all; [`FirstBytes`] bounds that
+//! HTTP/1.1 from HTTP/2 with no timer at all; [`Timed`] bounds that
 //! wait by the same timeout, so a client that connects and sends nothing
 //! (or a few bytes) is closed too.
 //! (Request bodies have their own timeout, `http.body_read_timeout_secs`,
 //! in the router.)
+//!
+//! HTTP/2 (prior knowledge, `h2c`) has no such timer in hyper: once past
+//! its preface, a connection could stay open with nothing in flight for as
+//! long as its client liked, or send a request's headers as slowly. So
+//! [`Timed`] keeps the same timeout on HTTP/2 connections: one with
+//! no request in flight (from its start, or since its last response was
+//! sent in full) for that long is closed. Frames that do not complete a
+//! request (pings, settings, headers in dribs) do not count; a request in
+//! flight, however long it takes, does not run out ([`Tracked`] counts
+//! them).
 //!
 //! On shutdown the listener closes at once, every connection is told to
 //! finish (in-flight requests complete; idle connections close), and the
 //! function returns when they have. Upgraded connections (WebSockets) have
 //! left hyper by then: their own shutdown is `Sockets::close_all`.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
+use futures_util::future::{BoxFuture, Either};
+use futures_util::task::AtomicWaker;
+use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -66,11 +82,15 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone());
+        let activity = Arc::new(Activity::new());
+        let service = TowerToHyperService::new(Tracked {
+            router: router.clone(),
+            activity: Arc::clone(&activity),
+        });
         let builder = builder.clone();
         let stopping = stopping.clone();
         connections.spawn(async move {
-            let stream = FirstBytes::new(stream, header_read_timeout);
+            let stream = Timed::new(stream, header_read_timeout, activity);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
@@ -111,31 +131,185 @@ async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Bytes hyper-util reads to tell HTTP/1.1 from HTTP/2 (the length of the
-/// HTTP/2 preface): past them, hyper's own timer is in charge.
-const SNIFFED: usize = 24;
+/// The HTTP/2 connection preface, which hyper-util reads to tell HTTP/1.1
+/// from HTTP/2: past it, hyper's own timer is in charge of HTTP/1.1.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A connection whose first [`SNIFFED`] bytes must arrive before a
-/// deadline; a read that waits past it fails with `TimedOut`, which ends
-/// the connection. After them it is the plain stream.
-struct FirstBytes {
-    stream: TcpStream,
-    /// `None` once the first bytes are in.
-    deadline: Option<Pin<Box<Sleep>>>,
-    read: usize,
+/// What a connection has in flight, for the HTTP/2 idle timer.
+struct Activity {
+    /// HTTP/2 requests whose response is not sent in full yet.
+    in_flight: AtomicUsize,
+    /// Since when none has been (the connection's start at first).
+    idle_since: Mutex<Instant>,
+    /// The connection's task, woken when the last request in flight ends
+    /// so that its reader sets the timer again.
+    reader: AtomicWaker,
 }
 
-impl FirstBytes {
-    fn new(stream: TcpStream, within: Duration) -> Self {
+impl Activity {
+    fn new() -> Self {
         Self {
-            stream,
-            deadline: Some(Box::pin(tokio::time::sleep_until(Instant::now() + within))),
-            read: 0,
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            reader: AtomicWaker::new(),
+        }
+    }
+
+    /// When the connection, idle now, times out; `None` while a request is
+    /// in flight.
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(since + timeout)
+    }
+}
+
+/// One HTTP/2 request in flight, from its call until its response body is
+/// dropped (sent in full, or the stream reset).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // The time first: a reader that sees none in flight reads it.
+        *self
+            .0
+            .idle_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader.wake();
         }
     }
 }
 
-impl AsyncRead for FirstBytes {
+/// The router, counting a connection's HTTP/2 requests in flight for its
+/// idle timer (HTTP/1.1 requests go straight through).
+#[derive(Clone)]
+struct Tracked {
+    router: Router,
+    activity: Arc<Activity>,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Tracked
+where
+    Router: tower::Service<
+            axum::http::Request<B>,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        >,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Either<
+        <Router as tower::Service<axum::http::Request<B>>>::Future,
+        BoxFuture<'static, Result<axum::response::Response, Infallible>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        tower::Service::<axum::http::Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        if request.version() != axum::http::Version::HTTP_2 {
+            return Either::Left(self.router.call(request));
+        }
+        let in_flight = InFlight::new(&self.activity);
+        let response = self.router.call(request);
+        Either::Right(Box::pin(async move {
+            let response = response.await?;
+            // Held by the body: dropped once it is sent, or the stream reset.
+            Ok(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _ = &in_flight;
+                    frame
+                }))
+            }))
+        }))
+    }
+}
+
+/// A connection whose first bytes (as many as the HTTP/2 preface) must
+/// arrive before a deadline; a read that waits past it fails with
+/// `TimedOut`, which ends the connection. After them it is the plain
+/// stream for HTTP/1.1, and for HTTP/2 the stream with its idle timer: a
+/// read that waits while no request has been in flight for `timeout`
+/// fails the same way.
+struct Timed {
+    stream: TcpStream,
+    timeout: Duration,
+    /// The first bytes' deadline, `None` once they are in; then the idle
+    /// timer's (HTTP/2), `None` while a request is in flight.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// The first bytes, up to the preface's length.
+    first: Vec<u8>,
+    /// The connection's requests in flight while the first bytes are
+    /// awaited; then moved to `http2` if they are the HTTP/2 preface.
+    activity: Option<Arc<Activity>>,
+    http2: Option<Arc<Activity>>,
+}
+
+impl Timed {
+    fn new(stream: TcpStream, timeout: Duration, activity: Arc<Activity>) -> Self {
+        Self {
+            stream,
+            timeout,
+            deadline: Some(Box::pin(tokio::time::sleep_until(Instant::now() + timeout))),
+            first: Vec::with_capacity(PREFACE.len()),
+            http2: None,
+            activity: Some(activity),
+        }
+    }
+
+    /// Notes bytes just read; once there are enough, tells the protocol.
+    fn sniff(&mut self, read: &[u8]) {
+        let missing = PREFACE.len() - self.first.len();
+        self.first
+            .extend_from_slice(&read[..read.len().min(missing)]);
+        if self.first.len() == PREFACE.len() {
+            self.deadline = None;
+            let activity = self.activity.take();
+            if self.first == PREFACE {
+                self.http2 = activity;
+            }
+            self.first = Vec::new();
+        }
+    }
+}
+
+/// Whether the HTTP/2 idle timer (`timer`) has run out; registers the
+/// task to be woken when it does, or when the last request in flight ends.
+fn idle_for_too_long(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+    activity: &Activity,
+    cx: &mut Context<'_>,
+) -> bool {
+    activity.reader.register(cx.waker());
+    let Some(deadline) = activity.deadline(timeout) else {
+        *timer = None;
+        return false;
+    };
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if sleep.deadline() != deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    sleep.as_mut().poll(cx).is_ready()
+}
+
+impl AsyncRead for Timed {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -143,21 +317,27 @@ impl AsyncRead for FirstBytes {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
+        if let Some(activity) = &this.http2 {
+            return match Pin::new(&mut this.stream).poll_read(cx, buf) {
+                Poll::Pending
+                    if idle_for_too_long(&mut this.deadline, this.timeout, activity, cx) =>
+                {
+                    Poll::Ready(Err(timed_out()))
+                }
+                polled => polled,
+            };
+        }
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                this.read += buf.filled().len() - before;
-                if this.read >= SNIFFED {
-                    this.deadline = None;
+                if this.activity.is_some() {
+                    this.sniff(&buf.filled()[before..]);
                 }
                 Poll::Ready(result)
             }
             Poll::Pending => match &mut this.deadline {
                 Some(deadline) => {
                     ready!(deadline.as_mut().poll(cx));
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request within the header read timeout",
-                    )))
+                    Poll::Ready(Err(timed_out()))
                 }
                 None => Poll::Pending,
             },
@@ -165,7 +345,14 @@ impl AsyncRead for FirstBytes {
     }
 }
 
-impl AsyncWrite for FirstBytes {
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no request within the header read timeout",
+    )
+}
+
+impl AsyncWrite for Timed {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

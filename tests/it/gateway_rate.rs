@@ -344,6 +344,75 @@ async fn a_client_that_stalls_in_its_headers_is_cut_off_and_others_are_served() 
 }
 
 #[tokio::test]
+async fn an_idle_http2_connection_is_closed_and_a_slow_request_on_one_is_not() {
+    let mut config = emulator_config(dataset(3, 2, 5));
+    config.faults = Faults {
+        latency: Latency::Fixed(Duration::from_millis(1500)),
+        ..Faults::default()
+    };
+    let mut settings = Settings::default();
+    settings.http.header_read_timeout_secs = 1;
+    let app = spawn_app_with(config, settings).await;
+
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    let mut silent = TcpStream::connect(app.addr).await.expect("connect");
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("write");
+    let silent_since = Instant::now();
+
+    // A client speaking HTTP/2 with prior knowledge.
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(app.addr).await.expect("connect"));
+    let (mut send, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    // A request that takes 1.5 s upstream, past the timeout: answered.
+    let body =
+        json!({ "query": "{ sessions(state: ACTIVE) { nodes { sessionId } } }" }).to_string();
+    let request = hyper::Request::post(format!("http://{}/graphql", app.addr))
+        .header("content-type", "application/json")
+        .header("authorization", ADMIN)
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+        .expect("request");
+    let started = Instant::now();
+    let response = send.send_request(request).await.expect("answered");
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert!(answer["data"]["sessions"]["nodes"].is_array(), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+
+    // Then idle: the gateway closes it, about a timeout after the answer.
+    let answered = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(4), connection)
+        .await
+        .expect("closed within 4 s of the answer");
+    let idle = answered.elapsed();
+    eprintln!("idle HTTP/2 connection closed after {idle:?}: {closed:?}");
+    assert!(idle >= Duration::from_millis(500), "{idle:?}");
+    assert!(
+        send.send_request(hyper::Request::new(http_body_util::Full::default()))
+            .await
+            .is_err()
+    );
+
+    assert!(
+        read_until_closed(&mut silent, Duration::from_secs(4))
+            .await
+            .is_some()
+    );
+    let silent_for = silent_since.elapsed();
+    assert!(silent_for >= Duration::from_millis(500), "{silent_for:?}");
+}
+
+#[tokio::test]
 async fn requests_in_flight_finish_on_shutdown() {
     let mut config = emulator_config(dataset(4, 2, 5));
     config.faults = Faults {
