@@ -343,6 +343,20 @@ async fn a_client_that_stalls_in_its_headers_is_cut_off_and_others_are_served() 
     );
 }
 
+/// An admin's POST of `{ sessions(state: ACTIVE) { nodes { sessionId } } }`
+/// to the gateway at `addr`: it reads every source upstream.
+fn active_sessions(
+    addr: std::net::SocketAddr,
+) -> hyper::Request<http_body_util::Full<hyper::body::Bytes>> {
+    let body =
+        json!({ "query": "{ sessions(state: ACTIVE) { nodes { sessionId } } }" }).to_string();
+    hyper::Request::post(format!("http://{addr}/graphql"))
+        .header("content-type", "application/json")
+        .header("authorization", ADMIN)
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+        .expect("request")
+}
+
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_and_a_slow_request_on_one_is_not() {
     let mut config = emulator_config(dataset(3, 2, 5));
@@ -370,13 +384,7 @@ async fn an_idle_http2_connection_is_closed_and_a_slow_request_on_one_is_not() {
             .expect("HTTP/2 handshake");
     let connection = tokio::spawn(connection);
     // A request that takes 1.5 s upstream, past the timeout: answered.
-    let body =
-        json!({ "query": "{ sessions(state: ACTIVE) { nodes { sessionId } } }" }).to_string();
-    let request = hyper::Request::post(format!("http://{}/graphql", app.addr))
-        .header("content-type", "application/json")
-        .header("authorization", ADMIN)
-        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-        .expect("request");
+    let request = active_sessions(app.addr);
     let started = Instant::now();
     let response = send.send_request(request).await.expect("answered");
     assert_eq!(response.version(), hyper::Version::HTTP_2);
@@ -422,15 +430,9 @@ async fn requests_in_flight_finish_on_shutdown() {
     let mut app = spawn_app_with(config, Settings::default()).await;
     let app_addr = app.addr;
     // A request that takes 600 ms upstream, on its own client...
-    let body =
-        json!({ "query": "{ sessions(state: ACTIVE) { nodes { sessionId } } }" }).to_string();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<hyper::body::Bytes>>();
-    let req = hyper::Request::post(format!("http://{app_addr}/graphql"))
-        .header("content-type", "application/json")
-        .header("authorization", ADMIN)
-        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-        .expect("request");
+    let req = active_sessions(app_addr);
     let in_flight = tokio::spawn(async move { client.request(req).await });
     // ...is in flight when the gateway is told to stop.
     tokio::time::sleep(Duration::from_millis(200)).await;
