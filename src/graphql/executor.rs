@@ -373,7 +373,7 @@ impl Executor {
     ) -> Executed {
         let mut first = request();
         let Some(parsed) = document else {
-            return Executed::schema(self.full.execute(first).await);
+            return Executed::schema(boxed(self.full.execute(first)).await);
         };
         let operation_name = first.operation_name.as_deref();
         let visible = |account: &crate::accounts::Account| caller.can_read(account);
@@ -381,7 +381,7 @@ impl Executor {
             self.cost
                 .estimate(&parsed.document, operation_name, &first.variables, &visible);
         if self.cost.check(&estimate).is_some() {
-            return Executed::schema(self.full.execute(first).await);
+            return Executed::schema(boxed(self.full.execute(first)).await);
         }
         // The operation's span, as the full schema's `Tracing` names it.
         let span = tracing::info_span!(target: "async_graphql::graphql", "request");
@@ -451,16 +451,12 @@ impl Executor {
         }
         let operation_name = first.operation_name.clone();
         first.set_parsed_query(parsed.document.clone());
-        let mut response = self
-            .fast
-            .execute(first.data(FastPath))
-            .instrument(span)
-            .await;
+        let mut response = boxed(self.fast.execute(first.data(FastPath)).instrument(span)).await;
         let request_error = response.data == Value::Null
             && !response.errors.is_empty()
             && response.errors.iter().all(|e| e.path.is_empty());
         if request_error {
-            return Executed::schema(self.full.execute(request()).await);
+            return Executed::schema(boxed(self.full.execute(request())).await);
         }
         // Validated: the compiled path may take this operation from now on.
         parsed.set_validated(operation_name.as_deref());
@@ -479,9 +475,19 @@ impl Executor {
             check = check.operation_name(name.as_str());
         }
         check.set_parsed_query(parsed.document.clone());
-        let response = self.validator.execute(check).await;
+        let response = boxed(self.validator.execute(check)).await;
         matches!(&*response.errors, [only] if only.message == VALIDATED)
     }
+}
+
+/// A schema's execution, on the heap: async-graphql's future takes
+/// kilobytes, and in place it would make every request's future that
+/// large, compiled ones and response-cache hits included, copied again at
+/// each of axum's layers.
+fn boxed<'a>(
+    execution: impl Future<Output = Response> + Send + 'a,
+) -> futures_util::future::BoxFuture<'a, Response> {
+    Box::pin(execution)
 }
 
 /// The error [`ValidateOnly`] ends a validated request with.

@@ -495,7 +495,11 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         variables: body.variables,
         extensions: body.extensions,
     };
-    execute(&state, parts, principal, media, started).await
+    // Boxed: in place, its few kilobytes of state would make this
+    // handler's future as large, and axum moves that future at each of its
+    // layers, every request (a tenth of a response-cache hit's
+    // instructions, in copies).
+    Box::pin(execute(&state, parts, principal, media, started)).await
 }
 
 /// The document a request runs (see [`PersistedQueries::resolve`]),
@@ -612,7 +616,8 @@ async fn graphql_get(
         variables,
         extensions,
     };
-    execute(&state, parts, principal, media, started).await
+    // Boxed, as in `graphql_post`.
+    Box::pin(execute(&state, parts, principal, media, started)).await
 }
 
 type JsonObject = serde_json::Map<String, serde_json::Value>;
