@@ -21,10 +21,11 @@
 //! long as its client liked, or send a request's headers as slowly. So
 //! [`Timed`] keeps the same timeout on HTTP/2 connections: one with
 //! no request in flight (from its start, or since its last response was
-//! sent in full) for that long is closed. Frames that do not complete a
-//! request (pings, settings, headers in dribs) do not count; a request in
-//! flight, however long it takes, does not run out ([`Tracked`] counts
-//! them).
+//! sent in full) for that long is closed, with a GOAWAY first (hyper's
+//! graceful shutdown; should that not close it within another timeout,
+//! at once). Frames that do not complete a request (pings, settings,
+//! headers in dribs) do not count; a request in flight, however long it
+//! takes, does not run out ([`Tracked`] counts them).
 //!
 //! On shutdown the listener closes at once, every connection is told to
 //! finish (in-flight requests complete; idle connections close), and the
@@ -49,6 +50,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -90,13 +92,22 @@ pub async fn serve(
         let builder = builder.clone();
         let stopping = stopping.clone();
         connections.spawn(async move {
+            let idle = Arc::clone(&activity);
             let stream = Timed::new(stream, header_read_timeout, activity);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
+            let ending = async {
+                tokio::select! {
+                    () = stopping.cancelled() => {}
+                    () = idle.expired.notified() => {}
+                }
+            };
             let result = tokio::select! {
                 result = connection.as_mut() => result,
-                () = stopping.cancelled() => {
-                    // Finish the request in flight, if any, then close.
+                () = ending => {
+                    // Stopping, or idle too long (HTTP/2): finish the
+                    // request in flight, if any, say so (HTTP/2: GOAWAY),
+                    // then close.
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
@@ -144,6 +155,9 @@ struct Activity {
     /// The connection's task, woken when the last request in flight ends
     /// so that its reader sets the timer again.
     reader: AtomicWaker,
+    /// Told by the reader once the connection has been idle for the
+    /// timeout: the accept loop then closes it gracefully.
+    expired: Notify,
 }
 
 impl Activity {
@@ -152,6 +166,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             reader: AtomicWaker::new(),
+            expired: Notify::new(),
         }
     }
 
@@ -259,6 +274,9 @@ struct Timed {
     /// awaited; then moved to `http2` if they are the HTTP/2 preface.
     activity: Option<Arc<Activity>>,
     http2: Option<Arc<Activity>>,
+    /// HTTP/2, once idle too long: how long the accept loop has to close
+    /// the connection gracefully.
+    grace: Option<Pin<Box<Sleep>>>,
 }
 
 impl Timed {
@@ -270,6 +288,7 @@ impl Timed {
             first: Vec::with_capacity(PREFACE.len()),
             http2: None,
             activity: Some(activity),
+            grace: None,
         }
     }
 
@@ -322,6 +341,13 @@ impl AsyncRead for Timed {
                 Poll::Pending
                     if idle_for_too_long(&mut this.deadline, this.timeout, activity, cx) =>
                 {
+                    // The accept loop sends GOAWAY and closes; a connection
+                    // still open a timeout later ends with an error.
+                    let grace = this.grace.get_or_insert_with(|| {
+                        activity.expired.notify_one();
+                        Box::pin(tokio::time::sleep(this.timeout))
+                    });
+                    ready!(grace.as_mut().poll(cx));
                     Poll::Ready(Err(timed_out()))
                 }
                 polled => polled,

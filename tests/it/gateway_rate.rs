@@ -277,6 +277,13 @@ async fn a_subscription_over_the_rate_gets_an_error_and_the_socket_stays_open() 
 
 /// Reads until the peer closes (or `within` passes): what it sent.
 async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    read_bytes_until_closed(stream, within)
+        .await
+        .map(|got| String::from_utf8_lossy(&got).into_owned())
+}
+
+/// [`read_until_closed`], as bytes.
+async fn read_bytes_until_closed(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(within, async {
@@ -288,9 +295,22 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<S
         }
     })
     .await;
-    read.ok()
-        .map(|()| String::from_utf8_lossy(&got).into_owned())
+    read.ok().map(|()| got)
 }
+
+/// The types of the whole HTTP/2 frames in `bytes`, in order.
+fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
+}
+
+/// HTTP/2's GOAWAY frame type.
+const GOAWAY: u8 = 0x7;
 
 #[tokio::test]
 async fn a_client_that_stalls_in_its_headers_is_cut_off_and_others_are_served() {
@@ -375,6 +395,10 @@ async fn an_idle_http2_connection_is_closed_and_a_slow_request_on_one_is_not() {
         .await
         .expect("write");
     let silent_since = Instant::now();
+    let silent = tokio::spawn(async move {
+        let got = read_bytes_until_closed(&mut silent, Duration::from_secs(6)).await;
+        (got, silent_since.elapsed())
+    });
 
     // A client speaking HTTP/2 with prior knowledge.
     let io = hyper_util::rt::TokioIo::new(TcpStream::connect(app.addr).await.expect("connect"));
@@ -405,19 +429,25 @@ async fn an_idle_http2_connection_is_closed_and_a_slow_request_on_one_is_not() {
     let idle = answered.elapsed();
     eprintln!("idle HTTP/2 connection closed after {idle:?}: {closed:?}");
     assert!(idle >= Duration::from_millis(500), "{idle:?}");
+    // Gracefully: a GOAWAY, then the end of the connection.
+    assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
     assert!(
         send.send_request(hyper::Request::new(http_body_util::Full::default()))
             .await
             .is_err()
     );
 
+    let (got, silent_for) = silent.await.expect("joins");
+    let got = got.expect("closed within 6 s");
+    // A GOAWAY, then a PING this client leaves unanswered (hyper's
+    // graceful shutdown waits for its answer): closed a timeout later.
+    let types = frame_types(&got);
+    eprintln!("silent HTTP/2 connection: frames {types:?}, closed after {silent_for:?}");
+    assert!(types.contains(&GOAWAY), "frames {types:?}");
     assert!(
-        read_until_closed(&mut silent, Duration::from_secs(4))
-            .await
-            .is_some()
+        silent_for >= Duration::from_millis(1500) && silent_for < Duration::from_secs(4),
+        "{silent_for:?}"
     );
-    let silent_for = silent_since.elapsed();
-    assert!(silent_for >= Duration::from_millis(500), "{silent_for:?}");
 }
 
 #[tokio::test]
