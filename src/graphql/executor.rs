@@ -415,10 +415,12 @@ impl Executor {
                         plan
                     }
                     None => {
+                        let plan = Arc::new(Plan::new(&parsed.document, operation, variables)?);
+                        // Counted once collected: an operation the compiled
+                        // path declines has no plan to miss.
                         self.documents
                             .metrics
                             .cache(CacheKind::Plan, CacheEvent::Miss, 1);
-                        let plan = Arc::new(Plan::new(&parsed.document, operation, variables)?);
                         parsed.keep_plan(operation_name, &plan);
                         plan
                     }

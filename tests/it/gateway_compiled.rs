@@ -594,6 +594,38 @@ async fn errors_and_declined_requests_are_the_schemas() {
 }
 
 #[tokio::test]
+async fn plans_are_counted_when_collected_and_kept_not_when_declined() {
+    let app = app(|_| {}).await;
+    // Declined every time (`managedNode` is not compiled), three documents:
+    // no plan.
+    let declined =
+        "{ sessions(state: HISTORY, first: 3) { nodes { sessionId managedNode { instanceId } } } }";
+    for _ in 0..3 {
+        same(&app, declined, &json!({})).await;
+    }
+    assert_eq!(compiled_count(&app.compiled, "declined").await, 3);
+    assert_eq!(
+        (
+            plans(&app.compiled, "miss").await,
+            plans(&app.compiled, "hit").await
+        ),
+        (0, 0)
+    );
+    // Compiled: collected once, then kept.
+    let (_, seen) = same(&app, PAGE, &json!({ "first": 2 })).await;
+    same_again(&app, &seen, &json!({ "first": 3 })).await;
+    same_again(&app, &seen, &json!({ "first": 4 })).await;
+    assert_eq!(compiled_count(&app.compiled, "answered").await, 3);
+    assert_eq!(
+        (
+            plans(&app.compiled, "miss").await,
+            plans(&app.compiled, "hit").await
+        ),
+        (1, 2)
+    );
+}
+
+#[tokio::test]
 async fn variables_a_validated_document_refuses_are_still_refused() {
     // Validation depends on variables too: an input object with a field it
     // does not have, or a value of the wrong type, is refused however
