@@ -265,18 +265,26 @@ where
 struct Timed {
     stream: TcpStream,
     timeout: Duration,
+    phase: Phase,
     /// The first bytes' deadline, `None` once they are in; then the idle
     /// timer's (HTTP/2), `None` while a request is in flight.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// The first bytes, up to the preface's length.
-    first: Vec<u8>,
-    /// The connection's requests in flight while the first bytes are
-    /// awaited; then moved to `http2` if they are the HTTP/2 preface.
-    activity: Option<Arc<Activity>>,
-    http2: Option<Arc<Activity>>,
     /// HTTP/2, once idle too long: how long the accept loop has to close
     /// the connection gracefully.
     grace: Option<Pin<Box<Sleep>>>,
+}
+
+/// What a [`Timed`] connection has shown of its protocol.
+enum Phase {
+    /// The first `seen` bytes are in, fewer than the preface; `preface`:
+    /// they are the preface's so far.
+    Sniffing {
+        seen: usize,
+        preface: bool,
+        activity: Arc<Activity>,
+    },
+    Http1,
+    Http2(Arc<Activity>),
 }
 
 impl Timed {
@@ -284,27 +292,36 @@ impl Timed {
         Self {
             stream,
             timeout,
+            phase: Phase::Sniffing {
+                seen: 0,
+                preface: true,
+                activity,
+            },
             deadline: Some(Box::pin(tokio::time::sleep_until(Instant::now() + timeout))),
-            first: Vec::with_capacity(PREFACE.len()),
-            http2: None,
-            activity: Some(activity),
             grace: None,
         }
     }
 
     /// Notes bytes just read; once there are enough, tells the protocol.
     fn sniff(&mut self, read: &[u8]) {
-        let missing = PREFACE.len() - self.first.len();
-        self.first
-            .extend_from_slice(&read[..read.len().min(missing)]);
-        if self.first.len() == PREFACE.len() {
-            self.deadline = None;
-            let activity = self.activity.take();
-            if self.first == PREFACE {
-                self.http2 = activity;
-            }
-            self.first = Vec::new();
+        let Phase::Sniffing { seen, preface, .. } = &mut self.phase else {
+            return;
+        };
+        let taken = read.len().min(PREFACE.len() - *seen);
+        *preface &= read[..taken] == PREFACE[*seen..*seen + taken];
+        *seen += taken;
+        if *seen < PREFACE.len() {
+            return;
         }
+        self.deadline = None;
+        self.phase = match std::mem::replace(&mut self.phase, Phase::Http1) {
+            Phase::Sniffing {
+                preface: true,
+                activity,
+                ..
+            } => Phase::Http2(activity),
+            _ => Phase::Http1,
+        };
     }
 }
 
@@ -336,7 +353,7 @@ impl AsyncRead for Timed {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        if let Some(activity) = &this.http2 {
+        if let Phase::Http2(activity) = &this.phase {
             return match Pin::new(&mut this.stream).poll_read(cx, buf) {
                 Poll::Pending
                     if idle_for_too_long(&mut this.deadline, this.timeout, activity, cx) =>
@@ -355,9 +372,7 @@ impl AsyncRead for Timed {
         }
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                if this.activity.is_some() {
-                    this.sniff(&buf.filled()[before..]);
-                }
+                this.sniff(&buf.filled()[before..]);
                 Poll::Ready(result)
             }
             Poll::Pending => match &mut this.deadline {
