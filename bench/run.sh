@@ -3,8 +3,8 @@
 # loopback HTTP, and writes the figures to BENCHMARKS.md (machine, command,
 # results, all from this one run).
 #
-#   bench/run.sh                  # full run, about 4 minutes after the build
-#   BENCH_SECS=5 POLL_SECS=20 CALLGRIND_REQS=100 bench/run.sh   # a quicker look
+#   bench/run.sh                  # full run, about 9 minutes after the build
+#   BENCH_SECS=5 ROUNDS=1 POLL_SECS=20 CALLGRIND_REQS=100 bench/run.sh   # a quicker look
 #   SKIP_CALLGRIND=1 bench/run.sh # wrk rows only
 #   BENCH_BIN=path/to/ssm-session-gateway bench/run.sh   # another build, not rebuilt
 #   ONLY_CALLGRIND=1 bench/run.sh # instructions per request only (quiet machine not needed)
@@ -20,7 +20,8 @@
 #    with one document, and the same through automatic persisted queries.
 #    Then two yardsticks: the prebuilt bytes after 50 and 100 us of busy CPU
 #    (`/_bench/spin/{us}`), the rates wrk on the same cores leaves routes
-#    that cost that much.
+#    that cost that much. Every row runs once in each of ROUNDS rounds, and
+#    each ratio to prebuilt is taken within its round.
 # 2. Instructions per request of the same rows, under valgrind's callgrind,
 #    for CALLGRIND_REQS requests each from a one-connection client
 #    (bench/client.py), so the figure is repeatable where wall-clock rates
@@ -33,7 +34,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BENCH_SECS=${BENCH_SECS:-10}       # each throughput row
+BENCH_SECS=${BENCH_SECS:-10}       # each throughput row, each round
+ROUNDS=${ROUNDS:-3}                # throughput rounds, every row once in each
 POLL_SECS=${POLL_SECS:-60}         # the 100-client polling run
 LATENCY_MS=${LATENCY_MS:-50}       # added upstream latency (part 3)
 CALLGRIND_REQS=${CALLGRIND_REQS:-200}
@@ -134,6 +136,11 @@ warm() {
 # variable `n` the document does not use, new each time, so that a cursor's
 # second turn is not a hit either (the gateway does the same work as for an
 # unseen cursor; the callgrind rows use each cursor once, with no `n`).
+# Each miss request is built once, split at a 10-digit counter, and each
+# request is then two concatenations: formatting every body and its headers
+# in Lua cost wrk about 2 µs more a request (against the prebuilt route),
+# CPU taken from the gateway's cores that the static rows (prebuilt, hit,
+# yardsticks) do not spend. Some remains: wrk's CPU column shows it.
 lua_common() { # method
   cat <<LUA
 wrk.method = "POST"
@@ -143,31 +150,49 @@ local threads, id = {}, 0
 function setup(thread) id = id + 1; thread:set("tid", id) end
 LUA
 }
+# What a miss row's script adds: its requests come from its build(), a list
+# of requests each split at its counter, taken in turn.
+lua_counted() {
+  cat <<'LUA'
+-- The request for body, split where "##########" holds the counter.
+local function split(body)
+  local req = wrk.format(nil, nil, nil, body)
+  local at = req:find("##########", 1, true)
+  return { req:sub(1, at - 1), req:sub(at + 10) }
+end
+local parts, n, i
+function request()
+  if not parts then parts, n, i = build(), 0, 0 end
+  n = n + 1
+  i = i % #parts + 1
+  return parts[i][1] .. string.format("%010d", n) .. parts[i][2]
+end
+LUA
+}
 write_lua() {
   { lua_common; echo "wrk.body = [[$BODY]]"; } >"$WORK/same.lua"
-  { lua_common; cat <<LUA
-local n = 0
+  { lua_common; lua_counted; cat <<LUA
 local sel = [[$SELECTION]]
-function request()
-  n = n + 1
-  return wrk.format(nil, nil, nil, string.format('{"query":"{ t%s_%d: sessions(state: HISTORY, first: 50) { %s } }"}', tid, n, sel))
+function build()
+  return { split(string.format('{"query":"{ t%s_##########: sessions(state: HISTORY, first: 50) { %s } }"}', tid, sel)) }
 end
 LUA
   } >"$WORK/doc-miss.lua"
   for row in cursor-miss apq-miss; do
-    { lua_common; cat <<LUA
-local cursors, n, i = {}, 0, 0
-for line in io.lines("$WORK/cursors.txt") do cursors[#cursors + 1] = line end
+    { lua_common; lua_counted; cat <<LUA
 local query = [[$PAGE_QUERY]]
 local hash = "$PAGE_HASH"
-function request()
-  n = n + 1
-  i = i % #cursors + 1
-  local vars = string.format('"variables":{"after":"%s","n":"%s_%d"}', cursors[i], tid, n)
-  if "$row" == "apq-miss" then
-    return wrk.format(nil, nil, nil, string.format('{%s,"extensions":{"persistedQuery":{"version":1,"sha256Hash":"%s"}}}', vars, hash))
+function build()
+  local built = {}
+  for cursor in io.lines("$WORK/cursors.txt") do
+    local vars = string.format('"variables":{"after":"%s","n":"%s_##########"}', cursor, tid)
+    if "$row" == "apq-miss" then
+      built[#built + 1] = split(string.format('{%s,"extensions":{"persistedQuery":{"version":1,"sha256Hash":"%s"}}}', vars, hash))
+    else
+      built[#built + 1] = split(string.format('{"query":"%s",%s}', query, vars))
+    end
   end
-  return wrk.format(nil, nil, nil, string.format('{"query":"%s",%s}', query, vars))
+  return built
 end
 LUA
     } >"$WORK/$row.lua"
@@ -178,21 +203,27 @@ LUA
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
-run_wrk() { # url connections seconds script -> "rps p50 p99 cpu_us_per_request"
-  local before after
+# -> "rps p50 p99 cpu_us_per_request wrk_cpu_us_per_request"
+run_wrk() { # url connections seconds script
+  local before after TIMEFORMAT='%U %S'
   before=$(cpu_ticks)
-  wrk -t2 -c"$2" -d"$3"s --latency -s "$4" "$1" >"$WORK/wrk.txt"
+  # wrk's own CPU (bash's time keyword): what the client takes from the cores.
+  { time wrk -t2 -c"$2" -d"$3"s --latency -s "$4" "$1" >"$WORK/wrk.txt" 2>"$WORK/wrk.err"; } 2>"$WORK/wrk.time" ||
+    { echo "error: wrk failed on $4:" >&2; cat "$WORK/wrk.err" >&2; exit 1; }
+  [ -s "$WORK/wrk.err" ] && { echo "wrk on $4 said:" >&2; cat "$WORK/wrk.err" >&2; }
   after=$(cpu_ticks)
-  local rps p50 p99 cpu
+  local rps p50 p99 cpu wrk_cpu n
+  n=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.txt")
-  cpu=$(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")" \
+  cpu=$(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$n" \
     'BEGIN { if (n > 0) printf "%.0f", t * us / n; else print "-" }')
+  wrk_cpu=$(awk -v n="$n" '{ if (n > 0) printf "%.0f", ($1 + $2) * 1e6 / n; else print "-" }' "$WORK/wrk.time")
   p50=$(awk '$1=="50%" {print $2}' "$WORK/wrk.txt")
   p99=$(awk '$1=="99%" {print $2}' "$WORK/wrk.txt")
   if grep -q 'Non-2xx' "$WORK/wrk.txt"; then
     echo "warning: $(grep 'Non-2xx' "$WORK/wrk.txt" | xargs) in $4" >&2
   fi
-  echo "$rps $p50 $p99 $cpu"
+  echo "$rps $p50 $p99 $cpu $wrk_cpu"
 }
 
 # Registers the paging document under its hash (automatic persisted queries).
@@ -218,24 +249,51 @@ declare -A NAME=(
   [spin-50]="yardstick: \`/_bench/spin/50\`, the same bytes after 50 µs of busy CPU"
   [spin-100]="yardstick: \`/_bench/spin/100\`, the same bytes after 100 µs of busy CPU"
 )
-declare -A RPS P50 P99 CPU IR
+declare -A RPS P50 P99 CPU WRK_CPU IR RATIO SPREAD
+# The median of its arguments (numbers), as given when there is one.
+median_of() {
+  printf '%s\n' "$@" | sort -g |
+    awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
 
 if [ -z "${ONLY_CALLGRIND:-}" ]; then
-echo "== 1. throughput: wrk, 2 threads, 32 connections, ${BENCH_SECS}s per row, no upstream latency"
+echo "== 1. throughput: wrk, 2 threads, 32 connections, ${BENCH_SECS}s per row, $ROUNDS rounds, no upstream latency"
 start_demo throughput 30 -- --bench-routes
 warm
 $CLIENT cursors "http://$GW" "$KEY" 500 "$WORK/cursors.txt"
 write_lua
 register_apq
+# Every row once a round, prebuilt first: each row's ratio is taken to the
+# prebuilt rate of its own round, so that the machine speeding up or slowing
+# down between rows (it does, by a fifth, on shared cores) moves both sides.
+declare -A R_RPS R_P50 R_P99 R_CPU R_WRK
+for round in $(seq "$ROUNDS"); do
+  for row in "${ROWS[@]}"; do
+    case $row in
+      prebuilt) url="http://$GW/_bench/prebuilt" script="$WORK/same.lua" ;;
+      spin-*) url="http://$GW/_bench/spin/${row#spin-}" script="$WORK/same.lua" ;;
+      hit) url="http://$GW/graphql" script="$WORK/same.lua" ;;
+      *) url="http://$GW/graphql" script="$WORK/$row.lua" ;;
+    esac
+    k="$row,$round"
+    read -r R_RPS[$k] R_P50[$k] R_P99[$k] R_CPU[$k] R_WRK[$k] < <(run_wrk "$url" 32 "$BENCH_SECS" "$script")
+    echo "   round $round, $row: ${R_RPS[$k]} req/s, ${R_CPU[$k]} us of gateway CPU and ${R_WRK[$k]} us of wrk's per request"
+  done
+done
+# Each figure: the median over the rounds; the ratio's spread: its lowest and
+# highest round.
 for row in "${ROWS[@]}"; do
-  case $row in
-    prebuilt) url="http://$GW/_bench/prebuilt" script="$WORK/same.lua" ;;
-    spin-*) url="http://$GW/_bench/spin/${row#spin-}" script="$WORK/same.lua" ;;
-    hit) url="http://$GW/graphql" script="$WORK/same.lua" ;;
-    *) url="http://$GW/graphql" script="$WORK/$row.lua" ;;
-  esac
-  read -r RPS[$row] P50[$row] P99[$row] CPU[$row] < <(run_wrk "$url" 32 "$BENCH_SECS" "$script")
-  echo "   $row: ${RPS[$row]} req/s, ${CPU[$row]} us of gateway CPU per request"
+  rps=() p50=() p99=() cpu=() wrk_cpu=() ratios=()
+  for round in $(seq "$ROUNDS"); do
+    k="$row,$round"
+    rps+=("${R_RPS[$k]}") p50+=("${R_P50[$k]}") p99+=("${R_P99[$k]}") cpu+=("${R_CPU[$k]}") wrk_cpu+=("${R_WRK[$k]}")
+    ratios+=("$(awk -v g="${R_RPS[$k]}" -v s="${R_RPS[prebuilt,$round]:-0}" 'BEGIN { if (s > 0) printf "%.3f", g / s; else print "-" }')")
+  done
+  RPS[$row]=$(median_of "${rps[@]}") P50[$row]=$(median_of "${p50[@]}") P99[$row]=$(median_of "${p99[@]}")
+  CPU[$row]=$(median_of "${cpu[@]}") WRK_CPU[$row]=$(median_of "${wrk_cpu[@]}")
+  RATIO[$row]=$(median_of "${ratios[@]}")
+  SPREAD[$row]=$(printf '%s\n' "${ratios[@]}" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f-%.2f", lo, hi}')
+  echo "   $row: median ${RPS[$row]} req/s, ratio ${RATIO[$row]} (rounds ${SPREAD[$row]})"
 done
 THROUGHPUT_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 stop_demo
@@ -302,7 +360,7 @@ echo "== 100 clients polling one Active view for ${POLL_SECS}s"
 POLL_BODY='{"query":"{ sessions(state: ACTIVE, first: 20) { nodes { sessionId status } pageInfo { hasNextPage } } }"}'
 { lua_common; echo "wrk.body = [[$POLL_BODY]]"; } >"$WORK/poll.lua"
 BEFORE=$(curl -sf "http://$EMU/_emulator/stats")
-read -r P_RPS _ _ _ < <(run_wrk "http://$GW/graphql" 100 "$POLL_SECS" "$WORK/poll.lua")
+read -r P_RPS _ < <(run_wrk "http://$GW/graphql" 100 "$POLL_SECS" "$WORK/poll.lua")
 AFTER=$(curl -sf "http://$EMU/_emulator/stats")
 CALLS=$(python3 -c '
 import json, sys
@@ -320,7 +378,6 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
-ratio() { awk -v g="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f", g / s; else print "-" }'; }
 # bench/replicas.sh writes its own section: keep it.
 REPLICAS=$( [ -f "$OUT" ] && awk '/^## Several replicas/ {keep = 1} keep' "$OUT" || true)
 {
@@ -331,28 +388,31 @@ REPLICAS=$( [ -f "$OUT" ] && awk '/^## Several replicas/ {keep = 1} keep' "$OUT"
   echo
   echo "- Date: $(date -u +%Y-%m-%d)"
   echo "- Machine: $(nproc) cores ($CPU), $MEM"
-  echo "- Command: \`BENCH_SECS=$BENCH_SECS POLL_SECS=$POLL_SECS LATENCY_MS=$LATENCY_MS CALLGRIND_REQS=$CALLGRIND_REQS bench/run.sh\`"
+  echo "- Command: \`BENCH_SECS=$BENCH_SECS ROUNDS=$ROUNDS POLL_SECS=$POLL_SECS LATENCY_MS=$LATENCY_MS CALLGRIND_REQS=$CALLGRIND_REQS bench/run.sh\`"
   echo "- Demo: 3 accounts × 2 regions, default cache settings"
   echo
   echo "## A page of sessions: hits and misses (${BYTES} bytes)"
   echo
   echo "\`sessions(state: HISTORY, first: 50)\` with every scalar field, the page cache warm, no"
   echo "upstream latency. req/s: wrk, 2 threads, 32 connections, ${BENCH_SECS} s per row, on the same"
-  echo "2 cores as the gateway. Instructions per request: callgrind over the whole process,"
+  echo "2 cores as the gateway, in $ROUNDS rounds of every row (prebuilt first): each figure is the"
+  echo "median over the rounds, and each ratio the median of the rounds' ratios to their own"
+  echo "prebuilt rate, with the lowest and highest round's in brackets. Instructions per request: callgrind over the whole process,"
   echo "${CALLGRIND_REQS} requests per row from one keep-alive connection (\`bench/client.py\`);"
   echo "each miss there uses a cursor no request used before. The wrk cursor rows take"
   echo "cursors in turn from all the demo's History edges (500) and add an unused variable"
   echo "that changes per request, so a cursor's second turn misses too."
   echo "Gateway CPU per request: the demo process's user and system time over the"
   echo "row (\`/proc/<pid>/stat\`) divided by the requests wrk completed: steadier than"
-  echo "req/s on shared cores, as it leaves out what wrk itself spends."
+  echo "req/s on shared cores, as it leaves out what wrk itself spends; wrk CPU per request is"
+  echo "what wrk spent (its user and system time), taken from the same two cores."
   echo "The yardstick rows are plain axum routes that spin before answering the prebuilt"
   echo "bytes: the ratio wrk, on the same 2 cores, leaves a route that costs that much CPU."
   echo
-  echo "| row | req/s | ratio to prebuilt | p50 | p99 | gateway CPU / request | instructions / request |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "| row | req/s | ratio to prebuilt | p50 | p99 | gateway CPU / request | wrk CPU / request | instructions / request |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
   for row in "${ROWS[@]}"; do
-    echo "| ${NAME[$row]} | ${RPS[$row]} | $(ratio "${RPS[$row]}" "${RPS[prebuilt]}") | ${P50[$row]} | ${P99[$row]} | ${CPU[$row]:--} µs | ${IR[$row]:--} |"
+    echo "| ${NAME[$row]} | ${RPS[$row]} | $(awk -v r="${RATIO[$row]}" 'BEGIN { printf "%.2f", r }') (${SPREAD[$row]}) | ${P50[$row]} | ${P99[$row]} | ${CPU[$row]:--} µs | ${WRK_CPU[$row]:--} µs | ${IR[$row]:--} |"
   done
   echo
   echo "## Cold vs warm, ${LATENCY_MS} ms upstream latency"
