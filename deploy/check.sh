@@ -129,6 +129,9 @@ for doc in yaml.safe_load_all(open(f"{out}/rendered.yaml")):
                     + int(env["SSM_GATEWAY_SHUTDOWN_GRACE_SECS"]))
         grace = pod["terminationGracePeriodSeconds"]
         assert grace > sequence, f"terminationGracePeriodSeconds {grace} <= preStop + delay + grace {sequence}"
+        # all-features turns every optional setting on.
+        require_id = env.get("SSM_GATEWAY_PERSISTED_QUERIES__REQUIRE_ID")
+        assert require_id == ("true" if out.rstrip("/").rsplit("/", 1)[-1].startswith("all-features") else None), require_id
         print(f"shutdown: preStop + delay + grace = {sequence} s < terminationGracePeriodSeconds {grace} s")
 with open(f"{out}/core.yaml", "w") as f:
     yaml.safe_dump_all(core, f)

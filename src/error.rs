@@ -69,6 +69,9 @@ pub mod code {
     /// An operation that is not on the safelist (`persisted_queries.safelist`),
     /// sent as a document or as a hash.
     pub const OPERATION_NOT_IN_SAFELIST: &str = "OPERATION_NOT_IN_SAFELIST";
+    /// Safelist mode with `persisted_queries.require_id`: the request sent a
+    /// document; operations run by their hash alone (Apollo's code).
+    pub const PERSISTED_QUERY_ID_REQUIRED: &str = "PERSISTED_QUERY_ID_REQUIRED";
     /// The caller is over its request rate (`[rate_limits]`): HTTP 429 with
     /// `Retry-After`, or an error on the subscription it tried to start.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
@@ -106,6 +109,7 @@ pub mod code {
         PERSISTED_QUERY_HASH_MISMATCH,
         PERSISTED_QUERY_NOT_SUPPORTED,
         OPERATION_NOT_IN_SAFELIST,
+        PERSISTED_QUERY_ID_REQUIRED,
         BAD_REQUEST,
         NOT_ACCEPTABLE,
         UNSUPPORTED_MEDIA_TYPE,

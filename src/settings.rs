@@ -217,6 +217,12 @@ pub struct PersistedQuerySettings {
     /// malformed file stops the gateway. Default none (any valid document
     /// runs). Env `SSM_GATEWAY_PERSISTED_QUERIES__SAFELIST`.
     pub safelist: Option<PathBuf>,
+    /// Safelist mode only: operations run by hash alone. A request that
+    /// sends a document (`query`, or a subscription's text), listed or
+    /// not, is refused with `PERSISTED_QUERY_ID_REQUIRED`, so no caller's
+    /// text is ever parsed. Default false. Env
+    /// `SSM_GATEWAY_PERSISTED_QUERIES__REQUIRE_ID`.
+    pub require_id: bool,
 }
 
 impl Default for PersistedQuerySettings {
@@ -225,6 +231,7 @@ impl Default for PersistedQuerySettings {
             enabled: true,
             max_bytes: 4 * 1024 * 1024,
             safelist: None,
+            require_id: false,
         }
     }
 }
@@ -247,6 +254,13 @@ impl PersistedQuerySettings {
             return Err(SettingsError::new(
                 "persisted_queries.safelist",
                 "needs persisted_queries.enabled = true (the safelist's operations are run by hash)",
+            ));
+        }
+        if self.require_id && self.safelist.is_none() {
+            return Err(SettingsError::new(
+                "persisted_queries.require_id",
+                "needs persisted_queries.safelist (only a safelist's operations have ids \
+                 known before their first request)",
             ));
         }
         Ok(())
@@ -916,6 +930,7 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("persisted_queries.enabled", EnvKind::Scalar),
     ("persisted_queries.max_bytes", EnvKind::Scalar),
     ("persisted_queries.safelist", EnvKind::String),
+    ("persisted_queries.require_id", EnvKind::Scalar),
     ("redis.url", EnvKind::String),
     ("redis.key_prefix", EnvKind::String),
     ("redis.command_timeout_ms", EnvKind::Scalar),
@@ -1820,6 +1835,26 @@ mod tests {
         let e = Settings::from_sources(None, text, Vec::<(&str, &str)>::new())
             .expect_err("safelist without persisted queries");
         assert_eq!(e.key, "persisted_queries.safelist", "{e}");
+    }
+
+    #[test]
+    fn require_id_needs_a_safelist() {
+        let settings = Settings::from_sources(
+            None,
+            "[persisted_queries]\nsafelist = \"/etc/ops.json\"\n",
+            [("SSM_GATEWAY_PERSISTED_QUERIES__REQUIRE_ID", "true")],
+        )
+        .expect("valid");
+        assert!(settings.persisted_queries.require_id);
+        assert!(!Settings::default().persisted_queries.require_id);
+        let e = Settings::from_sources(
+            None,
+            "[persisted_queries]\nrequire_id = true\n",
+            Vec::<(&str, &str)>::new(),
+        )
+        .expect_err("require_id without a safelist");
+        assert_eq!(e.key, "persisted_queries.require_id", "{e}");
+        assert!(e.reason.contains("persisted_queries.safelist"), "{e}");
     }
 
     #[test]

@@ -410,7 +410,8 @@ const PRIVATE: &str = "private, no-store";
 /// 200, as Apollo's router answers it (Apollo Client stops using persisted
 /// queries on a 400), with no `data` under `application/graphql-response+json`;
 /// not supported is a request error (400 there, 200 under
-/// `application/json`); a wrong hash or a malformed extension is 400.
+/// `application/json`); a wrong hash, a malformed extension, an operation
+/// off the safelist or a document where an id is required is 400.
 fn persisted_query_error(e: &PersistedQueryError, media: MediaType) -> Response {
     let status = match e {
         PersistedQueryError::NotFound => StatusCode::OK,

@@ -19,9 +19,12 @@
 //! **Safelist mode** (`persisted_queries.safelist`): the operations of an
 //! Apollo persisted query manifest ([`Safelist`]) are the only ones that
 //! run. A request names one by hash, or sends its text exactly; anything
-//! else is `OPERATION_NOT_IN_SAFELIST`, and nothing is registered. For
-//! service-to-service deployments, where the callers' operations are known
-//! when they are built.
+//! else is `OPERATION_NOT_IN_SAFELIST`, and nothing is registered. With
+//! `persisted_queries.require_id`, a request must name its operation by
+//! hash: one that sends a text, listed or not, is
+//! `PERSISTED_QUERY_ID_REQUIRED` (Apollo's code), so no caller's text is
+//! parsed at all. For service-to-service deployments, where the callers'
+//! operations are known when they are built.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -168,6 +171,8 @@ const VERSION: u64 = 1;
 #[derive(Debug)]
 pub struct Safelist {
     operations: HashMap<DocumentHash, Arc<str>>,
+    /// Operations run by hash alone (`persisted_queries.require_id`).
+    require_id: bool,
 }
 
 /// The manifest format Apollo's tooling writes
@@ -220,17 +225,16 @@ impl Safelist {
             }
             operations.insert(hash, Arc::from(operation.body));
         }
-        Ok(Self { operations })
-    }
-
-    /// Whether `document` is on the list, exactly as sent.
-    pub fn allows(&self, document: &str) -> bool {
-        self.operations.contains_key(&DocumentHash::of(document))
+        Ok(Self {
+            operations,
+            require_id: false,
+        })
     }
 
     /// The document a request runs in safelist mode: its `query` when that
     /// is listed (and is what its hash names, when it sends one); else the
-    /// listed document its hash names.
+    /// listed document its hash names. With `require_id`, a request that
+    /// sends a `query` is refused whatever it is.
     fn resolve(
         &self,
         query: Option<String>,
@@ -238,6 +242,7 @@ impl Safelist {
     ) -> Result<Option<String>, PersistedQueryError> {
         let hash = persisted.map(parse).transpose()?;
         match (query.filter(|q| !q.is_empty()), hash) {
+            (Some(_), _) if self.require_id => Err(PersistedQueryError::IdRequired),
             (Some(query), hash) => {
                 let own = DocumentHash::of(&query);
                 if hash.is_some_and(|hash| hash != own) {
@@ -279,6 +284,8 @@ pub enum PersistedQueryError {
     Malformed(String),
     /// Safelist mode, and the operation is not on the list.
     NotInSafelist,
+    /// Safelist mode with `require_id`, and the request sent a document.
+    IdRequired,
 }
 
 impl PersistedQueryError {
@@ -290,11 +297,12 @@ impl PersistedQueryError {
             Self::NotSupported(_) => code::PERSISTED_QUERY_NOT_SUPPORTED,
             Self::Malformed(_) => code::BAD_REQUEST,
             Self::NotInSafelist => code::OPERATION_NOT_IN_SAFELIST,
+            Self::IdRequired => code::PERSISTED_QUERY_ID_REQUIRED,
         }
     }
 
-    /// The message. The first two are Apollo's own words, which its
-    /// clients look for.
+    /// The message. The first two and `IdRequired`'s are Apollo's own
+    /// words, which its clients look for.
     pub fn message(&self) -> String {
         match self {
             Self::NotFound => "PersistedQueryNotFound".to_owned(),
@@ -306,6 +314,10 @@ impl PersistedQueryError {
                  or their exact text"
                     .to_owned()
             }
+            Self::IdRequired => "This endpoint does not allow freeform GraphQL requests; \
+                                 operations must be sent by ID in the persisted queries \
+                                 GraphQL extension."
+                .to_owned(),
         }
     }
 }
@@ -316,7 +328,10 @@ impl PersistedQueries {
     /// The safelist is read here: a missing or malformed one is an error.
     pub fn new(settings: &PersistedQuerySettings, shared: Option<&Shared>) -> anyhow::Result<Self> {
         let safelist = match &settings.safelist {
-            Some(path) => Some(Arc::new(Safelist::load(path)?)),
+            Some(path) => Some(Arc::new(Safelist {
+                require_id: settings.require_id,
+                ..Safelist::load(path)?
+            })),
             None => None,
         };
         if !settings.enabled {
@@ -334,14 +349,6 @@ impl PersistedQueries {
             store: Some(store),
             safelist,
         })
-    }
-
-    /// Whether `document` may run: always, unless a safelist is set and
-    /// does not list it. (WebSocket subscriptions ask this.)
-    pub fn allows(&self, document: &str) -> bool {
-        self.safelist
-            .as_ref()
-            .is_none_or(|list| list.allows(document))
     }
 
     /// The document a request runs: `query` itself when the request has no
@@ -542,9 +549,10 @@ mod tests {
     fn a_safelist_is_an_apollo_manifest_with_sha256_ids() {
         let doc = "{ accounts { id } }";
         let list = Safelist::parse(&manifest(&[(&hex(doc), doc)])).unwrap();
-        assert!(list.allows(doc));
-        assert!(!list.allows("{ accounts { alias } }"));
-        assert!(!list.allows("{ accounts { id } } "), "the exact text only");
+        let allows = |text: &str| list.resolve(Some(text.to_owned()), None).is_ok();
+        assert!(allows(doc));
+        assert!(!allows("{ accounts { alias } }"));
+        assert!(!allows("{ accounts { id } } "), "the exact text only");
         // Upper-case hex ids are the same hashes.
         assert!(Safelist::parse(&manifest(&[(&hex(doc).to_uppercase(), doc)])).is_ok());
         for (bad, why) in [
@@ -614,8 +622,11 @@ mod tests {
             Err(PersistedQueryError::HashMismatch)
         );
         assert_eq!(apq.resolve(None, None).await, Ok(None));
-        assert!(apq.allows(doc) && !apq.allows(other));
-        assert!(enabled().allows(other), "no safelist: anything");
+        assert_eq!(
+            enabled().resolve(Some(other.to_owned()), None).await,
+            Ok(Some(other.to_owned())),
+            "no safelist: anything"
+        );
         // A missing file stops the gateway.
         let missing = PersistedQueries::new(
             &PersistedQuerySettings {
@@ -625,6 +636,59 @@ mod tests {
             None,
         );
         assert!(format!("{:#}", missing.err().unwrap()).contains("cannot read the safelist"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn require_id_runs_listed_operations_by_hash_alone() {
+        let doc = "{ accounts { id } }";
+        let other = "{ accounts { alias } }";
+        let dir = std::env::temp_dir().join(format!("require-id-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("manifest.json");
+        std::fs::write(&path, manifest(&[(&hex(doc), doc)])).unwrap();
+        let apq = PersistedQueries::new(
+            &PersistedQuerySettings {
+                safelist: Some(path),
+                require_id: true,
+                ..PersistedQuerySettings::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            apq.resolve(None, Some(&persisted(&hex(doc)))).await,
+            Ok(Some(doc.to_owned()))
+        );
+        // A text is refused, listed or not, with its hash or without.
+        for (query, hash) in [
+            (doc, None),
+            (doc, Some(doc)),
+            (other, None),
+            (other, Some(other)),
+        ] {
+            let extensions = hash.map(|h| persisted(&hex(h)));
+            assert_eq!(
+                apq.resolve(Some(query.to_owned()), extensions.as_ref())
+                    .await,
+                Err(PersistedQueryError::IdRequired),
+                "{query} {hash:?}"
+            );
+        }
+        assert_eq!(
+            apq.resolve(None, Some(&persisted(&hex(other)))).await,
+            Err(PersistedQueryError::NotInSafelist)
+        );
+        // An empty text is no text: the hash decides.
+        assert_eq!(
+            apq.resolve(Some(String::new()), Some(&persisted(&hex(doc))))
+                .await,
+            Ok(Some(doc.to_owned()))
+        );
+        assert_eq!(
+            PersistedQueryError::IdRequired.code(),
+            "PERSISTED_QUERY_ID_REQUIRED"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

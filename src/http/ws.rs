@@ -25,10 +25,13 @@
 //!   `Retry-After` header); the socket and its other subscriptions carry
 //!   on. Closing the socket would punish what already runs for what was
 //!   refused.
-//! - **Safelist**: with `persisted_queries.safelist`, a subscription whose
-//!   query is not on the list is refused the same way, with
-//!   `OPERATION_NOT_IN_SAFELIST` (the query as text: the engine does not
-//!   read persisted-query hashes).
+//! - **Persisted queries and the safelist**: a subscription's document is
+//!   resolved as an HTTP request's is (`extensions.persistedQuery`, then
+//!   the safelist and `require_id`), and one named by hash reaches the
+//!   engine with its document as `query` (the engine does not read
+//!   hashes). A refusal (`PERSISTED_QUERY_NOT_FOUND`,
+//!   `OPERATION_NOT_IN_SAFELIST`, `PERSISTED_QUERY_ID_REQUIRED`...) is an
+//!   `error` message for that subscription alone, as for the rate limit.
 //! - **Shutdown**: every socket is tracked in [`Sockets`]; on shutdown each
 //!   is sent a 1001 (going away) close, and the server waits for them up to
 //!   `live.shutdown_grace_ms` (axum's graceful shutdown does not see
@@ -49,7 +52,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::HttpState;
+use super::{HttpState, PersistedQueryError};
 use crate::error::code;
 use crate::graphql::SubscriptionSlots;
 use crate::instruments::Transport;
@@ -295,27 +298,14 @@ async fn serve_socket(
         tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(refused) = refusal(&state, &auth.caller, protocol, text.as_str()).await {
-                        if socket.send(Message::Text(refused.into())).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    if inbox.try_send(text.as_str().to_owned()).is_err() {
-                        send_close(&mut socket, close::POLICY, "Too many messages").await;
+                    let text = text.as_str().to_owned();
+                    if !pass(&mut socket, &inbox, screen(&state, &auth.caller, protocol, text).await).await {
                         break;
                     }
                 }
                 Some(Ok(Message::Binary(bytes))) => {
                     let text = String::from_utf8_lossy(&bytes).into_owned();
-                    if let Some(refused) = refusal(&state, &auth.caller, protocol, &text).await {
-                        if socket.send(Message::Text(refused.into())).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    if inbox.try_send(text).is_err() {
-                        send_close(&mut socket, close::POLICY, "Too many messages").await;
+                    if !pass(&mut socket, &inbox, screen(&state, &auth.caller, protocol, text).await).await {
                         break;
                     }
                 }
@@ -351,8 +341,32 @@ async fn serve_socket(
     }
 }
 
-/// The start of a subscription, as far as the safelist and the rate limit
-/// care.
+/// What the engine gets of a client's message: the message (its document
+/// filled in when it named one by hash), or nothing, with the answer the
+/// gateway sends in its stead.
+enum Screened {
+    Engine(String),
+    Refused(String),
+}
+
+/// Hands a screened message on: to the engine, or its refusal to the
+/// client. `false` when the socket is done (closed, or flooding the
+/// engine, which closes it).
+async fn pass(socket: &mut WebSocket, inbox: &mpsc::Sender<String>, screened: Screened) -> bool {
+    match screened {
+        Screened::Refused(answer) => socket.send(Message::Text(answer.into())).await.is_ok(),
+        Screened::Engine(text) => {
+            if inbox.try_send(text).is_err() {
+                send_close(socket, close::POLICY, "Too many messages").await;
+                return false;
+            }
+            true
+        }
+    }
+}
+
+/// The start of a subscription, as far as persisted queries, the safelist
+/// and the rate limit care.
 #[derive(serde::Deserialize)]
 struct Start<'a> {
     #[serde(rename = "type", borrow)]
@@ -366,62 +380,94 @@ struct Start<'a> {
 struct StartPayload<'a> {
     #[serde(default, borrow)]
     query: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// When `text` starts a subscription the gateway refuses (not on the
-/// safelist, or the caller over its rate), the error message that answers
-/// it in the engine's stead; `None` otherwise (every other message, and
-/// anything unparsable, is the engine's).
-async fn refusal(
+/// A client's message `text`, screened as the HTTP side screens a request:
+/// a subscription's document is resolved as an HTTP request's is
+/// ([`super::resolve_document`]: by `extensions.persistedQuery`, against
+/// the safelist), and the subscription takes one request from its caller's
+/// rate limit. Refused (a persisted-query error, or the caller over its
+/// rate), it gets the protocol's `error` message instead; named by hash, it
+/// reaches the engine with its document as `query`. Every other message,
+/// and anything unparsable, is the engine's as sent.
+async fn screen(
     state: &HttpState,
     caller: &Caller,
     protocol: WebSocketProtocols,
-    text: &str,
-) -> Option<String> {
-    let start: Start = serde_json::from_str(text).ok()?;
+    text: String,
+) -> Screened {
+    let Ok(start) = serde_json::from_str::<Start>(&text) else {
+        return Screened::Engine(text);
+    };
     if start.kind != "subscribe" && start.kind != "start" {
-        return None;
+        return Screened::Engine(text);
     }
-    let query = start
-        .payload
-        .as_ref()
-        .and_then(|p| p.query.as_deref())
-        .unwrap_or("");
-    if !state.persisted.allows(query) {
-        tracing::info!(
-            target: "audit",
-            principal = %caller.principal,
-            outcome = "not_in_safelist",
-            subscription = start.id.as_deref().unwrap_or("-"),
-            "subscription refused"
-        );
-        let refused = super::persisted::PersistedQueryError::NotInSafelist;
-        let error = serde_json::json!({
-            "message": refused.message(),
-            "extensions": { "code": refused.code() },
-        });
-        return Some(error_message(protocol, start.id.as_deref(), error));
-    }
-    let limited = state
+    let (query, extensions) = match start.payload {
+        Some(payload) => (payload.query.map(|q| q.into_owned()), payload.extensions),
+        None => (None, None),
+    };
+    let by_hash = query.as_deref().is_none_or(str::is_empty);
+    let id = start.id;
+    let refuse =
+        |error: serde_json::Value| Screened::Refused(error_message(protocol, id.as_deref(), error));
+    let document = match super::resolve_document(state, query, extensions.as_ref()).await {
+        Ok(document) => document,
+        Err(refused) => {
+            let outcome = match refused {
+                PersistedQueryError::NotInSafelist => "not_in_safelist",
+                _ => "persisted_query_refused",
+            };
+            tracing::info!(
+                target: "audit",
+                principal = %caller.principal,
+                outcome,
+                code = refused.code(),
+                subscription = id.as_deref().unwrap_or("-"),
+                "subscription refused"
+            );
+            return refuse(serde_json::json!({
+                "message": refused.message(),
+                "extensions": { "code": refused.code() },
+            }));
+        }
+    };
+    if let Some(limited) = state
         .rates
         .check_everywhere(&caller.principal.to_string())
         .await
-        .err()?;
-    let secs = limited.retry_after_secs();
-    state.metrics.rate_limited(Transport::WebSocket);
-    tracing::info!(
-        target: "audit",
-        principal = %caller.principal,
-        outcome = "rate_limited",
-        subscription = start.id.as_deref().unwrap_or("-"),
-        retry_after_secs = secs,
-        "subscription refused"
-    );
-    let error = serde_json::json!({
-        "message": format!("too many requests from this caller; retry in {secs} s"),
-        "extensions": { "code": code::RATE_LIMITED, "retryAfterSeconds": secs },
-    });
-    Some(error_message(protocol, start.id.as_deref(), error))
+        .err()
+    {
+        let secs = limited.retry_after_secs();
+        state.metrics.rate_limited(Transport::WebSocket);
+        tracing::info!(
+            target: "audit",
+            principal = %caller.principal,
+            outcome = "rate_limited",
+            subscription = id.as_deref().unwrap_or("-"),
+            retry_after_secs = secs,
+            "subscription refused"
+        );
+        return refuse(serde_json::json!({
+            "message": format!("too many requests from this caller; retry in {secs} s"),
+            "extensions": { "code": code::RATE_LIMITED, "retryAfterSeconds": secs },
+        }));
+    }
+    match document {
+        Some(document) if by_hash => Screened::Engine(with_query(&text, document).unwrap_or(text)),
+        _ => Screened::Engine(text),
+    }
+}
+
+/// The message `text` with `document` as its payload's `query`.
+fn with_query(text: &str, document: String) -> Option<String> {
+    let mut message: serde_json::Value = serde_json::from_str(text).ok()?;
+    message
+        .get_mut("payload")?
+        .as_object_mut()?
+        .insert("query".to_owned(), serde_json::Value::String(document));
+    Some(message.to_string())
 }
 
 /// The protocol's `error` message for one operation: graphql-transport-ws

@@ -251,10 +251,13 @@ async fn persisted_queries_can_be_turned_off() {
     assert_eq!(error_codes(&res.json()), Vec::<String>::new());
 }
 
-#[tokio::test]
-async fn a_safelist_runs_its_operations_alone_over_http_and_websocket() {
-    let events = "subscription { sessionEvents(includeExisting: true) { kind } }";
-    let operations: Vec<Value> = [("Page", PAGE), ("Events", events)]
+/// A subscription on the safelists below.
+const EVENTS: &str = "subscription { sessionEvents(includeExisting: true) { kind } }";
+
+/// An Apollo persisted query manifest listing `PAGE` and `EVENTS`, written
+/// in a directory of its own named after `name`; the caller removes it.
+fn write_manifest(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let operations: Vec<Value> = [("Page", PAGE), ("Events", EVENTS)]
         .iter()
         .map(|(name, body)| json!({ "id": sha256_hex(body), "name": name, "type": "query", "body": body }))
         .collect();
@@ -263,10 +266,45 @@ async fn a_safelist_runs_its_operations_alone_over_http_and_websocket() {
         "version": 1,
         "operations": operations,
     });
-    let dir = std::env::temp_dir().join(format!("gateway-safelist-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("gateway-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("manifest.json");
     std::fs::write(&path, manifest.to_string()).expect("manifest");
+    (dir, path)
+}
+
+/// Starts subscription `id` with `payload` (a `query`, `extensions`, or
+/// both) and returns the first message about it.
+async fn subscribe(ws: &mut WsClient, id: &str, payload: Value) -> Value {
+    ws.send(json!({ "id": id, "type": "subscribe", "payload": payload }))
+        .await;
+    ws.first_for(id, Duration::from_secs(5)).await
+}
+
+/// `message`'s type and its first error's code (or message, without a
+/// code): empty for a `next` carrying an event and no error.
+fn outcome(message: &Value) -> (String, String) {
+    let kind = message["type"].as_str().unwrap_or_default();
+    let error = match kind {
+        "error" => &message["payload"][0],
+        _ => &message["payload"]["errors"][0],
+    };
+    let code = error["extensions"]["code"]
+        .as_str()
+        .or(error["message"].as_str())
+        .unwrap_or_default();
+    assert!(
+        !(kind == "next" && code.is_empty())
+            || message["payload"]["data"]["sessionEvents"]["kind"].is_string(),
+        "a next with neither an event nor an error: {message}"
+    );
+    (kind.to_owned(), code.to_owned())
+}
+
+#[tokio::test]
+async fn a_safelist_runs_its_operations_alone_over_http_and_websocket() {
+    let events = EVENTS;
+    let (dir, path) = write_manifest("safelist");
     let mut settings = Settings::default();
     settings.persisted_queries.safelist = Some(path.clone());
     let app = spawn_app_with(emulator_config(dataset(41, 3, 40)), settings).await;
@@ -333,5 +371,121 @@ async fn a_safelist_runs_its_operations_alone_over_http_and_websocket() {
         }
         other => panic!("expected an event, got {other:?}"),
     }
+    // By hash, as over HTTP.
+    let by_hash = subscribe(&mut ws, "3", json!({ "extensions": persisted(events) })).await;
+    assert_eq!(
+        outcome(&by_hash),
+        ("next".into(), String::new()),
+        "{by_hash}"
+    );
+    let off_list = json!({ "extensions": persisted("subscription { sessionEvents { kind } }") });
+    let refused = subscribe(&mut ws, "4", off_list).await;
+    assert_eq!(
+        outcome(&refused),
+        ("error".into(), "OPERATION_NOT_IN_SAFELIST".into()),
+        "{refused}"
+    );
     std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[tokio::test]
+async fn require_id_runs_listed_operations_by_hash_alone_over_http_and_websocket() {
+    let (dir, path) = write_manifest("require-id");
+    let mut settings = Settings::default();
+    settings.persisted_queries.safelist = Some(path);
+    settings.persisted_queries.require_id = true;
+    let app = spawn_app_with(emulator_config(dataset(41, 3, 40)), settings).await;
+
+    // By hash: runs, over POST and GET.
+    let by_hash = post(&app, json!({ "extensions": persisted(PAGE) }), &[]).await;
+    assert_eq!(by_hash.status, StatusCode::OK);
+    let by_hash: Value = serde_json::from_slice(&by_hash.body).expect("JSON");
+    assert_eq!(error_codes(&by_hash), Vec::<String>::new(), "{by_hash}");
+    assert_eq!(session_ids(&by_hash).len(), 7);
+    let get = app
+        .request(
+            Method::GET,
+            &get_path(&[("extensions", persisted(PAGE).to_string())]),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(get.status, StatusCode::OK);
+
+    // A text is refused, even a listed one, even with its own hash; a hash
+    // off the list is still not on the list.
+    let other = "{ sessions(state: HISTORY, first: 1) { nodes { sessionId } } }";
+    for (body, code) in [
+        (json!({ "query": PAGE }), "PERSISTED_QUERY_ID_REQUIRED"),
+        (
+            json!({ "query": PAGE, "extensions": persisted(PAGE) }),
+            "PERSISTED_QUERY_ID_REQUIRED",
+        ),
+        (json!({ "query": other }), "PERSISTED_QUERY_ID_REQUIRED"),
+        (
+            json!({ "extensions": persisted(other) }),
+            "OPERATION_NOT_IN_SAFELIST",
+        ),
+    ] {
+        let answer = post(&app, body.clone(), &[]).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        let answer: Value = serde_json::from_slice(&answer.body).expect("JSON");
+        assert_eq!(error_codes(&answer), [code], "{body}: {answer}");
+    }
+    let get = app
+        .request(
+            Method::GET,
+            &get_path(&[("query", PAGE.to_owned())]),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(get.status, StatusCode::BAD_REQUEST);
+    let get: Value = serde_json::from_slice(&get.body).expect("JSON");
+    assert_eq!(error_codes(&get), ["PERSISTED_QUERY_ID_REQUIRED"], "{get}");
+
+    // WebSocket: the listed subscription as text is refused, by hash it
+    // runs, on the same socket.
+    let mut ws = WsClient::ready(&app.ws_url()).await;
+    let as_text = subscribe(&mut ws, "1", json!({ "query": EVENTS })).await;
+    assert_eq!(
+        outcome(&as_text),
+        ("error".into(), "PERSISTED_QUERY_ID_REQUIRED".into()),
+        "{as_text}"
+    );
+    let by_hash = subscribe(&mut ws, "2", json!({ "extensions": persisted(EVENTS) })).await;
+    assert_eq!(
+        outcome(&by_hash),
+        ("next".into(), String::new()),
+        "{by_hash}"
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[tokio::test]
+async fn a_subscription_by_hash_is_found_registered_and_checked_as_over_http() {
+    let app = app().await;
+    let mut ws = WsClient::ready(&app.ws_url()).await;
+    let ext = persisted(EVENTS);
+    // The hash alone, first: not found, and the socket carries on.
+    let first = subscribe(&mut ws, "1", json!({ "extensions": ext })).await;
+    assert_eq!(
+        outcome(&first),
+        ("error".into(), "PERSISTED_QUERY_NOT_FOUND".into()),
+        "{first}"
+    );
+    // With its document: registered, and it runs.
+    let both = subscribe(&mut ws, "2", json!({ "query": EVENTS, "extensions": ext })).await;
+    assert_eq!(outcome(&both), ("next".into(), String::new()), "{both}");
+    // Then the hash alone runs it.
+    let again = subscribe(&mut ws, "3", json!({ "extensions": ext })).await;
+    assert_eq!(outcome(&again), ("next".into(), String::new()), "{again}");
+    // A hash that is not the text's is refused.
+    let wrong = json!({ "query": EVENTS, "extensions": persisted(PAGE) });
+    let mismatch = subscribe(&mut ws, "4", wrong).await;
+    assert_eq!(
+        outcome(&mismatch),
+        ("error".into(), "PERSISTED_QUERY_HASH_MISMATCH".into()),
+        "{mismatch}"
+    );
 }

@@ -114,6 +114,24 @@ impl WsClient {
         }
     }
 
+    /// The first message about subscription `id` (`next`, `error` or
+    /// `complete`), passing over the others' and answering pings; panics
+    /// after `within`.
+    pub async fn first_for(&mut self, id: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_message(left).await {
+                Received::Json(m) if m["id"] == id => return m,
+                Received::Json(m) if m["type"] == "ping" => {
+                    self.send(json!({"type": "pong"})).await;
+                }
+                Received::Json(_) => {}
+                other => panic!("expected a message for {id}, got {other:?}"),
+            }
+        }
+    }
+
     /// Events (`payload.data.sessionEvents`) until `done` holds for one;
     /// all of them, that one last.
     pub async fn events_until(

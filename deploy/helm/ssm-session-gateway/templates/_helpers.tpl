@@ -62,4 +62,7 @@ so the kubelet's SIGKILL never lands on a gateway still draining.
 {{- if regexMatch "(?m)^\\s*cursor_key\\s*=" .Values.config }}
 {{- fail "config must not set cursor_key: a ConfigMap is not a Secret; use cursorKey.existingSecret" }}
 {{- end }}
+{{- if and .Values.safelist.requireId (not .Values.safelist.existingConfigMap) }}
+{{- fail "safelist.requireId needs safelist.existingConfigMap: only a safelist's operations have ids" }}
+{{- end }}
 {{- end }}
