@@ -569,22 +569,31 @@ mod tests {
         }
     }
 
+    /// Persisted queries with a safelist of `doc` alone, written in a
+    /// directory of its own named after `name` (returned: the caller
+    /// removes it).
+    fn safelisted(
+        name: &str,
+        doc: &str,
+        require_id: bool,
+    ) -> (PersistedQueries, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("manifest.json");
+        std::fs::write(&path, manifest(&[(&hex(doc), doc)])).unwrap();
+        let settings = PersistedQuerySettings {
+            safelist: Some(path),
+            require_id,
+            ..PersistedQuerySettings::default()
+        };
+        (PersistedQueries::new(&settings, None).unwrap(), dir)
+    }
+
     #[tokio::test]
     async fn a_safelist_runs_its_operations_and_refuses_the_rest() {
         let doc = "{ accounts { id } }";
         let other = "{ accounts { alias } }";
-        let dir = std::env::temp_dir().join(format!("safelist-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("manifest.json");
-        std::fs::write(&path, manifest(&[(&hex(doc), doc)])).unwrap();
-        let apq = PersistedQueries::new(
-            &PersistedQuerySettings {
-                safelist: Some(path.clone()),
-                ..PersistedQuerySettings::default()
-            },
-            None,
-        )
-        .unwrap();
+        let (apq, dir) = safelisted("safelist", doc, false);
         // Listed: as text, by hash, or both.
         assert_eq!(
             apq.resolve(Some(doc.to_owned()), None).await,
@@ -643,19 +652,7 @@ mod tests {
     async fn require_id_runs_listed_operations_by_hash_alone() {
         let doc = "{ accounts { id } }";
         let other = "{ accounts { alias } }";
-        let dir = std::env::temp_dir().join(format!("require-id-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("manifest.json");
-        std::fs::write(&path, manifest(&[(&hex(doc), doc)])).unwrap();
-        let apq = PersistedQueries::new(
-            &PersistedQuerySettings {
-                safelist: Some(path),
-                require_id: true,
-                ..PersistedQuerySettings::default()
-            },
-            None,
-        )
-        .unwrap();
+        let (apq, dir) = safelisted("require-id", doc, true);
         assert_eq!(
             apq.resolve(None, Some(&persisted(&hex(doc)))).await,
             Ok(Some(doc.to_owned()))

@@ -281,6 +281,15 @@ async fn subscribe(ws: &mut WsClient, id: &str, payload: Value) -> Value {
     ws.first_for(id, Duration::from_secs(5)).await
 }
 
+/// POSTs `body` and checks that it is refused with HTTP 400 and `code`
+/// alone.
+async fn assert_refused(app: &TestApp, body: Value, code: &str) {
+    let answer = post(app, body.clone(), &[]).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+    let answer: Value = serde_json::from_slice(&answer.body).expect("JSON");
+    assert_eq!(error_codes(&answer), [code], "{body}: {answer}");
+}
+
 /// `message`'s type and its first error's code (or message, without a
 /// code): empty for a `next` carrying an event and no error.
 fn outcome(message: &Value) -> (String, String) {
@@ -339,10 +348,7 @@ async fn a_safelist_runs_its_operations_alone_over_http_and_websocket() {
             "PERSISTED_QUERY_HASH_MISMATCH",
         ),
     ] {
-        let answer = post(&app, body.clone(), &[]).await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
-        let answer: Value = serde_json::from_slice(&answer.body).expect("JSON");
-        assert_eq!(error_codes(&answer), [code], "{body}: {answer}");
+        assert_refused(&app, body, code).await;
     }
 
     // WebSocket: a subscription not on the list gets an error; the listed
@@ -427,10 +433,7 @@ async fn require_id_runs_listed_operations_by_hash_alone_over_http_and_websocket
             "OPERATION_NOT_IN_SAFELIST",
         ),
     ] {
-        let answer = post(&app, body.clone(), &[]).await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
-        let answer: Value = serde_json::from_slice(&answer.body).expect("JSON");
-        assert_eq!(error_codes(&answer), [code], "{body}: {answer}");
+        assert_refused(&app, body, code).await;
     }
     let get = app
         .request(
