@@ -181,6 +181,16 @@ async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
+/// Completes a closing handshake the client started: its close frame was
+/// read, and the echo the protocol requires (RFC 6455, 5.5.1), queued by
+/// the WebSocket layer, is sent now. Without it the socket would just be
+/// dropped, and the client would see an abnormal closure (1006) where it
+/// asked for a normal one.
+async fn answer_close(socket: &mut WebSocket) {
+    // The peer may be gone already; nothing to do about it.
+    let _ = futures_util::SinkExt::flush(socket).await;
+}
+
 /// The next text (or binary) message; `None` when the socket closed.
 async fn next_text(socket: &mut WebSocket) -> Option<String> {
     while let Some(message) = socket.recv().await {
@@ -190,7 +200,11 @@ async fn next_text(socket: &mut WebSocket) -> Option<String> {
                 return Some(String::from_utf8_lossy(&bytes).into_owned());
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(Message::Close(_)) => {
+                answer_close(socket).await;
+                return None;
+            }
+            Err(_) => return None,
         }
     }
     None
@@ -310,7 +324,11 @@ async fn serve_socket(
                     }
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    answer_close(&mut socket).await;
+                    break;
+                }
+                Some(Err(_)) | None => break,
             },
             outgoing = engine.next() => match outgoing {
                 Some(WsMessage::Text(text)) => {

@@ -410,6 +410,33 @@ async fn connections_are_closed_with_the_protocols_codes() {
     );
 }
 
+/// A client that closes (1000) gets its close frame back, as RFC 6455
+/// asks: before `connection_init`, and once subscribed. Dropped without
+/// one, it would see an abnormal closure (1006), and graphql-ws's default
+/// lazy client, which closes whenever it has no subscription, would fail
+/// its next one (tests/ws/persisted.mjs goes through that).
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close() {
+    let app = spawn_live(1, |_| {}).await;
+    let mut before_init = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    let mut subscribed = WsClient::ready(&app.ws_url()).await;
+    subscribed.subscribe("1", EVENTS, json!({})).await;
+    for client in [&mut before_init, &mut subscribed] {
+        client.close().await;
+        let answer = loop {
+            match client.next_message(WAIT).await {
+                // A subscription's events may still be on their way.
+                Received::Json(m) if m["type"] != "error" => {}
+                other => break other,
+            }
+        };
+        match answer {
+            Received::Closed(code, reason) => assert_eq!((code, reason.as_str()), (1000, "bye")),
+            other => panic!("expected the close echoed, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_failing_source_reports_its_error_and_the_stream_carries_on() {
     let app = spawn_live(1, |_| {}).await;

@@ -65,6 +65,18 @@ impl WsClient {
             .expect("send");
     }
 
+    /// Starts the closing handshake with a normal close (1000, "bye").
+    pub async fn close(&mut self) {
+        let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        };
+        self.ws
+            .send(Message::Close(Some(frame)))
+            .await
+            .expect("send close");
+    }
+
     /// Starts subscription `id`.
     pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
         self.send(json!({
