@@ -492,3 +492,47 @@ async fn a_subscription_by_hash_is_found_registered_and_checked_as_over_http() {
         "{mismatch}"
     );
 }
+
+/// The protocol's reference client, npm `graphql-ws` (tests/ws, installed by
+/// tests/run.sh), subscribes by hash as Apollo's persisted query link asks:
+/// hash alone, then the document with it after `PERSISTED_QUERY_NOT_FOUND`,
+/// then the hash alone again.
+#[tokio::test]
+async fn the_graphql_ws_reference_client_subscribes_by_hash() {
+    let app = app().await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    assert!(
+        std::path::Path::new(root)
+            .join("tests/ws/node_modules/graphql-ws")
+            .exists(),
+        "run `npm ci` in tests/ws first (tests/run.sh does)"
+    );
+    let mut node = std::process::Command::new("node");
+    node.arg(format!("{root}/tests/ws/persisted.mjs"))
+        .arg(app.ws_url());
+    // The script gives up by itself after 30 s.
+    let output = tokio::time::timeout(
+        Duration::from_secs(40),
+        tokio::task::spawn_blocking(move || node.output()),
+    )
+    .await
+    .expect("the script ends within 40 s")
+    .expect("joined")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let steps: Vec<&str> = stdout
+        .lines()
+        .map(|line| line.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(steps, ["NOT_FOUND", "REGISTERED", "BY_HASH"], "{stdout}");
+    // Each subscription that ran got an event (`includeExisting`).
+    assert!(
+        stdout.lines().skip(1).all(|line| {
+            let kind = line.split(' ').nth(1).unwrap_or_default();
+            ["STARTED", "CHANGED", "ENDED"].contains(&kind)
+        }),
+        "{stdout}"
+    );
+}
