@@ -175,10 +175,26 @@ pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> R
 async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
-        reason: reason.into(),
+        reason: close_reason(reason).into(),
     };
     // The peer may be gone already; nothing to do about it.
     let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// The longest start of `reason` a close frame carries: 123 bytes (a
+/// control frame's 125, less the code), cut at a character boundary. A
+/// longer one would fail to send, and the client would see the socket
+/// dropped (1006) instead of the code and why.
+fn close_reason(reason: &str) -> &str {
+    const MAX: usize = 123;
+    if reason.len() <= MAX {
+        return reason;
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// Completes a closing handshake the client started: its close frame was
@@ -337,6 +353,12 @@ async fn serve_socket(
                     }
                 }
                 Some(WsMessage::Close(code, reason)) => {
+                    // The engine closes with 1002 on a message it cannot
+                    // read; graphql-transport-ws says 4400 for that.
+                    let code = match (code, protocol) {
+                        (1002, WebSocketProtocols::GraphQLWS) => close::BAD_REQUEST,
+                        _ => code,
+                    };
                     send_close(&mut socket, code, &reason).await;
                     break;
                 }
@@ -500,4 +522,22 @@ fn error_message(
         WebSocketProtocols::SubscriptionsTransportWS => error,
     };
     serde_json::json!({ "id": id, "type": "error", "payload": payload }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_reason;
+
+    #[test]
+    fn a_close_reason_is_cut_to_what_a_frame_holds() {
+        assert_eq!(close_reason("short"), "short");
+        let long = "x".repeat(200);
+        assert_eq!(close_reason(&long).len(), 123);
+        // Not through a character: "é" is two bytes, the cut falls inside
+        // the 62nd.
+        let accented = "é".repeat(100);
+        let cut = close_reason(&accented);
+        assert_eq!(cut.len(), 122);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
 }

@@ -369,6 +369,18 @@ async fn connections_are_closed_with_the_protocols_codes() {
         }
     }
 
+    // A message the protocol does not have: 4400, with why (cut to what a
+    // close frame holds; serde's message is longer).
+    let mut confused = WsClient::ready(&app.ws_url()).await;
+    confused.send(json!({"type": "bogus"})).await;
+    match confused.next_message(Duration::from_secs(3)).await {
+        Received::Closed(code, reason) => {
+            assert_eq!(code, 4400, "{reason}");
+            assert!(reason.contains("bogus") && reason.len() <= 123, "{reason}");
+        }
+        other => panic!("expected a 4400 close, got {other:?}"),
+    }
+
     // The server pings an idle connection.
     let mut idle = WsClient::ready(&app.ws_url()).await;
     match idle.next_message(Duration::from_secs(2)).await {
