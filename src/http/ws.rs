@@ -32,6 +32,10 @@
 //!   hashes). A refusal (`PERSISTED_QUERY_NOT_FOUND`,
 //!   `OPERATION_NOT_IN_SAFELIST`, `PERSISTED_QUERY_ID_REQUIRED`...) is an
 //!   `error` message for that subscription alone, as for the rate limit.
+//! - **Protocol rules the engine leaves out** (graphql-transport-ws): a
+//!   `subscribe` under an id still running closes the socket with 4409
+//!   ([`Subscribers`]); a message the engine cannot read, 1002 from it, is
+//!   4400; a client's close frame is answered with one.
 //! - **Shutdown**: every socket is tracked in [`Sockets`]; on shutdown each
 //!   is sent a 1001 (going away) close, and the server waits for them up to
 //!   `live.shutdown_grace_ms` (axum's graceful shutdown does not see
@@ -72,6 +76,90 @@ mod close {
     pub const UNAUTHORIZED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
     pub const INIT_TIMEOUT: u16 = 4408;
+    pub const SUBSCRIBER_EXISTS: u16 = 4409;
+}
+
+/// The subscriptions running on one graphql-transport-ws socket, by id,
+/// which the protocol keeps unique: a `subscribe` under an id still
+/// running closes the socket with 4409 (the engine would silently replace
+/// the first). An id is free again once the client completes it or the
+/// server does. The legacy protocol has no such rule.
+///
+/// The engine ends every stream it was given with exactly one `complete`,
+/// whether the stream ran out or the client completed it (then the
+/// `complete` may come after the client has reused the id). So the
+/// streams the engine holds are counted per id, and a `complete` frees the
+/// id only when it leaves none.
+#[derive(Default)]
+struct Subscribers {
+    /// Off for the legacy protocol.
+    on: bool,
+    /// Running as the client sees them: started, and not completed by
+    /// either side.
+    running: std::collections::HashSet<String>,
+    /// Streams handed to the engine and not yet completed by it, per id.
+    streams: std::collections::HashMap<String, u32>,
+}
+
+/// The parts of a message that say which subscription it starts or ends.
+#[derive(serde::Deserialize)]
+struct Addressed<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Subscribers {
+    fn new(protocol: WebSocketProtocols) -> Self {
+        Self {
+            on: matches!(protocol, WebSocketProtocols::GraphQLWS),
+            ..Self::default()
+        }
+    }
+
+    /// A client message on its way to the engine; `Err(id)` when it starts
+    /// a subscription under an id that is running.
+    fn client(&mut self, text: &str) -> Result<(), String> {
+        if !self.on {
+            return Ok(());
+        }
+        let Ok(Addressed { kind, id: Some(id) }) = serde_json::from_str(text) else {
+            return Ok(());
+        };
+        match &*kind {
+            "subscribe" => {
+                if !self.running.insert(id.to_string()) {
+                    return Err(id.into_owned());
+                }
+                *self.streams.entry(id.into_owned()).or_default() += 1;
+            }
+            "complete" => {
+                self.running.remove(&*id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A server message: a `complete` ends one of the engine's streams.
+    /// (The engine writes `type` first; a `next`, the bulk of them, is not
+    /// parsed.)
+    fn server(&mut self, text: &str) {
+        if !self.on || !text.starts_with(r#"{"type":"complete""#) {
+            return;
+        }
+        let Ok(Addressed { id: Some(id), .. }) = serde_json::from_str(text) else {
+            return;
+        };
+        if let Some(count) = self.streams.get_mut(&*id) {
+            *count -= 1;
+            if *count == 0 {
+                self.streams.remove(&*id);
+                self.running.remove(&*id);
+            }
+        }
+    }
 }
 
 /// The open WebSockets of one gateway, so shutdown can close them.
@@ -323,19 +411,22 @@ async fn serve_socket(
     };
     let expiry = until(auth.expires_at);
     let mut expiry = std::pin::pin!(expiry);
+    let mut subscribers = Subscribers::new(protocol);
 
     loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     let text = text.as_str().to_owned();
-                    if !pass(&mut socket, &inbox, screen(&state, &auth.caller, protocol, text).await).await {
+                    let screened = screen(&state, &auth.caller, protocol, text).await;
+                    if !pass(&mut socket, &inbox, &mut subscribers, screened).await {
                         break;
                     }
                 }
                 Some(Ok(Message::Binary(bytes))) => {
                     let text = String::from_utf8_lossy(&bytes).into_owned();
-                    if !pass(&mut socket, &inbox, screen(&state, &auth.caller, protocol, text).await).await {
+                    let screened = screen(&state, &auth.caller, protocol, text).await;
+                    if !pass(&mut socket, &inbox, &mut subscribers, screened).await {
                         break;
                     }
                 }
@@ -348,6 +439,7 @@ async fn serve_socket(
             },
             outgoing = engine.next() => match outgoing {
                 Some(WsMessage::Text(text)) => {
+                    subscribers.server(&text);
                     if socket.send(Message::Text(text.into())).await.is_err() {
                         break;
                     }
@@ -390,12 +482,22 @@ enum Screened {
 }
 
 /// Hands a screened message on: to the engine, or its refusal to the
-/// client. `false` when the socket is done (closed, or flooding the
-/// engine, which closes it).
-async fn pass(socket: &mut WebSocket, inbox: &mpsc::Sender<String>, screened: Screened) -> bool {
+/// client. `false` when the socket is done (closed: flooding the engine,
+/// or starting a subscription under an id already running).
+async fn pass(
+    socket: &mut WebSocket,
+    inbox: &mpsc::Sender<String>,
+    subscribers: &mut Subscribers,
+    screened: Screened,
+) -> bool {
     match screened {
         Screened::Refused(answer) => socket.send(Message::Text(answer.into())).await.is_ok(),
         Screened::Engine(text) => {
+            if let Err(id) = subscribers.client(&text) {
+                let reason = format!("Subscriber for {id} already exists");
+                send_close(socket, close::SUBSCRIBER_EXISTS, &reason).await;
+                return false;
+            }
             if inbox.try_send(text).is_err() {
                 send_close(socket, close::POLICY, "Too many messages").await;
                 return false;
@@ -526,7 +628,52 @@ fn error_message(
 
 #[cfg(test)]
 mod tests {
-    use super::close_reason;
+    use super::{Subscribers, close_reason};
+    use async_graphql::http::WebSocketProtocols;
+
+    fn subscribe(id: &str) -> String {
+        format!(r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"{{ a }}"}}}}"#)
+    }
+
+    fn complete(id: &str) -> String {
+        format!(r#"{{"type":"complete","id":"{id}"}}"#)
+    }
+
+    #[test]
+    fn a_subscription_id_is_free_once_either_side_completes_it() {
+        let mut s = Subscribers::new(WebSocketProtocols::GraphQLWS);
+        assert_eq!(s.client(&subscribe("1")), Ok(()));
+        assert_eq!(s.client(&subscribe("1")), Err("1".to_owned()), "running");
+        // The server completes it: free.
+        s.server(&complete("1"));
+        assert_eq!(s.client(&subscribe("1")), Ok(()));
+        // The client completes it and starts it again before the engine's
+        // `complete` for the first stream arrives: that one frees nothing.
+        s.client(&complete("1")).unwrap();
+        assert_eq!(s.client(&subscribe("1")), Ok(()));
+        s.server(&complete("1"));
+        assert_eq!(
+            s.client(&subscribe("1")),
+            Err("1".to_owned()),
+            "the second runs"
+        );
+        s.server(&complete("1"));
+        assert_eq!(s.client(&subscribe("1")), Ok(()));
+        // The client completes one the server has already completed: the
+        // engine says nothing more, and the id stays free.
+        s.server(&complete("1"));
+        s.client(&complete("1")).unwrap();
+        assert_eq!(s.client(&subscribe("1")), Ok(()));
+        // `next` messages, other ids and unknown ids change nothing.
+        s.server(r#"{"type":"next","id":"1","payload":{}}"#);
+        s.server(&complete("nobody"));
+        assert_eq!(s.client(&subscribe("1")), Err("1".to_owned()));
+        assert_eq!(s.client(&subscribe("2")), Ok(()));
+        // The legacy protocol has no such rule.
+        let mut legacy = Subscribers::new(WebSocketProtocols::SubscriptionsTransportWS);
+        assert_eq!(legacy.client(&subscribe("1")), Ok(()));
+        assert_eq!(legacy.client(&subscribe("1")), Ok(()));
+    }
 
     #[test]
     fn a_close_reason_is_cut_to_what_a_frame_holds() {

@@ -422,6 +422,48 @@ async fn connections_are_closed_with_the_protocols_codes() {
     );
 }
 
+/// graphql-transport-ws keeps subscription ids unique: a second
+/// `subscribe` under a running id closes the socket with 4409; an id is
+/// free again once the server completes it or the client does.
+#[tokio::test]
+async fn a_running_subscription_id_is_not_reused() {
+    let app = spawn_live(1, |_| {}).await;
+    let typename = "{ __typename }";
+    let mut ws = WsClient::ready(&app.ws_url()).await;
+    // Completed by the server (a query's one result), then reused.
+    for _ in 0..2 {
+        ws.subscribe("q", typename, json!({})).await;
+        let next = ws.first_for("q", WAIT).await;
+        assert_eq!(next["payload"]["data"]["__typename"], "Query", "{next}");
+        let complete = ws.first_for("q", WAIT).await;
+        assert_eq!(complete["type"], "complete", "{complete}");
+    }
+    // Completed by the client, then reused.
+    ws.subscribe("s", EVENTS, json!({})).await;
+    ws.send(json!({"id": "s", "type": "complete"})).await;
+    ws.subscribe("s", EVENTS, json!({})).await;
+    ws.subscribe("alive", typename, json!({})).await;
+    let alive = ws.first_for("alive", WAIT).await;
+    assert_eq!(alive["type"], "next", "{alive}");
+    // Running: a second subscribe under its id closes the socket.
+    ws.subscribe("s", EVENTS, json!({})).await;
+    let closed = loop {
+        match ws.next_message(WAIT).await {
+            Received::Json(_) => {}
+            other => break other,
+        }
+    };
+    match closed {
+        Received::Closed(code, reason) => {
+            assert_eq!(
+                (code, reason.as_str()),
+                (4409, "Subscriber for s already exists")
+            );
+        }
+        other => panic!("expected a 4409 close, got {other:?}"),
+    }
+}
+
 /// A client that closes (1000) gets its close frame back, as RFC 6455
 /// asks: before `connection_init`, and once subscribed. Dropped without
 /// one, it would see an abnormal closure (1006), and graphql-ws's default
