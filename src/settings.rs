@@ -645,7 +645,9 @@ fn default_cursor_version() -> u8 {
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
-    /// Largest request body accepted, in bytes (larger: HTTP 413). Default
+    /// Largest request body accepted, in bytes (larger: HTTP 413), and
+    /// largest WebSocket message or frame (larger: the socket is closed
+    /// with 1009). Default
     /// 192 KiB: room for the largest cursor the gateway mints
     /// ([`crate::cursor::MAX_CURSOR_LEN`]) with the query around it; at
     /// least twice that. Env `SSM_GATEWAY_HTTP__BODY_LIMIT_BYTES`.

@@ -150,6 +150,10 @@ pub struct RequestLimits {
     calls_per_source: usize,
     timeout: Duration,
     max_response_bytes: usize,
+    /// The largest WebSocket message (and frame) read: the request body's
+    /// bound (`http.body_limit_bytes`), since a `subscribe` carries what a
+    /// request body does.
+    message_bytes: usize,
     /// One permit per request executing; none left: 503.
     in_flight: Arc<Semaphore>,
 }
@@ -160,6 +164,7 @@ impl RequestLimits {
             calls_per_source: limits.max_upstream_calls_per_source as usize,
             timeout: Duration::from_secs(http.request_timeout_secs),
             max_response_bytes: http.max_response_bytes,
+            message_bytes: http.body_limit_bytes,
             in_flight: Arc::new(Semaphore::new(http.max_in_flight)),
         }
     }

@@ -77,6 +77,7 @@ mod close {
     pub const FORBIDDEN: u16 = 4403;
     pub const INIT_TIMEOUT: u16 = 4408;
     pub const SUBSCRIBER_EXISTS: u16 = 4409;
+    pub const TOO_BIG: u16 = 1009;
 }
 
 /// The subscriptions running on one graphql-transport-ws socket, by id,
@@ -233,7 +234,13 @@ pub async fn authenticate_connection(
 
 /// `GET /graphql` with `Upgrade: websocket`.
 pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let ws = ws.protocols(SUBPROTOCOLS);
+    // axum's defaults (64 MiB messages) would let a client, before it has
+    // even sent its credentials, make the gateway hold that much.
+    let limit = state.limits.message_bytes;
+    let ws = ws
+        .protocols(SUBPROTOCOLS)
+        .max_message_size(limit)
+        .max_frame_size(limit);
     let Some(protocol) = ws
         .selected_protocol()
         .and_then(|p| p.to_str().ok())
@@ -285,6 +292,16 @@ fn close_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// After a failed read: a message over the size limit is told so (1009);
+/// any other failure leaves nothing to tell.
+async fn read_failed(socket: &mut WebSocket, error: &axum::Error) {
+    // The WebSocket layer's error type is not public through axum: its
+    // text names the case ("Space limit exceeded: Message too long").
+    if error.to_string().contains("Message too long") {
+        send_close(socket, close::TOO_BIG, "Message too big").await;
+    }
+}
+
 /// Completes a closing handshake the client started: its close frame was
 /// read, and the echo the protocol requires (RFC 6455, 5.5.1), queued by
 /// the WebSocket layer, is sent now. Without it the socket would just be
@@ -308,7 +325,10 @@ async fn next_text(socket: &mut WebSocket) -> Option<String> {
                 answer_close(socket).await;
                 return None;
             }
-            Err(_) => return None,
+            Err(e) => {
+                read_failed(socket, &e).await;
+                return None;
+            }
         }
     }
     None
@@ -435,7 +455,11 @@ async fn serve_socket(
                     answer_close(&mut socket).await;
                     break;
                 }
-                Some(Err(_)) | None => break,
+                Some(Err(e)) => {
+                    read_failed(&mut socket, &e).await;
+                    break;
+                }
+                None => break,
             },
             outgoing = engine.next() => match outgoing {
                 Some(WsMessage::Text(text)) => {

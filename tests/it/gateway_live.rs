@@ -464,6 +464,40 @@ async fn a_running_subscription_id_is_not_reused() {
     }
 }
 
+/// A WebSocket message is bounded as a request body is
+/// (`http.body_limit_bytes`): over it, before `connection_init` or after,
+/// the socket is closed with 1009, and nothing that large is kept.
+#[tokio::test]
+async fn a_message_over_the_body_limit_closes_the_socket_with_1009() {
+    let app = spawn_live(1, |_| {}).await;
+    let limit = ssm_session_gateway::settings::HttpSettings::default().body_limit_bytes;
+    let query = format!(
+        "subscription {{ sessionEvents {{ kind }} }} #{}",
+        "x".repeat(limit)
+    );
+    let mut before_init = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    before_init
+        .send(json!({"type": "connection_init", "payload": {"pad": "x".repeat(limit)}}))
+        .await;
+    let mut subscribed = WsClient::ready(&app.ws_url()).await;
+    subscribed.subscribe("1", &query, json!({})).await;
+    for client in [&mut before_init, &mut subscribed] {
+        match client.next_message(WAIT).await {
+            Received::Closed(code, reason) => {
+                assert_eq!((code, reason.as_str()), (1009, "Message too big"));
+            }
+            other => panic!("expected a 1009 close, got {other:?}"),
+        }
+    }
+    // Just under the limit is read as usual.
+    let mut fits = WsClient::ready(&app.ws_url()).await;
+    let padding = limit - 200;
+    let query = format!("{{ __typename }} #{}", "x".repeat(padding));
+    fits.subscribe("2", &query, json!({})).await;
+    let next = fits.first_for("2", WAIT).await;
+    assert_eq!(next["payload"]["data"]["__typename"], "Query", "{next}");
+}
+
 /// A client that closes (1000) gets its close frame back, as RFC 6455
 /// asks: before `connection_init`, and once subscribed. Dropped without
 /// one, it would see an abnormal closure (1006), and graphql-ws's default
