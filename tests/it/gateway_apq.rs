@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ssm_session_gateway::settings::Settings;
 
-use crate::support::ws::{Received, WsClient};
+use crate::support::ws::{Received, WsClient, reference_client};
 use crate::support::{TestApp, dataset, emulator_config, error_codes, spawn_app, spawn_app_with};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -500,16 +500,8 @@ async fn a_subscription_by_hash_is_found_registered_and_checked_as_over_http() {
 #[tokio::test]
 async fn the_graphql_ws_reference_client_subscribes_by_hash() {
     let app = app().await;
-    let root = env!("CARGO_MANIFEST_DIR");
-    assert!(
-        std::path::Path::new(root)
-            .join("tests/ws/node_modules/graphql-ws")
-            .exists(),
-        "run `npm ci` in tests/ws first (tests/run.sh does)"
-    );
-    let mut node = std::process::Command::new("node");
-    node.arg(format!("{root}/tests/ws/persisted.mjs"))
-        .arg(app.ws_url());
+    let mut node = reference_client("persisted.mjs");
+    node.arg(app.ws_url());
     // The script gives up by itself after 30 s.
     let output = tokio::time::timeout(
         Duration::from_secs(40),

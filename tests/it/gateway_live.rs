@@ -12,7 +12,7 @@ use ssm_emulator::{
 };
 use ssm_session_gateway::settings::Settings;
 
-use crate::support::ws::{Received, WsClient};
+use crate::support::ws::{Received, WsClient, reference_client};
 use crate::support::{
     TestApp, anchor, dataset, emulator_config, error_codes, spawn_app_with, spawn_multi_with,
 };
@@ -586,15 +586,7 @@ async fn the_graphql_ws_reference_client_sees_a_termination() {
     let victim = listing["data"]["sessions"]["nodes"][0].clone();
     let victim_id = victim["sessionId"].as_str().unwrap().to_owned();
 
-    let root = env!("CARGO_MANIFEST_DIR");
-    assert!(
-        std::path::Path::new(root)
-            .join("tests/ws/node_modules/graphql-ws")
-            .exists(),
-        "run `npm ci` in tests/ws first (tests/run.sh does)"
-    );
-    let mut node = std::process::Command::new("node")
-        .arg(format!("{root}/tests/ws/subscribe.mjs"))
+    let mut node = reference_client("subscribe.mjs")
         .arg(app.ws_url())
         .arg(&victim_id)
         .stdout(std::process::Stdio::piped())

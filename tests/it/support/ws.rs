@@ -10,6 +10,22 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// `node tests/ws/<script>`: a script driving npm `graphql-ws`, the
+/// protocol's reference client (installed in tests/ws by `npm ci`, which
+/// tests/run.sh runs).
+pub fn reference_client(script: &str) -> std::process::Command {
+    let root = env!("CARGO_MANIFEST_DIR");
+    assert!(
+        std::path::Path::new(root)
+            .join("tests/ws/node_modules/graphql-ws")
+            .exists(),
+        "run `npm ci` in tests/ws first (tests/run.sh does)"
+    );
+    let mut node = std::process::Command::new("node");
+    node.arg(format!("{root}/tests/ws/{script}"));
+    node
+}
+
 /// What the server sent.
 #[derive(Debug)]
 pub enum Received {
