@@ -472,6 +472,16 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
             "send the request as Content-Type: application/json",
         );
     }
+    // A JSON array is a batch, which serde would read as a struct's fields
+    // in order ("invalid type: map, expected a string"): say what it is.
+    if body.trim_ascii_start().starts_with(b"[") {
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            code::BAD_REQUEST,
+            "batched requests (a JSON array) are not supported: send one request, \
+             a JSON object, per POST",
+        );
+    }
     let body: PostBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => {

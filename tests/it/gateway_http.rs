@@ -98,6 +98,17 @@ async fn malformed_requests_get_http_errors() {
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
     assert_eq!(error_codes(&res.json()), vec!["BAD_REQUEST"]);
 
+    // A batch is named as such, not as a wrong field type.
+    let batch = r#" [{"query": "{ __typename }"}, {"query": "{ __typename }"}]"#;
+    let res = app.request(Method::POST, "/graphql", &[JSON], batch).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_codes(&res.json()), vec!["BAD_REQUEST"]);
+    let message = res.json()["errors"][0]["message"].clone();
+    assert!(
+        message.to_string().contains("batched requests"),
+        "{message}"
+    );
+
     let res = app
         .request(
             Method::POST,
