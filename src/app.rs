@@ -395,10 +395,15 @@ fn assemble(
             }
             cache
         }),
-        persisted: Arc::new(http::PersistedQueries::new(
-            &settings.persisted_queries,
-            shared.as_ref(),
-        )?),
+        persisted: {
+            let persisted =
+                http::PersistedQueries::new(&settings.persisted_queries, shared.as_ref())?;
+            let every = settings.persisted_queries.safelist_reload_secs;
+            if every > 0 {
+                persisted.watch_safelist(Duration::from_secs(every), metrics.clone());
+            }
+            Arc::new(persisted)
+        },
         limits: http::RequestLimits::new(&settings.http, &settings.limits),
         rates: Arc::new(http::CallerLimits::new(&settings.rate_limits).shared_by(shared.clone())),
         auth,

@@ -56,6 +56,8 @@ pub const UPSTREAM_THROTTLES: &str = "gateway_upstream_throttles_total";
 pub const UPSTREAM_LIMITER: &str = "gateway_upstream_limiter_total";
 /// `gateway_rate_limited_total{transport}`.
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+/// `gateway_safelist_reloads_total{outcome}`.
+pub const SAFELIST_RELOADS: &str = "gateway_safelist_reloads_total";
 /// `gateway_credential_resolutions_total{account, outcome}`.
 pub const CREDENTIALS: &str = "gateway_credential_resolutions_total";
 /// `gateway_cache_events_total{layer, event}`.
@@ -269,7 +271,7 @@ impl Metrics {
 
     fn describe(&self) {
         let r = &self.inner.recorder;
-        let counters: [(&'static str, &'static str); 14] = [
+        let counters: [(&'static str, &'static str); 15] = [
             (
                 REDIS_FALLBACKS,
                 "Redis operations done without (Redis down, too slow, or refusing), by reason: down, timeout, error.",
@@ -309,6 +311,10 @@ impl Metrics {
             (
                 RATE_LIMITED,
                 "Requests refused for their caller's rate ([rate_limits]), by transport: http (429) or websocket (a subscription start).",
+            ),
+            (
+                SAFELIST_RELOADS,
+                "Reads of a changed safelist manifest (persisted_queries.safelist_reload_secs), by outcome: ok (in use), error (the previous list kept).",
             ),
             (
                 CREDENTIALS,
@@ -570,6 +576,15 @@ impl Metrics {
         self.counter(
             RATE_LIMITED,
             vec![Label::new("transport", transport.as_str())],
+        )
+        .increment(1);
+    }
+
+    /// One read of a changed safelist manifest: in use (`ok`) or not.
+    pub fn safelist_reload(&self, ok: bool) {
+        self.counter(
+            SAFELIST_RELOADS,
+            vec![Label::new("outcome", if ok { "ok" } else { "error" })],
         )
         .increment(1);
     }

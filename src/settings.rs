@@ -223,6 +223,14 @@ pub struct PersistedQuerySettings {
     /// text is ever parsed. Default false. Env
     /// `SSM_GATEWAY_PERSISTED_QUERIES__REQUIRE_ID`.
     pub require_id: bool,
+    /// How often the safelist file is checked for a change, in seconds,
+    /// 0 to 3600; 0: read at start-up only. A changed file (its modified
+    /// time or length) is read again and, when valid, used from then on;
+    /// an invalid one is logged and counted
+    /// (`gateway_safelist_reloads_total{outcome="error"}`), and the list in
+    /// use stays. Default 30. Env
+    /// `SSM_GATEWAY_PERSISTED_QUERIES__SAFELIST_RELOAD_SECS`.
+    pub safelist_reload_secs: u64,
 }
 
 impl Default for PersistedQuerySettings {
@@ -232,6 +240,7 @@ impl Default for PersistedQuerySettings {
             max_bytes: 4 * 1024 * 1024,
             safelist: None,
             require_id: false,
+            safelist_reload_secs: 30,
         }
     }
 }
@@ -254,6 +263,12 @@ impl PersistedQuerySettings {
             return Err(SettingsError::new(
                 "persisted_queries.safelist",
                 "needs persisted_queries.enabled = true (the safelist's operations are run by hash)",
+            ));
+        }
+        if self.safelist_reload_secs > 3600 {
+            return Err(SettingsError::new(
+                "persisted_queries.safelist_reload_secs",
+                format!("must be 0 to 3600 (got {})", self.safelist_reload_secs),
             ));
         }
         if self.require_id && self.safelist.is_none() {
@@ -933,6 +948,7 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("persisted_queries.max_bytes", EnvKind::Scalar),
     ("persisted_queries.safelist", EnvKind::String),
     ("persisted_queries.require_id", EnvKind::Scalar),
+    ("persisted_queries.safelist_reload_secs", EnvKind::Scalar),
     ("redis.url", EnvKind::String),
     ("redis.key_prefix", EnvKind::String),
     ("redis.command_timeout_ms", EnvKind::Scalar),
@@ -1857,6 +1873,28 @@ mod tests {
         .expect_err("require_id without a safelist");
         assert_eq!(e.key, "persisted_queries.require_id", "{e}");
         assert!(e.reason.contains("persisted_queries.safelist"), "{e}");
+    }
+
+    #[test]
+    fn the_safelist_reload_period_is_bounded() {
+        assert_eq!(
+            Settings::default().persisted_queries.safelist_reload_secs,
+            30
+        );
+        let settings = Settings::from_sources(
+            None,
+            "",
+            [("SSM_GATEWAY_PERSISTED_QUERIES__SAFELIST_RELOAD_SECS", "0")],
+        )
+        .expect("0: read at start-up only");
+        assert_eq!(settings.persisted_queries.safelist_reload_secs, 0);
+        let e = Settings::from_sources(
+            None,
+            "[persisted_queries]\nsafelist_reload_secs = 3601\n",
+            Vec::<(&str, &str)>::new(),
+        )
+        .expect_err("over an hour");
+        assert_eq!(e.key, "persisted_queries.safelist_reload_secs", "{e}");
     }
 
     #[test]

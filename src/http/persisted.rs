@@ -167,12 +167,26 @@ impl DocumentStore for SharedDocuments {
 const VERSION: u64 = 1;
 
 /// The operations a safelist allows, by the SHA-256 of their text: an
-/// Apollo persisted query manifest, read once at start-up.
+/// Apollo persisted query manifest, read at start-up and, when its file
+/// changes, again ([`Safelist::watch`]).
 #[derive(Debug)]
 pub struct Safelist {
-    operations: HashMap<DocumentHash, Arc<str>>,
+    operations: arc_swap::ArcSwap<Operations>,
     /// Operations run by hash alone (`persisted_queries.require_id`).
     require_id: bool,
+    /// Where the manifest is read from; none for one parsed from text.
+    path: Option<std::path::PathBuf>,
+}
+
+/// A manifest's operations, by the SHA-256 of their text.
+type Operations = HashMap<DocumentHash, Arc<str>>;
+
+/// What tells a file's versions apart: its modified time and length.
+type Stamp = Option<(std::time::SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// The manifest format Apollo's tooling writes
@@ -195,15 +209,90 @@ struct ManifestOperation {
 impl Safelist {
     /// The manifest at `path`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the safelist {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("the safelist {}", path.display()))
+        Ok(Self {
+            operations: arc_swap::ArcSwap::from_pointee(Self::read(path)?),
+            require_id: false,
+            path: Some(path.to_owned()),
+        })
     }
 
-    /// A manifest's text: `format` `apollo-persisted-query-manifest`,
-    /// `version` 1, and at least one operation, each with the SHA-256 of its
-    /// `body` as its `id` (what clients send as `sha256Hash`).
+    /// The operations of the manifest at `path`.
+    fn read(path: &Path) -> anyhow::Result<Operations> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the safelist {}", path.display()))?;
+        Self::operations(&text).with_context(|| format!("the safelist {}", path.display()))
+    }
+
+    /// Checks the manifest's file every `every` and, when it has changed,
+    /// reads it again: a valid one is used from then on, an invalid one is
+    /// logged and counted, and the list in use stays. Stops when the
+    /// safelist is dropped.
+    pub fn watch(self: &Arc<Self>, every: Duration, metrics: crate::instruments::Metrics) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let list = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen = stamp(&path);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if list.strong_count() == 0 {
+                    return;
+                }
+                let now = stamp(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                let read = {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || Self::read(&path)).await
+                };
+                let Some(list) = list.upgrade() else {
+                    return;
+                };
+                match read {
+                    Ok(Ok(operations)) => {
+                        tracing::info!(
+                            path = %path.display(),
+                            operations = operations.len(),
+                            "safelist reloaded"
+                        );
+                        list.operations.store(Arc::new(operations));
+                        metrics.safelist_reload(true);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(
+                            error = %format_args!("{e:#}"),
+                            "safelist changed but cannot be used; the previous list stays"
+                        );
+                        metrics.safelist_reload(false);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "safelist reload failed; the previous list stays");
+                        metrics.safelist_reload(false);
+                    }
+                }
+            }
+        });
+    }
+
+    /// The safelist of a manifest's `text`, with no file behind it.
+    #[cfg(test)]
     fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            operations: arc_swap::ArcSwap::from_pointee(Self::operations(text)?),
+            require_id: false,
+            path: None,
+        })
+    }
+
+    /// The operations of a manifest's text: `format`
+    /// `apollo-persisted-query-manifest`, `version` 1, and at least one
+    /// operation, each with the SHA-256 of its `body` as its `id` (what
+    /// clients send as `sha256Hash`).
+    fn operations(text: &str) -> anyhow::Result<Operations> {
         let manifest: Manifest =
             serde_json::from_str(text).context("is not a persisted query manifest")?;
         anyhow::ensure!(
@@ -225,10 +314,7 @@ impl Safelist {
             }
             operations.insert(hash, Arc::from(operation.body));
         }
-        Ok(Self {
-            operations,
-            require_id: false,
-        })
+        Ok(operations)
     }
 
     /// The document a request runs in safelist mode: its `query` when that
@@ -248,13 +334,14 @@ impl Safelist {
                 if hash.is_some_and(|hash| hash != own) {
                     return Err(PersistedQueryError::HashMismatch);
                 }
-                if !self.operations.contains_key(&own) {
+                if !self.operations.load().contains_key(&own) {
                     return Err(PersistedQueryError::NotInSafelist);
                 }
                 Ok(Some(query))
             }
             (None, Some(hash)) => self
                 .operations
+                .load()
                 .get(&hash)
                 .map(|document| Some(document.to_string()))
                 .ok_or(PersistedQueryError::NotInSafelist),
@@ -349,6 +436,14 @@ impl PersistedQueries {
             store: Some(store),
             safelist,
         })
+    }
+
+    /// Keeps the safelist, if there is one, up to date with its file,
+    /// checked every `every` (see [`Safelist::watch`]).
+    pub fn watch_safelist(&self, every: Duration, metrics: crate::instruments::Metrics) {
+        if let Some(list) = &self.safelist {
+            list.watch(every, metrics);
+        }
     }
 
     /// The document a request runs: `query` itself when the request has no

@@ -257,20 +257,25 @@ const EVENTS: &str = "subscription { sessionEvents(includeExisting: true) { kind
 /// An Apollo persisted query manifest listing `PAGE` and `EVENTS`, written
 /// in a directory of its own named after `name`; the caller removes it.
 fn write_manifest(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let operations: Vec<Value> = [("Page", PAGE), ("Events", EVENTS)]
-        .iter()
-        .map(|(name, body)| json!({ "id": sha256_hex(body), "name": name, "type": "query", "body": body }))
-        .collect();
-    let manifest = json!({
-        "format": "apollo-persisted-query-manifest",
-        "version": 1,
-        "operations": operations,
-    });
     let dir = std::env::temp_dir().join(format!("gateway-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("manifest.json");
-    std::fs::write(&path, manifest.to_string()).expect("manifest");
+    std::fs::write(&path, manifest(&[PAGE, EVENTS])).expect("manifest");
     (dir, path)
+}
+
+/// An Apollo persisted query manifest of `bodies`.
+fn manifest(bodies: &[&str]) -> String {
+    let operations: Vec<Value> = bodies
+        .iter()
+        .map(|body| json!({ "id": sha256_hex(body), "name": "Op", "type": "query", "body": body }))
+        .collect();
+    json!({
+        "format": "apollo-persisted-query-manifest",
+        "version": 1,
+        "operations": operations,
+    })
+    .to_string()
 }
 
 /// Starts subscription `id` with `payload` (a `query`, `extensions`, or
@@ -391,6 +396,76 @@ async fn a_safelist_runs_its_operations_alone_over_http_and_websocket() {
         ("error".into(), "OPERATION_NOT_IN_SAFELIST".into()),
         "{refused}"
     );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// A changed safelist file is read again (`safelist_reload_secs`): its new
+/// operations run; a broken one is counted and the list in use stays.
+#[tokio::test]
+async fn a_changed_safelist_is_read_again_and_a_broken_one_is_not_used() {
+    let (dir, path) = write_manifest("reload");
+    let mut settings = Settings::default();
+    settings.persisted_queries.safelist = Some(path.clone());
+    settings.persisted_queries.safelist_reload_secs = 1;
+    settings.admin_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let app = spawn_app_with(emulator_config(dataset(41, 3, 40)), settings).await;
+    let other = "{ sessions(state: HISTORY, first: 1) { nodes { sessionId } } }";
+    let by_hash = json!({ "extensions": persisted(other) });
+    assert_refused(&app, by_hash.clone(), "OPERATION_NOT_IN_SAFELIST").await;
+
+    // Listed now: runs within a few checks.
+    std::fs::write(&path, manifest(&[PAGE, EVENTS, other])).expect("manifest");
+    let started = std::time::Instant::now();
+    loop {
+        let answer = post(&app, by_hash.clone(), &[]).await;
+        if answer.status == StatusCode::OK {
+            let answer: Value = serde_json::from_slice(&answer.body).expect("JSON");
+            assert_eq!(error_codes(&answer), Vec::<String>::new(), "{answer}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new operation still refused after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reloads = |text: &str, outcome: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "gateway_safelist_reloads_total{{outcome=\"{outcome}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let metrics = app.admin("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert_eq!(reloads(&text, "ok"), 1, "{text}");
+
+    // Broken: counted, and the list in use stays.
+    std::fs::write(&path, "{ not a manifest").expect("manifest");
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = app.admin("/metrics").await;
+        if reloads(&String::from_utf8_lossy(&metrics.body), "error") == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the broken manifest not noticed after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answer = post(&app, by_hash, &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_refused(
+        &app,
+        json!({ "extensions": persisted("{ __typename }") }),
+        "OPERATION_NOT_IN_SAFELIST",
+    )
+    .await;
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
