@@ -399,9 +399,10 @@ fn assemble(
             let persisted =
                 http::PersistedQueries::new(&settings.persisted_queries, shared.as_ref())?;
             let every = settings.persisted_queries.safelist_reload_secs;
-            if every > 0 {
-                persisted.watch_safelist(Duration::from_secs(every), metrics.clone());
-            }
+            persisted.watch_safelist(
+                (every > 0).then(|| Duration::from_secs(every)),
+                metrics.clone(),
+            )?;
             Arc::new(persisted)
         },
         limits: http::RequestLimits::new(&settings.http, &settings.limits),

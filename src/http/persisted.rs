@@ -223,25 +223,51 @@ impl Safelist {
         Self::operations(&text).with_context(|| format!("the safelist {}", path.display()))
     }
 
-    /// Checks the manifest's file every `every` and, when it has changed,
-    /// reads it again: a valid one is used from then on, an invalid one is
-    /// logged and counted, and the list in use stays. Stops when the
-    /// safelist is dropped.
-    pub fn watch(self: &Arc<Self>, every: Duration, metrics: crate::instruments::Metrics) {
+    /// Reads the manifest again on SIGHUP (Unix), as the API keys file is,
+    /// and, with `every`, whenever a check that often finds its file
+    /// changed (modified time or length): a valid one is used from then on,
+    /// an invalid one is logged and counted, and the list in use stays.
+    /// Stops when the safelist is dropped. Call inside a tokio runtime.
+    pub fn watch(
+        self: &Arc<Self>,
+        every: Option<Duration>,
+        metrics: crate::instruments::Metrics,
+    ) -> std::io::Result<()> {
         let Some(path) = self.path.clone() else {
-            return;
+            return Ok(());
         };
+        // Registered here, before returning: a SIGHUP sent right after is
+        // not lost (nor, with no handler yet, fatal).
+        #[cfg(unix)]
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let list = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut seen = stamp(&path);
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let mut tick = every
+                .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
             loop {
-                tick.tick().await;
+                let checked = async {
+                    match &mut tick {
+                        Some(tick) => {
+                            tick.tick().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(unix)]
+                let hangup = hangups.recv();
+                #[cfg(not(unix))]
+                let hangup = std::future::pending::<Option<()>>();
+                // SIGHUP reads the file whatever its stamp says.
+                let forced = tokio::select! {
+                    () = checked => false,
+                    _ = hangup => true,
+                };
                 if list.strong_count() == 0 {
                     return;
                 }
                 let now = stamp(&path);
-                if now == seen {
+                if now == seen && !forced {
                     continue;
                 }
                 seen = now;
@@ -276,6 +302,7 @@ impl Safelist {
                 }
             }
         });
+        Ok(())
     }
 
     /// The safelist of a manifest's `text`, with no file behind it.
@@ -438,11 +465,17 @@ impl PersistedQueries {
         })
     }
 
-    /// Keeps the safelist, if there is one, up to date with its file,
-    /// checked every `every` (see [`Safelist::watch`]).
-    pub fn watch_safelist(&self, every: Duration, metrics: crate::instruments::Metrics) {
-        if let Some(list) = &self.safelist {
-            list.watch(every, metrics);
+    /// Keeps the safelist, if there is one, up to date with its file: on
+    /// SIGHUP, and checked every `every` when given (see
+    /// [`Safelist::watch`]).
+    pub fn watch_safelist(
+        &self,
+        every: Option<Duration>,
+        metrics: crate::instruments::Metrics,
+    ) -> std::io::Result<()> {
+        match &self.safelist {
+            Some(list) => list.watch(every, metrics),
+            None => Ok(()),
         }
     }
 

@@ -469,6 +469,41 @@ async fn a_changed_safelist_is_read_again_and_a_broken_one_is_not_used() {
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
+/// SIGHUP reads the safelist again, as it does the API keys file, with no
+/// periodic check at all (`safelist_reload_secs = 0`).
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reads_the_safelist_again() {
+    let (dir, path) = write_manifest("sighup");
+    let mut settings = Settings::default();
+    settings.persisted_queries.safelist = Some(path.clone());
+    settings.persisted_queries.safelist_reload_secs = 0;
+    let app = spawn_app_with(emulator_config(dataset(41, 3, 40)), settings).await;
+    let other = "{ sessions(state: HISTORY, first: 2) { nodes { sessionId } } }";
+    let by_hash = json!({ "extensions": persisted(other) });
+    std::fs::write(&path, manifest(&[PAGE, EVENTS, other])).expect("manifest");
+    // No periodic check: the change waits for the signal.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_refused(&app, by_hash.clone(), "OPERATION_NOT_IN_SAFELIST").await;
+
+    // The whole test process gets it: every gateway in it has its handler
+    // (a safelist's or the API keys'), so nothing stops.
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    while post(&app, by_hash.clone(), &[]).await.status != StatusCode::OK {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new operation still refused 10 s after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 #[tokio::test]
 async fn require_id_runs_listed_operations_by_hash_alone_over_http_and_websocket() {
     let (dir, path) = write_manifest("require-id");
