@@ -401,6 +401,9 @@ async fn a_safelist_runs_its_operations_alone_over_http_and_websocket() {
 
 /// A changed safelist file is read again (`safelist_reload_secs`): its new
 /// operations run; a broken one is counted and the list in use stays.
+///
+/// Counts are compared with what they were before each change: another
+/// test's SIGHUP reaches this gateway too and reads the file once more.
 #[tokio::test]
 async fn a_changed_safelist_is_read_again_and_a_broken_one_is_not_used() {
     let (dir, path) = write_manifest("reload");
@@ -414,7 +417,8 @@ async fn a_changed_safelist_is_read_again_and_a_broken_one_is_not_used() {
     assert_refused(&app, by_hash.clone(), "OPERATION_NOT_IN_SAFELIST").await;
 
     // Listed now: runs within a few checks.
-    std::fs::write(&path, manifest(&[PAGE, EVENTS, other])).expect("manifest");
+    let before = safelist_reloads(&app).await;
+    replace_file(&path, &manifest(&[PAGE, EVENTS, other]));
     let started = std::time::Instant::now();
     loop {
         let answer = post(&app, by_hash.clone(), &[]).await;
@@ -429,29 +433,15 @@ async fn a_changed_safelist_is_read_again_and_a_broken_one_is_not_used() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let reloads = |text: &str, outcome: &str| {
-        text.lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "gateway_safelist_reloads_total{{outcome=\"{outcome}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let metrics = app.admin("/metrics").await;
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
-    assert_eq!(reloads(&text, "ok"), 1, "{text}");
+    let after = safelist_reloads(&app).await;
+    assert!(after.ok > before.ok, "{before:?} then {after:?}");
+    assert_eq!(after.error, before.error, "{before:?} then {after:?}");
 
     // Broken: counted, and the list in use stays.
-    std::fs::write(&path, "{ not a manifest").expect("manifest");
+    let before = after;
+    replace_file(&path, "{ not a manifest");
     let started = std::time::Instant::now();
-    loop {
-        let metrics = app.admin("/metrics").await;
-        if reloads(&String::from_utf8_lossy(&metrics.body), "error") == 1 {
-            break;
-        }
+    while safelist_reloads(&app).await.error == before.error {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the broken manifest not noticed after 10 s"
@@ -469,6 +459,36 @@ async fn a_changed_safelist_is_read_again_and_a_broken_one_is_not_used() {
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
+/// `gateway_safelist_reloads_total` by outcome, from the admin listener.
+#[derive(Debug, Clone, Copy)]
+struct Reloads {
+    ok: u64,
+    error: u64,
+}
+
+async fn safelist_reloads(app: &TestApp) -> Reloads {
+    let metrics = app.admin("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let count = |outcome: &str| {
+        let series = format!("gateway_safelist_reloads_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0, |n| n.trim().parse().expect("a count"))
+    };
+    Reloads {
+        ok: count("ok"),
+        error: count("error"),
+    }
+}
+
+/// Replaces `path` whole, as the kubelet updates a mounted ConfigMap: a
+/// reader sees the old file or the new one, never half of it.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).expect("write");
+    std::fs::rename(&next, path).expect("rename");
+}
+
 /// SIGHUP reads the safelist again, as it does the API keys file, with no
 /// periodic check at all (`safelist_reload_secs = 0`).
 #[cfg(unix)]
@@ -481,7 +501,7 @@ async fn sighup_reads_the_safelist_again() {
     let app = spawn_app_with(emulator_config(dataset(41, 3, 40)), settings).await;
     let other = "{ sessions(state: HISTORY, first: 2) { nodes { sessionId } } }";
     let by_hash = json!({ "extensions": persisted(other) });
-    std::fs::write(&path, manifest(&[PAGE, EVENTS, other])).expect("manifest");
+    replace_file(&path, &manifest(&[PAGE, EVENTS, other]));
     // No periodic check: the change waits for the signal.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_refused(&app, by_hash.clone(), "OPERATION_NOT_IN_SAFELIST").await;
