@@ -378,7 +378,8 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
-# bench/replicas.sh writes its own section: keep it.
+# bench/replicas.sh and bench/sockets.py write their own sections, at the
+# end: keep them.
 REPLICAS=$( [ -f "$OUT" ] && awk '/^## Several replicas/ {keep = 1} keep' "$OUT" || true)
 {
   echo "# Benchmarks"

@@ -67,6 +67,12 @@ const SUBPROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 /// Client messages buffered before the engine reads them; a client that
 /// floods more than this is closed.
 const INBOX: usize = 64;
+/// Each socket's read buffer. The WebSocket layer's default, 128 KiB,
+/// is allocated and zeroed for every socket, open or idle, credentials or
+/// none: 128 KiB a socket before `connection_init` (`bench/sockets.py`).
+/// The gateway's messages are small; a longer one (up to
+/// `http.body_limit_bytes`) is read in several reads.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Close codes (graphql-transport-ws, and RFC 6455's).
 mod close {
@@ -239,6 +245,7 @@ pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> R
     let limit = state.limits.message_bytes;
     let ws = ws
         .protocols(SUBPROTOCOLS)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit);
     let Some(protocol) = ws
