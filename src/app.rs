@@ -385,7 +385,7 @@ fn assemble(
         &settings.limits,
         metrics.clone(),
     );
-    let sockets = Sockets::default();
+    let sockets = Sockets::new(&settings.live);
     let state = http::HttpState::new(http::Shared {
         schema,
         responses: ResponseCache::new(&settings.cache).map(|cache| {

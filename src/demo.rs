@@ -229,9 +229,11 @@ pub async fn run(
     // (requests in flight still finish).
     settings.shutdown_delay_secs = 0;
     if options.bench_routes {
-        // The benchmark drives thousands of requests a second as one
-        // caller: it measures the gateway, not the per-caller limit.
+        // The benchmark drives thousands of requests a second, and opens
+        // thousands of sockets, as one caller: it measures the gateway, not
+        // the per-caller limits.
         settings.rate_limits.enabled = false;
+        settings.live.max_connections_per_caller = settings.live.max_connections;
     }
     let mut app =
         Application::build(&settings, BaseCredentials::Static(demo_base_credentials())).await?;

@@ -173,8 +173,9 @@ impl CacheEvent {
 pub enum Transport {
     /// `POST` or `GET /graphql`: answered 429.
     Http,
-    /// A subscription started over a WebSocket: answered with an `error`
-    /// message for that operation.
+    /// A subscription started over a WebSocket (answered with an `error`
+    /// message for that operation), or a `connection_init` (its socket
+    /// closed with 1013).
     WebSocket,
 }
 
@@ -310,7 +311,7 @@ impl Metrics {
             ),
             (
                 RATE_LIMITED,
-                "Requests refused for their caller's rate ([rate_limits]), by transport: http (429) or websocket (a subscription start).",
+                "Requests refused for their caller's rate ([rate_limits]), by transport: http (429) or websocket (a subscription start or a connection_init).",
             ),
             (
                 SAFELIST_RELOADS,
@@ -330,7 +331,7 @@ impl Metrics {
             ),
             (
                 WEBSOCKET_CONNECTIONS,
-                "WebSocket connections by how connection_init ended: accepted, refused, init_timeout, bad_request, closed, shutdown.",
+                "WebSocket connections by how their start ended: accepted, refused, init_timeout, bad_request, closed, shutdown, rate_limited, caller_limit, overloaded (the upgrade refused).",
             ),
         ];
         for (name, help) in counters {
@@ -493,9 +494,10 @@ impl Metrics {
         self.up_while_held(SUBSCRIPTIONS_ACTIVE)
     }
 
-    /// How a WebSocket's `connection_init` ended: `accepted`, `refused`
-    /// (4403), `init_timeout` (4408), `bad_request` (4400), `closed`
-    /// (the peer left first) or `shutdown`.
+    /// How a WebSocket's start ended: `accepted`, `refused` (4403),
+    /// `init_timeout` (4408), `bad_request` (4400), `closed` (the peer
+    /// left first), `shutdown`, `rate_limited` or `caller_limit` (1013),
+    /// or `overloaded` (the upgrade answered 503).
     pub fn websocket_connection(&self, outcome: &'static str) {
         self.counter(WEBSOCKET_CONNECTIONS, vec![Label::new("outcome", outcome)])
             .increment(1);

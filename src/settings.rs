@@ -776,6 +776,21 @@ pub struct LiveSettings {
     /// more is refused with `TOO_MANY_SUBSCRIPTIONS`. Default 20. Env
     /// `SSM_GATEWAY_LIVE__MAX_SUBSCRIPTIONS_PER_CONNECTION`.
     pub max_subscriptions_per_connection: u32,
+    /// WebSockets one replica holds open at once, those still waiting for
+    /// `connection_init` included, 1 to 1000000: the upgrade of one more is
+    /// answered HTTP 503 `OVERLOADED` with `Retry-After: 1`. It bounds the
+    /// memory and file descriptors anyone who reaches the port can take
+    /// (an idle socket costs about 11 KiB, BENCHMARKS.md; keep the
+    /// process's open-file limit above this plus `http.max_in_flight`).
+    /// Default 10000. Env `SSM_GATEWAY_LIVE__MAX_CONNECTIONS`.
+    pub max_connections: u32,
+    /// WebSockets one caller (principal) may hold open on one replica, 1 to
+    /// 1000000: a `connection_init` past it closes its socket with 1013
+    /// (try again later), so that no one caller takes every socket. Default
+    /// 100 (a browser holds one a tab; raise it for a service that holds
+    /// one per user of its own). Env
+    /// `SSM_GATEWAY_LIVE__MAX_CONNECTIONS_PER_CALLER`.
+    pub max_connections_per_caller: u32,
     /// On shutdown, how long open WebSockets get to close (each is sent a
     /// 1001 "going away" close at once), in milliseconds, 0 to 60000.
     /// Default 5000. Env `SSM_GATEWAY_LIVE__SHUTDOWN_GRACE_MS`.
@@ -790,6 +805,8 @@ impl Default for LiveSettings {
             ping_interval_ms: 25_000,
             init_timeout_ms: 10_000,
             max_subscriptions_per_connection: 20,
+            max_connections: 10_000,
+            max_connections_per_caller: 100,
             shutdown_grace_ms: 5000,
         }
     }
@@ -811,6 +828,18 @@ impl LiveSettings {
                 u64::from(self.max_subscriptions_per_connection),
                 1,
                 1000,
+            ),
+            (
+                "live.max_connections",
+                u64::from(self.max_connections),
+                1,
+                1_000_000,
+            ),
+            (
+                "live.max_connections_per_caller",
+                u64::from(self.max_connections_per_caller),
+                1,
+                1_000_000,
             ),
             ("live.shutdown_grace_ms", self.shutdown_grace_ms, 0, 60_000),
         ] {
@@ -944,6 +973,8 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("live.ping_interval_ms", EnvKind::Scalar),
     ("live.init_timeout_ms", EnvKind::Scalar),
     ("live.max_subscriptions_per_connection", EnvKind::Scalar),
+    ("live.max_connections", EnvKind::Scalar),
+    ("live.max_connections_per_caller", EnvKind::Scalar),
     ("live.shutdown_grace_ms", EnvKind::Scalar),
     ("persisted_queries.enabled", EnvKind::Scalar),
     ("persisted_queries.max_bytes", EnvKind::Scalar),
@@ -2320,6 +2351,24 @@ mod tests {
         error_for(
             "[live]\nmax_subscriptions_per_connection = 0",
             "live.max_subscriptions_per_connection",
+        );
+        let bounded = Settings::from_sources(
+            None,
+            "[live]\nmax_connections = 500",
+            [("SSM_GATEWAY_LIVE__MAX_CONNECTIONS_PER_CALLER", "7")],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                bounded.live.max_connections,
+                bounded.live.max_connections_per_caller
+            ),
+            (500, 7)
+        );
+        error_for("[live]\nmax_connections = 0", "live.max_connections");
+        error_for(
+            "[live]\nmax_connections_per_caller = 1000001",
+            "live.max_connections_per_caller",
         );
     }
 

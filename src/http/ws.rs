@@ -15,6 +15,13 @@
 //! - **Keep-alive**: every `live.ping_interval_ms` the server sends a
 //!   protocol ping (`{"type":"ping"}`; `{"type":"ka"}` on the legacy
 //!   protocol), so load balancers never see an idle connection.
+//! - **Sockets**: one replica holds at most `live.max_connections` sockets,
+//!   those still waiting for `connection_init` included: one more upgrade
+//!   is answered HTTP 503 `OVERLOADED` before it becomes a socket. Each
+//!   `connection_init` takes one request from its caller's rate limit, and
+//!   a caller may hold `live.max_connections_per_caller` sockets: past
+//!   either, the socket is closed with 1013 (try again later; graphql-ws
+//!   clients retry with back-off). See [`Sockets`].
 //! - **Limits**: each connection may hold `live.max_subscriptions_per_connection`
 //!   subscriptions ([`SubscriptionSlots`] in its data), and each
 //!   subscription it starts (`subscribe`; `start` on the legacy protocol)
@@ -41,8 +48,9 @@
 //!   `live.shutdown_grace_ms` (axum's graceful shutdown does not see
 //!   upgraded connections).
 
+use std::collections::HashMap;
 use std::str::FromStr as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_graphql::Data;
@@ -51,7 +59,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,6 +69,7 @@ use crate::error::code;
 use crate::graphql::SubscriptionSlots;
 use crate::instruments::Transport;
 use crate::sessions::Caller;
+use crate::settings::LiveSettings;
 
 /// The subprotocols spoken, in order of preference.
 const SUBPROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -84,6 +93,7 @@ mod close {
     pub const INIT_TIMEOUT: u16 = 4408;
     pub const SUBSCRIBER_EXISTS: u16 = 4409;
     pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// The subscriptions running on one graphql-transport-ws socket, by id,
@@ -105,7 +115,7 @@ struct Subscribers {
     /// either side.
     running: std::collections::HashSet<String>,
     /// Streams handed to the engine and not yet completed by it, per id.
-    streams: std::collections::HashMap<String, u32>,
+    streams: HashMap<String, u32>,
 }
 
 /// The parts of a message that say which subscription it starts or ends.
@@ -169,14 +179,30 @@ impl Subscribers {
     }
 }
 
-/// The open WebSockets of one gateway, so shutdown can close them.
-#[derive(Clone, Debug, Default)]
+/// The open WebSockets of one gateway: bounded in all and per caller, and
+/// closed on shutdown.
+#[derive(Clone, Debug)]
 pub struct Sockets {
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// A permit per open socket (`live.max_connections`), taken before
+    /// the upgrade: a client past the limit never gets a socket.
+    slots: Arc<Semaphore>,
+    /// Sockets past `connection_init`, by caller
+    /// (`live.max_connections_per_caller`).
+    callers: Arc<CallerSockets>,
 }
 
 impl Sockets {
+    pub fn new(live: &LiveSettings) -> Self {
+        Self {
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(live.max_connections as usize)),
+            callers: Arc::new(CallerSockets::new(live.max_connections_per_caller as usize)),
+        }
+    }
+
     /// Tells every open socket to close with 1001, refuses new ones, and
     /// waits up to `grace` for them to finish; false if some did not.
     pub async fn close_all(&self, grace: Duration) -> bool {
@@ -190,6 +216,67 @@ impl Sockets {
     /// Sockets open now.
     pub fn open(&self) -> usize {
         self.tracker.len()
+    }
+}
+
+/// How many sockets each caller holds open, each at most `max`.
+#[derive(Debug)]
+struct CallerSockets {
+    max: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One socket of one caller, counted until dropped.
+struct CallerSocket {
+    callers: Arc<CallerSockets>,
+    caller: String,
+}
+
+impl CallerSockets {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A socket for `caller`, unless it holds `max` already.
+    fn claim(self: &Arc<Self>, caller: &str) -> Option<CallerSocket> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = open.entry(caller.to_owned()).or_default();
+        if *held >= self.max {
+            return None;
+        }
+        *held += 1;
+        Some(CallerSocket {
+            callers: Arc::clone(self),
+            caller: caller.to_owned(),
+        })
+    }
+
+    /// Sockets `caller` holds.
+    #[cfg(test)]
+    fn held(&self, caller: &str) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(caller).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for CallerSocket {
+    fn drop(&mut self) {
+        let mut open = self
+            .callers
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = open.get_mut(&self.caller) {
+            *held -= 1;
+            // A caller gone leaves no entry: the map holds the callers
+            // connected now, not every one ever seen.
+            if *held == 0 {
+                open.remove(&self.caller);
+            }
+        }
     }
 }
 
@@ -267,10 +354,25 @@ pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> R
     if sockets.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    // Taken before the upgrade and held by the socket to its end, so the
+    // limit is exact however many upgrades race.
+    let Ok(slot) = Arc::clone(&sockets.slots).try_acquire_owned() else {
+        state.metrics.websocket_connection("overloaded");
+        let mut response = super::http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::OVERLOADED,
+            "the gateway holds as many WebSockets as it may (live.max_connections); retry shortly",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     ws.on_upgrade(move |socket| {
-        sockets
-            .tracker
-            .track_future(serve_socket(socket, state, protocol, upgrade_authorization))
+        sockets.tracker.track_future(async move {
+            serve_socket(socket, state, protocol, upgrade_authorization).await;
+            drop(slot);
+        })
     })
 }
 
@@ -341,6 +443,46 @@ async fn next_text(socket: &mut WebSocket) -> Option<String> {
     None
 }
 
+/// After its credentials: a socket takes one request from its caller's
+/// rate limit, and one of the sockets the caller may hold. Past either it
+/// is closed with 1013 (try again later) and `None` returned; else the
+/// caller's socket, held while it is open.
+async fn admit_connection(
+    state: &HttpState,
+    caller: &Caller,
+    socket: &mut WebSocket,
+) -> Option<CallerSocket> {
+    let principal = caller.principal.to_string();
+    if let Err(limited) = state.rates.check_everywhere(&principal).await {
+        let secs = limited.retry_after_secs();
+        state.metrics.rate_limited(Transport::WebSocket);
+        state.metrics.websocket_connection("rate_limited");
+        tracing::info!(
+            target: "audit",
+            principal = %caller.principal,
+            outcome = "rate_limited",
+            retry_after_secs = secs,
+            "connection refused"
+        );
+        let reason = format!("Too many requests; retry in {secs} s");
+        send_close(socket, close::TRY_AGAIN_LATER, &reason).await;
+        return None;
+    }
+    let held = state.sockets.callers.claim(&principal);
+    if held.is_none() {
+        state.metrics.websocket_connection("caller_limit");
+        tracing::info!(
+            target: "audit",
+            principal = %caller.principal,
+            outcome = "too_many_connections",
+            "connection refused"
+        );
+        let reason = "Too many connections for this caller";
+        send_close(socket, close::TRY_AGAIN_LATER, reason).await;
+    }
+    held
+}
+
 /// Sleeps until `at`, or forever when `None`.
 async fn until(at: Option<Instant>) {
     match at {
@@ -409,6 +551,9 @@ async fn serve_socket(
         }
     };
 
+    let Some(_held) = admit_connection(&state, &auth.caller, &mut socket).await else {
+        return;
+    };
     metrics.websocket_connection("accepted");
     let _open = metrics.websocket_open();
 
@@ -659,8 +804,9 @@ fn error_message(
 
 #[cfg(test)]
 mod tests {
-    use super::{Subscribers, close_reason};
+    use super::{CallerSockets, Subscribers, close_reason};
     use async_graphql::http::WebSocketProtocols;
+    use std::sync::Arc;
 
     fn subscribe(id: &str) -> String {
         format!(r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"{{ a }}"}}}}"#)
@@ -668,6 +814,24 @@ mod tests {
 
     fn complete(id: &str) -> String {
         format!(r#"{{"type":"complete","id":"{id}"}}"#)
+    }
+
+    #[test]
+    fn a_caller_holds_at_most_its_sockets_and_gets_them_back() {
+        let callers = Arc::new(CallerSockets::new(2));
+        let first = callers.claim("api_key:a").expect("one");
+        let second = callers.claim("api_key:a").expect("two");
+        assert!(callers.claim("api_key:a").is_none(), "a third");
+        // Another caller has sockets of its own.
+        let other = callers.claim("jwt:b").expect("another caller's");
+        drop(first);
+        assert_eq!(callers.held("api_key:a"), 1);
+        let again = callers.claim("api_key:a").expect("one given back");
+        assert!(callers.claim("api_key:a").is_none());
+        drop((second, again, other));
+        assert_eq!(callers.held("api_key:a"), 0);
+        let open = callers.open.lock().expect("not poisoned");
+        assert!(open.is_empty(), "callers gone leave no entry: {open:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and with the graphql-ws reference client), `terminateSession`, what
 //! subscribers cost SSM, and the connection's close codes.
 
+use sha2::Digest as _;
 use std::io::BufRead as _;
 use std::time::Duration;
 
@@ -758,6 +759,120 @@ async fn open_sockets_and_running_subscriptions_are_gauged() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Retries `connect` until it gives a socket (one just closed takes a moment
+/// to give its place back), within [`WAIT`].
+async fn connect_within(app: &TestApp) -> WsClient {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match WsClient::try_connect(&app.ws_url(), "graphql-transport-ws").await {
+            Ok(client) => return client,
+            Err(refused) => assert!(
+                std::time::Instant::now() < deadline,
+                "still refused: {refused:?}"
+            ),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `live.max_connections` counts every socket, one that has not sent
+/// `connection_init` too: one more upgrade is HTTP 503 `OVERLOADED`, before
+/// it is a socket; a socket closed gives its place back.
+#[tokio::test]
+async fn sockets_past_the_replica_limit_are_refused_before_the_upgrade() {
+    let app = spawn_live(1, |s| {
+        s.live.max_connections = 2;
+        s.live.init_timeout_ms = 60_000;
+        s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let mut connected = WsClient::ready(&app.ws_url()).await;
+    let _no_credentials = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    let refused = match WsClient::try_connect(&app.ws_url(), "graphql-transport-ws").await {
+        Err(refused) => refused,
+        Ok(_) => panic!("a third socket was upgraded"),
+    };
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value =
+        serde_json::from_slice(refused.body().as_deref().unwrap_or_default()).expect("a JSON body");
+    assert_eq!(error_codes(&body), ["OVERLOADED"], "{body}");
+    // HTTP is not held back by the sockets.
+    let answer = app.graphql("{ __typename }", json!({})).await;
+    assert_eq!(answer["data"]["__typename"], "Query", "{answer}");
+
+    connected.close().await;
+    let mut again = connect_within(&app).await;
+    assert!(
+        matches!(again.init(crate::support::ADMIN).await, Received::Json(m) if m["type"] == "connection_ack")
+    );
+    let text = String::from_utf8(app.admin("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metric(
+            &text,
+            "gateway_websocket_connections_total{outcome=\"overloaded\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+}
+
+/// `live.max_connections_per_caller`: past it, that caller's
+/// `connection_init` closes its socket with 1013 (try again later); other
+/// callers connect, and a socket closed gives the caller its place back.
+#[tokio::test]
+async fn a_caller_past_its_sockets_is_closed_with_1013_and_others_connect() {
+    let app = spawn_live(1, |s| {
+        s.live.max_connections_per_caller = 2;
+        s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        // A second caller, with the admin's grants under a key of its own.
+        s.auth = crate::support::admin_auth();
+        let mut other = s.auth.api_keys[0].clone();
+        other.name = "other".to_owned();
+        other.sha256 = vec![format!("{:x}", sha2::Sha256::digest(b"other-key"))];
+        s.auth.api_keys.push(other);
+    })
+    .await;
+    let mut first = WsClient::ready(&app.ws_url()).await;
+    let _second = WsClient::ready(&app.ws_url()).await;
+    let mut third = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    match third.init(crate::support::ADMIN).await {
+        Received::Closed(code, reason) => assert_eq!(
+            (code, reason.as_str()),
+            (1013, "Too many connections for this caller")
+        ),
+        other => panic!("expected a 1013 close, got {other:?}"),
+    }
+    let mut other = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    match other.init("Bearer other-key").await {
+        Received::Json(m) if m["type"] == "connection_ack" => {}
+        other => panic!("expected connection_ack, got {other:?}"),
+    }
+
+    let text = String::from_utf8(app.admin("/metrics").await.body.to_vec()).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "gateway_websocket_connections_total{outcome=\"caller_limit\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+
+    first.close().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut again = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+        match again.init(crate::support::ADMIN).await {
+            Received::Json(m) if m["type"] == "connection_ack" => break,
+            Received::Closed(1013, _) => {
+                assert!(std::time::Instant::now() < deadline, "still refused");
+            }
+            other => panic!("expected connection_ack or 1013, got {other:?}"),
+        }
         tokio::time::sleep(POLL).await;
     }
 }

@@ -207,10 +207,11 @@ const EVENTS: &str = "subscription { sessionEvents(includeExisting: true) { kind
 async fn a_subscription_over_the_rate_gets_an_error_and_the_socket_stays_open() {
     let app = spawn_limited(RateLimitSettings {
         requests_per_second: 1,
-        burst: 2,
+        burst: 3,
         ..RateLimitSettings::default()
     })
     .await;
+    // connection_init takes one request, each subscription one.
     let mut ws = WsClient::ready(&app.ws_url()).await;
     ws.subscribe("1", EVENTS, json!({})).await;
     ws.subscribe("2", EVENTS, json!({})).await;
@@ -247,7 +248,7 @@ async fn a_subscription_over_the_rate_gets_an_error_and_the_socket_stays_open() 
     }
 
     // The legacy protocol gets its own shape of error: one error object.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let mut legacy = WsClient::connect(&app.ws_url(), "graphql-ws").await;
     legacy
         .send(json!({"type": "connection_init", "payload": {"Authorization": ADMIN}}))
@@ -271,6 +272,39 @@ async fn a_subscription_over_the_rate_gets_an_error_and_the_socket_stays_open() 
     );
     assert_eq!(refusals_counted(&app, "websocket").await, 2);
     assert_eq!(refusals_counted(&app, "http").await, 1);
+}
+
+/// A `connection_init` takes one request from its caller's rate limit: over
+/// it, the socket is closed with 1013 (try again later), which graphql-ws
+/// clients retry with back-off, and counted with the subscriptions refused.
+#[tokio::test]
+async fn a_connection_init_over_the_rate_closes_the_socket_with_1013() {
+    let app = spawn_limited(RateLimitSettings {
+        requests_per_second: 1,
+        burst: 1,
+        ..RateLimitSettings::default()
+    })
+    .await;
+    let _first = WsClient::ready(&app.ws_url()).await;
+    let mut second = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    match second.init(ADMIN).await {
+        Received::Closed(code, reason) => {
+            assert_eq!(
+                (code, reason.as_str()),
+                (1013, "Too many requests; retry in 1 s")
+            );
+        }
+        other => panic!("expected a 1013 close, got {other:?}"),
+    }
+    assert_eq!(refusals_counted(&app, "websocket").await, 1);
+    // Another caller has a bucket of its own; this one's refills.
+    let mut other = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+    match other.init(PLATFORM).await {
+        Received::Json(m) if m["type"] == "connection_ack" => {}
+        other => panic!("expected connection_ack, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _again = WsClient::ready(&app.ws_url()).await;
 }
 
 // ------------------------------------------------------ the server loop

@@ -44,14 +44,27 @@ pub struct WsClient {
 impl WsClient {
     /// Connects to `url` offering `subprotocol`.
     pub async fn connect(url: &str, subprotocol: &str) -> Self {
+        match Self::try_connect(url, subprotocol).await {
+            Ok(client) => client,
+            Err(refused) => panic!("WebSocket upgrade refused: {refused:?}"),
+        }
+    }
+
+    /// [`Self::connect`], or the HTTP answer that refused the upgrade.
+    pub async fn try_connect(
+        url: &str,
+        subprotocol: &str,
+    ) -> Result<Self, hyper::Response<Option<Vec<u8>>>> {
         let mut request = url.into_client_request().expect("ws request");
         request.headers_mut().insert(
             "sec-websocket-protocol",
             subprotocol.parse().expect("header value"),
         );
-        let (ws, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("WebSocket upgrade");
+        let (ws, response) = match tokio_tungstenite::connect_async(request).await {
+            Ok(connected) => connected,
+            Err(tokio_tungstenite::tungstenite::Error::Http(refused)) => return Err(*refused),
+            Err(e) => panic!("WebSocket upgrade: {e}"),
+        };
         assert_eq!(
             response
                 .headers()
@@ -59,16 +72,21 @@ impl WsClient {
                 .and_then(|v| v.to_str().ok()),
             Some(subprotocol)
         );
-        Self { ws }
+        Ok(Self { ws })
+    }
+
+    /// Sends `connection_init` with `authorization`: the `connection_ack`
+    /// message, or what came instead.
+    pub async fn init(&mut self, authorization: &str) -> Received {
+        self.send(json!({"type": "connection_init", "payload": {"Authorization": authorization}}))
+            .await;
+        self.next_message(Duration::from_secs(5)).await
     }
 
     /// Connects with graphql-transport-ws and completes `connection_init`.
     pub async fn ready(url: &str) -> Self {
         let mut client = Self::connect(url, "graphql-transport-ws").await;
-        client
-            .send(json!({"type": "connection_init", "payload": {"Authorization": super::ADMIN}}))
-            .await;
-        match client.next_message(Duration::from_secs(5)).await {
+        match client.init(super::ADMIN).await {
             Received::Json(m) if m["type"] == "connection_ack" => client,
             other => panic!("expected connection_ack, got {other:?}"),
         }
