@@ -72,6 +72,8 @@ pub const REDIS_FALLBACKS: &str = "gateway_redis_fallbacks_total";
 pub const REDIS_LEASE_WAITS: &str = "gateway_redis_lease_waits_total";
 /// `gateway_websockets_open`.
 pub const WEBSOCKETS_OPEN: &str = "gateway_websockets_open";
+/// `gateway_websockets_connecting`.
+pub const WEBSOCKETS_CONNECTING: &str = "gateway_websockets_connecting";
 /// `gateway_websocket_connections_total{outcome}`.
 pub const WEBSOCKET_CONNECTIONS: &str = "gateway_websocket_connections_total";
 /// `gateway_subscriptions_active`.
@@ -264,7 +266,12 @@ impl Metrics {
                 vec![Label::new("version", env!("CARGO_PKG_VERSION"))],
             )
             .set(1.0);
-        for gauge in [HTTP_IN_FLIGHT, WEBSOCKETS_OPEN, SUBSCRIPTIONS_ACTIVE] {
+        for gauge in [
+            HTTP_IN_FLIGHT,
+            WEBSOCKETS_OPEN,
+            WEBSOCKETS_CONNECTING,
+            SUBSCRIPTIONS_ACTIVE,
+        ] {
             metrics.gauge(gauge, Vec::new()).set(0.0);
         }
         metrics
@@ -368,6 +375,11 @@ impl Metrics {
             WEBSOCKETS_OPEN.into(),
             None,
             SharedString::const_str("WebSockets open now (past connection_init)."),
+        );
+        r.describe_gauge(
+            WEBSOCKETS_CONNECTING.into(),
+            None,
+            SharedString::const_str("WebSockets upgraded and not yet past connection_init; with gateway_websockets_open, what live.max_connections bounds."),
         );
         r.describe_gauge(
             SUBSCRIPTIONS_ACTIVE.into(),
@@ -487,6 +499,12 @@ impl Metrics {
     /// drops.
     pub fn websocket_open(&self) -> InFlight {
         self.up_while_held(WEBSOCKETS_OPEN)
+    }
+
+    /// Counts an upgraded WebSocket not yet past `connection_init` until
+    /// the guard drops.
+    pub fn websocket_connecting(&self) -> InFlight {
+        self.up_while_held(WEBSOCKETS_CONNECTING)
     }
 
     /// Counts a running subscription until the guard drops.

@@ -502,6 +502,7 @@ async fn serve_socket(
     let metrics = state.metrics.clone();
 
     // 1. connection_init, within the timeout.
+    let connecting = metrics.websocket_connecting();
     let first = tokio::select! {
         first = tokio::time::timeout(Duration::from_millis(live.init_timeout_ms), next_text(&mut socket)) => first,
         () = shutdown.cancelled() => {
@@ -555,6 +556,7 @@ async fn serve_socket(
         return;
     };
     metrics.websocket_connection("accepted");
+    drop(connecting);
     let _open = metrics.websocket_open();
 
     // 2. The protocol engine, fed by an inbox that starts with the init.

@@ -804,6 +804,17 @@ async fn sockets_past_the_replica_limit_are_refused_before_the_upgrade() {
     // HTTP is not held back by the sockets.
     let answer = app.graphql("{ __typename }", json!({})).await;
     assert_eq!(answer["data"]["__typename"], "Query", "{answer}");
+    // Both gauged: one past connection_init, one not.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = String::from_utf8(app.admin("/metrics").await.body.to_vec()).unwrap();
+        let open = metric(&text, "gateway_websockets_open");
+        if (open, metric(&text, "gateway_websockets_connecting")) == (1.0, 1.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(POLL).await;
+    }
 
     connected.close().await;
     let mut again = connect_within(&app).await;
