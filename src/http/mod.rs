@@ -387,6 +387,16 @@ fn span_name(method: &str, route: &str) -> std::borrow::Cow<'static, str> {
 
 const APPLICATION_JSON: &str = "application/json";
 
+/// HTTP 503 `OVERLOADED`, `Retry-After: 1`: the gateway is at one of its
+/// capacity limits, and says which in `message`.
+fn overloaded(message: &str) -> Response {
+    let mut response = http_error(StatusCode::SERVICE_UNAVAILABLE, code::OVERLOADED, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// An error before any GraphQL work: a GraphQL-shaped body with a code.
 fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({
@@ -763,15 +773,7 @@ async fn execute(
     // Beyond the in-flight cap, refuse at once: queueing would only make
     // every caller wait longer.
     let Ok(_permit) = state.limits.in_flight.clone().try_acquire_owned() else {
-        let mut response = http_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::OVERLOADED,
-            "the gateway is at its limit of requests in flight; retry shortly",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return overloaded("the gateway is at its limit of requests in flight; retry shortly");
     };
     let document = match &parts.document {
         Some(document) => Some(Arc::clone(document)),

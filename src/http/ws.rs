@@ -358,15 +358,9 @@ pub fn upgrade(state: HttpState, headers: &HeaderMap, ws: WebSocketUpgrade) -> R
     // limit is exact however many upgrades race.
     let Ok(slot) = Arc::clone(&sockets.slots).try_acquire_owned() else {
         state.metrics.websocket_connection("overloaded");
-        let mut response = super::http_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::OVERLOADED,
+        return super::overloaded(
             "the gateway holds as many WebSockets as it may (live.max_connections); retry shortly",
         );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
     };
     ws.on_upgrade(move |socket| {
         sockets.tracker.track_future(async move {
