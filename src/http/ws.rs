@@ -66,8 +66,10 @@ use tokio_util::task::TaskTracker;
 
 use super::{HttpState, PersistedQueryError};
 use crate::error::code;
+use crate::graphql::GatewaySchema;
 use crate::graphql::SubscriptionSlots;
 use crate::instruments::Transport;
+use crate::paging::RequestBudget;
 use crate::sessions::Caller;
 use crate::settings::LiveSettings;
 
@@ -437,6 +439,36 @@ async fn next_text(socket: &mut WebSocket) -> Option<String> {
     None
 }
 
+/// What the protocol engine runs operations on: the full schema, each
+/// operation with an upstream budget of its own (`RequestBudget`), as an
+/// HTTP request has. graphql-transport-ws carries queries and mutations
+/// too (a `subscribe` of any operation, answered with one `next`), and so
+/// does the legacy protocol's `start`; their resolvers need the budget.
+#[derive(Clone)]
+struct Operations {
+    schema: GatewaySchema,
+    calls_per_source: usize,
+}
+
+impl async_graphql::Executor for Operations {
+    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        let budget = RequestBudget::new(self.calls_per_source);
+        self.schema.execute(request.data(budget)).await
+    }
+
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+        session_data: Option<Arc<Data>>,
+    ) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
+        let budget = RequestBudget::new(self.calls_per_source);
+        self.schema.execute_stream_with_session_data(
+            request.data(budget),
+            session_data.unwrap_or_default(),
+        )
+    }
+}
+
 /// After its credentials: a socket takes one request from its caller's
 /// rate limit, and one of the sockets the caller may hold. Past either it
 /// is closed with 1013 (try again later) and `None` returned; else the
@@ -562,14 +594,17 @@ async fn serve_socket(
     });
     let slots = SubscriptionSlots::new(live.max_subscriptions_per_connection, metrics.clone());
     let caller = auth.caller.clone();
-    let engine =
-        async_graphql::http::WebSocket::new(state.schema.schema().clone(), incoming, protocol)
-            .on_connection_init(move |_payload| async move {
-                let mut data = Data::default();
-                data.insert(slots);
-                data.insert(caller);
-                Ok(data)
-            });
+    let operations = Operations {
+        schema: state.schema.schema().clone(),
+        calls_per_source: state.limits.calls_per_source,
+    };
+    let engine = async_graphql::http::WebSocket::new(operations, incoming, protocol)
+        .on_connection_init(move |_payload| async move {
+            let mut data = Data::default();
+            data.insert(slots);
+            data.insert(caller);
+            Ok(data)
+        });
     let mut engine = std::pin::pin!(engine);
     let ping_every = Duration::from_millis(live.ping_interval_ms);
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);

@@ -887,3 +887,78 @@ async fn a_caller_past_its_sockets_is_closed_with_1013_and_others_connect() {
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// graphql-transport-ws runs queries and mutations too (a `subscribe` of
+/// any operation, answered with one `next` and a `complete`; the legacy
+/// protocol's `start` the same), each within an upstream budget of its own,
+/// as over HTTP: two queries on one socket that each spend the whole
+/// budget both run.
+#[tokio::test]
+async fn queries_and_mutations_run_over_a_websocket_each_with_its_own_budget() {
+    let app = spawn_live(3, |s| s.limits.max_upstream_calls_per_source = 3).await;
+    // Two upstream pages of one session (estimated at three): most of the
+    // budget, so that two of them within one budget would not run.
+    let page = "{ sessions(state: ACTIVE, first: 2, pageSize: 1) { nodes { id sessionId } } }";
+    let over_http = app.graphql(page, json!({})).await;
+    assert_eq!(error_codes(&over_http), Vec::<String>::new(), "{over_http}");
+    let mut client = WsClient::ready(&app.ws_url()).await;
+    for id in ["q1", "q2"] {
+        let calls = app.emulator.calls("DescribeSessions");
+        client.subscribe(id, page, json!({})).await;
+        let next = client.first_for(id, WAIT).await;
+        assert_eq!(next["type"], "next", "{next}");
+        assert_eq!(next["payload"], over_http, "{next}");
+        assert_eq!(client.first_for(id, WAIT).await["type"], "complete");
+        assert_eq!(
+            app.emulator.calls("DescribeSessions"),
+            calls + 2,
+            "two calls each"
+        );
+    }
+
+    let victim = &over_http["data"]["sessions"]["nodes"][0];
+    client
+        .subscribe("m", TERMINATE, json!({ "id": victim["id"] }))
+        .await;
+    let next = client.first_for("m", WAIT).await;
+    assert_eq!(
+        error_codes(&next["payload"]),
+        Vec::<String>::new(),
+        "{next}"
+    );
+    assert_eq!(
+        next["payload"]["data"]["terminateSession"]["sessionId"], victim["sessionId"],
+        "{next}"
+    );
+    assert_eq!(
+        next["payload"]["data"]["terminateSession"]["session"]["status"], "TERMINATED",
+        "{next}"
+    );
+
+    let mut legacy = WsClient::connect(&app.ws_url(), "graphql-ws").await;
+    legacy
+        .send(
+            json!({"type": "connection_init", "payload": {"Authorization": crate::support::ADMIN}}),
+        )
+        .await;
+    legacy
+        .send(json!({"type": "start", "id": "l", "payload": {"query": page}}))
+        .await;
+    let data = loop {
+        let message = legacy.first_for("l", WAIT).await;
+        if message["type"] == "data" {
+            break message;
+        }
+    };
+    assert_eq!(
+        error_codes(&data["payload"]),
+        Vec::<String>::new(),
+        "{data}"
+    );
+    assert_eq!(
+        data["payload"]["data"]["sessions"]["nodes"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
