@@ -12,7 +12,8 @@
 //! - `crate::graphql` turns an `ApiError` into a GraphQL error, and gives
 //!   every error async-graphql raises itself (parse, validation, coercion)
 //!   a code too. An error that reaches a client without a code is our bug:
-//!   it reads `INTERNAL`.
+//!   it reads `INTERNAL` and "internal error", and its message is logged
+//!   (`crate::graphql::internal`).
 //! - Errors before any GraphQL work (media types, body limits, missing or
 //!   bad credentials: `UNAUTHENTICATED`, a caller over its rate:
 //!   `RATE_LIMITED`) are answered by `crate::http` with

@@ -122,10 +122,11 @@ pub fn sdl() -> String {
 
 /// Gives every error a stable `extensions.code`: parse and validation
 /// failures get theirs here, and so do errors async-graphql raises while
-/// coercing field arguments (a malformed `DateTime`, say) or choosing the
-/// operation, which carry no code of their own. Errors resolvers raise
-/// already have one and are left alone; any other error without a code is a
-/// bug of ours and reads `INTERNAL`.
+/// coercing field arguments (a malformed `DateTime`, say), choosing the
+/// operation, or refusing a subscription over HTTP, which carry no code of
+/// their own. Errors resolvers raise already have one and are left alone;
+/// any other error without a code is a bug of ours: it reads `INTERNAL`
+/// and "internal error", and its message goes to the log ([`internal`]).
 struct ErrorCodes;
 
 impl ExtensionFactory for ErrorCodes {
@@ -145,6 +146,37 @@ fn is_coercion_error(message: &str) -> bool {
 /// operation (several in the document, no or an unknown `operationName`).
 fn is_operation_choice_error(message: &str) -> bool {
     message.starts_with("Operation name required") || message.starts_with("Unknown operation named")
+}
+
+/// Whether an error without a code is async-graphql's refusal to run a
+/// subscription where one answer is all there is (HTTP).
+fn is_subscription_over_http(message: &str) -> bool {
+    message.starts_with("Subscriptions are not supported on this transport")
+}
+
+/// What a client that sent a subscription over HTTP is told
+/// (`BAD_REQUEST`).
+const SUBSCRIPTION_OVER_HTTP: &str = "subscriptions run over a WebSocket on /graphql \
+     (subprotocol graphql-transport-ws), not over HTTP";
+
+/// An error without a code that is none of async-graphql's known
+/// complaints: a bug of ours. The client reads `INTERNAL` and "internal
+/// error", as for `ApiError::Internal`; the message, which may name the
+/// gateway's types or data, goes to the log. An error with a code is left
+/// alone.
+pub(crate) fn internal(mut err: ServerError) -> ServerError {
+    let ext = err.extensions.get_or_insert_with(Default::default);
+    if ext.get("code").is_some() {
+        return err;
+    }
+    ext.set("code", code::INTERNAL);
+    tracing::error!(
+        error = %err.message,
+        path = ?err.path,
+        "a GraphQL error without a code (a bug); the client reads \"internal error\""
+    );
+    err.message = "internal error".to_owned();
+    err
 }
 
 fn with_code(mut err: ServerError, code: &'static str) -> ServerError {
@@ -200,12 +232,11 @@ impl Extension for ErrorCodes {
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
         next.run(ctx, info).await.map_err(|e| {
-            let code = if is_coercion_error(&e.message) {
-                code::BAD_USER_INPUT
+            if is_coercion_error(&e.message) {
+                with_code(e, code::BAD_USER_INPUT)
             } else {
-                code::INTERNAL
-            };
-            with_code(e, code)
+                internal(e)
+            }
         })
     }
 
@@ -213,13 +244,15 @@ impl Extension for ErrorCodes {
         let mut response = next.run(ctx).await;
         response.errors = std::mem::take(&mut response.errors)
             .into_iter()
-            .map(|e| {
-                let code = if is_operation_choice_error(&e.message) {
-                    code::OPERATION_RESOLUTION_FAILURE
+            .map(|mut e| {
+                if is_operation_choice_error(&e.message) {
+                    with_code(e, code::OPERATION_RESOLUTION_FAILURE)
+                } else if is_subscription_over_http(&e.message) {
+                    e.message = SUBSCRIPTION_OVER_HTTP.to_owned();
+                    with_code(e, code::BAD_REQUEST)
                 } else {
-                    code::INTERNAL
-                };
-                with_code(e, code)
+                    internal(e)
+                }
             })
             .collect();
         response
@@ -269,6 +302,12 @@ mod tests {
     async fn every_error_gets_a_code_and_a_codeless_one_is_internal() {
         let none = serde_json::json!({});
         assert_eq!(codes("{ broken }", none.clone()).await, ["INTERNAL"]);
+        // What went wrong stays in the log.
+        let schema = Schema::build(Probe, EmptyMutation, EmptySubscription)
+            .extension(ErrorCodes)
+            .finish();
+        let broken = schema.execute("{ broken }").await;
+        assert_eq!(broken.errors[0].message, "internal error");
         assert_eq!(
             codes("{ double(n: 1", none.clone()).await,
             ["GRAPHQL_PARSE_FAILED"]
@@ -305,5 +344,29 @@ mod tests {
         assert!(is_coercion_error(&expected.message), "{}", expected.message);
         let _ = <i32 as InputType>::type_name();
         assert!(!is_coercion_error("Data `Foo` does not exist."));
+    }
+
+    /// A subscription over HTTP: `BAD_REQUEST`, saying where subscriptions
+    /// run (async-graphql's own message is pinned by this test).
+    #[tokio::test]
+    async fn a_subscription_over_http_is_a_bad_request() {
+        struct Ticks;
+        #[async_graphql::Subscription]
+        impl Ticks {
+            async fn ticks(&self) -> impl futures_util::Stream<Item = i32> {
+                futures_util::stream::iter([1])
+            }
+        }
+        let schema = Schema::build(Probe, EmptyMutation, Ticks)
+            .extension(ErrorCodes)
+            .finish();
+        let response = schema.execute("subscription { ticks }").await;
+        let error = &response.errors[0];
+        assert_eq!(error.message, SUBSCRIPTION_OVER_HTTP);
+        let code = error.extensions.as_ref().and_then(|x| x.get("code"));
+        assert_eq!(
+            code.map(ToString::to_string).as_deref(),
+            Some("\"BAD_REQUEST\"")
+        );
     }
 }

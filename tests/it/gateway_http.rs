@@ -56,6 +56,8 @@ async fn request_errors_are_400_with_graphql_response_json_and_200_with_json() {
             "{ sessions(state: HISTORY) { nope } }",
             "GRAPHQL_VALIDATION_FAILED",
         ),
+        // A subscription needs a WebSocket: the request's error, not ours.
+        ("subscription { sessionEvents { kind } }", "BAD_REQUEST"),
     ] {
         let res = app
             .request(Method::POST, "/graphql", &[JSON, GQL_RESPONSE], body(query))
