@@ -554,16 +554,20 @@ async fn serve_socket(
         }
         Ok(Some(text)) => text,
     };
-    let Ok(message) = serde_json::from_str::<serde_json::Value>(&init) else {
+    // Not a message at all (not JSON, or JSON with no `type`): 4400; a
+    // message, but not the one that must come first: 4401.
+    let message = serde_json::from_str::<serde_json::Value>(&init).ok();
+    let Some(kind) = message.as_ref().and_then(|m| m["type"].as_str()) else {
         metrics.websocket_connection("bad_request");
         send_close(&mut socket, close::BAD_REQUEST, "Invalid message").await;
         return;
     };
-    if message["type"] != "connection_init" {
+    if kind != "connection_init" {
         metrics.websocket_connection("refused");
         send_close(&mut socket, close::UNAUTHORIZED, "Unauthorized").await;
         return;
     }
+    let message = message.unwrap_or_default();
     let authorization = message["payload"]["Authorization"]
         .as_str()
         .or(message["payload"]["authorization"].as_str())

@@ -358,6 +358,19 @@ async fn connections_are_closed_with_the_protocols_codes() {
         other => panic!("expected a 4401 close, got {other:?}"),
     }
 
+    // A first message that is no message (not JSON, or without a `type`):
+    // 4400.
+    for text in ["{", "[]", r#"{"payload": {}}"#, r#"{"type": 1}"#] {
+        let mut garbled = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;
+        garbled.send_text(text).await;
+        match garbled.next_message(Duration::from_secs(3)).await {
+            Received::Closed(code, reason) => {
+                assert_eq!((code, reason.as_str()), (4400, "Invalid message"), "{text}");
+            }
+            other => panic!("expected a 4400 close for {text}, got {other:?}"),
+        }
+    }
+
     // connection_init without credentials, or with a key nobody has: 4403.
     for payload in [json!({}), json!({"Authorization": "Bearer not-a-key"})] {
         let mut stranger = WsClient::connect(&app.ws_url(), "graphql-transport-ws").await;

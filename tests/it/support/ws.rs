@@ -93,8 +93,13 @@ impl WsClient {
     }
 
     pub async fn send(&mut self, message: Value) {
+        self.send_text(&message.to_string()).await;
+    }
+
+    /// Sends `text` as it is, a message or not.
+    pub async fn send_text(&mut self, text: &str) {
         self.ws
-            .send(Message::Text(message.to_string().into()))
+            .send(Message::Text(text.to_owned().into()))
             .await
             .expect("send");
     }
