@@ -780,7 +780,7 @@ pub struct LiveSettings {
     /// `connection_init` included, 1 to 1000000: the upgrade of one more is
     /// answered HTTP 503 `OVERLOADED` with `Retry-After: 1`. It bounds the
     /// memory and file descriptors anyone who reaches the port can take
-    /// (an idle socket costs about 11 KiB, BENCHMARKS.md; keep the
+    /// (an idle socket costs about 12 KiB, BENCHMARKS.md; keep the
     /// process's open-file limit above this plus `http.max_in_flight`).
     /// Default 10000. Env `SSM_GATEWAY_LIVE__MAX_CONNECTIONS`.
     pub max_connections: u32,
