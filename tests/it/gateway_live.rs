@@ -975,3 +975,54 @@ async fn queries_and_mutations_run_over_a_websocket_each_with_its_own_budget() {
         Some(2)
     );
 }
+
+/// graphql-ws, the reference client, retries a socket closed with 1013 by
+/// itself (its default rules: 1013 is "try again later"), and connects once
+/// its caller holds a socket fewer.
+#[tokio::test]
+async fn the_graphql_ws_reference_client_retries_a_1013_and_connects() {
+    let app = spawn_live(2, |s| {
+        s.live.max_connections_per_caller = 1;
+        s.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let mut holder = WsClient::ready(&app.ws_url()).await;
+    let mut node = reference_client("retry.mjs");
+    node.arg(app.ws_url());
+    let run = tokio::task::spawn_blocking(move || node.output());
+
+    // Once the gateway has turned the client away, the place is freed.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = String::from_utf8(app.admin("/metrics").await.body.to_vec()).unwrap();
+        if metric(
+            &text,
+            "gateway_websocket_connections_total{outcome=\"caller_limit\"}",
+        ) >= 1.0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused: {text}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    holder.close().await;
+
+    // The script gives up by itself after 30 s.
+    let output = tokio::time::timeout(Duration::from_secs(40), run)
+        .await
+        .expect("the script ends within 40 s")
+        .expect("joined")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.contains(&"CLOSED 1013 Too many connections for this caller"),
+        "{stdout}"
+    );
+    assert_eq!(lines.last(), Some(&"EVENT STARTED"), "{stdout}");
+}
