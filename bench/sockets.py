@@ -14,7 +14,9 @@ by default; graphql-transport-ws, 100 at a time) and reads it again:
 
 - "upgraded, no connection_init": what anyone who reaches the port can make
   the gateway hold, without credentials, for `live.init_timeout_ms`;
-- "connection_init acknowledged": a connected client with no subscription.
+- "connection_init acknowledged": a connected client with no subscription;
+- "one subscription running": the same, subscribed to `sessionEvents` (no
+  event comes: the demo's sessions do not change without `--churn`).
 
 Each socket's share is the growth divided by SOCKETS. With BASELINE_BIN,
 that build is measured too, each state right after this one's. Rewrites the
@@ -74,8 +76,13 @@ async def read_frame(reader):
     return first & 0x0F, await reader.readexactly(length)
 
 
-async def open_socket(port, init):
-    """An upgraded socket; with `init`, past its connection_ack."""
+SUBSCRIBE = json.dumps({"id": "1", "type": "subscribe",
+                        "payload": {"query": "subscription { sessionEvents { kind } }"}})
+
+
+async def open_socket(port, init, subscribe):
+    """An upgraded socket; with `init`, past its connection_ack; with
+    `subscribe`, running a subscription too."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
@@ -94,20 +101,23 @@ async def open_socket(port, init):
         opcode, payload = await read_frame(reader)
         if opcode != 1 or json.loads(payload)["type"] != "connection_ack":
             raise RuntimeError(f"no connection_ack: opcode {opcode}, {payload[:200]!r}")
+    if subscribe:
+        writer.write(frame(SUBSCRIBE))
+        await writer.drain()
     return writer
 
 
-async def open_many(port, n, init):
+async def open_many(port, n, init, subscribe=False):
     gate = asyncio.Semaphore(AT_ONCE)
 
     async def one():
         async with gate:
-            return await open_socket(port, init)
+            return await open_socket(port, init, subscribe)
 
     return await asyncio.gather(*(one() for _ in range(n)))
 
 
-def measure(binary, init):
+def measure(binary, init, subscribe):
     """(RSS before, RSS with SOCKETS sockets open), in KiB, of a fresh demo."""
     port = free_port()
     demo = subprocess.Popen(
@@ -132,7 +142,7 @@ def measure(binary, init):
             await asyncio.sleep(1)
             before = rss_kib(demo.pid)
             started = time.monotonic()
-            sockets = await open_many(port, SOCKETS, init)
+            sockets = await open_many(port, SOCKETS, init, subscribe)
             # Well inside live.init_timeout_ms (10 s), which would close the
             # sockets that never sent connection_init.
             await asyncio.sleep(1)
@@ -160,10 +170,11 @@ def main():
         builds.append((f"baseline ({os.environ.get('BASELINE_NAME', 'BASELINE_BIN')})",
                        os.environ["BASELINE_BIN"]))
     rows = []
-    for state, init in [("upgraded, no `connection_init`", False),
-                        ("`connection_init` acknowledged", True)]:
+    for state, init, subscribe in [("upgraded, no `connection_init`", False, False),
+                                   ("`connection_init` acknowledged", True, False),
+                                   ("one subscription running", True, True)]:
         for build, path in builds:
-            before, after = measure(path, init)
+            before, after = measure(path, init, subscribe)
             per = (after - before) / SOCKETS
             print(f"   {build}, {state}: {before} KiB, then {after} KiB with {SOCKETS} open: "
                   f"{per:.1f} KiB a socket")
@@ -177,8 +188,9 @@ def main():
         "",
         f"Run on {os.cpu_count()} cores ({cpu}), {time.strftime('%Y-%m-%d', time.gmtime())}, "
         f"release build. Resident memory (VmRSS) of a fresh demo process before and with "
-        f"{SOCKETS} idle graphql-transport-ws sockets open (no subscription), one process per "
-        "row; a socket's share is the growth divided by the sockets.",
+        f"{SOCKETS} graphql-transport-ws sockets open, idle or each running one "
+        "`sessionEvents` subscription, one process per row; a socket's share is the growth "
+        "divided by the sockets.",
         "",
         f"Command: `{' '.join(f'{k}={os.environ[k]}' for k in ('SOCKETS', 'BASELINE_NAME') if k in os.environ)}"
         f"{' BASELINE_BIN=...' if len(builds) > 1 else ''} bench/sockets.py`.".replace("` ", "`"),
