@@ -78,8 +78,9 @@ pub struct Application {
     admin_state: AdminState,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
-    /// How long a client may take to send a request's head.
-    header_read_timeout: Duration,
+    /// How long a client may take to send a request's head, and how many
+    /// connections are served at once.
+    connection_limits: http::ConnectionLimits,
 }
 
 /// The admin listener, serving in a task of its own until told to stop
@@ -191,7 +192,10 @@ impl Application {
             ws_close_grace: Duration::from_millis(settings.live.shutdown_grace_ms),
             shutdown_delay: Duration::from_secs(settings.shutdown_delay_secs),
             shutdown_grace: Duration::from_secs(settings.shutdown_grace_secs),
-            header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_secs),
+            connection_limits: http::ConnectionLimits {
+                header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_secs),
+                max_connections: settings.http.max_connections,
+            },
         })
     }
 
@@ -274,7 +278,8 @@ impl Application {
         let server = http::serve(
             self.listener,
             self.router,
-            self.header_read_timeout,
+            self.connection_limits,
+            self.admin_state.metrics.clone(),
             stop_accepting,
         );
         self.admin_state.health.set(Phase::Ready);

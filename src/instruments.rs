@@ -72,6 +72,8 @@ pub const REDIS_FALLBACKS: &str = "gateway_redis_fallbacks_total";
 pub const REDIS_LEASE_WAITS: &str = "gateway_redis_lease_waits_total";
 /// `gateway_websockets_open`.
 pub const WEBSOCKETS_OPEN: &str = "gateway_websockets_open";
+/// `gateway_http_connections_open`.
+pub const HTTP_CONNECTIONS_OPEN: &str = "gateway_http_connections_open";
 /// `gateway_websockets_connecting`.
 pub const WEBSOCKETS_CONNECTING: &str = "gateway_websockets_connecting";
 /// `gateway_websocket_connections_total{outcome}`.
@@ -268,6 +270,7 @@ impl Metrics {
             .set(1.0);
         for gauge in [
             HTTP_IN_FLIGHT,
+            HTTP_CONNECTIONS_OPEN,
             WEBSOCKETS_OPEN,
             WEBSOCKETS_CONNECTING,
             SUBSCRIPTIONS_ACTIVE,
@@ -375,6 +378,11 @@ impl Metrics {
             WEBSOCKETS_OPEN.into(),
             None,
             SharedString::const_str("WebSockets open now (past connection_init)."),
+        );
+        r.describe_gauge(
+            HTTP_CONNECTIONS_OPEN.into(),
+            None,
+            SharedString::const_str("TCP connections the GraphQL listener serves now, idle keep-alive ones included (http.max_connections bounds them; upgraded WebSockets leave the count)."),
         );
         r.describe_gauge(
             WEBSOCKETS_CONNECTING.into(),
@@ -499,6 +507,12 @@ impl Metrics {
     /// drops.
     pub fn websocket_open(&self) -> InFlight {
         self.up_while_held(WEBSOCKETS_OPEN)
+    }
+
+    /// Counts a connection the GraphQL listener serves until the guard
+    /// drops.
+    pub fn http_connection_open(&self) -> InFlight {
+        self.up_while_held(HTTP_CONNECTIONS_OPEN)
     }
 
     /// Counts an upgraded WebSocket not yet past `connection_init` until

@@ -64,6 +64,7 @@ mod live;
 pub mod model;
 mod nodes;
 mod paging;
+pub mod rlimit;
 mod sessions;
 pub mod settings;
 pub mod shared;

@@ -11,7 +11,7 @@ use ssm_session_gateway::demo::{self, DemoOptions};
 #[cfg(feature = "demo")]
 use ssm_session_gateway::settings::LogFormat;
 use ssm_session_gateway::settings::{CONFIG_ENV, Settings, SettingsError};
-use ssm_session_gateway::{graphql, telemetry};
+use ssm_session_gateway::{graphql, rlimit, telemetry};
 
 /// A GraphQL gateway over AWS Systems Manager Session Manager sessions.
 #[derive(Parser)]
@@ -88,6 +88,9 @@ async fn main() -> anyhow::Result<()> {
             log_format,
         } => {
             let telemetry = telemetry::init(log_format, &Default::default());
+            // Raised, not checked: a laptop's limit is no reason for a
+            // warning in the demo.
+            rlimit::raise();
             let options = DemoOptions {
                 listen,
                 emulator_listen,
@@ -121,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
                 settings.listen = listen;
             }
             let telemetry = telemetry::init(settings.log_format, &settings.otlp);
+            rlimit::check(rlimit::raise(), &settings);
             let result = serve(&settings).await;
             telemetry.shutdown().await;
             if let Err(e) = &result

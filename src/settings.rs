@@ -698,6 +698,16 @@ pub struct HttpSettings {
     /// request is answered 503 `OVERLOADED` with `Retry-After` at once.
     /// Default 512. Env `SSM_GATEWAY_HTTP__MAX_IN_FLIGHT`.
     pub max_in_flight: usize,
+    /// TCP connections the GraphQL listener serves at once, 1 to 1000000,
+    /// idle keep-alive ones included (WebSockets, once upgraded, count
+    /// towards `live.max_connections` instead). At the limit the gateway
+    /// accepts no more until one closes: new ones wait in the listen
+    /// backlog, and the gateway logs a warning. It keeps a flood of idle
+    /// connections from taking every file descriptor, which would stop the
+    /// gateway accepting anything. Default 4096 (with
+    /// `live.max_connections`, under common open-file limits; raise both
+    /// with the limit). Env `SSM_GATEWAY_HTTP__MAX_CONNECTIONS`.
+    pub max_connections: usize,
     /// Largest response body, in bytes, at least 64 KiB: a larger one is
     /// answered `RESPONSE_TOO_LARGE` instead. Default 2 MiB. Env
     /// `SSM_GATEWAY_HTTP__MAX_RESPONSE_BYTES`.
@@ -736,6 +746,7 @@ impl Default for HttpSettings {
             graphiql_default_headers: Vec::new(),
             request_timeout_secs: 30,
             max_in_flight: 512,
+            max_connections: 4096,
             max_response_bytes: 2 * 1024 * 1024,
             body_read_timeout_secs: 10,
             header_read_timeout_secs: 65,
@@ -781,8 +792,8 @@ pub struct LiveSettings {
     /// answered HTTP 503 `OVERLOADED` with `Retry-After: 1`. It bounds the
     /// memory and file descriptors anyone who reaches the port can take
     /// (an idle socket costs about 12 KiB, BENCHMARKS.md; keep the
-    /// process's open-file limit above this plus `http.max_in_flight`).
-    /// Default 10000. Env `SSM_GATEWAY_LIVE__MAX_CONNECTIONS`.
+    /// process's open-file limit above this plus `http.max_connections`).
+    /// Default 4096. Env `SSM_GATEWAY_LIVE__MAX_CONNECTIONS`.
     pub max_connections: u32,
     /// WebSockets one caller (principal) may hold open on one replica, 1 to
     /// 1000000: a `connection_init` past it closes its socket with 1013
@@ -805,7 +816,7 @@ impl Default for LiveSettings {
             ping_interval_ms: 25_000,
             init_timeout_ms: 10_000,
             max_subscriptions_per_connection: 20,
-            max_connections: 10_000,
+            max_connections: 4096,
             max_connections_per_caller: 100,
             shutdown_grace_ms: 5000,
         }
@@ -938,6 +949,7 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("http.compiled_execution", EnvKind::Scalar),
     ("http.request_timeout_secs", EnvKind::Scalar),
     ("http.max_in_flight", EnvKind::Scalar),
+    ("http.max_connections", EnvKind::Scalar),
     ("http.max_response_bytes", EnvKind::Scalar),
     ("http.body_read_timeout_secs", EnvKind::Scalar),
     ("http.header_read_timeout_secs", EnvKind::Scalar),
@@ -1248,6 +1260,11 @@ impl HttpSettings {
                 1..=300,
             ),
             ("http.max_in_flight", self.max_in_flight as u64, 1..=100_000),
+            (
+                "http.max_connections",
+                self.max_connections as u64,
+                1..=1_000_000,
+            ),
         ] {
             if !range.contains(&value) {
                 return Err(SettingsError::new(
@@ -2093,6 +2110,7 @@ mod tests {
     fn http_limits_are_in_range() {
         error_for("[http]\nbody_limit_bytes = 1024\n", "http.body_limit_bytes");
         error_for("[http]\nmax_query_depth = 0\n", "http.max_query_depth");
+        error_for("[http]\nmax_connections = 0\n", "http.max_connections");
         for origin in [
             "*",
             "console.example.com",

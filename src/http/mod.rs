@@ -84,7 +84,7 @@ pub use rate::CallerLimits;
 use rate::RateLimited;
 pub use response_cache::ResponseCache;
 use response_cache::ResponseKey;
-pub use serve::serve;
+pub use serve::{ConnectionLimits, serve};
 pub use ws::Sockets;
 
 use crate::auth::{AuthError, Authenticator, Principal};

@@ -27,6 +27,13 @@
 //! headers in dribs) do not count; a request in flight, however long it
 //! takes, does not run out ([`Tracked`] counts them).
 //!
+//! Connections are bounded (`http.max_connections`): at the limit the loop
+//! accepts no more until one closes, so new ones wait in the kernel's
+//! listen backlog rather than take file descriptors the process needs
+//! (at its open-file limit, `accept` fails for everyone). A connection
+//! upgraded to a WebSocket leaves this count when it leaves hyper; the
+//! WebSocket layer bounds those (`live.max_connections`).
+//!
 //! On shutdown the listener closes at once, every connection is told to
 //! finish (in-flight requests complete; idle connections close), and the
 //! function returns when they have. Upgraded connections (WebSockets) have
@@ -50,19 +57,35 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::instruments::Metrics;
+
+/// How the accept loop bounds its connections.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// `http.header_read_timeout_secs`.
+    pub header_read_timeout: Duration,
+    /// `http.max_connections`.
+    pub max_connections: usize,
+}
+
+/// How often, at most, the loop says it is at its connection limit.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for
 /// the requests in flight to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let header_read_timeout = limits.header_read_timeout;
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -73,7 +96,29 @@ pub async fn serve(
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut warned: Option<Instant> = None;
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if warned.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {
+                    warned = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "at http.max_connections: new connections wait in the listen backlog until one closes"
+                    );
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        // Never closed; were it, nothing more could be served.
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => stream,
@@ -91,7 +136,10 @@ pub async fn serve(
         });
         let builder = builder.clone();
         let stopping = stopping.clone();
+        let open = metrics.http_connection_open();
         connections.spawn(async move {
+            // Both given back when the connection ends (or is upgraded).
+            let _held = (slot, open);
             let idle = Arc::clone(&activity);
             let stream = Timed::new(stream, header_read_timeout, activity);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     "demo",
     "app",
+    "rlimit",
     "admin",
     "http",
     "graphiql",

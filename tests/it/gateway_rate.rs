@@ -347,6 +347,51 @@ fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
 const GOAWAY: u8 = 0x7;
 
 #[tokio::test]
+async fn at_its_connection_limit_the_gateway_accepts_again_once_one_closes() {
+    let mut settings = Settings::default();
+    settings.http.max_connections = 2;
+    settings.admin_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let app = spawn_app_with(emulator_config(dataset(3, 2, 5)), settings).await;
+    let open = || async {
+        let text = String::from_utf8(app.admin("/metrics").await.body.to_vec()).expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("gateway_http_connections_open "))
+            .map(|n| n.parse::<f64>().expect("a number"))
+    };
+
+    // Two idle connections: the limit.
+    let first = TcpStream::connect(app.addr).await.expect("connect");
+    let _second = TcpStream::connect(app.addr).await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open().await != Some(2.0) {
+        assert!(
+            Instant::now() < deadline,
+            "never 2 open: {:?}",
+            open().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A third waits in the backlog, unserved (the admin listener, apart,
+    // still answers).
+    let mut third = TcpStream::connect(app.addr).await.expect("connect");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 64];
+    let waited = tokio::time::timeout(Duration::from_millis(800), third.read(&mut buf)).await;
+    assert!(waited.is_err(), "served past the limit: {waited:?}");
+    assert_eq!(open().await, Some(2.0));
+
+    // One closes: the third is served.
+    drop(first);
+    let answer = read_until_closed(&mut third, Duration::from_secs(5))
+        .await
+        .expect("served once a connection closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
+
+#[tokio::test]
 async fn a_client_that_stalls_in_its_headers_is_cut_off_and_others_are_served() {
     let mut settings = Settings::default();
     settings.http.header_read_timeout_secs = 1;

@@ -37,7 +37,23 @@ impl Drop for TempFile {
 /// `ssm-session-gateway serve <args>`, with none of this process's
 /// `SSM_GATEWAY_*` variables leaking in.
 fn serve(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ssm-session-gateway"));
+    serve_after(None, args)
+}
+
+/// [`serve`], run by `sh` after `shell` (`ulimit -n 300`, say): what the
+/// gateway inherits from the shell that starts it.
+fn serve_after(shell: Option<&str>, args: &[&str]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_ssm-session-gateway");
+    let mut command = match shell {
+        None => Command::new(binary),
+        Some(shell) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("{shell} && exec \"$0\" \"$@\""))
+                .arg(binary);
+            sh
+        }
+    };
     command.arg("serve").args(args);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SSM_GATEWAY_") {
@@ -139,8 +155,50 @@ fn no_accounts_exits_2_with_one_clear_message() {
 
 #[test]
 fn the_example_file_starts_the_gateway() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
-    let mut child = serve(&["--config", example, "--listen", "127.0.0.1:0"])
+    let (listening, log) = until_listening(&mut serve(&EXAMPLE_ARGS));
+    assert!(listening, "the gateway did not start:\n{log}");
+}
+
+/// `serve --config config/example.toml` on any free port.
+const EXAMPLE_ARGS: [&str; 4] = [
+    "--config",
+    concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"),
+    "--listen",
+    "127.0.0.1:0",
+];
+
+/// `serve` raises its soft open-file limit to the hard one, and warns when
+/// even that is below what its settings let it hold open.
+#[cfg(unix)]
+#[test]
+fn serve_raises_the_open_file_limit_and_warns_when_it_is_short() {
+    // 100 connections and 100 WebSockets, and 256 kept: 456 needed.
+    let small = [
+        ("SSM_GATEWAY_HTTP__MAX_CONNECTIONS", "100"),
+        ("SSM_GATEWAY_LIVE__MAX_CONNECTIONS", "100"),
+    ];
+    let warning = "the open-file limit is below";
+    // A soft limit of 300 under a higher hard one (systemd's way): raised.
+    let (listening, log) =
+        until_listening(serve_after(Some("ulimit -Sn 300"), &EXAMPLE_ARGS).envs(small));
+    assert!(listening, "the gateway did not start:\n{log}");
+    assert!(!log.contains(warning), "{log}");
+    // A hard limit of 300: nothing to raise it to, so a warning with the
+    // figures.
+    let (listening, log) =
+        until_listening(serve_after(Some("ulimit -n 300"), &EXAMPLE_ARGS).envs(small));
+    assert!(listening, "the gateway did not start:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(warning))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("300") && line.contains("456"), "{line}");
+}
+
+/// Starts `command` (a `serve`) and reads its log until it listens, within
+/// [`DEADLINE`]; then stops it. Whether it listened, and its log.
+fn until_listening(command: &mut Command) -> (bool, String) {
+    let mut child = command
         // Nothing listens on port 9; no request is made before we stop it.
         .env("SSM_GATEWAY_AWS__ENDPOINT_URL", "http://127.0.0.1:9")
         .spawn()
@@ -174,7 +232,7 @@ fn the_example_file_starts_the_gateway() {
     };
     let _ = child.kill();
     let _ = child.wait();
-    assert!(listening, "the gateway did not start:\n{log}");
+    (listening, log)
 }
 
 const ONE_ACCOUNT: &str = r#"
