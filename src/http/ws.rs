@@ -196,6 +196,8 @@ pub struct Sockets {
 }
 
 impl Sockets {
+    /// No socket yet; at most `live.max_connections` of them, and
+    /// `live.max_connections_per_caller` of one caller's.
     pub fn new(live: &LiveSettings) -> Self {
         Self {
             shutdown: CancellationToken::new(),

@@ -389,6 +389,19 @@ async fn at_its_connection_limit_the_gateway_accepts_again_once_one_closes() {
         .await
         .expect("served once a connection closed");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+
+    // A WebSocket leaves the count once upgraded (`live.max_connections`
+    // counts it): beside it and the idle one, another connection is served.
+    let _socket = WsClient::ready(&app.ws_url()).await;
+    let mut another = TcpStream::connect(app.addr).await.expect("connect");
+    another
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_until_closed(&mut another, Duration::from_secs(5))
+        .await
+        .expect("served beside the socket");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
 
 #[tokio::test]
