@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ssm_session_gateway::settings::Settings;
 
-use crate::support::ws::{Received, WsClient, reference_client};
+use crate::support::ws::{Received, WsClient, reference_client, run_script, script_stdout};
 use crate::support::{TestApp, dataset, emulator_config, error_codes, spawn_app, spawn_app_with};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -632,18 +632,7 @@ async fn the_graphql_ws_reference_client_subscribes_by_hash() {
     let app = app().await;
     let mut node = reference_client("persisted.mjs");
     node.arg(app.ws_url());
-    // The script gives up by itself after 30 s.
-    let output = tokio::time::timeout(
-        Duration::from_secs(40),
-        tokio::task::spawn_blocking(move || node.output()),
-    )
-    .await
-    .expect("the script ends within 40 s")
-    .expect("joined")
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let stdout = script_stdout(run_script(node)).await;
     let steps: Vec<&str> = stdout
         .lines()
         .map(|line| line.split(' ').next().unwrap_or_default())

@@ -13,7 +13,7 @@ use ssm_emulator::{
 };
 use ssm_session_gateway::settings::Settings;
 
-use crate::support::ws::{Received, WsClient, reference_client};
+use crate::support::ws::{Received, WsClient, reference_client, run_script, script_stdout};
 use crate::support::{
     TestApp, anchor, dataset, emulator_config, error_codes, spawn_app_with, spawn_multi_with,
 };
@@ -989,7 +989,7 @@ async fn the_graphql_ws_reference_client_retries_a_1013_and_connects() {
     let mut holder = WsClient::ready(&app.ws_url()).await;
     let mut node = reference_client("retry.mjs");
     node.arg(app.ws_url());
-    let run = tokio::task::spawn_blocking(move || node.output());
+    let run = run_script(node);
 
     // Once the gateway has turned the client away, the place is freed.
     let deadline = std::time::Instant::now() + WAIT;
@@ -1010,15 +1010,7 @@ async fn the_graphql_ws_reference_client_retries_a_1013_and_connects() {
     }
     holder.close().await;
 
-    // The script gives up by itself after 30 s.
-    let output = tokio::time::timeout(Duration::from_secs(40), run)
-        .await
-        .expect("the script ends within 40 s")
-        .expect("joined")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let stdout = script_stdout(run).await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines.contains(&"CLOSED 1013 Too many connections for this caller"),

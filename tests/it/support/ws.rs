@@ -26,6 +26,30 @@ pub fn reference_client(script: &str) -> std::process::Command {
     node
 }
 
+/// Runs a [`reference_client`] script to its end on a blocking thread.
+pub fn run_script(
+    mut node: std::process::Command,
+) -> tokio::task::JoinHandle<std::io::Result<std::process::Output>> {
+    tokio::task::spawn_blocking(move || node.output())
+}
+
+/// What a script of [`run_script`] printed, once it exited 0; it fails
+/// the test otherwise. The scripts give up by themselves after 30 s; this
+/// waits 40.
+pub async fn script_stdout(
+    run: tokio::task::JoinHandle<std::io::Result<std::process::Output>>,
+) -> String {
+    let output = tokio::time::timeout(Duration::from_secs(40), run)
+        .await
+        .expect("the script ends within 40 s")
+        .expect("joined")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    stdout
+}
+
 /// What the server sent.
 #[derive(Debug)]
 pub enum Received {
