@@ -224,8 +224,8 @@ pub struct PersistedQuerySettings {
     /// `SSM_GATEWAY_PERSISTED_QUERIES__REQUIRE_ID`.
     pub require_id: bool,
     /// How often the safelist file is checked for a change, in seconds,
-    /// 0 to 3600; 0: no checks (SIGHUP still reads it again). A changed
-    /// file (its modified time or length) is read again and, when valid,
+    /// 0 to 3600; 0: no checks (SIGHUP still reads it again). Each check
+    /// reads and hashes the file; changed text is parsed and, when valid,
     /// used from then on;
     /// an invalid one is logged and counted
     /// (`gateway_safelist_reloads_total{outcome="error"}`), and the list in

@@ -176,18 +176,16 @@ pub struct Safelist {
     require_id: bool,
     /// Where the manifest is read from; none for one parsed from text.
     path: Option<std::path::PathBuf>,
+    /// The text `operations` were read from, for [`Safelist::watch`].
+    seen: Seen,
 }
 
 /// A manifest's operations, by the SHA-256 of their text.
 type Operations = HashMap<DocumentHash, Arc<str>>;
 
-/// What tells a file's versions apart: its modified time and length.
-type Stamp = Option<(std::time::SystemTime, u64)>;
-
-fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
+/// A file's text as last read, by its BLAKE3 hash: what tells one version
+/// from the next, whatever its modified time and length say.
+type Seen = Option<blake3::Hash>;
 
 /// The manifest format Apollo's tooling writes
 /// (`generate-persisted-query-manifest`); other fields are ignored.
@@ -209,25 +207,33 @@ struct ManifestOperation {
 impl Safelist {
     /// The manifest at `path`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = Self::text(path)?;
         Ok(Self {
-            operations: arc_swap::ArcSwap::from_pointee(Self::read(path)?),
+            operations: arc_swap::ArcSwap::from_pointee(Self::parse_file(path, &text)?),
             require_id: false,
             path: Some(path.to_owned()),
+            seen: Some(blake3::hash(text.as_bytes())),
         })
     }
 
-    /// The operations of the manifest at `path`.
-    fn read(path: &Path) -> anyhow::Result<Operations> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the safelist {}", path.display()))?;
-        Self::operations(&text).with_context(|| format!("the safelist {}", path.display()))
+    /// The text of the manifest at `path`.
+    fn text(path: &Path) -> anyhow::Result<String> {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the safelist {}", path.display()))
+    }
+
+    /// The operations of `text`, read from `path`.
+    fn parse_file(path: &Path, text: &str) -> anyhow::Result<Operations> {
+        Self::operations(text).with_context(|| format!("the safelist {}", path.display()))
     }
 
     /// Reads the manifest again on SIGHUP (Unix), as the API keys file is,
-    /// and, with `every`, whenever a check that often finds its file
-    /// changed (modified time or length): a valid one is used from then on,
-    /// an invalid one is logged and counted, and the list in use stays.
-    /// Stops when the safelist is dropped. Call inside a tokio runtime.
+    /// and, with `every`, whenever a check that often finds its text
+    /// changed (the file is read and hashed: a rewrite of the same length
+    /// within the file system's time granularity is a change too): a valid
+    /// one is used from then on, an invalid one is logged and counted, and
+    /// the list in use stays. Stops when the safelist is dropped. Call
+    /// inside a tokio runtime.
     pub fn watch(
         self: &Arc<Self>,
         every: Option<Duration>,
@@ -241,8 +247,8 @@ impl Safelist {
         #[cfg(unix)]
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let list = Arc::downgrade(self);
+        let mut seen = self.seen;
         tokio::spawn(async move {
-            let mut seen = stamp(&path);
             let mut tick = every
                 .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
             loop {
@@ -258,7 +264,7 @@ impl Safelist {
                 let hangup = hangups.recv();
                 #[cfg(not(unix))]
                 let hangup = std::future::pending::<Option<()>>();
-                // SIGHUP reads the file whatever its stamp says.
+                // SIGHUP reads the file whatever it holds.
                 let forced = tokio::select! {
                     () = checked => false,
                     _ = hangup => true,
@@ -266,20 +272,23 @@ impl Safelist {
                 if list.strong_count() == 0 {
                     return;
                 }
-                let now = stamp(&path);
+                let text = {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || Self::text(&path))
+                        .await
+                        .unwrap_or_else(|e| Err(anyhow::anyhow!("reading the safelist: {e}")))
+                };
+                let now: Seen = text.as_ref().ok().map(|t| blake3::hash(t.as_bytes()));
                 if now == seen && !forced {
                     continue;
                 }
                 seen = now;
-                let read = {
-                    let path = path.clone();
-                    tokio::task::spawn_blocking(move || Self::read(&path)).await
-                };
+                let read = text.and_then(|text| Self::parse_file(&path, &text));
                 let Some(list) = list.upgrade() else {
                     return;
                 };
                 match read {
-                    Ok(Ok(operations)) => {
+                    Ok(operations) => {
                         tracing::info!(
                             path = %path.display(),
                             operations = operations.len(),
@@ -288,15 +297,11 @@ impl Safelist {
                         list.operations.store(Arc::new(operations));
                         metrics.safelist_reload(true);
                     }
-                    Ok(Err(e)) => {
+                    Err(e) => {
                         tracing::error!(
                             error = %format_args!("{e:#}"),
                             "safelist changed but cannot be used; the previous list stays"
                         );
-                        metrics.safelist_reload(false);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "safelist reload failed; the previous list stays");
                         metrics.safelist_reload(false);
                     }
                 }
@@ -312,6 +317,7 @@ impl Safelist {
             operations: arc_swap::ArcSwap::from_pointee(Self::operations(text)?),
             require_id: false,
             path: None,
+            seen: None,
         })
     }
 

@@ -399,13 +399,17 @@ async fn a_safelist_runs_its_operations_alone_over_http_and_websocket() {
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
+/// Held by the tests a SIGHUP to the test process would disturb, and by
+/// the one that sends it: every gateway in the process reads its safelist
+/// again on SIGHUP, which would hide a change the periodic check missed.
+static SIGHUP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A changed safelist file is read again (`safelist_reload_secs`): its new
-/// operations run; a broken one is counted and the list in use stays.
-///
-/// Counts are compared with what they were before each change: another
-/// test's SIGHUP reaches this gateway too and reads the file once more.
+/// operations run, a rewrite that keeps its length and modified time
+/// included; a broken one is counted and the list in use stays.
 #[tokio::test]
 async fn a_changed_safelist_is_read_again_and_a_broken_one_is_not_used() {
+    let _alone = SIGHUP.lock().await;
     let (dir, path) = write_manifest("reload");
     let mut settings = Settings::default();
     settings.persisted_queries.safelist = Some(path.clone());
@@ -419,26 +423,38 @@ async fn a_changed_safelist_is_read_again_and_a_broken_one_is_not_used() {
     // Listed now: runs within a few checks.
     let before = safelist_reloads(&app).await;
     replace_file(&path, &manifest(&[PAGE, EVENTS, other]));
-    let started = std::time::Instant::now();
-    loop {
-        let answer = post(&app, by_hash.clone(), &[]).await;
-        if answer.status == StatusCode::OK {
-            let answer: Value = serde_json::from_slice(&answer.body).expect("JSON");
-            assert_eq!(error_codes(&answer), Vec::<String>::new(), "{answer}");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the new operation still refused after 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    runs_within_seconds(&app, &by_hash).await;
     let after = safelist_reloads(&app).await;
     assert!(after.ok > before.ok, "{before:?} then {after:?}");
     assert_eq!(after.error, before.error, "{before:?} then {after:?}");
 
+    // Rewritten to the same length with its modified time kept, as an
+    // editor may within the file system's time granularity: the text is
+    // what is compared, so this is a change too.
+    let swapped = "{ sessions(state: HISTORY, first: 3) { nodes { sessionId } } }";
+    let modified = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let length = std::fs::metadata(&path).expect("metadata").len();
+    replace_file(&path, &manifest(&[PAGE, EVENTS, swapped]));
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_modified(modified))
+        .expect("modified time kept");
+    let meta = std::fs::metadata(&path).expect("metadata");
+    assert_eq!((meta.modified().ok(), meta.len()), (Some(modified), length));
+    let by_hash = json!({ "extensions": persisted(swapped) });
+    runs_within_seconds(&app, &by_hash).await;
+    assert_refused(
+        &app,
+        json!({ "extensions": persisted(other) }),
+        "OPERATION_NOT_IN_SAFELIST",
+    )
+    .await;
+
     // Broken: counted, and the list in use stays.
-    let before = after;
+    let before = safelist_reloads(&app).await;
     replace_file(&path, "{ not a manifest");
     let started = std::time::Instant::now();
     while safelist_reloads(&app).await.error == before.error {
@@ -457,6 +473,25 @@ async fn a_changed_safelist_is_read_again_and_a_broken_one_is_not_used() {
     )
     .await;
     std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// Waits until `body` (an operation by hash) runs: a safelist that now
+/// lists it was read again. Fails after 10 s.
+async fn runs_within_seconds(app: &TestApp, body: &Value) {
+    let started = std::time::Instant::now();
+    loop {
+        let answer = post(app, body.clone(), &[]).await;
+        if answer.status == StatusCode::OK {
+            let answer: Value = serde_json::from_slice(&answer.body).expect("JSON");
+            assert_eq!(error_codes(&answer), Vec::<String>::new(), "{answer}");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{body} still refused after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `gateway_safelist_reloads_total` by outcome, from the admin listener.
@@ -494,6 +529,7 @@ fn replace_file(path: &std::path::Path, text: &str) {
 #[cfg(unix)]
 #[tokio::test]
 async fn sighup_reads_the_safelist_again() {
+    let _alone = SIGHUP.lock().await;
     let (dir, path) = write_manifest("sighup");
     let mut settings = Settings::default();
     settings.persisted_queries.safelist = Some(path.clone());
@@ -513,14 +549,7 @@ async fn sighup_reads_the_safelist_again() {
         .status()
         .expect("kill runs");
     assert!(status.success());
-    let started = std::time::Instant::now();
-    while post(&app, by_hash.clone(), &[]).await.status != StatusCode::OK {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the new operation still refused 10 s after SIGHUP"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    runs_within_seconds(&app, &by_hash).await;
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
