@@ -520,13 +520,9 @@ impl Extension for ValidateOnly {
 /// What `ErrorCodes` gives an error without a code that execution raised.
 fn give_code(error: &mut ServerError) {
     if super::is_coercion_error(&error.message) {
-        let ext = error.extensions.get_or_insert_with(Default::default);
-        if ext.get("code").is_none() {
-            ext.set("code", code::BAD_USER_INPUT);
-        }
+        super::set_code(error, code::BAD_USER_INPUT);
     } else {
-        let taken = std::mem::replace(error, ServerError::new(String::new(), None));
-        *error = super::internal(taken);
+        super::internal(error);
     }
 }
 

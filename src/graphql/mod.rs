@@ -164,26 +164,30 @@ const SUBSCRIPTION_OVER_HTTP: &str = "subscriptions run over a WebSocket on /gra
 /// error", as for `ApiError::Internal`; the message, which may name the
 /// gateway's types or data, goes to the log. An error with a code is left
 /// alone.
-pub(crate) fn internal(mut err: ServerError) -> ServerError {
-    let ext = err.extensions.get_or_insert_with(Default::default);
-    if ext.get("code").is_some() {
-        return err;
+pub(crate) fn internal(err: &mut ServerError) {
+    if !set_code(err, code::INTERNAL) {
+        return;
     }
-    ext.set("code", code::INTERNAL);
     tracing::error!(
         error = %err.message,
         path = ?err.path,
         "a GraphQL error without a code (a bug); the client reads \"internal error\""
     );
     err.message = "internal error".to_owned();
-    err
+}
+
+/// Gives `err` `code` unless it has one; whether it did.
+pub(crate) fn set_code(err: &mut ServerError, code: &'static str) -> bool {
+    let ext = err.extensions.get_or_insert_with(Default::default);
+    if ext.get("code").is_some() {
+        return false;
+    }
+    ext.set("code", code);
+    true
 }
 
 fn with_code(mut err: ServerError, code: &'static str) -> ServerError {
-    let ext = err.extensions.get_or_insert_with(Default::default);
-    if ext.get("code").is_none() {
-        ext.set("code", code);
-    }
+    set_code(&mut err, code);
     err
 }
 
@@ -231,12 +235,13 @@ impl Extension for ErrorCodes {
         info: ResolveInfo<'_>,
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
-        next.run(ctx, info).await.map_err(|e| {
+        next.run(ctx, info).await.map_err(|mut e| {
             if is_coercion_error(&e.message) {
-                with_code(e, code::BAD_USER_INPUT)
+                set_code(&mut e, code::BAD_USER_INPUT);
             } else {
-                internal(e)
+                internal(&mut e);
             }
+            e
         })
     }
 
@@ -251,7 +256,8 @@ impl Extension for ErrorCodes {
                     e.message = SUBSCRIPTION_OVER_HTTP.to_owned();
                     with_code(e, code::BAD_REQUEST)
                 } else {
-                    internal(e)
+                    internal(&mut e);
+                    e
                 }
             })
             .collect();
